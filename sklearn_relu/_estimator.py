@@ -1,0 +1,504 @@
+"""ReLURegressor: fit ``max(0, <w, x> + b)`` by SGD or quantized SGD."""
+
+import logging
+import math
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._ensemble import select_consistent_run
+from ._gradient import loss_sums, split_params
+from ._init import check_init, initial_params
+from ._step_size import auto_learning_rate
+from .backends import get_backend
+from .compression import QSGD, Identity
+
+__all__ = ["ReLURegressor"]
+
+logger = logging.getLogger("sklearn_relu")
+
+# Name -> compressor factory; the solver says how a worker encodes its gradient.
+SOLVERS = {
+    "sgd": lambda est: Identity(),
+    "qsgd": lambda est: QSGD(bits=est.bits, bucket_size=est.bucket_size),
+}
+
+
+def _sgd_update(learning_rate):
+    """The plain SGD step ``params - learning_rate * gradient``, checked."""
+
+    def update(params, gradient):
+        new = params - learning_rate * gradient
+        if not np.all(np.isfinite(new)):
+            raise FloatingPointError(
+                f"SGD diverged: learning_rate={learning_rate:.3g} is too large for "
+                "this data. Use learning_rate='auto' or a smaller learning_rate."
+            )
+        return new
+
+    return update
+
+
+def _check_int(name, value, low, allow_none=False):
+    if allow_none and value is None:
+        return
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an integer >= {low}{extra}, got {value!r}")
+
+
+class ReLURegressor(RegressorMixin, BaseEstimator):
+    """Fit a single ReLU ``max(0, <w, x> + b)`` by mini-batch SGD or QSGD.
+
+    Implements "Fitting ReLUs via SGD and Quantized SGD" (Kalan, Soltanolkotabi,
+    Avestimehr, 2019): a spectral start (one full gradient step from zero with an
+    exact line search), then mini-batch SGD on the squared loss. The batch is
+    split across ``n_workers`` workers, each drawing its share from its own shard
+    of the data; with ``solver="qsgd"`` each worker sends its partial gradient
+    stochastically quantized to ``bits`` bits a coordinate.
+
+    Parameters
+    ----------
+    solver : {"sgd", "qsgd"}, default="sgd"
+        ``"sgd"`` sends exact gradients; ``"qsgd"`` quantizes them (QSGD).
+    bits : int, default=8
+        Bits per coordinate for ``solver="qsgd"``, in ``[2, 16]``: one sign bit
+        and ``bits - 1`` magnitude bits, so ``s = 2**(bits-1) - 1`` levels.
+    bucket_size : int or None, default=None
+        Coordinates sharing one norm in QSGD; ``None`` uses the whole vector.
+    batch_size : int or "auto", default="auto"
+        Points per step over all workers; ``"auto"`` is ``min(200, n_samples)``.
+        Larger values are clipped to the number of training samples.
+    learning_rate : "auto" or float, default="auto"
+        Constant step size. ``"auto"`` measures the curvature at the initial
+        point: ``1 / (lambda_max(H) + R / m)``, ``R`` the mean squared row norm,
+        which is ``2m / (m + 2d)`` on standardized Gaussian data; QSGD divides it
+        by ``1 + delta / n_workers``, ``delta`` the quantizer's variance factor.
+    max_iter : int, default=200
+        Maximum number of epochs (passes of ``n_samples`` points) per run.
+    tol : float or None, default=1e-4
+        Training stops when the epoch's mean batch loss has not fallen below
+        ``(1 - tol)`` times the best so far for ``n_iter_no_change`` epochs.
+        The criterion is relative, so the default suits any scale of ``y``.
+        ``None`` runs all ``max_iter`` epochs.
+    n_iter_no_change : int, default=5
+        Epochs without improvement before stopping.
+    init : {"spectral", "zeros", "random"} or array of shape (n_features,), \
+            default="spectral"
+        Initial coefficients. ``"spectral"`` takes one full gradient step from
+        zero along ``X^T y`` with an exact line search; ``"random"`` a random
+        direction with the same line search.
+    n_ensemble : int, default=1
+        Independent runs from the same start; the output is the run that most
+        other runs agree with (the paper's ensemble rule).
+    fit_intercept : bool, default=True
+        Whether to fit ``b``.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop when its R^2 has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs, and restore the best
+        weights seen.
+    validation_fraction : float, default=0.1
+        Share of the data held out for early stopping, in ``(0, 1)``.
+    n_workers : int, default=1
+        Workers the data and each batch are split across.
+    backend : str or Backend, default="inprocess"
+        Where the workers run; see :func:`sklearn_relu.backends.available_backends`.
+    random_state : int, RandomState instance or None, default=None
+        Seeds batch sampling, quantization, the validation split and ``init``.
+    verbose : int, default=0
+        Log one line per epoch to the ``"sklearn_relu"`` logger when positive.
+    warm_start : bool, default=False
+        Start from the previous ``coef_`` and ``learning_rate_``.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+        Fitted weights ``w``, in the dtype of ``X`` (float32 stays float32).
+    intercept_ : float
+        Fitted ``b`` (0.0 when ``fit_intercept=False``).
+    n_iter_ : int
+        Epochs run by the selected run.
+    t_ : int
+        SGD steps taken by the selected run.
+    loss_curve_ : list of float
+        Mean batch loss of each epoch of the selected run.
+    validation_scores_ : list of float or None
+        Validation R^2 per epoch when ``early_stopping``.
+    best_validation_score_ : float or None
+        Best validation R^2 when ``early_stopping``.
+    learning_rate_ : float
+        The step size used.
+    ensemble_coef_ : ndarray of shape (n_ensemble, n_features)
+        Coefficients of every run.
+    comm_record_ : CommunicationRecord
+        What the workers sent: messages, bytes on the wire, the bytes the same
+        messages take as float64, and compute versus communication time.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` has string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.SGDRegressor : Linear models fitted by SGD.
+    sklearn_relu.compression.QSGD : The quantizer used by ``solver="qsgd"``.
+
+    Examples
+    --------
+    >>> from sklearn_relu import ReLURegressor, make_relu_regression
+    >>> X, y, w = make_relu_regression(n_samples=2000, n_features=20, coef=True,
+    ...                                random_state=0)
+    >>> est = ReLURegressor(solver="qsgd", bits=8, fit_intercept=False,
+    ...                     random_state=0).fit(X, y)
+    >>> import numpy as np
+    >>> bool(np.linalg.norm(est.coef_ - w) / np.linalg.norm(w) < 1e-6)
+    True
+    >>> round(est.comm_record_.compression_ratio, 2)  # 20 bytes + 16 of header
+    4.44
+    """
+
+    def __init__(
+        self,
+        *,
+        solver="sgd",
+        bits=8,
+        bucket_size=None,
+        batch_size="auto",
+        learning_rate="auto",
+        max_iter=200,
+        tol=1e-4,
+        n_iter_no_change=5,
+        init="spectral",
+        n_ensemble=1,
+        fit_intercept=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_workers=1,
+        backend="inprocess",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        self.solver = solver
+        self.bits = bits
+        self.bucket_size = bucket_size
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.init = init
+        self.n_ensemble = n_ensemble
+        self.fit_intercept = fit_intercept
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_workers = n_workers
+        self.backend = backend
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # -- public API -------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Fit the ReLU to ``X``, ``y`` by (quantized) mini-batch SGD.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the squared loss.
+
+        Returns
+        -------
+        self : ReLURegressor
+        """
+        return self._fit(X, y, sample_weight, partial=False)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """Run one epoch of SGD on ``X``, ``y``, starting from the current model.
+
+        The first call initializes the model (``init``) and the step size from
+        this data; later calls continue from them.
+
+        Returns
+        -------
+        self : ReLURegressor
+        """
+        return self._fit(X, y, sample_weight, partial=True)
+
+    def predict(self, X):
+        """Predict ``max(0, X @ coef_ + intercept_)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return np.maximum(X @ self.coef_.astype(X.dtype) + self.intercept_, 0)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # One ReLU cannot reach the R^2 the generic regressor check demands on
+        # linear data with negative targets.
+        tags.regressor_tags.poor_score = True
+        return tags
+
+    # -- validation ---------------------------------------------------------------
+    def _validate_params(self):
+        if self.solver not in SOLVERS:
+            raise ValueError(
+                f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}"
+            )
+        compressor = SOLVERS[self.solver](self)  # validates bits and bucket_size
+        if self.batch_size != "auto":
+            _check_int("batch_size", self.batch_size, 1)
+        lr = self.learning_rate
+        if not (
+            lr == "auto"
+            if isinstance(lr, str)
+            else isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0
+        ):
+            raise ValueError(
+                f"learning_rate must be 'auto' or a positive finite float, got {lr!r}"
+            )
+        _check_int("max_iter", self.max_iter, 1)
+        if self.tol is not None and not (
+            isinstance(self.tol, numbers.Real) and 0 <= self.tol < 1
+        ):
+            raise ValueError(f"tol must be None or a float in [0, 1), got {self.tol!r}")
+        _check_int("n_iter_no_change", self.n_iter_no_change, 1)
+        _check_int("n_ensemble", self.n_ensemble, 1)
+        _check_int("n_workers", self.n_workers, 1)
+        if not (
+            isinstance(self.validation_fraction, numbers.Real)
+            and 0 < self.validation_fraction < 1
+        ):
+            raise ValueError(
+                "validation_fraction must be a float in (0, 1), got "
+                f"{self.validation_fraction!r}"
+            )
+        return compressor
+
+    def _validate_input(self, X, y, sample_weight, reset):
+        X, y = validate_data(
+            self, X, y, reset=reset, dtype=[np.float64, np.float32], y_numeric=True
+        )
+        y = y.astype(X.dtype, copy=False)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+            )
+            if not sample_weight.sum() > 0:
+                raise ValueError("sample_weight must not be all zeros")
+        return X, y, sample_weight
+
+    # -- fitting ------------------------------------------------------------------
+    def _fit(self, X, y, sample_weight, partial):
+        compressor = self._validate_params()
+        continuing = (partial or self.warm_start) and hasattr(self, "coef_")
+        X, y, sample_weight = self._validate_input(
+            X, y, sample_weight, reset=not continuing
+        )
+        rng = check_random_state(self.random_state)
+
+        X_val = y_val = sw_val = None
+        if self.early_stopping and not partial:
+            X, X_val, y, y_val, sample_weight, sw_val = self._split_validation(
+                X, y, sample_weight, rng
+            )
+        n_samples = X.shape[0]
+        if self.n_workers > n_samples:
+            raise ValueError(
+                f"n_workers={self.n_workers} is larger than the number of training "
+                f"samples ({n_samples}); every worker needs at least one sample"
+            )
+        batch_size = self._effective_batch_size(n_samples)
+
+        backend = get_backend(self.backend)
+        backend.start(
+            X, y, sample_weight, n_workers=self.n_workers,
+            batch_size=batch_size, compressor=compressor,
+        )
+        try:
+            result = self._fit_runs(
+                backend, X.shape[1], X.dtype, batch_size, compressor, rng,
+                continuing, partial, (X_val, y_val, sw_val), n_samples,
+            )
+        finally:
+            backend.stop()
+        self._store(result, backend.record, X.shape[1], continuing)
+        return self
+
+    def _split_validation(self, X, y, sample_weight, rng):
+        arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
+        split = train_test_split(
+            *arrays, test_size=self.validation_fraction,
+            random_state=rng.randint(np.iinfo(np.int32).max),
+        )
+        if split[2].shape[0] < 1 or split[1].shape[0] < 1:
+            raise ValueError(
+                "too few samples for early_stopping with validation_fraction="
+                f"{self.validation_fraction}"
+            )
+        X, X_val, y, y_val = split[:4]
+        sw, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
+        return X, X_val, y, y_val, sw, sw_val
+
+    def _effective_batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            batch_size = self.batch_size
+            if batch_size > n_samples:
+                warnings.warn(
+                    f"batch_size={batch_size} is larger than the {n_samples} "
+                    "training samples; using batch_size={n_samples}",
+                    UserWarning,
+                )
+                batch_size = n_samples
+        if batch_size < self.n_workers:
+            raise ValueError(
+                f"batch_size={batch_size} is smaller than n_workers={self.n_workers};"
+                " each worker needs at least one point per step"
+            )
+        return batch_size
+
+    def _start_point(self, backend, n_features, batch_size, compressor, rng, continuing):
+        """Initial parameters and step size, or the current ones when continuing."""
+        if continuing:
+            params = np.append(self.coef_, self.intercept_)[
+                : n_features + int(self.fit_intercept)
+            ].astype(np.float64)
+            return params, self.learning_rate_
+        init = check_init(self.init, n_features)
+        params = initial_params(
+            init, backend.reduce, n_features, self.fit_intercept, rng
+        )
+        if self.learning_rate != "auto":
+            return params, float(self.learning_rate)
+        noise = 0.0
+        if isinstance(compressor, QSGD):
+            noise = compressor.variance_factor(params.shape[0]) / self.n_workers
+        return params, auto_learning_rate(
+            backend.reduce, params, batch_size, rng, noise_factor=noise
+        )
+
+    def _fit_runs(
+        self, backend, n_features, dtype, batch_size, compressor, rng,
+        continuing, partial, validation, n_samples,
+    ):
+        params0, learning_rate = self._start_point(
+            backend, n_features, batch_size, compressor, rng, continuing
+        )
+        steps_per_epoch = math.ceil(n_samples / batch_size)
+        n_runs = 1 if (partial or continuing) else self.n_ensemble
+        runs = []
+        for run in range(n_runs):
+            backend.reseed(rng.randint(np.iinfo(np.int32).max))
+            runs.append(
+                self._run_sgd(
+                    backend, params0.astype(dtype), learning_rate, steps_per_epoch,
+                    1 if partial else self.max_iter, validation, run,
+                )
+            )
+        chosen = select_consistent_run([r["params"] for r in runs])
+        result = runs[chosen]
+        result["learning_rate"] = learning_rate
+        result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
+        return result
+
+    def _run_sgd(
+        self, backend, params, learning_rate, steps_per_epoch, max_epochs,
+        validation, run,
+    ):
+        """One SGD run; returns its final (or best validated) parameters and curves."""
+        update = _sgd_update(learning_rate)
+        X_val, y_val, sw_val = validation
+        check_loss = self.tol is not None and max_epochs > 1
+        losses, scores = [], []
+        best_loss, best_score, best_params = np.inf, -np.inf, params
+        no_change = 0
+        converged = False
+        for epoch in range(max_epochs):
+            for _ in range(steps_per_epoch):
+                params = backend.step(params, update)
+            loss_sum, weight_sum = backend.reduce("batch_loss")
+            loss = loss_sum / weight_sum
+            losses.append(loss)
+            if X_val is not None:
+                coef, intercept = split_params(params, X_val.shape[1])
+                pred = np.maximum(X_val @ coef + intercept, 0)
+                score = r2_score(y_val, pred, sample_weight=sw_val)
+                scores.append(score)
+                improved = score > best_score + (self.tol or 0.0)
+                if score > best_score:
+                    best_score, best_params = score, params
+            else:
+                improved = loss < best_loss * (1 - (self.tol or 0.0))
+                best_loss = min(best_loss, loss)
+            no_change = 0 if improved else no_change + 1
+            if self.verbose:
+                _log_epoch(run, epoch, loss, scores)
+            if check_loss and (no_change >= self.n_iter_no_change or loss == 0):
+                converged = True
+                break
+        if check_loss and not converged:
+            warnings.warn(
+                f"ReLURegressor stopped after max_iter={max_epochs} epochs without "
+                "converging; increase max_iter or tol.",
+                ConvergenceWarning,
+            )
+        final = best_params if X_val is not None else params
+        return {
+            "params": final,
+            "n_iter": epoch + 1,
+            "t": (epoch + 1) * steps_per_epoch,
+            "loss_curve": losses,
+            "validation_scores": scores if X_val is not None else None,
+            "best_validation_score": best_score if X_val is not None else None,
+        }
+
+    def _store(self, result, record, n_features, continuing):
+        coef, intercept = split_params(result["params"], n_features)
+        self.coef_ = np.array(coef)
+        self.intercept_ = float(intercept)
+        self.learning_rate_ = result["learning_rate"]
+        self.ensemble_coef_ = result["ensemble"]
+        self.comm_record_ = record
+        if continuing:
+            self.n_iter_ += result["n_iter"]
+            self.t_ += result["t"]
+            self.loss_curve_ = self.loss_curve_ + result["loss_curve"]
+        else:
+            self.n_iter_ = result["n_iter"]
+            self.t_ = result["t"]
+            self.loss_curve_ = result["loss_curve"]
+        self.validation_scores_ = result["validation_scores"]
+        self.best_validation_score_ = result["best_validation_score"]
+
+
+def _log_epoch(run, epoch, loss, scores):
+    if not logger.handlers and not logging.getLogger().handlers:
+        # verbose=1 must print something even where logging was never set up.
+        logger.addHandler(logging.StreamHandler())
+        logger.setLevel(logging.INFO)
+    message = f"run {run}, epoch {epoch + 1}: loss {loss:.6g}"
+    if scores:
+        message += f", validation R^2 {scores[-1]:.6g}"
+    logger.info(message)

@@ -1,0 +1,119 @@
+"""Initial points: the spectral start (one full gradient step from zero), zeros, random.
+
+Statistics are computed per shard (``shard_*`` functions, run where the data lives)
+and summed by whoever holds the shards, so the same code serves one process or many.
+"""
+
+import numbers
+
+import numpy as np
+
+from ._gradient import _linear
+
+__all__ = ["shard_moments", "shard_line_search", "initial_params", "INITS"]
+
+INITS = ("spectral", "zeros", "random")
+
+
+def _weights(sample_weight, n):
+    return np.ones(n) if sample_weight is None else sample_weight
+
+
+def shard_moments(X, y, sample_weight):
+    """``[X^T (s*y), X^T s, sum(s*y), sum(s)]`` on one shard, as one float64 vector."""
+    s = _weights(sample_weight, X.shape[0]).astype(np.float64)
+    sy = s * y
+    return np.concatenate(
+        [X.T @ sy.astype(X.dtype), X.T @ s.astype(X.dtype), [sy.sum(), s.sum()]]
+    ).astype(np.float64)
+
+
+def shard_line_search(X, y, sample_weight, direction):
+    """``[sum s*y*p, sum s*p^2]`` with ``p = max(0, <direction, x>)`` on one shard."""
+    s = _weights(sample_weight, X.shape[0])
+    p = np.maximum(_linear(X, direction.astype(X.dtype, copy=False)), 0).astype(
+        np.float64
+    )
+    return np.array([s @ (y * p), s @ (p * p)])
+
+
+def _line_search(reduce, direction):
+    """Exact minimizer ``t >= 0`` of the loss along ``t * direction`` (REFERENCE §2).
+
+    For ``t > 0``, ``max(0, t<u, x>) = t max(0, <u, x>)``, so the loss is a quadratic
+    in ``t`` with minimizer ``sum s y p / sum s p^2``.
+    """
+    yp, pp = reduce("line_search", direction)
+    t = yp / pp if pp > 0 else 0.0
+    return max(t, 0.0) * direction
+
+
+def initial_params(init, reduce, n_features, fit_intercept, random_state):
+    """The starting parameter vector for ``init``.
+
+    Parameters
+    ----------
+    init : {"spectral", "zeros", "random"} or array-like of shape (n_features,)
+    reduce : callable
+        ``reduce(name, *args)`` returns the sum over all shards of the shard
+        statistic ``name`` (``"moments"`` or ``"line_search"``).
+    n_features : int
+    fit_intercept : bool
+    random_state : numpy.random.RandomState
+        Used by ``init="random"`` only.
+
+    Returns
+    -------
+    params : ndarray of shape (n_features + fit_intercept,), float64
+    """
+    n_params = n_features + int(fit_intercept)
+    if not isinstance(init, str):
+        params = np.zeros(n_params)
+        params[:n_features] = init
+        return params
+    if init == "zeros":
+        return np.zeros(n_params)
+    if init == "random":
+        # A random direction, then the same exact line search: a random start at
+        # the right scale, whatever the scale of X and y.
+        direction = np.zeros(n_params)
+        direction[:n_features] = random_state.standard_normal(n_features)
+        return _line_search(reduce, direction)
+    # Spectral: the first gradient step from zero points along X^T s y. With an
+    # intercept, centre X first so that the direction is not dominated by the
+    # mean of y, and let the intercept undo the centring.
+    moments = reduce("moments")
+    xty, xts = moments[:n_features], moments[n_features : 2 * n_features]
+    sum_sy, sum_s = moments[-2], moments[-1]
+    direction = np.zeros(n_params)
+    if fit_intercept:
+        x_mean = xts / sum_s
+        direction[:n_features] = xty - x_mean * sum_sy
+        direction[n_features] = -direction[:n_features] @ x_mean
+    else:
+        direction[:n_features] = xty
+    return _line_search(reduce, direction)
+
+
+def check_init(init, n_features):
+    """Validate ``init``; return it as a string or a float64 array."""
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(
+                f"init must be one of {INITS} or an array of shape (n_features,), "
+                f"got {init!r}"
+            )
+        return init
+    if isinstance(init, numbers.Number):
+        raise ValueError(
+            f"init must be one of {INITS} or an array of shape (n_features,), "
+            f"got {init!r}"
+        )
+    array = np.asarray(init, dtype=np.float64)
+    if array.shape != (n_features,):
+        raise ValueError(
+            f"init array has shape {array.shape}, expected ({n_features},)"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError("init array contains NaN or infinity")
+    return array

@@ -1,0 +1,85 @@
+"""The data-driven step size of ``learning_rate="auto"`` (REFERENCE §3, derived here).
+
+Near a solution the expected mini-batch gradient is ``H (w - w*)`` with
+``H = E[relu'(z) x x^T]``, and its second moment is about
+``(w - w*)^T (H^2 + R H / m) (w - w*)``, ``R`` the mean squared row norm over the
+active rows and ``m`` the batch size. The step ``1 / (lambda_max(H) + R / m)`` is
+then half the largest stable step in every direction; on standardized Gaussian
+data (``lambda = 1/2``, ``R = d``) it is exactly ``2m / (m + 2d)``.
+
+QSGD adds variance ``delta ||g||^2`` per worker message, ``delta`` its variance
+factor; averaging ``W`` messages divides it by ``W``, so the step is divided by
+``1 + delta / W`` (REFERENCE §4).
+"""
+
+import numpy as np
+
+from ._gradient import _linear, relu_derivative
+
+__all__ = ["shard_curvature", "shard_hessian_matvec", "auto_learning_rate"]
+
+_POWER_ITERATIONS = 8
+
+
+def _active_weights(X, sample_weight, params):
+    a = relu_derivative(_linear(X, params.astype(X.dtype, copy=False)))
+    return a if sample_weight is None else a * sample_weight
+
+
+def shard_curvature(X, sample_weight, params):
+    """``[sum s a ||x~||^2, sum s a, sum s]`` on one shard.
+
+    ``a`` is the ReLU derivative at ``params``; ``x~`` has a 1 for the intercept.
+    """
+    weights = _active_weights(X, sample_weight, params).astype(np.float64)
+    row_norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    if params.shape[0] > X.shape[1]:
+        row_norms += 1.0
+    total = X.shape[0] if sample_weight is None else sample_weight.sum()
+    return np.array([weights @ row_norms, weights.sum(), total])
+
+
+def shard_hessian_matvec(X, sample_weight, params, vector):
+    """``sum_i s_i a_i x~_i x~_i^T vector`` on one shard."""
+    weights = _active_weights(X, sample_weight, params)
+    projected = weights * _linear(X, vector.astype(X.dtype, copy=False))
+    out = np.empty(vector.shape[0])
+    out[: X.shape[1]] = X.T @ projected.astype(X.dtype, copy=False)
+    if vector.shape[0] > X.shape[1]:
+        out[X.shape[1]] = projected.sum()
+    return out
+
+
+def auto_learning_rate(reduce, params, batch_size, random_state, noise_factor=0.0):
+    """``1 / ((lambda_max(H) + R / m) (1 + noise_factor))`` at ``params``.
+
+    Parameters
+    ----------
+    reduce : callable
+        ``reduce(name, *args)`` sums a shard statistic (``"curvature"``,
+        ``"hessian_matvec"``) over all shards.
+    params : ndarray
+        The point where the curvature is measured (the initial point).
+    batch_size : int
+    random_state : numpy.random.RandomState
+        Start vector of the power iteration.
+    noise_factor : float, default=0.0
+        Extra relative gradient variance, ``delta / W`` for QSGD.
+    """
+    weighted_norms, active, total = reduce("curvature", params)
+    if active <= 0:
+        # No active row at params: measure at zero instead, where every
+        # derivative is 1/2, so that the step stays finite and meaningful.
+        params = np.zeros_like(params)
+        weighted_norms, active, total = reduce("curvature", params)
+    mean_row_norm = weighted_norms / active
+    vector = random_state.standard_normal(params.shape[0])
+    eigenvalue = 0.0
+    for _ in range(_POWER_ITERATIONS):
+        vector /= np.linalg.norm(vector)
+        image = reduce("hessian_matvec", params, vector) / total
+        eigenvalue = float(vector @ image)
+        vector = image
+        if not np.any(vector):
+            break
+    return 1.0 / ((eigenvalue + mean_row_norm / batch_size) * (1.0 + noise_factor))

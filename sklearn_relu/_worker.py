@@ -1,0 +1,103 @@
+"""One worker: a shard of the data and everything computed on it.
+
+A backend places workers where their shards live and moves bytes between them; it
+calls the methods below by name and never does arithmetic on the data itself.
+"""
+
+import numpy as np
+
+from ._gradient import batch_gradient, loss_sums
+from ._init import shard_line_search, shard_moments
+from ._step_size import shard_curvature, shard_hessian_matvec
+
+__all__ = ["ShardWorker", "shard_bounds", "batch_share"]
+
+
+def shard_bounds(n_samples, n_workers, index):
+    """Rows ``[start, stop)`` of worker ``index``: equal contiguous shards (±1 row)."""
+    base, extra = divmod(n_samples, n_workers)
+    start = index * base + min(index, extra)
+    return start, start + base + (index < extra)
+
+
+def batch_share(batch_size, n_workers, index):
+    """How many of the ``batch_size`` points of a step worker ``index`` draws."""
+    base, extra = divmod(batch_size, n_workers)
+    return base + (index < extra)
+
+
+class ShardWorker:
+    """Computes partial gradients on one shard and compresses them.
+
+    Each step, the worker draws its share of the mini-batch uniformly with
+    replacement from its own rows, computes the gradient contribution scaled so
+    that the sum over all workers is an unbiased estimate of the full gradient,
+    and returns the compressor's message.
+
+    Parameters
+    ----------
+    X, y, sample_weight : the shard's rows (``sample_weight`` may be None).
+    index : int
+        This worker's rank among ``n_workers``.
+    n_workers : int
+    n_samples : int
+        Rows over all shards.
+    batch_size : int
+        Points per step over all workers.
+    compressor : Compressor
+    """
+
+    def __init__(
+        self, X, y, sample_weight, *, index, n_workers, n_samples, batch_size,
+        compressor,
+    ):
+        self.X, self.y, self.sample_weight = X, y, sample_weight
+        self.index = index
+        self.compressor = compressor
+        self.batch_size = batch_share(batch_size, n_workers, index)
+        # E[sum over workers] = sum_w (n_w / n) * (shard mean) = full mean, even
+        # when shards or shares differ by one row.
+        self.scale = X.shape[0] / (n_samples * self.batch_size)
+        self.reseed(0)
+
+    def reseed(self, entropy):
+        """Restart this worker's random stream from ``(entropy, index)``."""
+        seed = np.random.SeedSequence(entropy, spawn_key=(self.index,))
+        self._rng = np.random.default_rng(seed)
+        self._batch_loss = np.zeros(2)
+
+    def gradient_message(self, params):
+        """Draw a batch, compute its gradient at ``params``, return the message."""
+        rows = self._rng.integers(0, self.X.shape[0], size=self.batch_size)
+        with np.errstate(over="ignore", invalid="ignore"):
+            gradient, loss, weight = batch_gradient(
+                self.X, self.y, self.sample_weight, params, rows, self.scale
+            )
+        if not np.all(np.isfinite(gradient)):
+            raise FloatingPointError(
+                "SGD diverged: the gradient overflowed. Use learning_rate='auto' "
+                "or a smaller learning_rate."
+            )
+        self._batch_loss += (loss, weight)
+        return self.compressor.compress(gradient, self._rng)
+
+    def batch_loss(self):
+        """``[loss_sum, weight_sum]`` of the batches since the last call; resets."""
+        out, self._batch_loss = self._batch_loss, np.zeros(2)
+        return out
+
+    # Exact shard statistics, summed over workers by the backend's ``reduce``.
+    def moments(self):
+        return shard_moments(self.X, self.y, self.sample_weight)
+
+    def line_search(self, direction):
+        return shard_line_search(self.X, self.y, self.sample_weight, direction)
+
+    def curvature(self, params):
+        return shard_curvature(self.X, self.sample_weight, params)
+
+    def hessian_matvec(self, params, vector):
+        return shard_hessian_matvec(self.X, self.sample_weight, params, vector)
+
+    def loss(self, params):
+        return np.array(loss_sums(self.X, self.y, self.sample_weight, params))

@@ -1,0 +1,43 @@
+"""Backends: where the workers of a fit run and how their messages travel.
+
+``get_backend("inprocess")`` returns a fresh backend; ``register_backend`` adds one.
+"""
+
+from ._base import Backend, CommunicationRecord
+from ._inprocess import InProcessBackend
+
+__all__ = [
+    "Backend",
+    "CommunicationRecord",
+    "InProcessBackend",
+    "available_backends",
+    "get_backend",
+    "register_backend",
+]
+
+_REGISTRY = {}
+
+
+def register_backend(name, factory):
+    """Make ``backend=name`` create backends with ``factory()``."""
+    _REGISTRY[name] = factory
+
+
+def available_backends():
+    """Names accepted by ``ReLURegressor(backend=...)``."""
+    return sorted(_REGISTRY)
+
+
+def get_backend(backend):
+    """A fresh backend from a registered name, or ``backend`` itself if an instance."""
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, str) and backend in _REGISTRY:
+        return _REGISTRY[backend]()
+    raise ValueError(
+        f"backend must be one of {available_backends()} or a Backend instance, "
+        f"got {backend!r}"
+    )
+
+
+register_backend("inprocess", InProcessBackend)

@@ -1,0 +1,133 @@
+"""The backend interface: where workers run and how their messages travel."""
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+
+__all__ = ["Backend", "CommunicationRecord"]
+
+
+@dataclass
+class CommunicationRecord:
+    """What the workers sent during a fit: the columns of the paper's Table 2.
+
+    Attributes
+    ----------
+    n_messages : int
+        Gradient messages sent by workers.
+    bytes_sent : int
+        Their total size on the wire, counted from the bytes actually sent.
+    float64_bytes : int
+        What the same messages would take as raw float64 vectors.
+    control_bytes : int
+        Bytes of exact control traffic (initialization statistics, losses,
+        model broadcasts), not part of the compressed gradient messages.
+    compute_seconds : float
+        Time spent computing and compressing gradients.
+    communicate_seconds : float
+        Time spent moving and decoding messages.
+    """
+
+    n_messages: int = 0
+    bytes_sent: int = 0
+    float64_bytes: int = 0
+    control_bytes: int = 0
+    compute_seconds: float = 0.0
+    communicate_seconds: float = 0.0
+
+    @property
+    def compression_ratio(self):
+        """``float64_bytes / bytes_sent``: how many times fewer bytes were sent."""
+        return self.float64_bytes / self.bytes_sent if self.bytes_sent else float("nan")
+
+    def add_messages(self, messages, n_values):
+        self.n_messages += len(messages)
+        self.bytes_sent += sum(len(m) for m in messages)
+        self.float64_bytes += 8 * n_values * len(messages)
+
+    def as_dict(self):
+        return {**asdict(self), "compression_ratio": self.compression_ratio}
+
+
+class Timer:
+    """Accumulate wall time into a record field: ``with Timer(rec, "compute_seconds")``."""
+
+    def __init__(self, record, field):
+        self.record, self.field = record, field
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        elapsed = time.perf_counter() - self._start
+        setattr(self.record, self.field, getattr(self.record, self.field) + elapsed)
+
+
+class Backend(ABC):
+    """Runs the workers of a fit and carries their messages.
+
+    The estimator drives a fit through four calls, the same on every backend:
+    :meth:`start` places one :class:`~sklearn_relu._worker.ShardWorker` per shard,
+    :meth:`reduce` sums an exact shard statistic over all workers,
+    :meth:`step` has every worker send its compressed gradient and applies
+    ``update`` to the decoded sum, and :meth:`stop` releases the workers.
+    A backend moves and sums; it never computes a gradient itself.
+
+    Steps are deterministic given the workers' seeds: messages are decoded and
+    summed in worker order, so every backend gives the same model.
+    """
+
+    #: Short name under which the backend is registered.
+    name = None
+    #: Whether workers run in other processes or hosts (data is shipped once).
+    distributed = False
+
+    def __init__(self):
+        self.record = CommunicationRecord()
+
+    def start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
+        """Split the rows into ``n_workers`` shards and start one worker on each.
+
+        Starts a fresh :attr:`record`. ``batch_size`` is the points per step over
+        all workers; ``compressor`` turns each worker's gradient into its message.
+        """
+        self.record = CommunicationRecord()
+        self.compressor = compressor
+        self._start(
+            X, y, sample_weight, n_workers=n_workers, batch_size=batch_size,
+            compressor=compressor,
+        )
+
+    @abstractmethod
+    def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
+        """Place the workers; called by :meth:`start`."""
+
+    @abstractmethod
+    def call(self, method, *args):
+        """Call ``worker.method(*args)`` on every worker; results in worker order."""
+
+    def reduce(self, method, *args):
+        """Sum of ``worker.method(*args)`` over all workers, in worker order."""
+        results = self.call(method, *args)
+        total = results[0].copy()
+        for result in results[1:]:
+            total += result
+        return total
+
+    def reseed(self, entropy):
+        """Restart every worker's random stream (before each run of a fit)."""
+        self.call("reseed", entropy)
+
+    @abstractmethod
+    def step(self, params, update):
+        """One SGD step: gather the workers' messages at ``params``, decode and sum
+        them in worker order, and return ``update(params, gradient)``."""
+
+    def stop(self):
+        """Release the workers. Safe to call more than once."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,98 @@
+"""The compressor interface and the self-describing message header."""
+
+import struct
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+__all__ = ["Compressor", "MessageError"]
+
+# Every message starts with: 2-byte magic, 1-byte dtype code, 1-byte parameter
+# (the bit width for QSGD), and the vector length as uint32. Little-endian.
+_HEADER = struct.Struct("<2sBBI")
+_DTYPE_CODES = {np.dtype(np.float64): 0, np.dtype(np.float32): 1}
+_CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
+
+
+class MessageError(ValueError):
+    """A message that is truncated, malformed, or not of the expected kind."""
+
+
+class Compressor(ABC):
+    """Turns a gradient into the bytes a worker sends, and back.
+
+    Subclasses implement :meth:`compress` and :meth:`decompress`. A message is
+    self-describing: :meth:`decompress` needs nothing but its bytes, and
+    ``len(message)`` is its exact size on the wire. Randomness comes only from the
+    ``random_state`` passed to :meth:`compress`, never from a global state.
+    """
+
+    #: Whether messages could be summed while compressed (allreduce-able).
+    linear = False
+    #: The two-byte tag that opens this compressor's messages.
+    magic = b"??"
+
+    @abstractmethod
+    def compress(self, vector, random_state=None):
+        """Encode a 1-D float vector into a ``bytes`` message."""
+
+    @abstractmethod
+    def decompress(self, message):
+        """Decode a message into a 1-D float array (the dtype it was sent in)."""
+
+    @abstractmethod
+    def message_nbytes(self, n_values):
+        """Exact size in bytes of the message for a vector of ``n_values``."""
+
+    def __repr__(self):
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(vars(self).items()))))
+
+    # -- shared header handling -------------------------------------------------
+    def _header(self, vector, param=0):
+        try:
+            code = _DTYPE_CODES[vector.dtype]
+        except KeyError:
+            raise TypeError(
+                f"{type(self).__name__} compresses float64 or float32 vectors, "
+                f"got dtype {vector.dtype}"
+            ) from None
+        return _HEADER.pack(self.magic, code, param, vector.shape[0])
+
+    def _read_header(self, message):
+        """Return ``(dtype, param, n_values, body)``; raise MessageError if bad."""
+        buffer = memoryview(message).cast("B")
+        if buffer.nbytes < _HEADER.size:
+            raise MessageError(
+                f"message of {buffer.nbytes} bytes is shorter than the "
+                f"{_HEADER.size}-byte header"
+            )
+        magic, code, param, n_values = _HEADER.unpack_from(buffer)
+        if magic != self.magic:
+            raise MessageError(
+                f"message tag {magic!r} is not a {type(self).__name__} message "
+                f"(expected {self.magic!r})"
+            )
+        if code not in _CODE_DTYPES:
+            raise MessageError(f"unknown dtype code {code} in message header")
+        return _CODE_DTYPES[code], param, n_values, buffer[_HEADER.size :]
+
+
+def _as_vector(vector):
+    vector = np.asarray(vector)
+    if vector.ndim != 1:
+        raise ValueError(f"expected a 1-D vector, got shape {vector.shape}")
+    if vector.dtype not in _DTYPE_CODES:
+        vector = vector.astype(np.float64)
+    if not np.all(np.isfinite(vector)):
+        raise ValueError("cannot compress a vector containing NaN or infinity")
+    return vector
+
+
+HEADER_NBYTES = _HEADER.size

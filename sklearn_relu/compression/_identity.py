@@ -1,0 +1,45 @@
+"""The exact compressor: the vector's own floats, as plain SGD sends them."""
+
+import numpy as np
+
+from ._base import HEADER_NBYTES, Compressor, MessageError, _as_vector
+
+__all__ = ["Identity"]
+
+
+class Identity(Compressor):
+    """Send the gradient uncompressed, in its own float dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_relu.compression import Identity
+    >>> message = Identity().compress(np.array([0.5, -2.0]))
+    >>> len(message)  # 8-byte header + 2 float64
+    24
+    >>> Identity().decompress(message)
+    array([ 0.5, -2. ])
+    """
+
+    linear = True
+    magic = b"RI"
+
+    def compress(self, vector, random_state=None):
+        vector = _as_vector(vector)
+        little = vector.astype(vector.dtype.newbyteorder("<"), copy=False)
+        return self._header(vector) + little.tobytes()
+
+    def decompress(self, message):
+        dtype, _, n_values, body = self._read_header(message)
+        if body.nbytes != n_values * dtype.itemsize:
+            raise MessageError(
+                f"Identity message body has {body.nbytes} bytes, expected "
+                f"{n_values * dtype.itemsize} for {n_values} {dtype} values"
+            )
+        vector = np.frombuffer(body, dtype=dtype.newbyteorder("<")).astype(dtype)
+        if not np.all(np.isfinite(vector)):
+            raise MessageError("Identity message contains NaN or infinity")
+        return vector
+
+    def message_nbytes(self, n_values, dtype=np.float64):
+        return HEADER_NBYTES + n_values * np.dtype(dtype).itemsize

@@ -1,0 +1,201 @@
+"""QSGD: stochastic quantization of a gradient to ``s`` levels (Alistarh et al.)."""
+
+import math
+import numbers
+import struct
+
+import numpy as np
+
+from ._base import HEADER_NBYTES, Compressor, MessageError, _as_vector
+from ._bitpack import pack_signed, packed_nbytes, unpack_signed
+
+__all__ = ["QSGD", "levels_for_bits"]
+
+_BUCKET = struct.Struct("<I")
+_MIN_BITS, _MAX_BITS = 2, 16
+
+
+def levels_for_bits(bits):
+    """Number of quantization levels ``s = 2**(bits-1) - 1``.
+
+    One bit carries the sign and ``bits - 1`` bits the magnitude level in ``[0, s]``.
+
+    >>> levels_for_bits(8), levels_for_bits(2)
+    (127, 1)
+    """
+    return 2 ** (bits - 1) - 1
+
+
+def _check_bits(bits):
+    if (
+        not isinstance(bits, numbers.Integral)
+        or isinstance(bits, bool)
+        or not _MIN_BITS <= bits <= _MAX_BITS
+    ):
+        raise ValueError(
+            f"bits must be an integer in [{_MIN_BITS}, {_MAX_BITS}] (one sign bit plus "
+            f"bits-1 magnitude bits), got {bits!r}"
+        )
+
+
+def _check_bucket_size(bucket_size):
+    if bucket_size is None:
+        return
+    if (
+        not isinstance(bucket_size, numbers.Integral)
+        or isinstance(bucket_size, bool)
+        or bucket_size < 1
+    ):
+        raise ValueError(
+            f"bucket_size must be None or a positive integer, got {bucket_size!r}"
+        )
+
+
+def _round_up_float32(values):
+    """The smallest float32 >= each value, so that ``|v_i| / norm <= 1`` holds."""
+    rounded = values.astype(np.float32)
+    low = rounded.astype(np.float64) < values
+    rounded[low] = np.nextafter(rounded[low], np.float32(np.inf))
+    return rounded
+
+
+class QSGD(Compressor):
+    """Unbiased stochastic quantization to ``s = 2**(bits-1) - 1`` levels.
+
+    Each bucket of ``bucket_size`` consecutive coordinates is sent as its Euclidean
+    norm (a float32, rounded up) followed by, for every coordinate, one sign bit and
+    a ``bits - 1``-bit level ``l`` in ``[0, s]``; the coordinate decodes to
+    ``norm * sign * l / s``. The level is ``floor(|v_i| s / norm)`` or one more,
+    chosen at random so that the expectation is exactly ``v_i``.
+
+    Parameters
+    ----------
+    bits : int, default=8
+        Bits per coordinate, in ``[2, 16]``.
+    bucket_size : int or None, default=None
+        Coordinates sharing one norm. ``None`` quantizes the whole vector with a
+        single norm, as the paper does.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_relu.compression import QSGD
+    >>> q = QSGD(bits=2)
+    >>> message = q.compress(np.array([3.0, -4.0, 0.0]), random_state=0)
+    >>> len(message)  # 12-byte header, one float32 norm, 3 coordinates x 2 bits
+    17
+    >>> q.decompress(message)  # each coordinate is 0 or +-||v|| = +-5 at 2 bits
+    array([ 0., -5.,  0.])
+    """
+
+    magic = b"RQ"
+
+    def __init__(self, bits=8, bucket_size=None):
+        _check_bits(bits)
+        _check_bucket_size(bucket_size)
+        self.bits = int(bits)
+        self.bucket_size = None if bucket_size is None else int(bucket_size)
+
+    @property
+    def levels(self):
+        """The number of nonzero magnitude levels ``s``."""
+        return levels_for_bits(self.bits)
+
+    def variance_factor(self, n_values):
+        """QSGD's bound ``min(d/s^2, sqrt(d)/s)`` on ``E||Q(v) - v||^2 / ||v||^2``.
+
+        ``d`` is the bucket length (the whole vector when ``bucket_size`` is None).
+        """
+        d = n_values if self.bucket_size is None else min(self.bucket_size, n_values)
+        s = self.levels
+        return min(d / s**2, math.sqrt(d) / s)
+
+    # -- the quantizer itself, separate from its encoding ------------------------
+    def _bucket_starts(self, n_values):
+        size = n_values if self.bucket_size is None else self.bucket_size
+        return np.arange(0, n_values, max(size, 1))
+
+    def quantize(self, vector, random_state=None):
+        """Draw ``(norms, levels)``: float32 bucket norms and signed integer levels.
+
+        Parameters
+        ----------
+        vector : ndarray of shape (d,)
+        random_state : int, numpy.random.Generator or None
+            Source of the rounding randomness.
+
+        Returns
+        -------
+        norms : ndarray of float32, shape (n_buckets,)
+        levels : ndarray of int32, shape (d,), each in ``[-s, s]``
+        """
+        vector = _as_vector(vector)
+        rng = np.random.default_rng(random_state)
+        d, s = vector.shape[0], self.levels
+        starts = self._bucket_starts(d)
+        if d == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int32)
+        magnitude = np.abs(vector, dtype=np.float64)
+        norms = _round_up_float32(np.sqrt(np.add.reduceat(magnitude**2, starts)))
+        per_coord = np.repeat(norms.astype(np.float64), np.diff(np.append(starts, d)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scaled = np.where(per_coord > 0, magnitude / per_coord, 0.0) * s
+        floor = np.floor(scaled)
+        levels = floor + (rng.random(d) < (scaled - floor))
+        np.minimum(levels, s, out=levels)
+        levels = levels.astype(np.int32)
+        levels[vector < 0] *= -1
+        return norms, levels
+
+    def dequantize(self, norms, levels, dtype=np.float64):
+        """The vector ``norm * level / s`` that a message decodes to."""
+        d = levels.shape[0]
+        starts = self._bucket_starts(d)
+        per_coord = np.repeat(norms.astype(np.float64), np.diff(np.append(starts, d)))
+        return (per_coord * (levels / self.levels)).astype(dtype, copy=False)
+
+    # -- the wire format ----------------------------------------------------------
+    def n_buckets(self, n_values):
+        return len(self._bucket_starts(n_values))
+
+    def message_nbytes(self, n_values):
+        return (
+            HEADER_NBYTES
+            + _BUCKET.size
+            + 4 * self.n_buckets(n_values)
+            + packed_nbytes(n_values, self.bits)
+        )
+
+    def compress(self, vector, random_state=None):
+        vector = _as_vector(vector)
+        norms, levels = self.quantize(vector, random_state)
+        return b"".join(
+            [
+                self._header(vector, self.bits),
+                _BUCKET.pack(self.bucket_size or 0),
+                norms.astype("<f4").tobytes(),
+                pack_signed(levels, self.bits),
+            ]
+        )
+
+    def decompress(self, message):
+        dtype, bits, n_values, body = self._read_header(message)
+        if not _MIN_BITS <= bits <= _MAX_BITS:
+            raise MessageError(f"QSGD message declares bits={bits}, outside [2, 16]")
+        if body.nbytes < _BUCKET.size:
+            raise MessageError("QSGD message is truncated before its bucket size")
+        (bucket_size,) = _BUCKET.unpack_from(body)
+        sender = QSGD(bits=bits, bucket_size=bucket_size or None)
+        expected = sender.message_nbytes(n_values)
+        if HEADER_NBYTES + body.nbytes != expected:
+            raise MessageError(
+                f"QSGD message has {HEADER_NBYTES + body.nbytes} bytes, expected "
+                f"{expected} for {n_values} values at {bits} bits"
+            )
+        n_norms = sender.n_buckets(n_values)
+        offset = _BUCKET.size + 4 * n_norms
+        norms = np.frombuffer(body[_BUCKET.size : offset], dtype="<f4")
+        if not (np.all(np.isfinite(norms)) and np.all(norms >= 0)):
+            raise MessageError("QSGD message carries a negative or non-finite norm")
+        levels = unpack_signed(body[offset:], n_values, bits)
+        return sender.dequantize(norms.astype(np.float32), levels, dtype=dtype)
