@@ -110,8 +110,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         weights seen.
     validation_fraction : float, default=0.1
         Share of the data held out for early stopping, in ``(0, 1)``.
-    n_workers : int, default=1
-        Workers the data and each batch are split across.
+    n_workers : int or None, default=1
+        Workers the data and each batch are split across. ``None`` uses as many
+        as the backend has: one in-process, ``joblib.effective_n_jobs()`` on
+        joblib, the number of ranks on MPI (where any other count is an error).
     backend : str or Backend, default="inprocess"
         Where the workers run; see :func:`sklearn_relu.backends.available_backends`.
     random_state : int, RandomState instance or None, default=None
@@ -139,6 +141,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Best validation R^2 when ``early_stopping``.
     learning_rate_ : float
         The step size used.
+    n_workers_ : int
+        The number of workers the fit ran on.
     ensemble_coef_ : ndarray of shape (n_ensemble, n_features)
         Coefficients of every run.
     comm_record_ : CommunicationRecord
@@ -284,7 +288,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"tol must be None or a float in [0, 1), got {self.tol!r}")
         _check_int("n_iter_no_change", self.n_iter_no_change, 1)
         _check_int("n_ensemble", self.n_ensemble, 1)
-        _check_int("n_workers", self.n_workers, 1)
+        _check_int("n_workers", self.n_workers, 1, allow_none=True)
         if not (
             isinstance(self.validation_fraction, numbers.Real)
             and 0 < self.validation_fraction < 1
@@ -312,10 +316,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight, partial):
         compressor = self._validate_params()
         continuing = (partial or self.warm_start) and hasattr(self, "coef_")
+        backend = get_backend(self.backend)
+        X, y, sample_weight = backend.common_data(X, y, sample_weight)
         X, y, sample_weight = self._validate_input(
             X, y, sample_weight, reset=not continuing
         )
-        rng = check_random_state(self.random_state)
+        # Processes sharing a fit (MPI ranks) must draw the same numbers.
+        rng = backend.common(check_random_state(self.random_state))
+        self.n_workers_ = backend.resolve_n_workers(self.n_workers)
 
         X_val = y_val = sw_val = None
         if self.early_stopping and not partial:
@@ -323,16 +331,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 X, y, sample_weight, rng
             )
         n_samples = X.shape[0]
-        if self.n_workers > n_samples:
+        if self.n_workers_ > n_samples:
             raise ValueError(
-                f"n_workers={self.n_workers} is larger than the number of training "
+                f"n_workers={self.n_workers_} is larger than the number of training "
                 f"samples ({n_samples}); every worker needs at least one sample"
             )
         batch_size = self._effective_batch_size(n_samples)
 
-        backend = get_backend(self.backend)
         backend.start(
-            X, y, sample_weight, n_workers=self.n_workers,
+            X, y, sample_weight, n_workers=self.n_workers_,
             batch_size=batch_size, compressor=compressor,
         )
         try:
@@ -372,9 +379,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     UserWarning,
                 )
                 batch_size = n_samples
-        if batch_size < self.n_workers:
+        if batch_size < self.n_workers_:
             raise ValueError(
-                f"batch_size={batch_size} is smaller than n_workers={self.n_workers};"
+                f"batch_size={batch_size} is smaller than n_workers={self.n_workers_};"
                 " each worker needs at least one point per step"
             )
         return batch_size
@@ -394,7 +401,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             return params, float(self.learning_rate)
         noise = 0.0
         if isinstance(compressor, QSGD):
-            noise = compressor.variance_factor(params.shape[0]) / self.n_workers
+            noise = compressor.variance_factor(params.shape[0]) / self.n_workers_
         return params, auto_learning_rate(
             backend.reduce, params, batch_size, rng, noise_factor=noise
         )

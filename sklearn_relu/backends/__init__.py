@@ -1,15 +1,22 @@
 """Backends: where the workers of a fit run and how their messages travel.
 
 ``get_backend("inprocess")`` returns a fresh backend; ``register_backend`` adds one.
+``"joblib"`` runs workers under the active ``joblib.parallel_config`` (loky,
+threading, Dask); ``"mpi"`` runs one worker per MPI rank and needs the ``mpi``
+extra (``pip install "sklearn-relu[mpi]"``), imported only when used.
 """
 
 from ._base import Backend, CommunicationRecord
 from ._inprocess import InProcessBackend
+from ._joblib import JoblibBackend
+from ._mpi import MPIBackend
 
 __all__ = [
     "Backend",
     "CommunicationRecord",
     "InProcessBackend",
+    "JoblibBackend",
+    "MPIBackend",
     "available_backends",
     "get_backend",
     "register_backend",
@@ -41,3 +48,7 @@ def get_backend(backend):
 
 
 register_backend("inprocess", InProcessBackend)
+register_backend("joblib", JoblibBackend)
+# MPIBackend imports mpi4py when created, so "mpi" is listed without it and
+# says what to install when used.
+register_backend("mpi", MPIBackend)

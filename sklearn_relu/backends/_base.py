@@ -85,6 +85,34 @@ class Backend(ABC):
     def __init__(self):
         self.record = CommunicationRecord()
 
+    def resolve_n_workers(self, n_workers):
+        """The number of workers to use when the estimator asks for ``n_workers``.
+
+        ``None`` means as many as the backend naturally has (one in-process, the
+        number of processes under MPI). Backends with a fixed number of workers
+        raise a ``ValueError`` for any other count.
+        """
+        return 1 if n_workers is None else n_workers
+
+    def common(self, value):
+        """``value`` as the first process of the fit holds it, on every process.
+
+        The estimator passes everything it draws at random through here, so
+        that processes running the same fit (the ranks of an MPI job) agree on
+        seeds even with ``random_state=None``. A single-process backend returns
+        ``value`` itself.
+        """
+        return value
+
+    def common_data(self, X, y, sample_weight):
+        """The training data as this process sees it, before validation.
+
+        Lets a backend whose data lives on one process deliver it to the others
+        (``MPIBackend(data="root")``). Single-process backends return the
+        arguments unchanged.
+        """
+        return X, y, sample_weight
+
     def start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         """Split the rows into ``n_workers`` shards and start one worker on each.
 

@@ -1,0 +1,306 @@
+"""Workers on MPI ranks (mpi4py): every rank runs ``fit``, each is one worker.
+
+SPMD: the same program runs on every rank of the communicator, each rank holds
+one shard and one :class:`~sklearn_relu._worker.ShardWorker`, and all ranks end
+with the same model, so ``predict`` works on any of them. Gradient messages are
+the compressor's bytes, moved as ``uint8`` buffers (``Allgatherv``,
+``Gatherv``); only tiny control values (seeds, shapes, error flags) use mpi4py's
+pickle-based lowercase methods.
+
+Two topologies (REFERENCE §5):
+
+``"allgather"`` (decentralized)
+    Every rank receives every message, decodes them in rank order and steps
+    its own replica of the model. Nothing but quantized messages travels.
+``"master-worker"``
+    Workers send their messages to rank 0, which decodes, sums, steps, and
+    broadcasts the new model (exact floats) back.
+
+A rank whose computation raises tells the others through the size exchange
+that precedes every message exchange, so all ranks raise instead of waiting
+forever. A rank that dies is detected by the MPI launcher, which ends the job.
+Launch with ``mpiexec -n K python -m mpi4py script.py``: ``-m mpi4py`` aborts
+the whole job when any rank ends with an uncaught exception.
+"""
+
+import time
+
+import numpy as np
+
+from .._worker import ShardWorker, shard_bounds
+from ._base import Backend
+
+__all__ = ["MPIBackend", "import_mpi"]
+
+INSTALL_HINT = 'pip install "sklearn-relu[mpi]"  (or: pip install mpi4py mpich)'
+
+TOPOLOGIES = ("allgather", "master-worker")
+DATA_MODES = ("all", "root")
+
+
+def import_mpi():
+    """``mpi4py.MPI``, or an ImportError that says what to install."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(
+            f'backend="mpi" needs mpi4py and an MPI library; install them with: '
+            f"{INSTALL_HINT}"
+        ) from exc
+    return MPI
+
+
+class RemoteWorkerError(RuntimeError):
+    """Another rank failed; its own error is reported on that rank."""
+
+
+class MPIBackend(Backend):
+    """One worker per MPI rank; messages travel as MPI byte buffers.
+
+    Every rank of ``comm`` must call ``fit`` with the same parameters. The
+    number of workers is the number of ranks (``n_workers=None`` picks it;
+    any other count is an error).
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm or None, default=None
+        The communicator; ``None`` is ``MPI.COMM_WORLD``.
+    topology : {"allgather", "master-worker"}, default="allgather"
+        How messages travel; see the module documentation.
+    data : {"all", "root"}, default="all"
+        ``"all"``: every rank passes the same ``X, y`` (for instance loaded
+        from one file) and keeps only its shard's rows for training.
+        ``"root"``: only rank 0 has the data; the other ranks pass
+        ``X=None, y=None``, and rank 0's arrays are broadcast to them as
+        buffers (``X`` as a NumPy array: column names are not kept).
+
+    Examples
+    --------
+    Run with ``mpiexec -n 4 python -m mpi4py script.py``, where ``script.py``
+    does::
+
+        from sklearn_relu import ReLURegressor
+        from sklearn_relu.backends import MPIBackend
+        est = ReLURegressor(solver="qsgd", bits=8, n_workers=None,
+                            backend=MPIBackend(topology="allgather"),
+                            random_state=0).fit(X, y)
+        est.predict(X)   # the same model on every rank
+    """
+
+    name = "mpi"
+    distributed = True
+
+    def __init__(self, comm=None, *, topology="allgather", data="all"):
+        super().__init__()
+        self._MPI = import_mpi()
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
+        if data not in DATA_MODES:
+            raise ValueError(f"data must be one of {DATA_MODES}, got {data!r}")
+        self.comm = comm
+        self.topology = topology
+        self.data = data
+        self._worker = None
+
+    # The communicator and mpi4py module cannot be pickled; an estimator that
+    # holds this backend as a parameter must still be (to save the model).
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_MPI=None, _worker=None, comm=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    @property
+    def _comm(self):
+        if self._MPI is None:
+            self._MPI = import_mpi()
+        return self._MPI.COMM_WORLD if self.comm is None else self.comm
+
+    @property
+    def rank(self):
+        return self._comm.Get_rank()
+
+    @property
+    def size(self):
+        return self._comm.Get_size()
+
+    # -- agreement before the fit ------------------------------------------------
+    def resolve_n_workers(self, n_workers):
+        size = self.size
+        if n_workers is None:
+            return size
+        if n_workers != size:
+            raise ValueError(
+                f"n_workers={n_workers} does not match the {size} MPI ranks: with "
+                f"backend='mpi' every rank is one worker; pass n_workers=None or "
+                f"n_workers={size}, or launch with mpiexec -n {n_workers}"
+            )
+        return n_workers
+
+    def common(self, value):
+        return self._comm.bcast(value, root=0)
+
+    def common_data(self, X, y, sample_weight):
+        if self.data == "all":
+            return X, y, sample_weight
+        comm = self._comm
+        header = arrays = None
+        if comm.Get_rank() == 0:
+            try:
+                arrays = [_buffer_array(a) for a in (X, y, sample_weight)]
+                header = [None if a is None else (a.shape, a.dtype.str) for a in arrays]
+            except Exception as exc:  # the other ranks must not wait for data
+                comm.bcast(("error", repr(exc)), root=0)
+                raise
+        header = comm.bcast(header, root=0)
+        if header and header[0] == "error":
+            raise RemoteWorkerError(f"rank 0 could not read its data: {header[1]}")
+        if arrays is None:
+            arrays = [
+                None if h is None else np.empty(h[0], dtype=np.dtype(h[1]))
+                for h in header
+            ]
+        for array in arrays:
+            if array is not None:
+                comm.Bcast(array, root=0)
+        return tuple(arrays)
+
+    # -- the fit -----------------------------------------------------------------
+    def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
+        comm = self._comm
+        rank = comm.Get_rank()
+        self.resolve_n_workers(n_workers)
+        shapes = comm.allgather((X.shape, y.shape, X.dtype.str))
+        if any(shape != shapes[0] for shape in shapes):
+            raise ValueError(
+                "the MPI ranks were given different data (shape, dtype per rank: "
+                f"{shapes}); with MPIBackend(data='all') every rank passes the same "
+                "X and y, with data='root' only rank 0 does"
+            )
+        start, stop = shard_bounds(X.shape[0], n_workers, rank)
+        self._worker = ShardWorker(
+            X[start:stop],
+            y[start:stop],
+            None if sample_weight is None else sample_weight[start:stop],
+            index=rank,
+            n_workers=n_workers,
+            n_samples=X.shape[0],
+            batch_size=batch_size,
+            compressor=compressor,
+        )
+
+    def _agree_on_status(self, nbytes, error):
+        """Exchange every rank's message size, or -1 from a rank that failed."""
+        comm = self._comm
+        sizes = np.empty(comm.Get_size(), dtype=np.int64)
+        comm.Allgather(np.array([-1 if error else nbytes], dtype=np.int64), sizes)
+        self.record.control_bytes += sizes.nbytes
+        if error is not None:
+            raise error
+        failed = np.flatnonzero(sizes < 0)
+        if failed.size:
+            raise RemoteWorkerError(
+                f"MPI rank(s) {failed.tolist()} failed during the fit; see the "
+                "error reported by those ranks"
+            )
+        return sizes
+
+    def _local(self, method, *args):
+        try:
+            return getattr(self._worker, method)(*args), None
+        except Exception as exc:  # reported to every rank, raised here
+            return None, exc
+
+    def call(self, method, *args):
+        comm = self._comm
+        result, error = self._local(method, *args)
+        if result is not None:
+            result = np.ascontiguousarray(result)
+        self._agree_on_status(0 if error is None else -1, error)
+        layouts = comm.allgather(None if result is None else (result.shape, result.dtype.str))
+        if any(layout != layouts[0] for layout in layouts):
+            raise RemoteWorkerError(f"ranks returned different {method} results: {layouts}")
+        if result is None:
+            return [None] * comm.Get_size()
+        gathered = np.empty((comm.Get_size(),) + result.shape, dtype=result.dtype)
+        comm.Allgather(result, gathered)
+        self.record.control_bytes += gathered.nbytes
+        return list(gathered)
+
+    def reseed(self, entropy):
+        # Every rank holds the same entropy (the estimator's random stream is
+        # common), so each reseeds its own worker without talking.
+        self._worker.reseed(entropy)
+
+    def step(self, params, update):
+        comm, MPI = self._comm, self._MPI
+        start = time.perf_counter()
+        message, error = self._local("gradient_message", params)
+        computed = time.perf_counter()
+        nbytes = 0 if message is None else len(message)
+        sizes = self._agree_on_status(nbytes, error)
+        displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        sendbuf = np.frombuffer(message, dtype=np.uint8)
+        master = self.topology == "master-worker"
+        receiving = not master or comm.Get_rank() == 0
+        received = np.empty(int(sizes.sum()), dtype=np.uint8) if receiving else None
+        recvspec = [received, sizes, displacements, MPI.BYTE] if receiving else None
+        if master:
+            comm.Gatherv(sendbuf, recvspec, root=0)
+        else:
+            comm.Allgatherv(sendbuf, recvspec)
+        self.record.n_messages += len(sizes)
+        self.record.bytes_sent += int(sizes.sum())
+        self.record.float64_bytes += 8 * params.shape[0] * len(sizes)
+        if receiving:
+            gradient = None
+            for offset, size in zip(displacements, sizes):
+                decoded = self.compressor.decompress(received[offset : offset + size])
+                if gradient is None:
+                    gradient = decoded
+                else:
+                    gradient += decoded
+        if master:
+            params = self._master_update(params, update, gradient if receiving else None)
+        else:
+            params = update(params, gradient)
+        self.record.compute_seconds += computed - start
+        self.record.communicate_seconds += time.perf_counter() - computed
+        return params
+
+    def _master_update(self, params, update, gradient):
+        """Rank 0 steps and broadcasts the model; a failed step reaches all ranks."""
+        comm = self._comm
+        error = None
+        if comm.Get_rank() == 0:
+            try:
+                new = np.ascontiguousarray(update(params, gradient), dtype=params.dtype)
+            except Exception as exc:
+                # NaN tells the other ranks that the step failed.
+                new, error = np.full_like(params, np.nan), exc
+        else:
+            new = np.empty_like(params)
+        comm.Bcast(new, root=0)
+        self.record.control_bytes += new.nbytes * (comm.Get_size() - 1)
+        if error is not None:
+            raise error
+        if not np.all(np.isfinite(new)):
+            raise RemoteWorkerError(
+                "rank 0 failed to update the model (see its error); if SGD "
+                "diverged, use learning_rate='auto' or a smaller learning_rate"
+            )
+        return new
+
+    def stop(self):
+        self._worker = None
+
+
+def _buffer_array(array):
+    """A contiguous float array (float32 kept, else float64) to broadcast."""
+    if array is None:
+        return None
+    array = np.asarray(array)
+    dtype = np.float32 if array.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(array, dtype=dtype)

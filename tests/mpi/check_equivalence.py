@@ -1,0 +1,75 @@
+"""Run under mpiexec: the MPI backend gives the in-process model, on every rank.
+
+Assertions hold for any number of ranks K: every rank fits with K workers, and
+compares with the in-process fit on the same data with K workers.
+"""
+
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu.backends import MPIBackend
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+X, y = make_relu_regression(n_samples=240, n_features=12, noise=0.1, random_state=1)
+
+
+def fit(backend, **params):
+    kw = dict(n_workers=size, batch_size=24, max_iter=4, tol=None, random_state=3)
+    return ReLURegressor(backend=backend, **{**kw, **params})
+
+
+for solver in ("sgd", "qsgd"):
+    reference = fit("inprocess", solver=solver, bits=4).fit(X, y)
+    for topology in ("allgather", "master-worker"):
+        est = fit(MPIBackend(topology=topology), solver=solver, bits=4).fit(X, y)
+        np.testing.assert_array_equal(est.coef_, reference.coef_)
+        assert est.intercept_ == reference.intercept_
+        assert est.t_ == reference.t_
+        got, want = est.comm_record_, reference.comm_record_
+        assert (got.n_messages, got.bytes_sent, got.float64_bytes) == (
+            want.n_messages, want.bytes_sent, want.float64_bytes,
+        ), (got, want)
+        if topology == "master-worker" and size > 1:
+            assert got.control_bytes > 0
+
+# Only rank 0 holds the data; the others pass None.
+data_root = fit(MPIBackend(data="root"), solver="qsgd")
+if rank == 0:
+    data_root.fit(X, y)
+else:
+    data_root.fit(None, None)
+reference = fit("inprocess", solver="qsgd").fit(X, y)
+np.testing.assert_array_equal(data_root.coef_, reference.coef_)
+
+# random_state=None: every rank still ends with the same model.
+est = fit("mpi", solver="qsgd", random_state=None, n_workers=None).fit(X, y)
+coefs = comm.allgather(est.coef_)
+for coef in coefs:
+    np.testing.assert_array_equal(coef, coefs[0])
+assert est.n_workers_ == size
+np.testing.assert_array_equal(est.predict(X[:5]), comm.bcast(est.predict(X[:5])))
+
+# Bad use: a worker count other than the number of ranks.
+try:
+    fit("mpi", n_workers=size + 1).fit(X, y)
+except ValueError as exc:
+    assert "MPI ranks" in str(exc), exc
+else:
+    raise AssertionError("n_workers != ranks was accepted")
+
+# More ranks than samples: every rank raises the same clear error.
+if size > 1:
+    try:
+        fit("mpi", n_workers=None, batch_size=1).fit(X[: size - 1], y[: size - 1])
+    except ValueError as exc:
+        assert "larger than the number of training samples" in str(exc), exc
+    else:
+        raise AssertionError("more ranks than samples was accepted")
+
+comm.Barrier()
+if rank == 0:
+    print(f"ok: {size} ranks", file=sys.stderr)
