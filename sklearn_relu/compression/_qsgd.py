@@ -156,7 +156,11 @@ class QSGD(Compressor):
 
     # -- the wire format ----------------------------------------------------------
     def n_buckets(self, n_values):
-        return len(self._bucket_starts(n_values))
+        # Arithmetic, not len(_bucket_starts): the decoder calls this with the
+        # length a (possibly corrupted) header claims, before checking it
+        # against the bytes received, and must not allocate for it.
+        size = self.bucket_size or n_values
+        return -(-n_values // size) if n_values else 0
 
     def message_nbytes(self, n_values):
         return (
