@@ -66,23 +66,6 @@ class ShardWorker:
         self._rng = np.random.default_rng(seed)
         self._batch_loss = np.zeros(2)
 
-    def get_state(self):
-        """What changes as the worker steps: its random stream and loss sums.
-
-        Backends whose workers may land in a different process from one call to
-        the next carry this along, so that a rebuilt worker continues exactly
-        where the previous one stopped.
-        """
-        return {
-            "rng": self._rng.bit_generator.state,
-            "batch_loss": self._batch_loss.copy(),
-        }
-
-    def set_state(self, state):
-        """Continue from a :meth:`get_state` of a worker on the same shard."""
-        self._rng.bit_generator.state = state["rng"]
-        self._batch_loss = np.array(state["batch_loss"], dtype=np.float64)
-
     def gradient_message(self, params):
         """Draw a batch, compute its gradient at ``params``, return the message."""
         rows = self._rng.integers(0, self.X.shape[0], size=self.batch_size)

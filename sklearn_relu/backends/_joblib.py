@@ -1,198 +1,258 @@
 """Workers on joblib: loky processes, threads, or a Dask cluster.
 
-The driver (the process calling ``fit``) keeps one persistent
-:class:`joblib.Parallel` for the whole fit and sends each step's parameters to
-the workers; each worker answers with its compressed message. Whatever joblib
-backend is active (``joblib.parallel_config``) runs the tasks.
+Each worker is one long-running joblib task, launched once per fit under the
+active ``joblib.parallel_config``: the task receives its shard (once; loky
+memory-maps large arrays, Dask scatters them), builds its
+:class:`~sklearn_relu._worker.ShardWorker`, connects back to the driver (the
+process calling ``fit``) over a socket and serves requests until the fit ends.
+A step is then one round trip per worker -- the parameters out, the
+compressor's message back -- instead of a new batch of joblib tasks, whose
+dispatch and result polling would cost more than the step itself.
 
-joblib gives no affinity between a task and a process, so workers are kept in a
-per-process cache keyed by ``(fit id, worker index)``: the shard travels once to
-each process that runs that worker (loky memory-maps it, Dask scatters it) and
-stays there. The small state that changes every step -- the worker's random
-stream and loss sums, :meth:`ShardWorker.get_state` -- travels with every task
-and comes back with the result, so any process can run any worker and the fit
-is the same, bit for bit, as in-process.
+Requests are answered in worker order and decoded in worker order, so a fit is
+the same, bit for bit, as in-process.
 """
 
-import threading
+import logging
+import os
+import pickle
+import socket
 import time
-import uuid
-from collections import OrderedDict
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
 import joblib
+import numpy as np
 
 from .._worker import ShardWorker, shard_bounds
 from ._base import Backend
 
-__all__ = ["JoblibBackend"]
+__all__ = ["JoblibBackend", "WorkerError"]
 
-# Per process: (fit id, worker index) -> ShardWorker. Only the latest few fits
-# are kept, so that a process that served a finished fit frees its shards.
-_WORKERS = OrderedDict()
-_WORKERS_LOCK = threading.Lock()
-_FITS_KEPT = 2
+logger = logging.getLogger("sklearn_relu")
 
 
-class _Missing:
-    """Returned by a task whose process does not hold the worker yet."""
+class WorkerError(RuntimeError):
+    """A joblib worker raised, or stopped answering."""
 
 
-def _remember(fit_id, index, worker):
-    with _WORKERS_LOCK:
-        _WORKERS[(fit_id, index)] = worker
-        fits = list(OrderedDict.fromkeys(key[0] for key in _WORKERS))
-        for old in fits[:-_FITS_KEPT]:
-            for key in [key for key in _WORKERS if key[0] == old]:
-                del _WORKERS[key]
+def _connection(sock):
+    # Requests and replies are small and strictly alternate: without
+    # TCP_NODELAY, Nagle's algorithm and delayed ACKs stall every step ~40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(True)
+    return Connection(sock.detach())
 
 
-def _forget(fit_id):
-    with _WORKERS_LOCK:
-        for key in [key for key in _WORKERS if key[0] == fit_id]:
-            del _WORKERS[key]
-
-
-def _run_task(fit_id, index, state, method, args, shard=None):
-    """Run ``worker.method(*args)`` where the task landed; see the module docs.
-
-    Returns ``(result, new_state, compute_seconds)``, or ``_Missing`` when this
-    process has not seen the worker and no ``shard`` came with the task.
-    """
-    worker = _WORKERS.get((fit_id, index))
-    if worker is None:
-        if shard is None:
-            return _Missing
-        worker = ShardWorker(**shard)
-        _remember(fit_id, index, worker)
-    if state is not None:
-        worker.set_state(state)
-    start = time.perf_counter()
-    result = getattr(worker, method)(*args)
-    seconds = time.perf_counter() - start
-    return result, worker.get_state(), seconds
+def _serve(address, authkey, index, shard):
+    """The body of one worker task: answer the driver's requests until told to stop."""
+    with _connection(socket.create_connection(address)) as conn:
+        answer_challenge(conn, authkey)
+        deliver_challenge(conn, authkey)
+        conn.send(index)
+        # Dask may deliver arrays at unaligned addresses, where NumPy avoids
+        # BLAS and rounds differently from the driver: realign (a copy only
+        # then; loky's memory maps are aligned and stay shared).
+        shard = {
+            key: np.require(value, requirements="A")
+            if isinstance(value, np.ndarray) else value
+            for key, value in shard.items()
+        }
+        try:
+            worker = ShardWorker(index=index, **shard)
+        except Exception as exc:  # reported to the driver, which raises it
+            conn.send(("error", exc))
+            return
+        del shard
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return  # the driver is gone; nothing left to serve
+            if request is None:
+                return
+            method, args = request
+            try:
+                start = time.perf_counter()
+                result = getattr(worker, method)(*args)
+                conn.send(("ok", result, time.perf_counter() - start))
+            except Exception as exc:
+                conn.send(("error", exc))
 
 
 class JoblibBackend(Backend):
-    """Run the workers as joblib tasks, under the active ``parallel_config``.
+    """Run each worker as a long-running task of the active joblib backend.
+
+    Honours ``joblib.parallel_config``: loky (the default), threading, or
+    ``"dask"`` with a ``distributed.Client``. Every worker needs its own
+    concurrent task for the whole fit; when the active backend cannot run
+    ``n_workers`` tasks at once (for example the sequential backend, or a
+    nested call inside a worker) the workers run as threads of this process.
 
     Parameters
     ----------
-    n_jobs : int or None, default=None
-        Concurrent tasks; ``None`` runs all workers of a step at once.
+    host : str, default="127.0.0.1"
+        The address workers connect back to. Set it to this machine's address
+        on the workers' network when Dask workers run on other hosts.
+    start_timeout : float, default=60
+        Seconds to wait for every worker to start and connect.
 
     Examples
     --------
     >>> import joblib
     >>> from sklearn_relu import ReLURegressor, make_relu_regression
     >>> X, y = make_relu_regression(n_samples=200, n_features=5, random_state=0)
+    >>> params = dict(n_workers=2, max_iter=3, tol=None, random_state=0)
     >>> with joblib.parallel_config(backend="threading"):
-    ...     est = ReLURegressor(backend="joblib", n_workers=2, max_iter=3, tol=None,
-    ...                         random_state=0).fit(X, y)
-    >>> ref = ReLURegressor(n_workers=2, max_iter=3, tol=None, random_state=0).fit(X, y)
-    >>> bool((est.coef_ == ref.coef_).all())
+    ...     est = ReLURegressor(backend="joblib", **params).fit(X, y)
+    >>> reference = ReLURegressor(backend="inprocess", **params).fit(X, y)
+    >>> bool((est.coef_ == reference.coef_).all())
     True
     """
 
     name = "joblib"
     distributed = True
 
-    def __init__(self, n_jobs=None):
+    def __init__(self, *, host="127.0.0.1", start_timeout=60.0):
         super().__init__()
-        self.n_jobs = n_jobs
-        self._parallel = None
+        self.host = host
+        self.start_timeout = start_timeout
+        self._connections = []
+        self._server = self._tasks = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_connections=[], _server=None, _tasks=None)
+        return state
 
     def resolve_n_workers(self, n_workers):
-        if n_workers is None:
-            return joblib.effective_n_jobs(self.n_jobs or -1)
-        return n_workers
+        return joblib.effective_n_jobs(-1) if n_workers is None else n_workers
 
+    # -- starting and stopping the worker tasks ---------------------------------
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
-        self._fit_id = uuid.uuid4().hex
-        self._shards = []
+        authkey = os.urandom(32)
+        self._server = socket.create_server((self.host, 0), backlog=n_workers)
+        address = (self.host, self._server.getsockname()[1])
+        tasks = []
         for index in range(n_workers):
             start, stop = shard_bounds(X.shape[0], n_workers, index)
-            self._shards.append(
-                dict(
-                    X=X[start:stop],
-                    y=y[start:stop],
-                    sample_weight=(
-                        None if sample_weight is None else sample_weight[start:stop]
-                    ),
-                    index=index,
-                    n_workers=n_workers,
-                    n_samples=X.shape[0],
-                    batch_size=batch_size,
-                    compressor=compressor,
-                )
+            shard = dict(
+                X=X[start:stop],
+                y=y[start:stop],
+                sample_weight=(
+                    None if sample_weight is None else sample_weight[start:stop]
+                ),
+                n_workers=n_workers,
+                n_samples=X.shape[0],
+                batch_size=batch_size,
+                compressor=compressor,
             )
-        self._states = [None] * n_workers
-        # One pool for the whole fit: starting loky workers or Dask tasks anew
-        # every step would cost far more than the step itself.
-        self._parallel = joblib.Parallel(
-            n_jobs=self.n_jobs or n_workers, batch_size=1, pre_dispatch="all"
+            tasks.append(joblib.delayed(_serve)(address, authkey, index, shard))
+        parallel = joblib.Parallel(
+            n_jobs=n_workers, return_as="generator", pre_dispatch="all", batch_size=1
         )
-        self._parallel.__enter__()
-        # Place every worker now, so that steps carry parameters only.
-        self._run("get_state", (), with_shard=True)
-
-    def _run(self, method, args, with_shard=False):
-        """Run ``method`` on every worker; ``(results, slowest compute seconds)``.
-
-        Tasks that land on a process without their worker are sent again with
-        the shard.
-        """
-        indices = list(range(len(self._shards)))
-        outputs = [None] * len(indices)
-        while indices:
-            answers = self._parallel(
-                joblib.delayed(_run_task)(
-                    self._fit_id, index, self._states[index], method, args,
-                    self._shards[index] if with_shard else None,
+        if joblib.effective_n_jobs(n_workers) < n_workers:
+            # Tasks run one at a time (sequential or nested): each would wait
+            # for the next step forever. Threads can always run side by side.
+            logger.debug("joblib runs fewer than %d tasks at once; using threads", n_workers)
+            with joblib.parallel_config(backend="threading"):
+                parallel = joblib.Parallel(
+                    n_jobs=n_workers, return_as="generator", pre_dispatch="all",
+                    batch_size=1,
                 )
-                for index in indices
-            )
-            missing = []
-            for index, answer in zip(indices, answers):
-                if answer is _Missing:
-                    missing.append(index)
-                else:
-                    outputs[index] = answer
-            indices, with_shard = missing, True
-        results = [output[0] for output in outputs]
-        self._states = [output[1] for output in outputs]
-        return results, max(output[2] for output in outputs)
+                self._tasks = parallel(tasks)
+        else:
+            self._tasks = parallel(tasks)
+        self._connections = self._accept(n_workers, authkey)
+        for index, conn in enumerate(self._connections):
+            if conn.poll():  # a worker that failed to start says so at once
+                self._receive(index, conn)
+
+    def _accept(self, n_workers, authkey):
+        """The workers' connections, in worker order."""
+        connections = [None] * n_workers
+        deadline = time.monotonic() + self.start_timeout
+        self._server.settimeout(0.1)
+        while any(conn is None for conn in connections):
+            if time.monotonic() > deadline:
+                started = sum(conn is not None for conn in connections)
+                raise WorkerError(
+                    f"only {started} of {n_workers} joblib workers started within "
+                    f"{self.start_timeout:g} s; the active joblib backend must run "
+                    f"n_workers={n_workers} tasks at once"
+                )
+            try:
+                sock, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            conn = _connection(sock)
+            deliver_challenge(conn, authkey)
+            answer_challenge(conn, authkey)
+            connections[conn.recv()] = conn
+        return connections
+
+    def stop(self):
+        connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.send(None)
+                conn.close()
+            except OSError:
+                pass  # that worker is already gone
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._tasks is not None:
+            tasks, self._tasks = self._tasks, None
+            try:
+                for _ in tasks:
+                    pass
+            except Exception:  # the fit has already reported what went wrong
+                logger.debug("joblib worker task ended with an error", exc_info=True)
+
+    # -- requests -----------------------------------------------------------------
+    def _request(self, method, args):
+        """Send ``method(*args)`` to every worker; ``(results, slowest seconds)``."""
+        payload = pickle.dumps((method, args), protocol=pickle.HIGHEST_PROTOCOL)
+        for index, conn in enumerate(self._connections):
+            try:
+                conn.send_bytes(payload)
+            except OSError as exc:
+                raise self._lost(index) from exc
+        self.record.control_bytes += len(payload) * len(self._connections)
+        replies = [self._receive(i, c) for i, c in enumerate(self._connections)]
+        return [r[0] for r in replies], max(r[1] for r in replies)
+
+    def _receive(self, index, conn):
+        try:
+            reply = conn.recv_bytes()
+        except (EOFError, OSError) as exc:
+            raise self._lost(index) from exc
+        status, *body = pickle.loads(reply)
+        if status == "error":
+            raise WorkerError(f"joblib worker {index} failed: {body[0]!r}") from body[0]
+        result, seconds = body
+        message_nbytes = len(result) if isinstance(result, bytes) else 0
+        self.record.control_bytes += len(reply) - message_nbytes
+        return result, seconds
+
+    def _lost(self, index):
+        return WorkerError(
+            f"joblib worker {index} stopped answering: its process died or was "
+            "killed (out of memory?)"
+        )
 
     def call(self, method, *args):
-        results, _ = self._run(method, args)
-        self._count_control(args, results)
-        return results
-
-    def _count_control(self, args, results):
-        """Exact traffic besides the messages: arguments out, results back."""
-        sent = sum(getattr(arg, "nbytes", 0) for arg in args) * len(self._shards)
-        self.record.control_bytes += sent + sum(
-            getattr(result, "nbytes", 0) for result in results
-        )
+        return self._request(method, args)[0]
 
     def step(self, params, update):
         start = time.perf_counter()
-        messages, compute = self._run("gradient_message", (params,))
+        messages, compute = self._request("gradient_message", (params,))
         self.record.add_messages(messages, params.shape[0])
-        self._count_control((params,), ())
         gradient = self.compressor.decompress(messages[0])
         for message in messages[1:]:
             gradient += self.compressor.decompress(message)
-        # Workers compute side by side: the step's compute time is the slowest
-        # worker's; everything else (dispatch, transfer, decoding) is
-        # communication.
+        # Workers compute side by side, so a step's compute time is its slowest
+        # worker's; the rest (sending, waiting, decoding) is communication.
         self.record.compute_seconds += compute
         self.record.communicate_seconds += time.perf_counter() - start - compute
         return update(params, gradient)
-
-    def stop(self):
-        if self._parallel is not None:
-            parallel, self._parallel = self._parallel, None
-            parallel.__exit__(None, None, None)
-            # Threads share this process's cache; free it now.
-            _forget(self._fit_id)
-        self._shards = []
