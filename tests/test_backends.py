@@ -44,9 +44,7 @@ def make_data(n_samples=240, n_features=8, seed=0):
 
 
 def relu(backend, **params):
-    defaults = dict(
-        n_workers=3, batch_size=30, max_iter=4, tol=None, random_state=0
-    )
+    defaults = dict(n_workers=3, batch_size=30, max_iter=4, tol=None, random_state=0)
     return ReLURegressor(backend=backend, **{**defaults, **params})
 
 
@@ -57,11 +55,13 @@ def assert_same_fit(est, reference):
     assert est.loss_curve_ == reference.loss_curve_
     got, want = est.comm_record_, reference.comm_record_
     assert (got.n_messages, got.bytes_sent, got.float64_bytes) == (
-        want.n_messages, want.bytes_sent, want.float64_bytes,
+        want.n_messages,
+        want.bytes_sent,
+        want.float64_bytes,
     )
 
 
-# -- the registry ------------------------------------------------------------------
+# -- the registry --
 def test_registry_lists_every_backend():
     assert {"inprocess", "joblib", "mpi"} <= set(available_backends())
     assert isinstance(get_backend("joblib"), JoblibBackend)
@@ -80,7 +80,7 @@ def test_mpi_without_mpi4py_says_what_to_install(monkeypatch):
         relu("mpi").fit(X, y)
 
 
-# -- joblib gives the in-process model, bit for bit ---------------------------------
+# -- joblib gives the in-process model, bit for bit --
 @pytest.mark.parametrize("joblib_backend", ["loky", "threading"])
 @pytest.mark.parametrize("solver", ["sgd", "qsgd"])
 def test_joblib_matches_inprocess_bit_for_bit(joblib_backend, solver):
@@ -113,8 +113,10 @@ def test_joblib_on_a_dask_cluster_matches_inprocess(processes):
     reference = relu("inprocess", solver="qsgd", n_workers=2).fit(X, y)
     with (
         distributed.LocalCluster(
-            n_workers=2 if processes else 1, threads_per_worker=1 if processes else 2,
-            processes=processes, dashboard_address=None,
+            n_workers=2 if processes else 1,
+            threads_per_worker=1 if processes else 2,
+            processes=processes,
+            dashboard_address=None,
         ) as cluster,
         distributed.Client(cluster),
         joblib.parallel_config(backend="dask"),
@@ -129,8 +131,9 @@ def test_joblib_inside_grid_search_workers():
     X, y = make_data()
     grid = {"bits": [4, 8]}
     searches = [
-        GridSearchCV(relu(backend, solver="qsgd", max_iter=2), grid, cv=2, n_jobs=2)
-        .fit(X, y)
+        GridSearchCV(
+            relu(backend, solver="qsgd", max_iter=2), grid, cv=2, n_jobs=2
+        ).fit(X, y)
         for backend in ("inprocess", "joblib")
     ]
     assert_array_equal(
@@ -161,7 +164,7 @@ def test_a_fitted_estimator_with_a_backend_instance_pickles():
     assert_array_equal(clone.predict(X), est.predict(X))
 
 
-# -- accounting -------------------------------------------------------------------------
+# -- accounting --
 @pytest.mark.parametrize("backend", ["inprocess", "joblib"])
 def test_bytes_counted_are_the_message_sizes(backend):
     X, y = make_data(n_features=30)
@@ -183,15 +186,21 @@ def test_qsgd_8_bits_sends_at_most_a_7_9th_of_sgd_at_d_4000():
     for solver in ("sgd", "qsgd"):
         with joblib.parallel_config(backend="threading"):
             est = relu(
-                "joblib", solver=solver, bits=8, n_workers=2, batch_size=10,
-                max_iter=1, init="zeros", learning_rate=1e-3,
+                "joblib",
+                solver=solver,
+                bits=8,
+                n_workers=2,
+                batch_size=10,
+                max_iter=1,
+                init="zeros",
+                learning_rate=1e-3,
             ).fit(X, y)
         sent[solver] = est.comm_record_.bytes_sent
         assert est.comm_record_.n_messages == est.t_ * 2
     assert sent["qsgd"] <= sent["sgd"] / 7.9
 
 
-# -- faults --------------------------------------------------------------------------------
+# -- faults --
 class FailingIdentity(Identity):
     """Raises in the ``fail_at``-th compress call of a worker."""
 
@@ -238,11 +247,11 @@ def test_a_killed_worker_process_ends_the_fit_with_a_clear_error():
             backend.stop()
 
 
-# -- messages off the wire: rejected when malformed, never decoded into garbage ------------
+# -- messages off the wire: rejected when malformed, never decoded into garbage --
 COMPRESSORS = [Identity(), QSGD(bits=2), QSGD(bits=8, bucket_size=3), QSGD(bits=13)]
-vectors = st.lists(
-    st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=40
-).map(np.array)
+vectors = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=40).map(
+    np.array
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -259,7 +268,9 @@ def test_truncated_or_extended_messages_are_rejected(vector, compressor, data):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    vector=vectors, compressor=st.sampled_from(COMPRESSORS), data=st.data(),
+    vector=vectors,
+    compressor=st.sampled_from(COMPRESSORS),
+    data=st.data(),
 )
 def test_corrupted_messages_raise_message_error_or_decode_to_a_finite_vector(
     vector, compressor, data

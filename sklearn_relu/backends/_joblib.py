@@ -54,7 +54,8 @@ def _serve(address, authkey, index, shard):
         # then; loky's memory maps are aligned and stay shared).
         shard = {
             key: np.require(value, requirements="A")
-            if isinstance(value, np.ndarray) else value
+            if isinstance(value, np.ndarray)
+            else value
             for key, value in shard.items()
         }
         try:
@@ -153,10 +154,14 @@ class JoblibBackend(Backend):
         if joblib.effective_n_jobs(n_workers) < n_workers:
             # Tasks run one at a time (sequential or nested): each would wait
             # for the next step forever. Threads can always run side by side.
-            logger.debug("joblib runs fewer than %d tasks at once; using threads", n_workers)
+            logger.debug(
+                "joblib runs fewer than %d tasks at once; using threads", n_workers
+            )
             with joblib.parallel_config(backend="threading"):
                 parallel = joblib.Parallel(
-                    n_jobs=n_workers, return_as="generator", pre_dispatch="all",
+                    n_jobs=n_workers,
+                    return_as="generator",
+                    pre_dispatch="all",
                     batch_size=1,
                 )
                 self._tasks = parallel(tasks)

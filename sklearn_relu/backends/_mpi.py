@@ -219,9 +219,13 @@ class MPIBackend(Backend):
         if result is not None:
             result = np.ascontiguousarray(result)
         self._agree_on_status(0 if error is None else -1, error)
-        layouts = comm.allgather(None if result is None else (result.shape, result.dtype.str))
+        layouts = comm.allgather(
+            None if result is None else (result.shape, result.dtype.str)
+        )
         if any(layout != layouts[0] for layout in layouts):
-            raise RemoteWorkerError(f"ranks returned different {method} results: {layouts}")
+            raise RemoteWorkerError(
+                f"ranks returned different {method} results: {layouts}"
+            )
         if result is None:
             return [None] * comm.Get_size()
         gathered = np.empty((comm.Get_size(),) + result.shape, dtype=result.dtype)
@@ -263,7 +267,9 @@ class MPIBackend(Backend):
                 else:
                     gradient += decoded
         if master:
-            params = self._master_update(params, update, gradient if receiving else None)
+            params = self._master_update(
+                params, update, gradient if receiving else None
+            )
         else:
             params = update(params, gradient)
         self.record.compute_seconds += computed - start
@@ -295,6 +301,14 @@ class MPIBackend(Backend):
 
     def stop(self):
         self._worker = None
+
+    def abort(self, status=1):
+        """End every process of the job with ``status`` (``MPI_Abort``).
+
+        For applications such as the command line, where a failure on one
+        rank must not leave the others waiting.
+        """
+        self._comm.Abort(status)
 
 
 def _buffer_array(array):

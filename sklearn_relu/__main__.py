@@ -1,0 +1,13 @@
+"""``python -m sklearn_relu``: see ``python -m sklearn_relu --help``."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, ImportError, OSError) as exc:
+        # Bad input or a missing extra: a one-line message, not a traceback.
+        print(f"python -m sklearn_relu: error: {exc}", file=sys.stderr)
+        sys.exit(1)

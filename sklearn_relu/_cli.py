@@ -1,0 +1,315 @@
+"""``python -m sklearn_relu``: fit a ReLU from data files, on one machine or under MPI.
+
+Subcommands live in :data:`COMMANDS` (name -> function adding its parser);
+each parser sets ``run``, the function that executes it and returns the exit
+status.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "load_data", "save_atomically"]
+
+DATA_HELP = """\
+data formats:
+  .npz  arrays named X and y (and optionally sample_weight)
+  .npy  X alone (memory-mapped); give y with --target y.npy
+  .csv  comma-separated numbers, one row per sample, y in the last column;
+        a first line that is not numeric (column names) is skipped
+
+under MPI (every rank reads the same file and trains on its own shard):
+  mpiexec -n 4 python -m mpi4py -m sklearn_relu fit data.npz --solver qsgd \\
+      --bits 8 --out model.joblib
+  Only rank 0 writes the model. --backend auto picks mpi under mpiexec.
+
+The model is written with joblib to a temporary file next to --out and moved
+into place when complete, so a fit that fails or is killed leaves an earlier
+model at --out untouched. Load it with joblib.load(path).
+"""
+
+# Environment variables that MPI launchers set in the processes they start.
+_MPI_LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+
+
+def load_data(path, target=None):
+    """``(X, y, sample_weight)`` from a ``.npz``, ``.npy`` or ``.csv`` file.
+
+    Parameters
+    ----------
+    path : str or Path
+    target : str or Path, optional
+        A ``.npy`` file with ``y``; required when ``path`` is a ``.npy``.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+    sample_weight : ndarray of shape (n_samples,) or None
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    sample_weight = None
+    if suffix == ".npz":
+        with np.load(path) as archive:
+            missing = {"X", "y"} - set(archive.files)
+            if missing:
+                raise ValueError(
+                    f"{path} must hold arrays named 'X' and 'y'; it has "
+                    f"{sorted(archive.files)}"
+                )
+            X, y = archive["X"], archive["y"]
+            if "sample_weight" in archive.files:
+                sample_weight = archive["sample_weight"]
+    elif suffix == ".npy":
+        if target is None:
+            raise ValueError(f"{path} holds X only: give y with --target y.npy")
+        X = np.load(path, mmap_mode="r")
+        y = np.load(target)
+    elif suffix == ".csv":
+        table = _load_csv(path)
+        X, y = table[:, :-1], table[:, -1]
+    else:
+        raise ValueError(
+            f"unsupported data file {path.name!r}: use .npz (X, y), .npy (with "
+            "--target) or .csv (y in the last column)"
+        )
+    if target is not None and suffix != ".npy":
+        raise ValueError("--target is only for .npy data files")
+    return X, y, sample_weight
+
+
+def _load_csv(path):
+    with open(path) as file:
+        first = file.readline()
+    try:
+        [float(field) for field in first.split(",")]
+        skip = 0
+    except ValueError:
+        skip = 1  # column names
+    table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+    if table.shape[1] < 2:
+        raise ValueError(f"{path} needs at least two columns: features, then y")
+    return table
+
+
+def save_atomically(obj, path):
+    """``joblib.dump(obj, path)`` through a temporary file and ``os.replace``.
+
+    Readers never see a partly written file, and an earlier file at ``path``
+    stays as it was unless the new one was written completely.
+    """
+    import joblib
+
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    os.close(fd)
+    try:
+        # mkstemp makes the file private; give it the permissions of a file
+        # created the usual way.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        joblib.dump(obj, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _under_mpi_launcher():
+    return any(name in os.environ for name in _MPI_LAUNCHER_VARIABLES)
+
+
+def _make_backend(args):
+    """The backend for ``--backend``; and whether this process writes output."""
+    name = args.backend
+    if name == "auto":
+        name = "mpi" if _under_mpi_launcher() else "inprocess"
+    if name == "mpi":
+        from .backends import MPIBackend
+
+        backend = MPIBackend(topology=args.topology)
+        return backend, backend.rank == 0, backend
+    if name == "joblib":
+        from .backends import JoblibBackend
+
+        return JoblibBackend(), True, None
+    return name, True, None
+
+
+def _positive_int_or_auto(text):
+    return text if text == "auto" else int(text)
+
+
+def _learning_rate(text):
+    return text if text == "auto" else float(text)
+
+
+def _optional_int(text):
+    return None if text.lower() == "none" else int(text)
+
+
+def _optional_float(text):
+    return None if text.lower() == "none" else float(text)
+
+
+def _add_fit(subparsers):
+    fit = subparsers.add_parser(
+        "fit",
+        help="fit a ReLURegressor to a data file and save it with joblib",
+        description="Fit ReLURegressor (SGD or QSGD) to a data file and save it.",
+        epilog=DATA_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fit.add_argument("data", help="training data: .npz, .npy or .csv (see below)")
+    fit.add_argument("--target", help="y as a .npy file, when DATA is a .npy with X")
+    fit.add_argument("--out", required=True, help="where to write the fitted model")
+    model = fit.add_argument_group("estimator (see ReLURegressor)")
+    model.add_argument("--solver", choices=["sgd", "qsgd"], default="sgd")
+    model.add_argument(
+        "--bits", type=int, default=8, help="QSGD bits, 2..16 (default 8)"
+    )
+    model.add_argument("--bucket-size", type=_optional_int, default=None)
+    model.add_argument("--batch-size", type=_positive_int_or_auto, default="auto")
+    model.add_argument("--learning-rate", type=_learning_rate, default="auto")
+    model.add_argument("--max-iter", type=int, default=200, help="epochs (default 200)")
+    model.add_argument(
+        "--tol", type=_optional_float, default=1e-4, help="'none': run all epochs"
+    )
+    model.add_argument("--n-iter-no-change", type=int, default=5)
+    model.add_argument(
+        "--init", choices=["spectral", "zeros", "random"], default="spectral"
+    )
+    model.add_argument("--n-ensemble", type=int, default=1)
+    model.add_argument("--no-intercept", action="store_true", help="fit b = 0")
+    model.add_argument("--early-stopping", action="store_true")
+    model.add_argument("--validation-fraction", type=float, default=0.1)
+    model.add_argument("--random-state", type=_optional_int, default=None)
+    model.add_argument("--verbose", type=int, default=0)
+    where = fit.add_argument_group("where the workers run")
+    where.add_argument(
+        "--backend",
+        choices=["auto", "inprocess", "joblib", "mpi"],
+        default="auto",
+        help="auto: mpi when started by mpiexec, else inprocess",
+    )
+    where.add_argument(
+        "--n-workers",
+        type=_optional_int,
+        default=None,
+        help="workers (default: 1 in-process, the CPUs on joblib, the ranks on MPI)",
+    )
+    where.add_argument(
+        "--topology",
+        choices=["allgather", "master-worker"],
+        default="allgather",
+        help="MPI: every rank decodes all messages, or rank 0 steps and broadcasts",
+    )
+    fit.add_argument("--json", action="store_true", help="print the summary as JSON")
+    fit.set_defaults(run=_run_fit)
+
+
+def _run_fit(args):
+    from ._estimator import ReLURegressor
+
+    backend, writer, mpi = _make_backend(args)
+    try:
+        X, y, sample_weight = load_data(args.data, args.target)
+        est = ReLURegressor(
+            solver=args.solver,
+            bits=args.bits,
+            bucket_size=args.bucket_size,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            n_iter_no_change=args.n_iter_no_change,
+            init=args.init,
+            n_ensemble=args.n_ensemble,
+            fit_intercept=not args.no_intercept,
+            early_stopping=args.early_stopping,
+            validation_fraction=args.validation_fraction,
+            n_workers=args.n_workers,
+            backend=backend,
+            random_state=args.random_state,
+            verbose=args.verbose,
+        )
+        est.fit(X, y, sample_weight)
+        if writer:
+            save_atomically(est, args.out)
+            _report(est, X, y, args)
+    except Exception as exc:
+        if mpi is not None and mpi.size > 1:
+            # One failing rank must not leave the others waiting in a
+            # collective forever: end the whole job.
+            print(f"error on MPI rank {mpi.rank}: {exc}", file=sys.stderr, flush=True)
+            mpi.abort(1)
+        raise
+    return 0
+
+
+def _report(est, X, y, args):
+    record = est.comm_record_
+    summary = {
+        "n_samples": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+        "n_workers": est.n_workers_,
+        "steps": est.t_,
+        "epochs": est.n_iter_,
+        "final_loss": est.loss_curve_[-1],
+        "r2": est.score(X, y),
+        **record.as_dict(),
+        "out": str(args.out),
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(
+        f"fitted {args.solver} on {summary['n_samples']} x {summary['n_features']} "
+        f"with {est.n_workers_} worker(s): {est.t_} steps ({est.n_iter_} epochs), "
+        f"loss {summary['final_loss']:.4g}, R^2 {summary['r2']:.4f}\n"
+        f"workers sent {record.n_messages} messages, {record.bytes_sent} bytes "
+        f"({record.compression_ratio:.2f}x fewer than float64); compute "
+        f"{record.compute_seconds:.3f} s, communication "
+        f"{record.communicate_seconds:.3f} s\nmodel written to {args.out}"
+    )
+
+
+# Subcommand name -> function adding its parser. Later subcommands (benchmark,
+# reproduce) register here.
+COMMANDS = {"fit": _add_fit}
+
+
+def build_parser():
+    """The argument parser of ``python -m sklearn_relu``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sklearn_relu",
+        description="Fit ReLU models by SGD and quantized SGD (QSGD), on one "
+        "machine, on joblib workers, or across MPI ranks.",
+    )
+    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    for add in COMMANDS.values():
+        add(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status.
+
+    >>> main(["fit", "missing.npz", "--out", "model.joblib", "--backend", "inprocess"])
+    Traceback (most recent call last):
+    ...
+    ValueError: data file 'missing.npz' does not exist
+    """
+    args = build_parser().parse_args(argv)
+    return args.run(args)

@@ -1,0 +1,38 @@
+"""Run under mpiexec: one rank fails mid-fit; the whole job must end, not hang.
+
+Usage: fault.py MODE [CLI ARGS...]
+  raise  the last rank raises in its third gradient computation
+  kill   the last rank kills itself (SIGKILL) in its third gradient computation
+  cli    like kill, inside ``python -m sklearn_relu fit CLI ARGS...``
+"""
+
+import os
+import signal
+import sys
+
+from mpi4py import MPI
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._cli import main
+from sklearn_relu._worker import ShardWorker
+
+mode = sys.argv[1]
+comm = MPI.COMM_WORLD
+if comm.Get_rank() == comm.Get_size() - 1:
+    original = ShardWorker.gradient_message
+    calls = []
+
+    def failing_gradient_message(self, params):
+        calls.append(1)
+        if len(calls) == 3:
+            if mode == "raise":
+                raise RuntimeError("injected failure on the last rank")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, params)
+
+    ShardWorker.gradient_message = failing_gradient_message
+
+if mode == "cli":
+    sys.exit(main(["fit", *sys.argv[2:]]))
+X, y = make_relu_regression(n_samples=200, n_features=6, random_state=0)
+ReLURegressor(backend="mpi", n_workers=None, batch_size=20, random_state=0).fit(X, y)

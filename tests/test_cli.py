@@ -1,0 +1,196 @@
+"""``python -m sklearn_relu``: reading data files, fitting, writing the model safely.
+
+Runs under ``mpiexec`` are in ``test_mpi.py``.
+"""
+
+import json
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._cli import load_data, main, save_atomically
+
+
+@pytest.fixture
+def data(tmp_path):
+    X, y = make_relu_regression(n_samples=200, n_features=5, noise=0.05, random_state=0)
+    return tmp_path, X, y
+
+
+def write(tmp_path, X, y, kind):
+    if kind == "npz":
+        np.savez(tmp_path / "d.npz", X=X, y=y)
+        return [str(tmp_path / "d.npz")]
+    if kind == "npy":
+        np.save(tmp_path / "X.npy", X)
+        np.save(tmp_path / "y.npy", y)
+        return [str(tmp_path / "X.npy"), "--target", str(tmp_path / "y.npy")]
+    header = ",".join([f"x{i}" for i in range(X.shape[1])] + ["y"])
+    np.savetxt(
+        tmp_path / "d.csv",
+        np.column_stack([X, y]),
+        delimiter=",",
+        header=header,
+        comments="",
+        fmt="%.17g",
+    )
+    return [str(tmp_path / "d.csv")]
+
+
+@pytest.mark.parametrize("kind", ["npz", "npy", "csv"])
+def test_fit_from_each_format_equals_the_estimator(data, kind, capsys):
+    tmp_path, X, y = data
+    out = tmp_path / "model.joblib"
+    status = main(
+        [
+            "fit",
+            *write(tmp_path, X, y, kind),
+            "--solver",
+            "qsgd",
+            "--bits",
+            "6",
+            "--n-workers",
+            "2",
+            "--random-state",
+            "0",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    assert status == 0
+    summary = json.loads(capsys.readouterr().out)
+    est = joblib.load(out)
+    direct = ReLURegressor(solver="qsgd", bits=6, n_workers=2, random_state=0).fit(X, y)
+    assert_array_equal(est.coef_, direct.coef_)
+    assert summary["steps"] == direct.t_ and summary["n_workers"] == 2
+    assert summary["bytes_sent"] == direct.comm_record_.bytes_sent
+
+
+def test_npz_sample_weight_is_used(data):
+    tmp_path, X, y = data
+    weights = np.linspace(0.1, 3, X.shape[0])
+    np.savez(tmp_path / "w.npz", X=X, y=y, sample_weight=weights)
+    main(
+        [
+            "fit",
+            str(tmp_path / "w.npz"),
+            "--random-state",
+            "0",
+            "--max-iter",
+            "3",
+            "--tol",
+            "none",
+            "--out",
+            str(tmp_path / "m.joblib"),
+        ]
+    )
+    direct = ReLURegressor(random_state=0, max_iter=3, tol=None).fit(X, y, weights)
+    assert_array_equal(joblib.load(tmp_path / "m.joblib").coef_, direct.coef_)
+
+
+def test_joblib_backend_from_the_command_line(data):
+    tmp_path, X, y = data
+    args = [
+        "fit",
+        *write(tmp_path, X, y, "npz"),
+        "--n-workers",
+        "2",
+        "--random-state",
+        "0",
+        "--max-iter",
+        "3",
+        "--tol",
+        "none",
+    ]
+    main([*args, "--backend", "joblib", "--out", str(tmp_path / "a.joblib")])
+    main([*args, "--backend", "inprocess", "--out", str(tmp_path / "b.joblib")])
+    assert_array_equal(
+        joblib.load(tmp_path / "a.joblib").coef_,
+        joblib.load(tmp_path / "b.joblib").coef_,
+    )
+
+
+def test_a_failed_fit_leaves_the_earlier_model_untouched(data):
+    tmp_path, X, y = data
+    out = tmp_path / "model.joblib"
+    out.write_bytes(b"an earlier model")
+    with pytest.raises(ValueError, match="bits must be an integer in"):
+        main(
+            [
+                "fit",
+                *write(tmp_path, X, y, "npz"),
+                "--solver",
+                "qsgd",
+                "--bits",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+    assert out.read_bytes() == b"an earlier model"
+
+
+def test_save_atomically_replaces_only_complete_files(tmp_path):
+    out = tmp_path / "model.joblib"
+    out.write_bytes(b"old")
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save_atomically(Unpicklable(), out)
+    assert out.read_bytes() == b"old"
+    save_atomically({"a": 1}, out)
+    assert joblib.load(out) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.joblib"]
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (["missing.npz"], "does not exist"),
+        (["bad.txt"], "unsupported data file"),
+        (["noy.npz"], "must hold arrays named 'X' and 'y'"),
+        (["X.npy"], "give y with --target"),
+        (["onecol.csv"], "at least two columns"),
+    ],
+)
+def test_bad_data_files_are_named_in_the_error(tmp_path, files, message):
+    (tmp_path / "bad.txt").write_text("1,2\n")
+    np.savez(tmp_path / "noy.npz", X=np.ones((3, 2)))
+    np.save(tmp_path / "X.npy", np.ones((3, 2)))
+    (tmp_path / "onecol.csv").write_text("1\n2\n")
+    with pytest.raises(ValueError, match=message):
+        load_data(tmp_path / files[0])
+
+
+def test_command_line_help_and_errors_through_python_m(tmp_path):
+    run = [sys.executable, "-m", "sklearn_relu"]
+    helped = subprocess.run([*run, "fit", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0
+    for documented in (
+        ".npz",
+        ".npy",
+        ".csv",
+        "mpiexec",
+        "--solver",
+        "--bits",
+        "--out",
+    ):
+        assert documented in helped.stdout
+    failed = subprocess.run(
+        [*run, "fit", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 1
+    assert "error: data file" in failed.stderr and "Traceback" not in failed.stderr
+    usage = subprocess.run(run, capture_output=True, text=True)
+    assert usage.returncode == 2 and "fit" in usage.stderr
