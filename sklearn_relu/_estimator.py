@@ -323,7 +323,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         )
         # Processes sharing a fit (MPI ranks) must draw the same numbers.
         rng = backend.common(check_random_state(self.random_state))
-        self.n_workers_ = backend.resolve_n_workers(self.n_workers)
+        # Private until the fit succeeds: a public ``n_workers_`` would make a
+        # failed first fit look fitted to check_is_fitted.
+        self._n_workers = backend.resolve_n_workers(self.n_workers)
 
         X_val = y_val = sw_val = None
         if self.early_stopping and not partial:
@@ -331,15 +333,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 X, y, sample_weight, rng
             )
         n_samples = X.shape[0]
-        if self.n_workers_ > n_samples:
+        if self._n_workers > n_samples:
             raise ValueError(
-                f"n_workers={self.n_workers_} is larger than the number of training "
+                f"n_workers={self._n_workers} is larger than the number of training "
                 f"samples ({n_samples}); every worker needs at least one sample"
             )
         batch_size = self._effective_batch_size(n_samples)
 
         backend.start(
-            X, y, sample_weight, n_workers=self.n_workers_,
+            X, y, sample_weight, n_workers=self._n_workers,
             batch_size=batch_size, compressor=compressor,
         )
         try:
@@ -379,9 +381,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     UserWarning,
                 )
                 batch_size = n_samples
-        if batch_size < self.n_workers_:
+        if batch_size < self._n_workers:
             raise ValueError(
-                f"batch_size={batch_size} is smaller than n_workers={self.n_workers_};"
+                f"batch_size={batch_size} is smaller than n_workers={self._n_workers};"
                 " each worker needs at least one point per step"
             )
         return batch_size
@@ -401,7 +403,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             return params, float(self.learning_rate)
         noise = 0.0
         if isinstance(compressor, QSGD):
-            noise = compressor.variance_factor(params.shape[0]) / self.n_workers_
+            noise = compressor.variance_factor(params.shape[0]) / self._n_workers
         return params, auto_learning_rate(
             backend.reduce, params, batch_size, rng, noise_factor=noise
         )
@@ -488,6 +490,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.learning_rate_ = result["learning_rate"]
         self.ensemble_coef_ = result["ensemble"]
         self.comm_record_ = record
+        self.n_workers_ = self._n_workers
         if continuing:
             self.n_iter_ += result["n_iter"]
             self.t_ += result["t"]

@@ -125,6 +125,19 @@ def test_joblib_on_a_dask_cluster_matches_inprocess(processes):
     assert_same_fit(est, reference)
 
 
+@pytest.mark.parametrize(
+    "joblib_backend, n_workers", [("loky", 1), ("sequential", 2), ("sequential", 1)]
+)
+def test_joblib_when_tasks_cannot_run_side_by_side(joblib_backend, n_workers):
+    # joblib would run the worker tasks one after another, and the first would
+    # wait forever for the second: the workers run as threads instead.
+    X, y = make_data()
+    reference = relu("inprocess", n_workers=n_workers).fit(X, y)
+    with joblib.parallel_config(backend=joblib_backend):
+        est = relu(JoblibBackend(start_timeout=10), n_workers=n_workers).fit(X, y)
+    assert_same_fit(est, reference)
+
+
 def test_joblib_inside_grid_search_workers():
     # Nested under GridSearchCV's own loky workers, joblib runs the fit's
     # workers as threads; the result is still the in-process one.

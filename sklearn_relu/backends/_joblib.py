@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import socket
+import threading
 import time
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
@@ -117,12 +118,12 @@ class JoblibBackend(Backend):
         super().__init__()
         self.host = host
         self.start_timeout = start_timeout
-        self._connections = []
+        self._connections, self._threads = [], []
         self._server = self._tasks = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_connections=[], _server=None, _tasks=None)
+        state.update(_connections=[], _threads=[], _server=None, _tasks=None)
         return state
 
     def resolve_n_workers(self, n_workers):
@@ -130,6 +131,15 @@ class JoblibBackend(Backend):
 
     # -- starting and stopping the worker tasks ---------------------------------
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
+        try:
+            self._launch(X, y, sample_weight, n_workers, batch_size, compressor)
+        except BaseException:
+            # The estimator only stops a backend that started: release the
+            # tasks that did start here.
+            self.stop()
+            raise
+
+    def _launch(self, X, y, sample_weight, n_workers, batch_size, compressor):
         authkey = os.urandom(32)
         self._server = socket.create_server((self.host, 0), backlog=n_workers)
         address = (self.host, self._server.getsockname()[1])
@@ -147,34 +157,36 @@ class JoblibBackend(Backend):
                 batch_size=batch_size,
                 compressor=compressor,
             )
-            tasks.append(joblib.delayed(_serve)(address, authkey, index, shard))
-        parallel = joblib.Parallel(
-            n_jobs=n_workers, return_as="generator", pre_dispatch="all", batch_size=1
-        )
-        if joblib.effective_n_jobs(n_workers) < n_workers:
-            # Tasks run one at a time (sequential or nested): each would wait
-            # for the next step forever. Threads can always run side by side.
-            logger.debug(
-                "joblib runs fewer than %d tasks at once; using threads", n_workers
+            tasks.append((address, authkey, index, shard))
+        if n_workers > 1 and joblib.effective_n_jobs(n_workers) >= n_workers:
+            parallel = joblib.Parallel(
+                n_jobs=n_workers,
+                return_as="generator",
+                pre_dispatch="all",
+                batch_size=1,
             )
-            with joblib.parallel_config(backend="threading"):
-                parallel = joblib.Parallel(
-                    n_jobs=n_workers,
-                    return_as="generator",
-                    pre_dispatch="all",
-                    batch_size=1,
-                )
-                self._tasks = parallel(tasks)
+            self._tasks = parallel(joblib.delayed(_serve)(*task) for task in tasks)
         else:
-            self._tasks = parallel(tasks)
-        self._connections = self._accept(n_workers, authkey)
+            # joblib would run the tasks one after another (one worker, the
+            # sequential backend, a nested call, too few Dask threads) and
+            # never start the second: run the workers as threads here.
+            logger.debug("joblib cannot run %d tasks at once; using threads", n_workers)
+            self._threads = [
+                threading.Thread(target=_serve, args=task, daemon=True)
+                for task in tasks
+            ]
+            for thread in self._threads:
+                thread.start()
+        self._accept(n_workers, authkey)
         for index, conn in enumerate(self._connections):
             if conn.poll():  # a worker that failed to start says so at once
                 self._receive(index, conn)
 
     def _accept(self, n_workers, authkey):
-        """The workers' connections, in worker order."""
-        connections = [None] * n_workers
+        """Fill ``self._connections`` with the workers' connections, in order."""
+        # Kept on self as they come, so that stop() can release the workers
+        # that connected even when others never do.
+        self._connections = connections = [None] * n_workers
         deadline = time.monotonic() + self.start_timeout
         self._server.settimeout(0.1)
         while any(conn is None for conn in connections):
@@ -193,11 +205,12 @@ class JoblibBackend(Backend):
             deliver_challenge(conn, authkey)
             answer_challenge(conn, authkey)
             connections[conn.recv()] = conn
-        return connections
 
     def stop(self):
         connections, self._connections = self._connections, []
         for conn in connections:
+            if conn is None:
+                continue
             try:
                 conn.send(None)
                 conn.close()
@@ -213,6 +226,9 @@ class JoblibBackend(Backend):
                     pass
             except Exception:  # the fit has already reported what went wrong
                 logger.debug("joblib worker task ended with an error", exc_info=True)
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join()
 
     # -- requests -----------------------------------------------------------------
     def _request(self, method, args):

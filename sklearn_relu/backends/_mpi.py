@@ -23,6 +23,7 @@ Launch with ``mpiexec -n K python -m mpi4py script.py``: ``-m mpi4py`` aborts
 the whole job when any rank ends with an uncaught exception.
 """
 
+import copy
 import time
 
 import numpy as np
@@ -111,6 +112,15 @@ class MPIBackend(Backend):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+
+    def __deepcopy__(self, memo):
+        # clone() deep-copies parameters: the copy must keep the same
+        # communicator (a handle, not data), which pickling would drop.
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)  # not copy.copy: it would pickle
+        new.record = copy.deepcopy(self.record, memo)
+        new._worker = None
+        return new
 
     @property
     def _comm(self):

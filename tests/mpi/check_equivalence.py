@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 from mpi4py import MPI
+from sklearn.base import clone
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu.backends import MPIBackend
@@ -78,6 +79,15 @@ for topology in ("allgather", "master-worker"):
         assert "learning_rate" in str(exc), exc
     else:
         raise AssertionError("a diverging fit did not raise")
+
+# An injected communicator survives clone (as in GridSearchCV).
+duplicate = comm.Dup()
+est = clone(fit(MPIBackend(comm=duplicate), solver="qsgd"))
+assert est.backend.comm is duplicate
+np.testing.assert_array_equal(
+    est.fit(X, y).coef_, fit("inprocess", solver="qsgd").fit(X, y).coef_
+)
+duplicate.Free()
 
 # Only rank 0 holds the data; the others pass None.
 data_root = fit(MPIBackend(data="root"), solver="qsgd")
