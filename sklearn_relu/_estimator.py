@@ -114,8 +114,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Workers the data and each batch are split across. ``None`` uses as many
         as the backend has: one in-process, ``joblib.effective_n_jobs()`` on
         joblib, the number of ranks on MPI (where any other count is an error).
-    backend : str or Backend, default="inprocess"
-        Where the workers run; see :func:`sklearn_relu.backends.available_backends`.
+    backend : {"inprocess", "joblib", "mpi"} or Backend, default="inprocess"
+        Where the workers run: one after another in this process, as joblib
+        tasks (under the active ``joblib.parallel_config``: loky, threads,
+        Dask), or one per MPI rank (every rank calls ``fit``; needs
+        ``pip install "sklearn-relu[mpi]"``). All give the same model for the
+        same ``random_state`` and ``n_workers``. See
+        :mod:`sklearn_relu.backends`.
     random_state : int, RandomState instance or None, default=None
         Seeds batch sampling, quantization, the validation split and ``init``.
     verbose : int, default=0

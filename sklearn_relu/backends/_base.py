@@ -73,6 +73,10 @@ class Backend(ABC):
     ``update`` to the decoded sum, and :meth:`stop` releases the workers.
     A backend moves and sums; it never computes a gradient itself.
 
+    Three hooks with single-process defaults let a backend whose workers are
+    separate processes that each run ``fit`` (MPI ranks) keep them in step:
+    :meth:`resolve_n_workers`, :meth:`common` and :meth:`common_data`.
+
     Steps are deterministic given the workers' seeds: messages are decoded and
     summed in worker order, so every backend gives the same model.
     """
