@@ -61,6 +61,13 @@ def test_a_failing_rank_ends_the_whole_job(mode):
         assert "signal 9" in output or "KILLED" in output, output
 
 
+@pytest.mark.parametrize("topology", ["allgather", "master-worker"])
+def test_a_truncated_message_is_rejected_on_every_rank(topology):
+    done, _ = mpiexec(2, str(SCRIPTS / "fault.py"), "corrupt", topology, timeout=30)
+    assert done.returncode != 0
+    assert "MessageError: Identity message body has" in done.stderr, done.stderr
+
+
 @pytest.fixture
 def data_file(tmp_path):
     X, y = make_relu_regression(n_samples=300, n_features=8, random_state=0)

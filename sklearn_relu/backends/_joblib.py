@@ -180,7 +180,8 @@ class JoblibBackend(Backend):
         self._accept(n_workers, authkey)
         for index, conn in enumerate(self._connections):
             if conn.poll():  # a worker that failed to start says so at once
-                self._receive(index, conn)
+                error = self._receive(index, conn)
+                raise WorkerError(f"joblib worker {index} failed: {error!r}") from error
 
     def _accept(self, n_workers, authkey):
         """Fill ``self._connections`` with the workers' connections, in order."""
@@ -240,17 +241,23 @@ class JoblibBackend(Backend):
             except OSError as exc:
                 raise self._lost(index) from exc
         self.record.control_bytes += len(payload) * len(self._connections)
+        # Read every reply before raising a worker's error, so that no answer
+        # is left behind in a connection.
         replies = [self._receive(i, c) for i, c in enumerate(self._connections)]
+        for index, reply in enumerate(replies):
+            if isinstance(reply, BaseException):
+                raise WorkerError(f"joblib worker {index} failed: {reply!r}") from reply
         return [r[0] for r in replies], max(r[1] for r in replies)
 
     def _receive(self, index, conn):
+        """``(result, seconds)``, or the exception the worker raised."""
         try:
             reply = conn.recv_bytes()
         except (EOFError, OSError) as exc:
             raise self._lost(index) from exc
         status, *body = pickle.loads(reply)
         if status == "error":
-            raise WorkerError(f"joblib worker {index} failed: {body[0]!r}") from body[0]
+            return body[0]
         result, seconds = body
         message_nbytes = len(result) if isinstance(result, bytes) else 0
         self.record.control_bytes += len(reply) - message_nbytes

@@ -268,7 +268,8 @@ class MPIBackend(Backend):
         self.record.n_messages += len(sizes)
         self.record.bytes_sent += int(sizes.sum())
         self.record.float64_bytes += 8 * params.shape[0] * len(sizes)
-        if receiving:
+
+        def decode_and_update():
             gradient = None
             for offset, size in zip(displacements, sizes):
                 decoded = self.compressor.decompress(received[offset : offset + size])
@@ -276,23 +277,24 @@ class MPIBackend(Backend):
                     gradient = decoded
                 else:
                     gradient += decoded
+            return update(params, gradient)
+
         if master:
-            params = self._master_update(
-                params, update, gradient if receiving else None
-            )
+            params = self._master_update(params, decode_and_update)
         else:
-            params = update(params, gradient)
+            # Every rank decodes the same bytes: all succeed or all raise.
+            params = decode_and_update()
         self.record.compute_seconds += computed - start
         self.record.communicate_seconds += time.perf_counter() - computed
         return params
 
-    def _master_update(self, params, update, gradient):
+    def _master_update(self, params, decode_and_update):
         """Rank 0 steps and broadcasts the model; a failed step reaches all ranks."""
         comm = self._comm
         error = None
         if comm.Get_rank() == 0:
             try:
-                new = np.ascontiguousarray(update(params, gradient), dtype=params.dtype)
+                new = np.ascontiguousarray(decode_and_update(), dtype=params.dtype)
             except Exception as exc:
                 # NaN tells the other ranks that the step failed.
                 new, error = np.full_like(params, np.nan), exc
@@ -304,8 +306,9 @@ class MPIBackend(Backend):
             raise error
         if not np.all(np.isfinite(new)):
             raise RemoteWorkerError(
-                "rank 0 failed to update the model (see its error); if SGD "
-                "diverged, use learning_rate='auto' or a smaller learning_rate"
+                "rank 0 failed to decode the messages or update the model (see "
+                "its error); if SGD diverged, use learning_rate='auto' or a "
+                "smaller learning_rate"
             )
         return new
 

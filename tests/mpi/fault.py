@@ -1,9 +1,10 @@
 """Run under mpiexec: one rank fails mid-fit; the whole job must end, not hang.
 
-Usage: fault.py MODE [CLI ARGS...]
-  raise  the last rank raises in its third gradient computation
-  kill   the last rank kills itself (SIGKILL) in its third gradient computation
-  cli    like kill, inside ``python -m sklearn_relu fit CLI ARGS...``
+Usage: fault.py MODE [TOPOLOGY | CLI ARGS...]
+  raise    the last rank raises in its third gradient computation
+  kill     the last rank kills itself (SIGKILL) in its third gradient computation
+  corrupt  the last rank sends a truncated third message
+  cli      like kill, inside ``python -m sklearn_relu fit CLI ARGS...``
 """
 
 import os
@@ -13,6 +14,7 @@ import sys
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu.backends import MPIBackend
 from sklearn_relu._cli import main
 from sklearn_relu._worker import ShardWorker
 
@@ -27,6 +29,8 @@ if comm.Get_rank() == comm.Get_size() - 1:
         if len(calls) == 3:
             if mode == "raise":
                 raise RuntimeError("injected failure on the last rank")
+            if mode == "corrupt":
+                return original(self, params)[:-1]
             os.kill(os.getpid(), signal.SIGKILL)
         return original(self, params)
 
@@ -35,4 +39,7 @@ if comm.Get_rank() == comm.Get_size() - 1:
 if mode == "cli":
     sys.exit(main(["fit", *sys.argv[2:]]))
 X, y = make_relu_regression(n_samples=200, n_features=6, random_state=0)
-ReLURegressor(backend="mpi", n_workers=None, batch_size=20, random_state=0).fit(X, y)
+topology = sys.argv[2] if len(sys.argv) > 2 else "allgather"
+ReLURegressor(
+    backend=MPIBackend(topology=topology), n_workers=None, batch_size=20, random_state=0
+).fit(X, y)
