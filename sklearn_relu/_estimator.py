@@ -112,8 +112,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Share of the data held out for early stopping, in ``(0, 1)``.
     n_workers : int or None, default=1
         Workers the data and each batch are split across. ``None`` uses as many
-        as the backend has: one in-process, ``joblib.effective_n_jobs()`` on
-        joblib, the number of ranks on MPI (where any other count is an error).
+        as the backend has: one in-process, the ``n_jobs`` of
+        ``joblib.parallel_config`` (default: all CPUs) on joblib, the number of
+        ranks on MPI (where any other count is an error).
     backend : {"inprocess", "joblib", "mpi"} or Backend, default="inprocess"
         Where the workers run: one after another in this process, as joblib
         tasks (under the active ``joblib.parallel_config``: loky, threads,

@@ -158,8 +158,11 @@ def test_joblib_inside_grid_search_workers():
 def test_n_workers_none_takes_the_backends_count():
     X, y = make_data()
     assert relu("inprocess", n_workers=None).fit(X, y).n_workers_ == 1
-    with joblib.parallel_config(backend="threading", n_jobs=2):
-        assert relu("joblib", n_workers=None).fit(X, y).n_workers_ == 2
+    with joblib.parallel_config(backend="threading", n_jobs=3):
+        assert relu("joblib", n_workers=None).fit(X, y).n_workers_ == 3
+    with joblib.parallel_config(backend="threading"):
+        expected = joblib.cpu_count()
+        assert relu("joblib", n_workers=None).fit(X, y).n_workers_ == expected
 
 
 def test_more_workers_than_samples_is_a_clear_error():

@@ -32,10 +32,10 @@ if not MPIEXEC.exists():
     MPIEXEC = shutil.which("mpiexec")
 
 
-def mpiexec(n_ranks, *args, timeout):
+def mpiexec(n_ranks, *args, timeout, runner=("-m", "mpi4py")):
     if MPIEXEC is None:
         pytest.fail("mpi4py is installed but no mpiexec was found")
-    command = [str(MPIEXEC), "-n", str(n_ranks), sys.executable, "-m", "mpi4py", *args]
+    command = [str(MPIEXEC), "-n", str(n_ranks), sys.executable, *runner, *args]
     start = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     return done, time.monotonic() - start
@@ -100,6 +100,24 @@ def test_cli_under_mpiexec_writes_the_model_once(data_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "model.joblib"]
     est = joblib.load(out)
     assert est.n_workers_ == 2 and est.score(X, y) > 0.99
+
+
+def test_a_cli_error_on_one_rank_ends_the_job_without_the_mpi4py_runner(
+    data_file, tmp_path
+):
+    # Without ``-m mpi4py`` nothing aborts the job for us: rank 0 would wait
+    # forever for the rank that failed, unless the command line ends the job.
+    path, _, _ = data_file
+    args = [
+        str(SCRIPTS / "fault.py"),
+        "cli-load",
+        str(path),
+        "--out",
+        str(tmp_path / "m.joblib"),
+    ]
+    done, _ = mpiexec(2, *args, timeout=30, runner=())
+    assert done.returncode != 0
+    assert "error on MPI rank 1: injected: the last rank cannot" in done.stderr
 
 
 def test_a_killed_cli_fit_leaves_the_earlier_model_untouched(data_file, tmp_path):

@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 
 import joblib
 import numpy as np
+from joblib.parallel import get_active_backend
 
 from .._worker import ShardWorker, shard_bounds
 from ._base import Backend
@@ -127,7 +128,12 @@ class JoblibBackend(Backend):
         return state
 
     def resolve_n_workers(self, n_workers):
-        return joblib.effective_n_jobs(-1) if n_workers is None else n_workers
+        """``n_workers``, or for ``None`` the ``n_jobs`` of the active
+        ``parallel_config`` (all CPUs, or all Dask threads, when it sets none)."""
+        if n_workers is not None:
+            return n_workers
+        n_jobs = get_active_backend()[1]
+        return joblib.effective_n_jobs(-1 if n_jobs is None else n_jobs)
 
     # -- starting and stopping the worker tasks ---------------------------------
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):

@@ -5,6 +5,7 @@ Usage: fault.py MODE [TOPOLOGY | CLI ARGS...]
   kill     the last rank kills itself (SIGKILL) in its third gradient computation
   corrupt  the last rank sends a truncated third message
   cli      like kill, inside ``python -m sklearn_relu fit CLI ARGS...``
+  cli-load the last rank cannot read the data file, inside the command line
 """
 
 import os
@@ -15,6 +16,7 @@ from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu.backends import MPIBackend
+from sklearn_relu import _cli
 from sklearn_relu._cli import main
 from sklearn_relu._worker import ShardWorker
 
@@ -36,7 +38,13 @@ if comm.Get_rank() == comm.Get_size() - 1:
 
     ShardWorker.gradient_message = failing_gradient_message
 
-if mode == "cli":
+    def unreadable(*args):
+        raise OSError("injected: the last rank cannot read the data")
+
+    if mode == "cli-load":
+        _cli.load_data = unreadable
+
+if mode.startswith("cli"):
     sys.exit(main(["fit", *sys.argv[2:]]))
 X, y = make_relu_regression(n_samples=200, n_features=6, random_state=0)
 topology = sys.argv[2] if len(sys.argv) > 2 else "allgather"
