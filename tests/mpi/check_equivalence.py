@@ -89,14 +89,26 @@ np.testing.assert_array_equal(
 )
 duplicate.Free()
 
-# Only rank 0 holds the data; the others pass None.
-data_root = fit(MPIBackend(data="root"), solver="qsgd")
-if rank == 0:
-    data_root.fit(X, y)
+# Only rank 0 holds the data; the others pass None (float32 is sent as such).
+X32, y32 = X.astype(np.float32), y.astype(np.float32)
+for data in [(X, y, None), (X32, y32, sample_weight)]:
+    data_root = fit(MPIBackend(data="root"), solver="qsgd")
+    data_root.fit(*(data if rank == 0 else (None, None, None)))
+    reference = fit("inprocess", solver="qsgd").fit(*data)
+    np.testing.assert_array_equal(data_root.coef_, reference.coef_)
+    assert data_root.coef_.dtype == reference.coef_.dtype
+
+# Data rank 0 cannot send fails on every rank, not only on rank 0.
+try:
+    fit(MPIBackend(data="root")).fit(
+        *([["a", "b"]] * 3, [1.0] * 3) if rank == 0 else (None, None)
+    )
+except ValueError as exc:
+    assert rank == 0, exc
+except RuntimeError as exc:
+    assert rank > 0 and "rank 0 could not read its data" in str(exc), exc
 else:
-    data_root.fit(None, None)
-reference = fit("inprocess", solver="qsgd").fit(X, y)
-np.testing.assert_array_equal(data_root.coef_, reference.coef_)
+    raise AssertionError("unreadable data was accepted")
 
 # random_state=None: every rank still ends with the same model.
 est = fit("mpi", solver="qsgd", random_state=None, n_workers=None).fit(X, y)

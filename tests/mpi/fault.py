@@ -14,11 +14,10 @@ import sys
 
 from mpi4py import MPI
 
-from sklearn_relu import ReLURegressor, make_relu_regression
-from sklearn_relu.backends import MPIBackend
-from sklearn_relu import _cli
+from sklearn_relu import ReLURegressor, _cli, make_relu_regression
 from sklearn_relu._cli import main
 from sklearn_relu._worker import ShardWorker
+from sklearn_relu.backends import MPIBackend
 
 mode = sys.argv[1]
 comm = MPI.COMM_WORLD
