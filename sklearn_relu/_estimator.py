@@ -368,7 +368,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if batch_size > n_samples:
                 warnings.warn(
                     f"batch_size={batch_size} is larger than the {n_samples} "
-                    "training samples; using batch_size={n_samples}",
+                    f"training samples; using batch_size={n_samples}",
                     UserWarning,
                 )
                 batch_size = n_samples
