@@ -157,7 +157,7 @@ class QSGD(Compressor):
         if np.any(norms > _FLOAT32_MAX):
             # The norm travels as a float32; an infinite one would make an
             # undecodable message.
-            raise ValueError(
+            raise FloatingPointError(
                 f"QSGD sends bucket norms as float32, but a bucket norm "
                 f"{norms.max():.3g} exceeds the float32 range ({_FLOAT32_MAX:.3g})"
             )
