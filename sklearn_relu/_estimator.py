@@ -37,6 +37,9 @@ SOLVERS = {
 
 def _sgd_update(learning_rate):
     """The plain SGD step ``params - learning_rate * gradient``, checked."""
+    # A Python float, not a NumPy float64 scalar: under NumPy's promotion rules
+    # the scalar would turn float32 parameters into float64 at the first step.
+    learning_rate = float(learning_rate)
 
     def update(params, gradient):
         new = params - learning_rate * gradient
@@ -311,6 +314,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             )
             if not sample_weight.sum() > 0:
                 raise ValueError("sample_weight must not be all zeros")
+            # Workers sum s_i * gradient_i over uniformly drawn rows, so the step
+            # scales with the mean weight; rescale it to 1 so that a learning
+            # rate ("auto" included) means the same for any scale of the weights.
+            sample_weight = sample_weight * (
+                sample_weight.shape[0] / sample_weight.sum()
+            )
         return X, y, sample_weight
 
     # -- fitting ------------------------------------------------------------------
