@@ -273,7 +273,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}"
             )
-        compressor = SOLVERS[self.solver](self)  # validates bits and bucket_size
+        # bits and bucket_size are checked whatever the solver, so that a bad
+        # value is reported even where it is not used yet.
+        QSGD(bits=self.bits, bucket_size=self.bucket_size)
+        compressor = SOLVERS[self.solver](self)
         if self.batch_size != "auto":
             _check_int("batch_size", self.batch_size, 1)
         lr = self.learning_rate
