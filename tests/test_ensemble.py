@@ -96,7 +96,7 @@ def test_estimator_picks_a_good_run_when_a_minority_is_spoiled(spoiled):
 def test_ensemble_without_spoiling():
     X, y, w_star = make_relu_regression(n_samples=400, n_features=10, coef=True,
                                         random_state=1)
-    params = dict(solver="qsgd", bits=4, max_iter=40, tol=None, random_state=0)
+    params = dict(solver="qsgd", bits=4, max_iter=100, tol=None, random_state=0)
     est = ReLURegressor(n_ensemble=3, **params).fit(X, y)
     assert est.ensemble_coef_.shape == (3, 10)
     # The runs are independent (different batches) but all good.
