@@ -181,7 +181,13 @@ class QSGD(Compressor):
 
     # -- the wire format ----------------------------------------------------------
     def n_buckets(self, n_values):
-        return len(self._bucket_starts(n_values))
+        # Arithmetic, not len(self._bucket_starts(...)): a malformed header may
+        # claim billions of values, and the size check that rejects it must not
+        # allocate an array that large first.
+        if n_values == 0:
+            return 0
+        size = n_values if self.bucket_size is None else self.bucket_size
+        return -(-n_values // size)
 
     def message_nbytes(self, n_values):
         return (
