@@ -354,6 +354,25 @@ def test_wrong_magic_raises(compressor):
         compressor.decompress(bytes(message))
 
 
+@pytest.mark.parametrize("compressor", COMPRESSORS)
+def test_header_claiming_billions_of_values_is_rejected_cheaply(compressor):
+    # A 20-byte message whose header claims 2**32 - 1 values (one norm each)
+    # must be refused from the arithmetic alone, without allocating for them.
+    message = bytearray(compressor.compress(np.ones(3), 0))
+    message[4:8] = (2**32 - 1).to_bytes(4, "little")
+    if isinstance(compressor, QSGD):
+        message[8:12] = (1).to_bytes(4, "little")
+    with pytest.raises(MessageError, match="bytes"):
+        compressor.decompress(bytes(message))
+
+
+@pytest.mark.parametrize("d", [0, 1, 5, 512, 513, 1000])
+@pytest.mark.parametrize("bucket_size", [None, 1, 7, 512])
+def test_n_buckets(d, bucket_size):
+    expected = 0 if d == 0 else math.ceil(d / (bucket_size or d))
+    assert QSGD(bucket_size=bucket_size).n_buckets(d) == expected
+
+
 def test_messages_of_one_kind_are_refused_by_the_other():
     with pytest.raises(MessageError, match="not a QSGD message"):
         QSGD().decompress(Identity().compress(np.ones(3)))
