@@ -122,7 +122,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     verbose : int, default=0
         Log one line per epoch to the ``"sklearn_relu"`` logger when positive.
     warm_start : bool, default=False
-        Start from the previous ``coef_`` and ``learning_rate_``.
+        Start from the previous ``coef_``, and from the previous
+        ``learning_rate_`` when ``learning_rate="auto"`` (a number given since
+        takes effect).
 
     Attributes
     ----------
