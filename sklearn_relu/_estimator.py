@@ -37,6 +37,9 @@ SOLVERS = {
 
 def _sgd_update(learning_rate):
     """The plain SGD step ``params - learning_rate * gradient``, checked."""
+    # A Python float, not a NumPy float64 scalar: under NumPy's promotion rules
+    # the scalar would turn float32 parameters into float64 at the first step.
+    learning_rate = float(learning_rate)
 
     def update(params, gradient):
         new = params - learning_rate * gradient
@@ -119,7 +122,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     verbose : int, default=0
         Log one line per epoch to the ``"sklearn_relu"`` logger when positive.
     warm_start : bool, default=False
-        Start from the previous ``coef_`` and ``learning_rate_``.
+        Start from the previous ``coef_``, and from the previous
+        ``learning_rate_`` when ``learning_rate="auto"`` (a number given since
+        takes effect).
 
     Attributes
     ----------
@@ -252,6 +257,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return np.maximum(X @ self.coef_.astype(X.dtype) + self.intercept_, 0)
 
+    def __sklearn_is_fitted__(self):
+        # A fit that raised (a diverging step size) may have set n_features_in_
+        # but never coef_: such an estimator is not fitted.
+        return hasattr(self, "coef_")
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # One ReLU cannot reach the R^2 the generic regressor check demands on
@@ -265,7 +275,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}"
             )
-        compressor = SOLVERS[self.solver](self)  # validates bits and bucket_size
+        # bits and bucket_size are checked whatever the solver, so that a bad
+        # value is reported even where it is not used yet.
+        QSGD(bits=self.bits, bucket_size=self.bucket_size)
+        compressor = SOLVERS[self.solver](self)
         if self.batch_size != "auto":
             _check_int("batch_size", self.batch_size, 1)
         lr = self.learning_rate
@@ -306,6 +319,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             )
             if not sample_weight.sum() > 0:
                 raise ValueError("sample_weight must not be all zeros")
+            # Workers sum s_i * gradient_i over uniformly drawn rows, so the step
+            # scales with the mean weight; rescale it to 1 so that a learning
+            # rate ("auto" included) means the same for any scale of the weights.
+            sample_weight = sample_weight * (
+                sample_weight.shape[0] / sample_weight.sum()
+            )
         return X, y, sample_weight
 
     # -- fitting ------------------------------------------------------------------
@@ -385,6 +404,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             params = np.append(self.coef_, self.intercept_)[
                 : n_features + int(self.fit_intercept)
             ].astype(np.float64)
+            # A number given since the last fit takes effect, as in scikit-learn's
+            # SGD; "auto" keeps the step measured when the model was initialized.
+            if self.learning_rate != "auto":
+                return params, float(self.learning_rate)
             return params, self.learning_rate_
         init = check_init(self.init, n_features)
         params = initial_params(
@@ -407,6 +430,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             backend, n_features, batch_size, compressor, rng, continuing
         )
         steps_per_epoch = math.ceil(n_samples / batch_size)
+        start_loss = _full_loss(backend, params0)
+        # A stable step never takes the loss far above both the start and the
+        # zero model; a diverging one does, before or instead of overflowing
+        # (the ReLU may die first and leave huge but finite coefficients).
+        ceiling = _DIVERGENCE_FACTOR * max(
+            start_loss, _full_loss(backend, np.zeros_like(params0))
+        )
         n_runs = 1 if (partial or continuing) else self.n_ensemble
         runs = []
         for run in range(n_runs):
@@ -414,18 +444,28 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             runs.append(
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
-                    1 if partial else self.max_iter, validation, run,
+                    1 if partial else self.max_iter, validation, run, ceiling,
                 )
             )
         chosen = select_consistent_run([r["params"] for r in runs])
         result = runs[chosen]
+        final_loss = _full_loss(backend, result["params"].astype(np.float64))
+        # SGD noise may end a little above a start that was already near the
+        # optimum; a rise by more than a tenth means the step is the problem.
+        if not continuing and final_loss > 1.1 * start_loss:
+            warnings.warn(
+                f"The training loss rose from {start_loss:.6g} at the initial point "
+                f"to {final_loss:.6g}: learning_rate={learning_rate:.3g} is probably "
+                "too large. Use learning_rate='auto' or a smaller learning_rate.",
+                ConvergenceWarning,
+            )
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
         return result
 
     def _run_sgd(
         self, backend, params, learning_rate, steps_per_epoch, max_epochs,
-        validation, run,
+        validation, run, ceiling,
     ):
         """One SGD run; returns its final (or best validated) parameters and curves."""
         update = _sgd_update(learning_rate)
@@ -440,6 +480,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 params = backend.step(params, update)
             loss_sum, weight_sum = backend.reduce("batch_loss")
             loss = loss_sum / weight_sum
+            if not loss <= ceiling:
+                raise FloatingPointError(
+                    f"SGD diverged: the mean batch loss reached {loss:.3g} in epoch "
+                    f"{epoch + 1} with learning_rate={learning_rate:.3g}. Use "
+                    "learning_rate='auto' or a smaller learning_rate."
+                )
             losses.append(loss)
             if X_val is not None:
                 coef, intercept = split_params(params, X_val.shape[1])
@@ -491,6 +537,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             self.loss_curve_ = result["loss_curve"]
         self.validation_scores_ = result["validation_scores"]
         self.best_validation_score_ = result["best_validation_score"]
+
+
+_DIVERGENCE_FACTOR = 10.0
+
+
+def _full_loss(backend, params):
+    """The exact weighted training loss at ``params``, summed over the workers."""
+    loss_sum, weight_sum = backend.reduce("loss", params)
+    return loss_sum / weight_sum
 
 
 def _log_epoch(run, epoch, loss, scores):
