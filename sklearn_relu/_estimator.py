@@ -94,6 +94,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Training stops when the epoch's mean batch loss has not fallen below
         ``(1 - tol)`` times the best so far for ``n_iter_no_change`` epochs.
         The criterion is relative, so the default suits any scale of ``y``.
+        Training also stops once the loss is at the rounding floor of the dtype
+        (``(100 eps)^2`` times the loss of the zero model): the fit is exact.
         ``None`` runs all ``max_iter`` epochs.
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping.
@@ -434,9 +436,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # A stable step never takes the loss far above both the start and the
         # zero model; a diverging one does, before or instead of overflowing
         # (the ReLU may die first and leave huge but finite coefficients).
-        ceiling = _DIVERGENCE_FACTOR * max(
-            start_loss, _full_loss(backend, np.zeros_like(params0))
-        )
+        zero_loss = _full_loss(backend, np.zeros_like(params0))
+        ceiling = _DIVERGENCE_FACTOR * max(start_loss, zero_loss)
+        # Below this the residuals are rounding noise of the dtype: a noiseless
+        # problem is solved, and more epochs only shuffle the last bits.
+        floor = (_PRECISION_FACTOR * np.finfo(dtype).eps) ** 2 * zero_loss
         n_runs = 1 if (partial or continuing) else self.n_ensemble
         runs = []
         for run in range(n_runs):
@@ -444,7 +448,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             runs.append(
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
-                    1 if partial else self.max_iter, validation, run, ceiling,
+                    1 if partial else self.max_iter, validation, run, (floor, ceiling),
                 )
             )
         chosen = select_consistent_run([r["params"] for r in runs])
@@ -465,10 +469,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _run_sgd(
         self, backend, params, learning_rate, steps_per_epoch, max_epochs,
-        validation, run, ceiling,
+        validation, run, loss_bounds,
     ):
         """One SGD run; returns its final (or best validated) parameters and curves."""
         update = _sgd_update(learning_rate)
+        floor, ceiling = loss_bounds
         X_val, y_val, sw_val = validation
         check_loss = self.tol is not None and max_epochs > 1
         losses, scores = [], []
@@ -501,7 +506,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             no_change = 0 if improved else no_change + 1
             if self.verbose:
                 _log_epoch(run, epoch, loss, scores)
-            if check_loss and (no_change >= self.n_iter_no_change or loss == 0):
+            if check_loss and (no_change >= self.n_iter_no_change or loss <= floor):
                 converged = True
                 break
         if check_loss and not converged:
@@ -540,6 +545,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
 
 _DIVERGENCE_FACTOR = 10.0
+_PRECISION_FACTOR = 100.0
 
 
 def _full_loss(backend, params):
