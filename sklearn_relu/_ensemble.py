@@ -32,7 +32,12 @@ def select_consistent_run(runs):
     n_runs = runs.shape[0]
     if n_runs == 1:
         return 0
-    distances = np.linalg.norm(runs[:, None, :] - runs[None, :, :], axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        distances = np.linalg.norm(runs[:, None, :] - runs[None, :, :], axis=-1)
+    # A run with NaN or infinite entries is infinitely far from every run (itself
+    # included): NaN distances would otherwise win the argmin below.
+    distances[~np.isfinite(distances)] = np.inf
+    distances[~np.all(np.isfinite(runs), axis=1)] = np.inf
     # Column 0 after sorting is the run itself (distance 0); column k is the k-th
     # nearest other run.
     kth = np.sort(distances, axis=1)[:, n_runs // 2]

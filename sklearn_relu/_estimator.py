@@ -37,6 +37,9 @@ SOLVERS = {
 
 def _sgd_update(learning_rate):
     """The plain SGD step ``params - learning_rate * gradient``, checked."""
+    # A Python float, not a NumPy float64 scalar: under NumPy's promotion rules
+    # the scalar would turn float32 parameters into float64 at the first step.
+    learning_rate = float(learning_rate)
 
     def update(params, gradient):
         new = params - learning_rate * gradient
@@ -91,6 +94,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Training stops when the epoch's mean batch loss has not fallen below
         ``(1 - tol)`` times the best so far for ``n_iter_no_change`` epochs.
         The criterion is relative, so the default suits any scale of ``y``.
+        Training also stops once the loss is at the rounding floor of the dtype
+        (``(100 eps)^2`` times the loss of the zero model): the fit is exact.
         ``None`` runs all ``max_iter`` epochs.
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping.
@@ -127,7 +132,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     verbose : int, default=0
         Log one line per epoch to the ``"sklearn_relu"`` logger when positive.
     warm_start : bool, default=False
-        Start from the previous ``coef_`` and ``learning_rate_``.
+        Start from the previous ``coef_``, and from the previous
+        ``learning_rate_`` when ``learning_rate="auto"`` (a number given since
+        takes effect).
 
     Attributes
     ----------
@@ -262,6 +269,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return np.maximum(X @ self.coef_.astype(X.dtype) + self.intercept_, 0)
 
+    def __sklearn_is_fitted__(self):
+        # A fit that raised (a diverging step size) may have set n_features_in_
+        # but never coef_: such an estimator is not fitted.
+        return hasattr(self, "coef_")
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # One ReLU cannot reach the R^2 the generic regressor check demands on
@@ -275,7 +287,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}"
             )
-        compressor = SOLVERS[self.solver](self)  # validates bits and bucket_size
+        # bits and bucket_size are checked whatever the solver, so that a bad
+        # value is reported even where it is not used yet.
+        QSGD(bits=self.bits, bucket_size=self.bucket_size)
+        compressor = SOLVERS[self.solver](self)
         if self.batch_size != "auto":
             _check_int("batch_size", self.batch_size, 1)
         lr = self.learning_rate
@@ -316,6 +331,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             )
             if not sample_weight.sum() > 0:
                 raise ValueError("sample_weight must not be all zeros")
+            # Workers sum s_i * gradient_i over uniformly drawn rows, so the step
+            # scales with the mean weight; rescale it to 1 so that a learning
+            # rate ("auto" included) means the same for any scale of the weights.
+            sample_weight = sample_weight * (
+                sample_weight.shape[0] / sample_weight.sum()
+            )
         return X, y, sample_weight
 
     # -- fitting ------------------------------------------------------------------
@@ -383,7 +404,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if batch_size > n_samples:
                 warnings.warn(
                     f"batch_size={batch_size} is larger than the {n_samples} "
-                    "training samples; using batch_size={n_samples}",
+                    f"training samples; using batch_size={n_samples}",
                     UserWarning,
                 )
                 batch_size = n_samples
@@ -400,6 +421,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             params = np.append(self.coef_, self.intercept_)[
                 : n_features + int(self.fit_intercept)
             ].astype(np.float64)
+            # A number given since the last fit takes effect, as in scikit-learn's
+            # SGD; "auto" keeps the step measured when the model was initialized.
+            if self.learning_rate != "auto":
+                return params, float(self.learning_rate)
             return params, self.learning_rate_
         init = check_init(self.init, n_features)
         params = initial_params(
@@ -422,6 +447,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             backend, n_features, batch_size, compressor, rng, continuing
         )
         steps_per_epoch = math.ceil(n_samples / batch_size)
+        start_loss = _full_loss(backend, params0)
+        # A stable step never takes the loss far above both the start and the
+        # zero model; a diverging one does, before or instead of overflowing
+        # (the ReLU may die first and leave huge but finite coefficients).
+        zero_loss = _full_loss(backend, np.zeros_like(params0))
+        ceiling = _DIVERGENCE_FACTOR * max(start_loss, zero_loss)
+        # Below this the residuals are rounding noise of the dtype: a noiseless
+        # problem is solved, and more epochs only shuffle the last bits.
+        floor = (_PRECISION_FACTOR * np.finfo(dtype).eps) ** 2 * zero_loss
         n_runs = 1 if (partial or continuing) else self.n_ensemble
         runs = []
         for run in range(n_runs):
@@ -429,21 +463,32 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             runs.append(
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
-                    1 if partial else self.max_iter, validation, run,
+                    1 if partial else self.max_iter, validation, run, (floor, ceiling),
                 )
             )
         chosen = select_consistent_run([r["params"] for r in runs])
         result = runs[chosen]
+        final_loss = _full_loss(backend, result["params"].astype(np.float64))
+        # SGD noise may end a little above a start that was already near the
+        # optimum; a rise by more than a tenth means the step is the problem.
+        if not continuing and final_loss > 1.1 * start_loss:
+            warnings.warn(
+                f"The training loss rose from {start_loss:.6g} at the initial point "
+                f"to {final_loss:.6g}: learning_rate={learning_rate:.3g} is probably "
+                "too large. Use learning_rate='auto' or a smaller learning_rate.",
+                ConvergenceWarning,
+            )
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
         return result
 
     def _run_sgd(
         self, backend, params, learning_rate, steps_per_epoch, max_epochs,
-        validation, run,
+        validation, run, loss_bounds,
     ):
         """One SGD run; returns its final (or best validated) parameters and curves."""
         update = _sgd_update(learning_rate)
+        floor, ceiling = loss_bounds
         X_val, y_val, sw_val = validation
         check_loss = self.tol is not None and max_epochs > 1
         losses, scores = [], []
@@ -455,6 +500,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 params = backend.step(params, update)
             loss_sum, weight_sum = backend.reduce("batch_loss")
             loss = loss_sum / weight_sum
+            if not loss <= ceiling:
+                raise FloatingPointError(
+                    f"SGD diverged: the mean batch loss reached {loss:.3g} in epoch "
+                    f"{epoch + 1} with learning_rate={learning_rate:.3g}. Use "
+                    "learning_rate='auto' or a smaller learning_rate."
+                )
             losses.append(loss)
             if X_val is not None:
                 coef, intercept = split_params(params, X_val.shape[1])
@@ -470,7 +521,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             no_change = 0 if improved else no_change + 1
             if self.verbose:
                 _log_epoch(run, epoch, loss, scores)
-            if check_loss and (no_change >= self.n_iter_no_change or loss == 0):
+            if check_loss and (no_change >= self.n_iter_no_change or loss <= floor):
                 converged = True
                 break
         if check_loss and not converged:
@@ -507,6 +558,16 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             self.loss_curve_ = result["loss_curve"]
         self.validation_scores_ = result["validation_scores"]
         self.best_validation_score_ = result["best_validation_score"]
+
+
+_DIVERGENCE_FACTOR = 10.0
+_PRECISION_FACTOR = 100.0
+
+
+def _full_loss(backend, params):
+    """The exact weighted training loss at ``params``, summed over the workers."""
+    loss_sum, weight_sum = backend.reduce("loss", params)
+    return loss_sum / weight_sum
 
 
 def _log_epoch(run, epoch, loss, scores):

@@ -79,7 +79,14 @@ class ShardWorker:
                 "or a smaller learning_rate."
             )
         self._batch_loss += (loss, weight)
-        return self.compressor.compress(gradient, self._rng)
+        try:
+            return self.compressor.compress(gradient, self._rng)
+        except FloatingPointError as error:
+            # e.g. a QSGD norm beyond float32: the step size is the cause.
+            raise FloatingPointError(
+                f"SGD diverged: {error}. Use learning_rate='auto' or a smaller "
+                "learning_rate."
+            ) from error
 
     def batch_loss(self):
         """``[loss_sum, weight_sum]`` of the batches since the last call; resets."""

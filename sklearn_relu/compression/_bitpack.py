@@ -1,7 +1,9 @@
 """Packing of small signed integers into exactly ``bits`` bits each.
 
 Values are stored in sign-magnitude form: the top bit of each ``bits``-wide field is
-the sign, the remaining ``bits - 1`` bits the magnitude. ``d`` values therefore take
+the sign, the remaining ``bits - 1`` bits the magnitude. Fields are concatenated most
+significant bit first, the last byte padded with zeros, for every width (8 and 16
+included, which only take a faster path to the same bytes). ``d`` values therefore take
 ``ceil(d * bits / 8)`` bytes, the size the project promises on the wire.
 """
 
@@ -57,7 +59,7 @@ def pack_signed(levels, bits):
         # even on the byte-aligned path; this stays a single vectorized pass.
         return _to_fields(levels, 8).astype(np.uint8).tobytes()
     if bits == 16:
-        return _to_fields(levels, 16).astype("<u2").tobytes()
+        return _to_fields(levels, 16).astype(">u2").tobytes()
     fields = _to_fields(levels, bits)
     # Big-endian bytes of each field, unpacked to bits, keep the low ``bits`` bits
     # of every field, and pack the concatenation: one vectorized pass, any width.
@@ -77,7 +79,7 @@ def unpack_signed(buffer, n_values, bits):
     if bits == 8:
         return _from_fields(raw.astype(np.uint32), 8)
     if bits == 16:
-        return _from_fields(raw.view("<u2").astype(np.uint32), 16)
+        return _from_fields(raw.view(">u2").astype(np.uint32), 16)
     all_bits = np.unpackbits(raw)[: n_values * bits].reshape(n_values, bits)
     weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint32)
     fields = all_bits.astype(np.uint32) @ weights

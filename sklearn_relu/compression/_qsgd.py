@@ -51,6 +51,23 @@ def _check_bucket_size(bucket_size):
         )
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _bucket_norms(magnitude, starts):
+    """Euclidean norm of each bucket, in float64.
+
+    Each bucket is divided by its largest entry before squaring, so that squares
+    of tiny entries do not underflow to a zero norm (which would quantize a nonzero
+    vector to zeros, a biased result) and squares of huge ones do not overflow.
+    """
+    lengths = np.diff(np.append(starts, magnitude.shape[0]))
+    peak = np.maximum.reduceat(magnitude, starts)
+    divisor = np.repeat(np.where(peak > 0, peak, 1.0), lengths)
+    with np.errstate(over="ignore"):
+        return peak * np.sqrt(np.add.reduceat((magnitude / divisor) ** 2, starts))
+
+
 def _round_up_float32(values):
     """The smallest float32 >= each value, so that ``|v_i| / norm <= 1`` holds."""
     rounded = values.astype(np.float32)
@@ -136,7 +153,15 @@ class QSGD(Compressor):
         if d == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int32)
         magnitude = np.abs(vector, dtype=np.float64)
-        norms = _round_up_float32(np.sqrt(np.add.reduceat(magnitude**2, starts)))
+        norms = _bucket_norms(magnitude, starts)
+        if np.any(norms > _FLOAT32_MAX):
+            # The norm travels as a float32; an infinite one would make an
+            # undecodable message.
+            raise FloatingPointError(
+                f"QSGD sends bucket norms as float32, but a bucket norm "
+                f"{norms.max():.3g} exceeds the float32 range ({_FLOAT32_MAX:.3g})"
+            )
+        norms = _round_up_float32(norms)
         per_coord = np.repeat(norms.astype(np.float64), np.diff(np.append(starts, d)))
         with np.errstate(invalid="ignore", divide="ignore"):
             scaled = np.where(per_coord > 0, magnitude / per_coord, 0.0) * s
@@ -156,11 +181,13 @@ class QSGD(Compressor):
 
     # -- the wire format ----------------------------------------------------------
     def n_buckets(self, n_values):
-        # Arithmetic, not len(_bucket_starts): the decoder calls this with the
-        # length a (possibly corrupted) header claims, before checking it
-        # against the bytes received, and must not allocate for it.
-        size = self.bucket_size or n_values
-        return -(-n_values // size) if n_values else 0
+        # Arithmetic, not len(self._bucket_starts(...)): a malformed header may
+        # claim billions of values, and the size check that rejects it must not
+        # allocate an array that large first.
+        if n_values == 0:
+            return 0
+        size = n_values if self.bucket_size is None else self.bucket_size
+        return -(-n_values // size)
 
     def message_nbytes(self, n_values):
         return (

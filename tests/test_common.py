@@ -1,0 +1,20 @@
+"""scikit-learn's own estimator checks."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_relu import ReLURegressor
+
+EXPECTED_FAILED_CHECKS = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "SGD draws its batches at random, so integer weights and repeated rows "
+        "give different (equally valid) random trajectories, not the same model"
+    ),
+}
+
+
+@parametrize_with_checks(
+    [ReLURegressor(random_state=0)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)

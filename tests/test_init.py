@@ -1,0 +1,129 @@
+"""Initial points: the spectral start (REFERENCE §2), zeros, random, arrays."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._gradient import loss_sums
+from sklearn_relu._init import check_init, initial_params
+from sklearn_relu.backends import InProcessBackend
+from sklearn_relu.compression import Identity
+
+
+def init_params(X, y, init="spectral", fit_intercept=False, sample_weight=None,
+                n_workers=1, seed=0):
+    """The estimator's initial point, computed over real in-process workers."""
+    with InProcessBackend() as backend:
+        backend.start(X, y, sample_weight, n_workers=n_workers, batch_size=n_workers,
+                      compressor=Identity())
+        return initial_params(init, backend.reduce, X.shape[1], fit_intercept,
+                              np.random.RandomState(seed))
+
+
+def relative_error(coef, w_star):
+    return float(np.linalg.norm(coef - w_star) / np.linalg.norm(w_star))
+
+
+@pytest.mark.parametrize("d", [25, 50])
+@pytest.mark.parametrize("seed", range(4))
+def test_spectral_init_error_near_sqrt_2d_over_n(d, seed):
+    n = 20 * d
+    X, y, w_star = make_relu_regression(n, d, coef=True, random_state=seed)
+    params = init_params(X, y)
+    ratio = relative_error(params, w_star) / math.sqrt(2 * d / n)
+    assert 0.5 <= ratio <= 2.0, ratio
+
+
+def test_spectral_init_error_shrinks_like_one_over_sqrt_n():
+    d = 20
+    errors = []
+    for n in (20 * d, 320 * d):
+        X, y, w_star = make_relu_regression(n, d, coef=True, random_state=1)
+        errors.append(relative_error(init_params(X, y), w_star))
+    # 16x the data, about 4x smaller error.
+    assert 2.5 <= errors[0] / errors[1] <= 6.5, errors
+
+
+def test_spectral_step_is_the_exact_line_search_along_xty():
+    X, y = make_relu_regression(400, 10, random_state=2)
+    params = init_params(X, y)
+    direction = X.T @ y
+    # Parallel to X^T y ...
+    cosine = params @ direction / (np.linalg.norm(params) * np.linalg.norm(direction))
+    assert cosine == pytest.approx(1.0, abs=1e-12)
+    # ... at the length that minimizes the loss along it.
+    best = loss_sums(X, y, None, params)[0]
+    for factor in (0.99, 1.01, 0.9, 1.1):
+        assert loss_sums(X, y, None, factor * params)[0] > best
+    # On Gaussian data this agrees with the step (2/n) X^T y of REFERENCE §2.
+    np.testing.assert_allclose(params, 2 / len(y) * direction, rtol=0.15)
+
+
+def test_spectral_init_same_over_any_number_of_workers():
+    X, y = make_relu_regression(301, 7, random_state=3)
+    weights = np.random.default_rng(0).uniform(0.5, 2, 301)
+    one = init_params(X, y, fit_intercept=True, sample_weight=weights)
+    for n_workers in (2, 5):
+        many = init_params(X, y, fit_intercept=True, sample_weight=weights,
+                           n_workers=n_workers)
+        np.testing.assert_allclose(many, one, rtol=1e-12, atol=1e-12)
+
+
+def test_spectral_init_with_intercept_handles_offset_data():
+    # y = relu(<w*, x> + 3): centring makes the direction follow w*, and the
+    # spectral start is much better than the zero start.
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((2000, 10))
+    w_star = rng.standard_normal(10)
+    y = np.maximum(X @ w_star + 3.0, 0)
+    params = init_params(X, y, fit_intercept=True)
+    assert params.shape == (11,)
+    assert loss_sums(X, y, None, params)[0] < 0.5 * loss_sums(X, y, None, np.zeros(11))[0]
+    cosine = params[:10] @ w_star / (np.linalg.norm(params[:10]) * np.linalg.norm(w_star))
+    assert cosine > 0.9
+
+
+def test_sample_weights_act_like_repeated_rows_in_the_init():
+    X, y = make_relu_regression(50, 5, random_state=5)
+    weights = np.arange(50) % 3
+    repeated = np.repeat(np.arange(50), weights)
+    np.testing.assert_allclose(
+        init_params(X, y, fit_intercept=True, sample_weight=weights.astype(float)),
+        init_params(X[repeated], y[repeated], fit_intercept=True),
+        rtol=1e-10,
+    )
+
+
+def test_zeros_random_and_array_inits():
+    X, y, w_star = make_relu_regression(500, 8, coef=True, random_state=6)
+    np.testing.assert_array_equal(init_params(X, y, "zeros", fit_intercept=True), np.zeros(9))
+    random_a = init_params(X, y, "random", seed=1)
+    random_b = init_params(X, y, "random", seed=1)
+    np.testing.assert_array_equal(random_a, random_b)
+    assert not np.allclose(random_a, init_params(X, y, "random", seed=2))
+    # The random direction is line-searched: better than zero.
+    assert loss_sums(X, y, None, random_a)[0] <= loss_sums(X, y, None, np.zeros(8))[0]
+    start = np.arange(8.0)
+    np.testing.assert_array_equal(init_params(X, y, start, fit_intercept=True), np.append(start, 0))
+
+
+@pytest.mark.parametrize("init", ["zeros", "random", "array"])
+def test_every_init_converges_on_the_planted_model(init):
+    X, y, w_star = make_relu_regression(600, 20, coef=True, random_state=7)
+    start = 0.5 * w_star + 0.1 if init == "array" else init
+    est = ReLURegressor(init=start, fit_intercept=False, random_state=0).fit(X, y)
+    assert relative_error(est.coef_, w_star) <= 1e-6
+
+
+def test_check_init_errors():
+    with pytest.raises(ValueError, match="init must be one of"):
+        check_init("pca", 3)
+    with pytest.raises(ValueError, match="init must be one of"):
+        check_init(0.0, 3)
+    with pytest.raises(ValueError, match=r"init array has shape \(2,\), expected \(3,\)"):
+        check_init([1.0, 2.0], 3)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        check_init([1.0, np.nan, 0.0], 3)
+    np.testing.assert_array_equal(check_init([1, 2, 3], 3), [1.0, 2.0, 3.0])
