@@ -96,7 +96,7 @@ for data in [(X, y, None), (X32, y32, sample_weight)]:
     data_root.fit(*(data if rank == 0 else (None, None, None)))
     reference = fit("inprocess", solver="qsgd").fit(*data)
     np.testing.assert_array_equal(data_root.coef_, reference.coef_)
-    assert data_root.coef_.dtype == reference.coef_.dtype
+    assert data_root.coef_.dtype == reference.coef_.dtype == data[0].dtype
 
 # Data rank 0 cannot send fails on every rank, not only on rank 0.
 try:
