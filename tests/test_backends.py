@@ -264,6 +264,8 @@ def test_a_killed_worker_process_ends_the_fit_with_a_clear_error():
 
 
 # -- messages off the wire: rejected when malformed, never decoded into garbage --
+# tests/test_compression.py fuzzes truncated messages, random bytes and header
+# fields; these add what a transport can do to a valid message.
 COMPRESSORS = [Identity(), QSGD(bits=2), QSGD(bits=8, bucket_size=3), QSGD(bits=13)]
 vectors = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=40).map(
     np.array
@@ -271,23 +273,22 @@ vectors = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=4
 
 
 @settings(max_examples=60, deadline=None)
-@given(vector=vectors, compressor=st.sampled_from(COMPRESSORS), data=st.data())
-def test_truncated_or_extended_messages_are_rejected(vector, compressor, data):
-    message = compressor.compress(vector, random_state=0)
-    cut = data.draw(st.integers(0, len(message) - 1))
-    with pytest.raises(MessageError):
-        compressor.decompress(message[:cut])
-    extra = data.draw(st.binary(min_size=1, max_size=9))
-    with pytest.raises(MessageError):
-        compressor.decompress(message + extra)
-
-
-@settings(max_examples=200, deadline=None)
 @given(
     vector=vectors,
     compressor=st.sampled_from(COMPRESSORS),
-    data=st.data(),
+    extra=st.binary(min_size=1, max_size=9),
 )
+def test_messages_with_trailing_bytes_are_rejected(vector, compressor, extra):
+    # Two messages run together, or a buffer longer than its message.
+    message = compressor.compress(vector, random_state=0)
+    with pytest.raises(MessageError):
+        compressor.decompress(message + extra)
+    with pytest.raises(MessageError):
+        compressor.decompress(message + message)
+
+
+@settings(max_examples=200, deadline=None)
+@given(vector=vectors, compressor=st.sampled_from(COMPRESSORS), data=st.data())
 def test_corrupted_messages_raise_message_error_or_decode_to_a_finite_vector(
     vector, compressor, data
 ):
@@ -300,38 +301,9 @@ def test_corrupted_messages_raise_message_error_or_decode_to_a_finite_vector(
     except MessageError:
         return
     # What passes the checks is a vector of the declared kind: finite, of the
-    # length the header states and the body holds.
+    # length the header states and the body holds. (Flipped bits inside the
+    # body decode to another valid vector: TCP and MPI guard the bytes in
+    # transit; the decoder guards the structure.)
     assert decoded.ndim == 1 and np.all(np.isfinite(decoded))
-
-
-@settings(max_examples=200, deadline=None)
-@given(message=st.binary(max_size=64), compressor=st.sampled_from(COMPRESSORS))
-def test_arbitrary_bytes_raise_only_message_error(message, compressor):
-    try:
-        decoded = compressor.decompress(message)
-    except MessageError:
-        return
-    assert decoded.ndim == 1 and np.all(np.isfinite(decoded))
-
-
-def test_a_message_of_another_compressor_is_rejected():
-    message = QSGD(bits=8).compress(np.ones(4), random_state=0)
-    with pytest.raises(MessageError, match="not a Identity message"):
-        Identity().decompress(message)
-
-
-@pytest.mark.parametrize("compressor", COMPRESSORS)
-def test_a_header_claiming_a_huge_vector_is_rejected_without_allocating(compressor):
-    import struct
-    import tracemalloc
-
-    message = bytearray(compressor.compress(np.ones(10), random_state=0))
-    struct.pack_into("<I", message, 4, 2**31)  # the header's vector length
-    tracemalloc.start()
-    try:
-        with pytest.raises(MessageError, match="expected"):
-            compressor.decompress(bytes(message))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 2**20
+    declared = int.from_bytes(message[4:8], "little")  # the header's length field
+    assert decoded.shape == (declared,)
