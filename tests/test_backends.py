@@ -138,6 +138,32 @@ def test_joblib_when_tasks_cannot_run_side_by_side(joblib_backend, n_workers):
     assert_same_fit(est, reference)
 
 
+def _occupy_a_thread():
+    from distributed import Event
+
+    Event("started").set()
+    Event("release").wait(30)
+
+
+def test_workers_that_cannot_all_start_end_the_fit_with_a_clear_error():
+    # Two Dask threads, one busy: the second worker task would wait behind it.
+    distributed = pytest.importorskip("distributed")
+    X, y = make_data()
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+        joblib.parallel_config(backend="dask"),
+    ):
+        started, release = distributed.Event("started"), distributed.Event("release")
+        client.submit(_occupy_a_thread)
+        started.wait(30)
+        with pytest.raises(WorkerError, match="only 1 of 2 joblib workers started"):
+            relu(JoblibBackend(start_timeout=1), n_workers=2).fit(X, y)
+        release.set()
+
+
 def test_joblib_inside_grid_search_workers():
     # Nested under GridSearchCV's own loky workers, joblib runs the fit's
     # workers as threads; the result is still the in-process one.

@@ -19,6 +19,7 @@ import pickle
 import socket
 import threading
 import time
+import warnings
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
 import joblib
@@ -201,8 +202,10 @@ class JoblibBackend(Backend):
                 started = sum(conn is not None for conn in connections)
                 raise WorkerError(
                     f"only {started} of {n_workers} joblib workers started within "
-                    f"{self.start_timeout:g} s; the active joblib backend must run "
-                    f"n_workers={n_workers} tasks at once"
+                    f"{self.start_timeout:g} s: the active joblib backend must run "
+                    f"n_workers={n_workers} tasks at once, and reach this process "
+                    f"at {self.host} (for Dask workers on other hosts, pass "
+                    "JoblibBackend(host=<this machine's address>))"
                 )
             try:
                 sock, _ = self._server.accept()
@@ -215,6 +218,7 @@ class JoblibBackend(Backend):
 
     def stop(self):
         connections, self._connections = self._connections, []
+        all_started = all(conn is not None for conn in connections)
         for conn in connections:
             if conn is None:
                 continue
@@ -229,8 +233,15 @@ class JoblibBackend(Backend):
         if self._tasks is not None:
             tasks, self._tasks = self._tasks, None
             try:
-                for _ in tasks:
-                    pass
+                if all_started:
+                    for _ in tasks:  # each returns once told to stop
+                        pass
+                else:
+                    # Tasks still queued would only start to find the driver
+                    # gone: cancel them instead of waiting for a free slot.
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)  # "cancelled"
+                        tasks.close()
             except Exception:  # the fit has already reported what went wrong
                 logger.debug("joblib worker task ended with an error", exc_info=True)
         threads, self._threads = self._threads, []
