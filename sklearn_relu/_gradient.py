@@ -166,7 +166,7 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
 def _gradient_part(rows, X, y, sample_weight, coef, intercept, block):
     """``(X_rows^T c, sum c, loss_sum, weight_sum)`` over sorted ``rows``."""
     dtype = X.dtype
-    buffer = _buffer(block, X.shape[1], dtype)
+    buffer = _buffer(min(block, rows.shape[0]), X.shape[1], dtype)
     gradient = np.zeros(X.shape[1], dtype=dtype)
     intercept_sum = loss_sum = weight_sum = 0.0
     for start in range(0, rows.shape[0], block):
@@ -201,13 +201,18 @@ def _gradient_part(rows, X, y, sample_weight, coef, intercept, block):
 _local = threading.local()
 
 
-def _buffer(block, n_features, dtype):
-    """This thread's gather buffer, reused across steps (no allocation per step)."""
-    key = (block, n_features, dtype)
-    if getattr(_local, "key", None) != key:
-        _local.buffer = np.empty((block, n_features), dtype=dtype)
-        _local.key = key
-    return _local.buffer
+def _buffer(n_rows, n_features, dtype):
+    """This thread's gather buffer of at least ``n_rows`` rows, reused across
+    steps so that a step allocates nothing the size of a block."""
+    buffer = getattr(_local, "buffer", None)
+    if (
+        buffer is None
+        or buffer.shape[0] < n_rows
+        or buffer.shape[1] != n_features
+        or buffer.dtype != dtype
+    ):
+        buffer = _local.buffer = np.empty((max(n_rows, 1), n_features), dtype=dtype)
+    return buffer
 
 
 _pools = {}

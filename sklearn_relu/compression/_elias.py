@@ -64,6 +64,17 @@ def _codes_to_bits(codes, lengths):
     return ((codes[entry] >> shift) & np.uint64(1)).astype(np.uint8)
 
 
+def _pack(bits):
+    """Pack 0/1 bytes MSB first, padding the last byte with ones.
+
+    Every code ends in a 0, so ones cannot be the tail of a code: a message
+    whose count of codes was altered leaves a tail that is not all ones (one
+    fewer) or runs out of bits (one more), and the decoder notices either way.
+    """
+    padding = -bits.shape[0] % 8
+    return np.packbits(np.concatenate([bits, np.ones(padding, np.uint8)])).tobytes()
+
+
 def omega_encode(values):
     """Elias-omega code of positive integers, concatenated, as packed bytes.
 
@@ -74,7 +85,7 @@ def omega_encode(values):
     Returns
     -------
     packed : bytes
-        The codes, most significant bit first, zero-padded to a whole byte.
+        The codes, most significant bit first, padded with ones to a whole byte.
     n_bits : int
         Length of the code before padding.
 
@@ -90,7 +101,7 @@ def omega_encode(values):
     if values.size and (values.min() < 1 or values.max() > _MAX_VALUE):
         raise ValueError(f"Elias-omega codes positive integers up to {_MAX_VALUE}")
     bits = _codes_to_bits(*_omega_codes(values))
-    return np.packbits(bits).tobytes(), int(bits.shape[0])
+    return _pack(bits), int(bits.shape[0])
 
 
 def _decode_table(bits):
@@ -132,7 +143,7 @@ def omega_decode(packed, n_values):
     """Decode ``n_values`` concatenated omega codes from ``packed`` bytes.
 
     Raises ``ValueError`` if the bytes do not hold exactly that many codes
-    followed by fewer than 8 zero padding bits.
+    followed by fewer than 8 padding bits, all ones.
     """
     bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8))
     result, end = _decode_table(bits)
@@ -150,10 +161,10 @@ def omega_decode(packed, n_values):
 
 def _check_padding(bits, position):
     tail = bits[position:]
-    if tail.shape[0] >= 8 or tail.any():
+    if tail.shape[0] >= 8 or not tail.all():
         raise ValueError(
             f"{tail.shape[0]} bits follow the last code; expected fewer than 8 "
-            "zero padding bits"
+            "padding bits, all ones"
         )
 
 
@@ -161,7 +172,7 @@ def encode_sparse_levels(levels):
     """QSGD's sparse code of signed integer levels: per nonzero, the omega code
     of the gap to it, its sign bit (1 for negative), the omega code of ``|level|``.
 
-    Returns the packed bytes (zero-padded to a whole byte) and the number of
+    Returns the packed bytes (padded with ones to a whole byte) and the number of
     nonzero levels, which the decoder needs to know where to stop.
 
     Examples
@@ -185,7 +196,7 @@ def encode_sparse_levels(levels):
     lengths = np.stack(
         [gap_lengths, np.ones_like(gap_lengths), level_lengths], axis=1
     ).ravel()
-    return np.packbits(_codes_to_bits(codes, lengths)).tobytes(), int(where.shape[0])
+    return _pack(_codes_to_bits(codes, lengths)), int(where.shape[0])
 
 
 def decode_sparse_levels(packed, n_nonzero, n_values):
