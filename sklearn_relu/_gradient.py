@@ -142,10 +142,11 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
     if n_threads == 1:
         results = [_gradient_part(parts[0], *args)]
     else:
-        pool = _pool(n_threads - 1)
-        futures = [pool.submit(_gradient_part, part, *args) for part in parts[1:]]
-        results = [_gradient_part(parts[0], *args)]
-        results += [future.result() for future in futures]
+        with _single_threaded_blas:
+            pool = _pool(n_threads - 1)
+            futures = [pool.submit(_gradient_part, part, *args) for part in parts[1:]]
+            results = [_gradient_part(parts[0], *args)]
+            results += [future.result() for future in futures]
 
     gradient = np.empty(params.shape[0], dtype=dtype)
     gradient[:n_features] = results[0][0]
@@ -166,44 +167,50 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
 def _gradient_part(rows, X, y, sample_weight, coef, intercept, block):
     """``(X_rows^T c, sum c, loss_sum, weight_sum)`` over sorted ``rows``."""
     dtype = X.dtype
-    buffer = _buffer(min(block, rows.shape[0]), X.shape[1], dtype)
-    gradient = np.zeros(X.shape[1], dtype=dtype)
-    intercept_sum = loss_sum = weight_sum = 0.0
-    for start in range(0, rows.shape[0], block):
-        batch_rows = rows[start : start + block]
-        X_block = buffer[: batch_rows.shape[0]]
+    n_rows, n_features = rows.shape[0], X.shape[1]
+    buffer, scratch = _buffers(min(block, n_rows), n_features, dtype)
+    y_rows = y[rows]
+    weights = None if sample_weight is None else sample_weight[rows]
+    coefficients = np.empty(n_rows, dtype=dtype)
+    gradient = None
+    loss_sum = 0.0
+    for start in range(0, n_rows, block):
+        stop = min(start + block, n_rows)
+        X_block = buffer[: stop - start]
         # mode="clip" writes straight into the buffer; the default mode
         # ("raise") buffers ``out`` and copies twice. Rows are in range.
-        np.take(X, batch_rows, axis=0, out=X_block, mode="clip")
+        np.take(X, rows[start:stop], axis=0, out=X_block, mode="clip")
         z = X_block @ coef
         if intercept:
             z += intercept
         residual = np.maximum(z, 0)
-        residual -= y[batch_rows]
-        # relu'(z) is 1 above zero, 1/2 at zero, 0 below; the residual is
-        # already 0 - y where z <= 0, so only the derivative needs the halves.
-        coefficient = residual * (z > 0)
-        at_zero = z == 0
-        if at_zero.any():
-            coefficient[at_zero] = 0.5 * residual[at_zero]
-        if sample_weight is None:
-            loss_sum += 0.5 * float(residual @ residual)
+        residual -= y_rows[start:stop]
+        # heaviside(z, 1/2) is the generalized derivative: 1, 0, 1/2 at zero.
+        coefficient = coefficients[start:stop]
+        np.multiply(residual, np.heaviside(z, 0.5), out=coefficient)
+        if weights is None:
+            loss_sum += residual @ residual
         else:
-            weights = sample_weight[batch_rows]
-            coefficient *= weights
-            loss_sum += 0.5 * float(weights @ (residual * residual))
-            weight_sum += float(weights.sum())
-        gradient += coefficient @ X_block
-        intercept_sum += float(coefficient.sum())
-    return gradient, intercept_sum, loss_sum, weight_sum
+            loss_sum += weights[start:stop] @ (residual * residual)
+            coefficient *= weights[start:stop]
+        # Second use of the block, while it is still in cache.
+        if gradient is None:
+            gradient = coefficient @ X_block
+        else:
+            np.matmul(coefficient, X_block, out=scratch)
+            gradient += scratch
+    if gradient is None:
+        gradient = np.zeros(n_features, dtype=dtype)
+    weight_sum = 0.0 if weights is None else float(weights.sum(dtype=np.float64))
+    return gradient, float(coefficients.sum()), 0.5 * float(loss_sum), weight_sum
 
 
 _local = threading.local()
 
 
-def _buffer(n_rows, n_features, dtype):
-    """This thread's gather buffer of at least ``n_rows`` rows, reused across
-    steps so that a step allocates nothing the size of a block."""
+def _buffers(n_rows, n_features, dtype):
+    """This thread's gather buffer (at least ``n_rows`` rows) and a scratch row,
+    reused across steps so that a step allocates nothing the size of a block."""
     buffer = getattr(_local, "buffer", None)
     if (
         buffer is None
@@ -212,8 +219,50 @@ def _buffer(n_rows, n_features, dtype):
         or buffer.dtype != dtype
     ):
         buffer = _local.buffer = np.empty((max(n_rows, 1), n_features), dtype=dtype)
-    return buffer
+        _local.scratch = np.empty(n_features, dtype=dtype)
+    return buffer, _local.scratch
 
+
+class _SingleThreadedBLAS:
+    """While any threaded gradient runs, BLAS uses one thread per call.
+
+    Each of our threads multiplies its own block; a BLAS that also splits each
+    small product across the cores makes the threads queue for its pool (and
+    its idle workers spin), which costs more than it saves. Re-entrant across
+    threads: the first to enter lowers the limit, the last to leave restores it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._controller = None
+        self._saved = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._limit()
+            self._depth += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._saved is not None:
+                self._saved.restore_original_limits()
+                self._saved = None
+
+    def _limit(self):
+        try:
+            if self._controller is None:
+                from threadpoolctl import ThreadpoolController
+
+                self._controller = ThreadpoolController().select(user_api="blas")
+            return self._controller.limit(limits=1)
+        except Exception:  # no threadpoolctl or an unknown BLAS: leave it be
+            return None
+
+
+_single_threaded_blas = _SingleThreadedBLAS()
 
 _pools = {}
 _pools_lock = threading.Lock()
@@ -233,9 +282,10 @@ def _pool(n_workers):
 def _forget_pools():
     # A forked child inherits the pool objects (and maybe a held lock) but not
     # the threads behind them.
-    global _pools_lock
+    global _pools_lock, _single_threaded_blas
     _pools.clear()
     _pools_lock = threading.Lock()
+    _single_threaded_blas = _SingleThreadedBLAS()
 
 
 if hasattr(os, "register_at_fork"):

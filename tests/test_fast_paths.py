@@ -144,3 +144,12 @@ def test_tracemalloc_sees_numpy_copies():
     finally:
         tracemalloc.stop()
     assert peak - before >= copy.nbytes
+
+
+def test_threaded_gradient_restores_the_blas_thread_count(many_blocks):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info()]
+    X, y, rng = _problem(n=500, d=40)
+    batch_gradient(X, y, None, np.zeros(40), rng.integers(0, 500, 300), 1.0,
+                   n_threads=2)
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info()] == before
