@@ -13,8 +13,13 @@ import numpy as np
 __all__ = ["compare", "settle"]
 
 
-def compare(contenders, rounds=30, repeat=1, warmup=2):
+def compare(contenders, rounds=30, repeat=3, warmup=2):
     """Median seconds per call of each callable, timed round-robin.
+
+    Each round gives every contender one untimed call and then ``repeat`` timed
+    calls in a row: what one contender leaves behind (BLAS or OpenMP threads
+    still spinning, caches filled with its data) must not be charged to the
+    next one, and a fit runs its steps back to back too.
 
     Parameters
     ----------
@@ -33,6 +38,7 @@ def compare(contenders, rounds=30, repeat=1, warmup=2):
     samples = {name: [] for name in contenders}
     for round_ in range(warmup + rounds):
         for name, function in contenders.items():
+            function()
             start = time.perf_counter()
             for _ in range(repeat):
                 function()

@@ -512,7 +512,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     args.n, args.d, args.m = (2000, 400, 100) if args.quick else (20000, 4000, 1000)
-    args.rounds = 8 if args.quick else 30
+    args.rounds = 6 if args.quick else 15
     args.max_epochs = 200
     args.wire_vectors = 5 if args.quick else 20
     args.backend_rows = 8000 if not args.quick else 2000
@@ -527,7 +527,12 @@ def main(argv=None):
         if section in sections:
             t0 = time.perf_counter()
             globals()[f"section_{section}"](data, args, report, state)
-            report.note(f"section {section} took {time.perf_counter() - t0:.0f} s")
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            report.note(
+                f"section {section} took {time.perf_counter() - t0:.0f} s "
+                f"(1-minute load average after it: {load:.2f}; above ~1 another "
+                "process shared the 2 cores and parallel timings suffer)"
+            )
     report.note(f"suite took {time.perf_counter() - started:.0f} s")
     out = Path(args.out) if args.out else RESULTS / "results.md"
     report.write(out, header)
