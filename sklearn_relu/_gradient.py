@@ -41,7 +41,11 @@ BLOCK_BYTES = 1 << 20
 #: thread costs tens of microseconds, more than it saves on a small batch.
 PARALLEL_MIN_BYTES = 4 << 20
 #: Threads a large batch is split across (the calling thread is one of them).
-N_THREADS = max(1, min(2, os.cpu_count() or 1))
+#: Backends that already run one worker per core set ``SKLEARN_RELU_THREADS=1``
+#: in their worker processes so that the cores are not oversubscribed.
+N_THREADS = max(
+    1, int(os.environ.get("SKLEARN_RELU_THREADS", min(2, os.cpu_count() or 1)))
+)
 
 
 def split_params(params, n_features):
