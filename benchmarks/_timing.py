@@ -13,13 +13,14 @@ import numpy as np
 __all__ = ["compare", "settle"]
 
 
-def compare(contenders, rounds=30, repeat=3, warmup=2):
+def compare(contenders, rounds=30, repeat=3, warmup=2, settle_seconds=0.05):
     """Median seconds per call of each callable, timed round-robin.
 
-    Each round gives every contender one untimed call and then ``repeat`` timed
-    calls in a row: what one contender leaves behind (BLAS or OpenMP threads
-    still spinning, caches filled with its data) must not be charged to the
-    next one, and a fit runs its steps back to back too.
+    Each round runs every contender untimed for ``settle_seconds`` and then
+    times ``repeat`` calls in a row: what one contender leaves behind (BLAS or
+    OpenMP worker threads that keep spinning for tens of milliseconds after a
+    call, caches filled with its data) must not be charged to the next one, and
+    a fit runs its steps back to back too.
 
     Parameters
     ----------
@@ -38,7 +39,10 @@ def compare(contenders, rounds=30, repeat=3, warmup=2):
     samples = {name: [] for name in contenders}
     for round_ in range(warmup + rounds):
         for name, function in contenders.items():
+            settle_until = time.perf_counter() + settle_seconds
             function()
+            while time.perf_counter() < settle_until:
+                function()
             start = time.perf_counter()
             for _ in range(repeat):
                 function()
