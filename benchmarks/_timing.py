@@ -13,14 +13,15 @@ import numpy as np
 __all__ = ["compare", "settle"]
 
 
-def compare(contenders, rounds=30, repeat=3, warmup=2, settle_seconds=0.05):
+def compare(contenders, rounds=30, repeat=3, warmup=1, settle_seconds=0.25):
     """Median seconds per call of each callable, timed round-robin.
 
     Each round runs every contender untimed for ``settle_seconds`` and then
-    times ``repeat`` calls in a row: what one contender leaves behind (BLAS or
-    OpenMP worker threads that keep spinning for tens of milliseconds after a
-    call, caches filled with its data) must not be charged to the next one, and
-    a fit runs its steps back to back too.
+    times ``repeat`` calls in a row: what one contender leaves behind must not
+    be charged to the next one, and a fit runs its steps back to back too.
+    Measured here: OpenBLAS worker threads keep spinning for about 0.1 s after
+    a multi-threaded call and, on 2 cores, halve the speed of a threaded step
+    that follows; 0.05 s of settling was not enough, 0.25 s was.
 
     Parameters
     ----------

@@ -512,7 +512,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     args.n, args.d, args.m = (2000, 400, 100) if args.quick else (20000, 4000, 1000)
-    args.rounds = 6 if args.quick else 15
+    args.rounds = 4 if args.quick else 10
     args.max_epochs = 200
     args.wire_vectors = 5 if args.quick else 20
     args.backend_rows = 8000 if not args.quick else 2000
