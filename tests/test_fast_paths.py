@@ -153,3 +153,24 @@ def test_threaded_gradient_restores_the_blas_thread_count(many_blocks):
     batch_gradient(X, y, None, np.zeros(40), rng.integers(0, 500, 300), 1.0,
                    n_threads=2)
     assert [i["num_threads"] for i in threadpoolctl.threadpool_info()] == before
+
+
+def _bit_string_pack(levels, bits):
+    """The packed format spelled out: sign-magnitude fields, MSB first, in order."""
+    from sklearn_relu.compression._bitpack import _to_fields
+
+    stream = "".join(format(int(f), f"0{bits}b") for f in _to_fields(levels, bits))
+    stream += "0" * (-len(stream) % 8)
+    return bytes(int(stream[i : i + 8], 2) for i in range(0, len(stream), 8))
+
+
+@pytest.mark.parametrize("bits", list(range(2, 16)))
+@pytest.mark.parametrize("n_values", [0, 1, 7, 8, 9, 65])
+def test_fast_bit_packing_matches_the_bit_string(bits, n_values):
+    from sklearn_relu.compression._bitpack import pack_signed, unpack_signed
+
+    s = 2 ** (bits - 1) - 1
+    levels = np.random.default_rng(bits * 100 + n_values).integers(-s, s + 1, n_values)
+    packed = pack_signed(levels, bits)
+    assert packed == _bit_string_pack(levels, bits)
+    np.testing.assert_array_equal(unpack_signed(packed, n_values, bits), levels)
