@@ -90,10 +90,10 @@ def batch_gradient_reference(X, y, sample_weight, params, rows, scale):
 def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
     """Weighted gradient contribution of ``rows`` of ``X``, times ``scale``.
 
-    Computed in the dtype of ``X`` (float32 stays float32) without copying the
-    batch out of ``X``: the sorted rows are gathered one cache-sized block at a
-    time and each block is used for both matrix-vector products before the next
-    is read.
+    Computed in the dtype of ``X`` (float32 stays float32) without materializing
+    the batch: the sorted rows are gathered one cache-sized block at a time into
+    a reused buffer, and each block is used for both matrix-vector products
+    before the next is read.
 
     Parameters
     ----------
@@ -128,6 +128,9 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
     """
     rows = np.sort(np.asarray(rows, dtype=np.intp))
     n_rows, n_features = rows.shape[0], X.shape[1]
+    # The gather below clips instead of checking; sorted, two checks suffice.
+    if n_rows and (rows[0] < 0 or rows[-1] >= X.shape[0]):
+        raise IndexError(f"batch rows must lie in [0, {X.shape[0]})")
     dtype = X.dtype
     coef, intercept = split_params(params, n_features)
     coef = coef.astype(dtype, copy=False)

@@ -174,3 +174,10 @@ def test_fast_bit_packing_matches_the_bit_string(bits, n_values):
     packed = pack_signed(levels, bits)
     assert packed == _bit_string_pack(levels, bits)
     np.testing.assert_array_equal(unpack_signed(packed, n_values, bits), levels)
+
+
+@pytest.mark.parametrize("bad_row", [-1, 300])
+def test_rows_out_of_range_are_an_error_not_clipped(bad_row):
+    X, y, _ = _problem()
+    with pytest.raises(IndexError, match="batch rows must lie in"):
+        batch_gradient(X, y, None, np.zeros(40), np.array([0, bad_row]), 1.0)
