@@ -40,12 +40,24 @@ BLOCK_BYTES = 1 << 20
 #: Batches smaller than this run in the calling thread: handing work to a second
 #: thread costs tens of microseconds, more than it saves on a small batch.
 PARALLEL_MIN_BYTES = 4 << 20
+
+
+def _default_threads():
+    """``SKLEARN_RELU_THREADS`` if set, else 2 capped by the cores and by
+    ``OMP_NUM_THREADS`` (which joblib's workers get set to their share)."""
+    if "SKLEARN_RELU_THREADS" in os.environ:
+        return max(1, int(os.environ["SKLEARN_RELU_THREADS"]))
+    limit = min(2, os.cpu_count() or 1)
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit():
+        limit = min(limit, max(1, int(omp)))
+    return limit
+
+
 #: Threads a large batch is split across (the calling thread is one of them).
 #: Backends that already run one worker per core set ``SKLEARN_RELU_THREADS=1``
 #: in their worker processes so that the cores are not oversubscribed.
-N_THREADS = max(
-    1, int(os.environ.get("SKLEARN_RELU_THREADS", min(2, os.cpu_count() or 1)))
-)
+N_THREADS = _default_threads()
 
 
 def split_params(params, n_features):
