@@ -41,8 +41,9 @@ SECTIONS = ("step", "memory", "fit", "wire", "backends")
 class Report:
     """Rows of the results table and free-form notes, written as markdown."""
 
-    def __init__(self):
+    def __init__(self, folder):
         self.rows, self.notes, self.plots = [], [], []
+        self.folder = folder  # plots go beside the results file
 
     def figure(self, name, target, measured, passed, section):
         mark = "n/a" if passed is None else ("PASS" if passed else "FAIL")
@@ -442,7 +443,7 @@ def _pyplot():
 
 def _save(fig, name, report):
     fig.tight_layout()
-    fig.savefig(RESULTS / name, dpi=110)
+    fig.savefig(report.folder / name, dpi=110)
     report.plots.append(name)
 
 
@@ -505,7 +506,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="small problem and few rounds (a smoke run)")
     parser.add_argument("--out", default=None,
-                        help="results file (default benchmarks/results/results.md)")
+                        help="results file (default benchmarks/results/results.md); "
+                        "plots are written beside it")
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -516,10 +518,11 @@ def main(argv=None):
     args.max_epochs = 200
     args.wire_vectors = 5 if args.quick else 20
     args.backend_rows = 8000 if not args.quick else 2000
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else RESULTS / "results.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
 
     header = machine_header(args)
-    report = Report()
+    report = Report(out.parent)
     data = Data(args.n, args.d)
     state = {}
     started = time.perf_counter()
@@ -534,7 +537,6 @@ def main(argv=None):
                 "process shared the 2 cores and parallel timings suffer)"
             )
     report.note(f"suite took {time.perf_counter() - started:.0f} s")
-    out = Path(args.out) if args.out else RESULTS / "results.md"
     report.write(out, header)
     print(f"wrote {out}")
 
