@@ -31,7 +31,9 @@ logger = logging.getLogger("sklearn_relu")
 # Name -> compressor factory; the solver says how a worker encodes its gradient.
 SOLVERS = {
     "sgd": lambda est: Identity(),
-    "qsgd": lambda est: QSGD(bits=est.bits, bucket_size=est.bucket_size),
+    "qsgd": lambda est: QSGD(
+        bits=est.bits, bucket_size=est.bucket_size, encoding=est.encoding
+    ),
 }
 
 
@@ -80,6 +82,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         and ``bits - 1`` magnitude bits, so ``s = 2**(bits-1) - 1`` levels.
     bucket_size : int or None, default=None
         Coordinates sharing one norm in QSGD; ``None`` uses the whole vector.
+    encoding : {"packed", "elias"}, default="packed"
+        QSGD wire format: ``bits`` bits per coordinate, or QSGD's Elias coding
+        of the nonzero levels (much smaller at few bits, size varies).
     batch_size : int or "auto", default="auto"
         Points per step over all workers; ``"auto"`` is ``min(200, n_samples)``.
         Larger values are clipped to the number of training samples.
@@ -190,6 +195,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         solver="sgd",
         bits=8,
         bucket_size=None,
+        encoding="packed",
         batch_size="auto",
         learning_rate="auto",
         max_iter=200,
@@ -209,6 +215,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.solver = solver
         self.bits = bits
         self.bucket_size = bucket_size
+        self.encoding = encoding
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.max_iter = max_iter

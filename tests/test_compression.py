@@ -402,5 +402,6 @@ def test_compressors_compare_by_parameters():
     assert QSGD(bits=4, bucket_size=8) == QSGD(bits=4, bucket_size=8)
     assert QSGD(bits=4) != QSGD(bits=5)
     assert hash(QSGD(bits=4)) == hash(QSGD(bits=4))
-    assert repr(QSGD(bits=4)) == "QSGD(bits=4, bucket_size=None)"
+    assert repr(QSGD(bits=4)) == "QSGD(bits=4, bucket_size=None, encoding='packed')"
+    assert QSGD(bits=4) != QSGD(bits=4, encoding="elias")
     assert Identity() == Identity() and Identity() != QSGD()

