@@ -8,16 +8,22 @@ as 1 for ``z > 0``, 0 for ``z < 0`` and 1/2 at ``z = 0``, so that the gradient a
 Parameters are passed as one flat vector ``params``: the ``n_features``
 coefficients, followed by the intercept when ``fit_intercept`` is true.
 
-Two implementations of the mini-batch gradient live here. :func:`batch_gradient_reference`
-is the formula written out (gather the batch, two matrix-vector products); the
-tests hold :func:`batch_gradient`, the one the workers use, to it. The fast one
-never materializes the whole batch: it sorts the sampled rows (the same multiset,
-so still uniform with replacement), gathers them a cache-sized block at a time,
-and uses each block twice -- for ``z = X_b w`` and for ``X_b^T c`` -- while it is
-still in cache, so each sampled row is read from memory once. One core cannot
-draw rows from memory as fast as both can, so on large batches the blocks are
-split between two threads (NumPy and BLAS release the GIL while they copy and
-multiply).
+Three implementations of the mini-batch gradient live here.
+:func:`batch_gradient_reference` is the formula written out (gather the batch,
+two matrix-vector products); the tests hold the fast ones to it. Both fast ones
+sort the sampled rows (the same multiset, so still uniform with replacement)
+and use each row twice -- for ``z = <x, w> + b`` and for ``g += c x`` -- while it
+is still in cache, so each sampled row is read from memory once:
+
+- the C kernel (``_kernels.c``, an optional extension built at installation)
+  reads the rows in place, without copying them;
+- the NumPy path gathers them a cache-sized block at a time into a buffer and
+  hands each block to BLAS twice. It is used where the extension could not be
+  built, or for an ``X`` whose rows are not contiguous.
+
+:data:`KERNEL` says which one :func:`batch_gradient` uses. One core cannot draw
+rows from memory as fast as both can, so a large batch is split between two
+threads (both paths release the GIL).
 """
 
 import os
@@ -26,9 +32,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+try:
+    from . import _kernels
+except ImportError:  # the optional extension was not built: the NumPy path
+    _kernels = None
+
 __all__ = [
+    "KERNEL",
     "relu_derivative",
     "batch_gradient",
+    "batch_gradient_numpy",
     "batch_gradient_reference",
     "loss_sums",
     "split_params",
@@ -40,6 +53,14 @@ BLOCK_BYTES = 1 << 20
 #: Batches smaller than this run in the calling thread: handing work to a second
 #: thread costs tens of microseconds, more than it saves on a small batch.
 PARALLEL_MIN_BYTES = 4 << 20
+
+
+#: The fast path in use: ``"c"`` (the compiled kernel) or ``"numpy"``.
+KERNEL = "numpy" if _kernels is None else "c"
+#: The C path always splits a batch into this many parts, each summed into its
+#: own buffer and added in order, whatever the number of threads: the result is
+#: then the same bits on one thread or two, in any backend.
+KERNEL_PARTS = 2
 
 
 def _default_threads():
@@ -103,9 +124,8 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
     """Weighted gradient contribution of ``rows`` of ``X``, times ``scale``.
 
     Computed in the dtype of ``X`` (float32 stays float32) without materializing
-    the batch: the sorted rows are gathered one cache-sized block at a time into
-    a reused buffer, and each block is used for both matrix-vector products
-    before the next is read.
+    the batch, by the C kernel when it is built and ``X`` has contiguous rows
+    (see :data:`KERNEL`), else by :func:`batch_gradient_numpy`.
 
     Parameters
     ----------
@@ -139,16 +159,84 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
     ([6.0, -2.0], 9.0, 3.0)
     """
     rows = np.sort(np.asarray(rows, dtype=np.intp))
-    n_rows, n_features = rows.shape[0], X.shape[1]
-    # The gather below clips instead of checking; sorted, two checks suffice.
-    if n_rows and (rows[0] < 0 or rows[-1] >= X.shape[0]):
+    # Neither the kernel nor the gather checks indices; sorted, two checks do.
+    if rows.shape[0] and (rows[0] < 0 or rows[-1] >= X.shape[0]):
         raise IndexError(f"batch rows must lie in [0, {X.shape[0]})")
+    n_threads = N_THREADS if n_threads is None else max(1, int(n_threads))
+    if _kernels is not None and _kernel_layout(X):
+        return _batch_gradient_kernel(
+            X, y, sample_weight, params, rows, scale, n_threads
+        )
+    return _batch_gradient_numpy(X, y, sample_weight, params, rows, scale, n_threads)
+
+
+def batch_gradient_numpy(X, y, sample_weight, params, rows, scale, *, n_threads=None):
+    """:func:`batch_gradient` by NumPy and BLAS alone (no compiled kernel).
+
+    The sorted rows are gathered one cache-sized block at a time into a reused
+    buffer, and each block is used for both matrix-vector products before the
+    next is read. Same parameters and results as :func:`batch_gradient`.
+    """
+    rows = np.sort(np.asarray(rows, dtype=np.intp))
+    if rows.shape[0] and (rows[0] < 0 or rows[-1] >= X.shape[0]):
+        raise IndexError(f"batch rows must lie in [0, {X.shape[0]})")
+    n_threads = N_THREADS if n_threads is None else max(1, int(n_threads))
+    return _batch_gradient_numpy(X, y, sample_weight, params, rows, scale, n_threads)
+
+
+def _kernel_layout(X):
+    """Whether the C kernel can read ``X`` in place: float rows of unit stride."""
+    return (
+        isinstance(X, np.ndarray)
+        and X.ndim == 2
+        and X.dtype in (np.float32, np.float64)
+        and X.strides[1] == X.itemsize
+        and X.strides[0] % X.itemsize == 0
+    )
+
+
+def _batch_gradient_kernel(X, y, sample_weight, params, rows, scale, n_threads):
+    dtype = X.dtype
+    n_rows, n_features = rows.shape[0], X.shape[1]
+    coef, intercept = split_params(params, n_features)
+    coef = np.ascontiguousarray(coef, dtype=dtype)
+    # The kernel adds b in double; round it to the dtype first, as NumPy would.
+    intercept = float(dtype.type(intercept))
+    y = np.ascontiguousarray(y, dtype=dtype)
+    if sample_weight is not None:
+        sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
+    bounds = np.linspace(0, n_rows, KERNEL_PARTS + 1).astype(int)
+    parts = [rows[bounds[k] : bounds[k + 1]] for k in range(KERNEL_PARTS)]
+    outputs = np.empty((KERNEL_PARTS, n_features), dtype=dtype)
+
+    def part(k):
+        return _kernels.gradient_part(
+            X, y, sample_weight, coef, intercept, parts[k], scale, outputs[k]
+        )
+
+    if n_threads == 1 or n_rows * n_features * dtype.itemsize < PARALLEL_MIN_BYTES:
+        sums = [part(k) for k in range(KERNEL_PARTS)]
+    else:
+        # The kernel releases the GIL: part 0 runs here while the pool runs the
+        # rest. Each part has its own output, added below in a fixed order.
+        pool = _pool(min(n_threads, KERNEL_PARTS) - 1)
+        futures = [pool.submit(part, k) for k in range(1, KERNEL_PARTS)]
+        sums = [part(0)] + [future.result() for future in futures]
+
+    gradient = np.empty(params.shape[0], dtype=dtype)
+    np.sum(outputs, axis=0, out=gradient[:n_features])
+    if params.shape[0] > n_features:
+        gradient[n_features] = sum(s[0] for s in sums)
+    return gradient, sum(s[1] for s in sums), sum(s[2] for s in sums)
+
+
+def _batch_gradient_numpy(X, y, sample_weight, params, rows, scale, n_threads):
+    n_rows, n_features = rows.shape[0], X.shape[1]
     dtype = X.dtype
     coef, intercept = split_params(params, n_features)
     coef = coef.astype(dtype, copy=False)
     intercept = dtype.type(intercept)
     block = max(1, BLOCK_BYTES // max(1, n_features * dtype.itemsize))
-    n_threads = N_THREADS if n_threads is None else max(1, int(n_threads))
     if n_rows * n_features * dtype.itemsize < PARALLEL_MIN_BYTES:
         n_threads = 1
     n_threads = min(n_threads, max(1, n_rows // block))

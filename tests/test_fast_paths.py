@@ -7,7 +7,11 @@ import pytest
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu import _gradient
-from sklearn_relu._gradient import batch_gradient, batch_gradient_reference
+from sklearn_relu._gradient import (
+    batch_gradient,
+    batch_gradient_numpy,
+    batch_gradient_reference,
+)
 from sklearn_relu.backends import InProcessBackend
 
 
@@ -22,6 +26,28 @@ def _relative(a, b):
     return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
 
 
+# Both fast paths, whichever batch_gradient uses: the NumPy one must stay
+# tested where the C kernel is built.
+FAST = [
+    pytest.param(batch_gradient, id=f"batch_gradient[{_gradient.KERNEL}]"),
+    pytest.param(batch_gradient_numpy, id="numpy"),
+]
+
+needs_kernel = pytest.mark.skipif(
+    _gradient.KERNEL != "c", reason="the C kernel (sklearn_relu._kernels) is not built"
+)
+
+
+def test_kernel_is_built_where_required():
+    # CI sets SKLEARN_RELU_REQUIRE_KERNEL=1: there a failed build must fail a
+    # test rather than leave the kernel tests skipped.
+    import os
+
+    if os.environ.get("SKLEARN_RELU_REQUIRE_KERNEL") == "1":
+        assert _gradient.KERNEL == "c"
+    assert _gradient.KERNEL in ("c", "numpy")
+
+
 @pytest.fixture
 def many_blocks(monkeypatch):
     """Force tiny blocks and the threaded split even on small problems."""
@@ -29,18 +55,19 @@ def many_blocks(monkeypatch):
     monkeypatch.setattr(_gradient, "PARALLEL_MIN_BYTES", 0)
 
 
+@pytest.mark.parametrize("gradient", FAST)
 @pytest.mark.parametrize("fit_intercept", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_fast_gradient_matches_reference_float64(
-    many_blocks, fit_intercept, weighted, n_threads
+    many_blocks, gradient, fit_intercept, weighted, n_threads
 ):
     X, y, rng = _problem()
     params = 0.1 * rng.standard_normal(X.shape[1] + fit_intercept)
     weights = rng.random(X.shape[0]) if weighted else None
     rows = rng.integers(0, X.shape[0], 97)  # repeats, several blocks, odd split
     rows[:5] = rows[5]  # a row drawn several times
-    fast = batch_gradient(X, y, weights, params, rows, 1 / 97, n_threads=n_threads)
+    fast = gradient(X, y, weights, params, rows, 1 / 97, n_threads=n_threads)
     slow = batch_gradient_reference(X, y, weights, params, rows, 1 / 97)
     assert fast[0].dtype == np.float64
     assert _relative(fast[0], slow[0]) <= 1e-12
@@ -48,7 +75,8 @@ def test_fast_gradient_matches_reference_float64(
     assert fast[2] == pytest.approx(slow[2], rel=1e-12)
 
 
-def test_fast_gradient_takes_half_derivative_at_zero(many_blocks):
+@pytest.mark.parametrize("gradient", FAST)
+def test_fast_gradient_takes_half_derivative_at_zero(many_blocks, gradient):
     # Rows of zeros with no intercept sit exactly at z = 0, where the
     # generalized derivative is 1/2.
     X, y, rng = _problem()
@@ -56,36 +84,121 @@ def test_fast_gradient_takes_half_derivative_at_zero(many_blocks):
     y[:50] = 1.0
     params = rng.standard_normal(X.shape[1])
     rows = np.arange(0, 100)
-    fast = batch_gradient(X, y, None, params, rows, 0.01)
+    fast = gradient(X, y, None, params, rows, 0.01)
     slow = batch_gradient_reference(X, y, None, params, rows, 0.01)
     assert _relative(fast[0], slow[0]) <= 1e-12
-    at_zero = batch_gradient(X, y, None, params, np.arange(50), 1.0)
+    at_zero = gradient(X, y, None, params, np.arange(50), 1.0)
     # Every row is zero: the gradient is zero but the loss is sum(y^2)/2.
     assert np.all(at_zero[0] == 0) and at_zero[1] == 25.0
 
 
-def test_fast_gradient_threads_agree_with_one_thread(many_blocks):
+@pytest.mark.parametrize("gradient", FAST)
+def test_fast_gradient_threads_agree_with_one_thread(many_blocks, gradient):
     X, y, rng = _problem(n=500, d=40)
     params = 0.1 * rng.standard_normal(40)
     rows = rng.integers(0, 500, 400)
-    one = batch_gradient(X, y, None, params, rows, 1.0, n_threads=1)
-    two = batch_gradient(X, y, None, params, rows, 1.0, n_threads=2)
+    one = gradient(X, y, None, params, rows, 1.0, n_threads=1)
+    two = gradient(X, y, None, params, rows, 1.0, n_threads=2)
     assert _relative(two[0], one[0]) <= 1e-12
 
 
-def test_fast_gradient_stays_float32(many_blocks):
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_gives_the_same_bits_on_one_thread_or_two(many_blocks, dtype):
+    # Backends running one thread per worker must match in-process bit for bit.
+    X, y, rng = _problem(n=500, d=43, dtype=dtype)
+    params = (0.1 * rng.standard_normal(44)).astype(dtype)
+    rows = rng.integers(0, 500, 301)
+    one = batch_gradient(X, y, None, params, rows, 1 / 301, n_threads=1)
+    two = batch_gradient(X, y, None, params, rows, 1 / 301, n_threads=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    assert one[1:] == two[1:]
+
+
+@needs_kernel
+@pytest.mark.parametrize("n_features", [1, 3, 8, 9, 17, 41])
+@pytest.mark.parametrize("n_rows", [1, 3, 4, 5, 9, 64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_kernel_matches_reference_at_every_remainder(n_features, n_rows, weighted):
+    # Feature counts around the vector widths (4 doubles, 8 floats) and batch
+    # sizes around the group of 4 rows: every tail loop is exercised.
+    for dtype, tolerance in ((np.float64, 1e-12), (np.float32, 1e-4)):
+        X, y, rng = _problem(n=50, d=n_features, dtype=dtype, seed=n_rows)
+        params = (0.3 * rng.standard_normal(n_features + 1)).astype(dtype)
+        weights = rng.random(50).astype(dtype) if weighted else None
+        rows = rng.integers(0, 50, n_rows)
+        fast = batch_gradient(X, y, weights, params, rows, 1 / n_rows)
+        slow = batch_gradient_reference(X, y, weights, params, rows, 1 / n_rows)
+        assert fast[0].dtype == dtype
+        assert _relative(fast[0].astype(float), slow[0].astype(float)) <= tolerance
+        assert fast[1] == pytest.approx(slow[1], rel=tolerance)
+        assert fast[2] == pytest.approx(slow[2], rel=tolerance)
+
+
+@needs_kernel
+def test_kernel_reads_strided_rows_in_place():
+    X, y, rng = _problem(n=600, d=40)
+    X_view, y_view = X[::3], y[::3]  # rows 3 apart: a view, not a copy
+    params = 0.1 * rng.standard_normal(41)
+    rows = rng.integers(0, 200, 50)
+    fast = batch_gradient(X_view, y_view, None, params, rows, 1 / 50)
+    slow = batch_gradient_reference(X_view, y_view, None, params, rows, 1 / 50)
+    assert _relative(fast[0], slow[0]) <= 1e-12
+
+
+def test_column_strided_X_takes_the_numpy_path():
+    X, y, rng = _problem()
+    X_fortran = np.asfortranarray(X)
+    params = 0.1 * rng.standard_normal(41)
+    rows = rng.integers(0, 300, 50)
+    fast = batch_gradient(X_fortran, y, None, params, rows, 1 / 50)
+    slow = batch_gradient_reference(X, y, None, params, rows, 1 / 50)
+    assert _relative(fast[0], slow[0]) <= 1e-12
+
+
+@pytest.mark.parametrize("gradient", FAST)
+def test_nan_parameters_give_a_non_finite_gradient(gradient):
+    # The worker detects divergence from the gradient; a NaN must not vanish
+    # into the zero derivative of a negative z.
+    X, y, rng = _problem()
+    params = np.zeros(40)
+    params[3] = np.nan
+    result = gradient(X, y, None, params, rng.integers(0, 300, 20), 1.0)
+    assert not np.all(np.isfinite(result[0]))
+    assert np.isnan(result[1])
+
+
+@needs_kernel
+def test_kernel_rejects_mismatched_arrays():
+    from sklearn_relu import _kernels
+
+    X, y, _ = _problem()
+    rows, out, coef = np.arange(5), np.empty(40), np.zeros(40)
+    with pytest.raises(ValueError, match="y: expected"):
+        _kernels.gradient_part(X, y[:10], None, coef, 0.0, rows, 1.0, out)
+    with pytest.raises(ValueError, match="coef: expected"):
+        _kernels.gradient_part(X, y, None, coef.astype(np.float32), 0.0, rows, 1.0, out)
+    with pytest.raises(ValueError, match="rows: expected"):
+        _kernels.gradient_part(X, y, None, coef, 0.0, rows.astype(float), 1.0, out)
+    with pytest.raises(ValueError, match="X: expected"):
+        _kernels.gradient_part(X.T, y, None, coef, 0.0, rows, 1.0, out)
+
+
+@pytest.mark.parametrize("gradient", FAST)
+def test_fast_gradient_stays_float32(many_blocks, gradient):
     X, y, rng = _problem(dtype=np.float32)
     params = (0.1 * rng.standard_normal(X.shape[1] + 1)).astype(np.float32)
     rows = rng.integers(0, X.shape[0], 64)
-    fast = batch_gradient(X, y, None, params, rows, 1 / 64)
+    fast = gradient(X, y, None, params, rows, 1 / 64)
     slow = batch_gradient_reference(X, y, None, params, rows, 1 / 64)
     assert fast[0].dtype == np.float32
     assert _relative(fast[0].astype(np.float64), slow[0].astype(np.float64)) < 1e-5
 
 
-def test_empty_batch_gives_zero_gradient():
+@pytest.mark.parametrize("fast", FAST)
+def test_empty_batch_gives_zero_gradient(fast):
     X, y, _ = _problem()
-    gradient, loss, weight = batch_gradient(
+    gradient, loss, weight = fast(
         X, y, None, np.zeros(40), np.array([], dtype=int), 1.0
     )
     assert np.all(gradient == 0) and loss == 0 and weight == 0
@@ -150,7 +263,7 @@ def test_threaded_gradient_restores_the_blas_thread_count(many_blocks):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     before = [i["num_threads"] for i in threadpoolctl.threadpool_info()]
     X, y, rng = _problem(n=500, d=40)
-    batch_gradient(X, y, None, np.zeros(40), rng.integers(0, 500, 300), 1.0,
+    batch_gradient_numpy(X, y, None, np.zeros(40), rng.integers(0, 500, 300), 1.0,
                    n_threads=2)
     assert [i["num_threads"] for i in threadpoolctl.threadpool_info()] == before
 
@@ -176,8 +289,9 @@ def test_fast_bit_packing_matches_the_bit_string(bits, n_values):
     np.testing.assert_array_equal(unpack_signed(packed, n_values, bits), levels)
 
 
+@pytest.mark.parametrize("gradient", FAST)
 @pytest.mark.parametrize("bad_row", [-1, 300])
-def test_rows_out_of_range_are_an_error_not_clipped(bad_row):
+def test_rows_out_of_range_are_an_error_not_clipped(gradient, bad_row):
     X, y, _ = _problem()
     with pytest.raises(IndexError, match="batch rows must lie in"):
-        batch_gradient(X, y, None, np.zeros(40), np.array([0, bad_row]), 1.0)
+        gradient(X, y, None, np.zeros(40), np.array([0, bad_row]), 1.0)
