@@ -16,10 +16,14 @@ wire), ``backends`` (joblib / MPI per-step time vs in-process).
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -388,8 +392,9 @@ def section_backends(data, args, report, state):
     def update(p, g):
         return p  # time the backend's step, not the drift of the model
 
-    names = ["inprocess"] + [b for b in ("joblib", "mpi") if b in available_backends()]
-    for missing in sorted({"joblib", "mpi"} - set(available_backends())):
+    # MPI needs its own job (mpiexec): timed below by _mpi_step_times.
+    names = ["inprocess"] + [b for b in ("joblib",) if b in available_backends()]
+    for missing in sorted({"joblib"} - set(available_backends())):
         report.note(f"backends: '{missing}' is not registered; skipped")
         report.figure(f"{missing} backend, 2 workers: step time / in-process", "<= 1.3",
                       "not registered yet", None, "backends")
@@ -427,6 +432,58 @@ def section_backends(data, args, report, state):
             "<= 1.3", f"{ratio:.2f} ({times[name] * 1e3:.2f} ms / "
             f"{times['inprocess'] * 1e3:.2f} ms)", ratio <= 1.3, "backends",
         )
+    _mpi_step_times(n_rows, m, d, args, report)
+
+
+def _mpi_step_times(n_rows, m, d, args, report):
+    """``mpiexec -n 2`` runs benchmarks/mpi_step.py, which times the MPI step and
+    the in-process step side by side in that job (see its docstring)."""
+    name = "mpi backend, 2 ranks (mpiexec -n 2)"
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    if not mpiexec.exists():
+        mpiexec = shutil.which("mpiexec")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        mpiexec = None
+    if not mpiexec:
+        report.note("backends: mpi4py or mpiexec missing (pip install "
+                    '"sklearn-relu[mpi]"); MPI step not timed')
+        report.figure(f"{name}: step time / in-process", "<= 1.3",
+                      "mpi4py/mpiexec not installed", None, "backends")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "mpi.json"
+        command = [str(mpiexec), "-n", "2", sys.executable, "-m", "mpi4py",
+                   str(Path(__file__).parent / "mpi_step.py"), "--rows", str(n_rows),
+                   "--d", str(d), "--m", str(m), "--rounds", str(args.rounds),
+                   "--out", str(out)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            result = json.loads(out.read_text()) if done.returncode == 0 else None
+        except (subprocess.TimeoutExpired, OSError, ValueError) as error:
+            done, result = None, repr(error)
+        if not isinstance(result, dict):
+            detail = result or (done.stderr.strip().splitlines() or ["?"])[-1]
+            report.note(f"backends: the MPI job failed: {detail}")
+            report.figure(f"{name}: step time / in-process", "<= 1.3",
+                          "MPI job failed", False, "backends")
+            return
+    ratio = result["mpi"] / result["inprocess"]
+    report.note(
+        f"backends: mpi, 2 ranks x 1 thread (gradient and BLAS), m={m}, d={d}: "
+        f"{result['mpi'] * 1e3:.2f} ms per step; in-process in the same MPI job, "
+        f"2 workers on rank 0 with 2 threads while rank 1 sleeps: "
+        f"{result['inprocess'] * 1e3:.2f} ms. Both use the 2 cores: one rank per "
+        "core against two threads in one process (2 ranks x 2 threads would "
+        "oversubscribe the cores). Command: " + " ".join(
+            ["mpiexec -n 2 python -m mpi4py benchmarks/mpi_step.py"] + command[7:-2])
+    )
+    report.figure(
+        f"{name}, m={m}, d={d}: step time / in-process", "<= 1.3",
+        f"{ratio:.2f} ({result['mpi'] * 1e3:.2f} ms / "
+        f"{result['inprocess'] * 1e3:.2f} ms)", ratio <= 1.3, "backends",
+    )
 
 
 # -- plots -----------------------------------------------------------------------

@@ -382,6 +382,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             result = self._fit_runs(
                 backend, X.shape[1], X.dtype, batch_size, compressor, rng,
                 continuing, partial, (X_val, y_val, sw_val), n_samples,
+                _zero_model_loss(y, sample_weight),
             )
         finally:
             backend.stop()
@@ -448,7 +449,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,
-        continuing, partial, validation, n_samples,
+        continuing, partial, validation, n_samples, zero_loss,
     ):
         params0, learning_rate = self._start_point(
             backend, n_features, batch_size, compressor, rng, continuing
@@ -458,7 +459,6 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # A stable step never takes the loss far above both the start and the
         # zero model; a diverging one does, before or instead of overflowing
         # (the ReLU may die first and leave huge but finite coefficients).
-        zero_loss = _full_loss(backend, np.zeros_like(params0))
         ceiling = _DIVERGENCE_FACTOR * max(start_loss, zero_loss)
         # Below this the residuals are rounding noise of the dtype: a noiseless
         # problem is solved, and more epochs only shuffle the last bits.
@@ -569,6 +569,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
 _DIVERGENCE_FACTOR = 10.0
 _PRECISION_FACTOR = 100.0
+
+
+def _zero_model_loss(y, sample_weight):
+    """The training loss of ``w = 0, b = 0`` (it predicts 0), from ``y`` alone:
+    no pass over ``X``."""
+    y = y.astype(np.float64)
+    if sample_weight is None:
+        return 0.5 * float(y @ y) / y.shape[0]
+    return 0.5 * float(sample_weight @ (y * y)) / float(sample_weight.sum())
 
 
 def _full_loss(backend, params):
