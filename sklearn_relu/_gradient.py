@@ -205,7 +205,7 @@ def _batch_gradient_kernel(X, y, sample_weight, params, rows, scale, n_threads):
     y = np.ascontiguousarray(y, dtype=dtype)
     if sample_weight is not None:
         sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
-    bounds = np.linspace(0, n_rows, KERNEL_PARTS + 1).astype(int)
+    bounds = [k * n_rows // KERNEL_PARTS for k in range(KERNEL_PARTS + 1)]
     parts = [rows[bounds[k] : bounds[k + 1]] for k in range(KERNEL_PARTS)]
     outputs = np.empty((KERNEL_PARTS, n_features), dtype=dtype)
 
@@ -223,11 +223,20 @@ def _batch_gradient_kernel(X, y, sample_weight, params, rows, scale, n_threads):
         futures = [pool.submit(part, k) for k in range(1, KERNEL_PARTS)]
         sums = [part(0)] + [future.result() for future in futures]
 
+    # Parts added in order (a fixed sequence of additions, not np.sum's).
     gradient = np.empty(params.shape[0], dtype=dtype)
-    np.sum(outputs, axis=0, out=gradient[:n_features])
+    coef_gradient = gradient[:n_features]
+    coef_gradient[...] = outputs[0]
+    for k in range(1, KERNEL_PARTS):
+        coef_gradient += outputs[k]
+    c_sum, loss_sum, weight_sum = sums[0]
+    for part_sums in sums[1:]:
+        c_sum += part_sums[0]
+        loss_sum += part_sums[1]
+        weight_sum += part_sums[2]
     if params.shape[0] > n_features:
-        gradient[n_features] = sum(s[0] for s in sums)
-    return gradient, sum(s[1] for s in sums), sum(s[2] for s in sums)
+        gradient[n_features] = c_sum
+    return gradient, loss_sum, weight_sum
 
 
 def _batch_gradient_numpy(X, y, sample_weight, params, rows, scale, n_threads):

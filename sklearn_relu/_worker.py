@@ -73,7 +73,7 @@ class ShardWorker:
             gradient, loss, weight = batch_gradient(
                 self.X, self.y, self.sample_weight, params, rows, self.scale
             )
-        if not np.all(np.isfinite(gradient)):
+        if not np.isfinite(gradient).all():
             raise FloatingPointError(
                 "SGD diverged: the gradient overflowed. Use learning_rate='auto' "
                 "or a smaller learning_rate."
