@@ -94,7 +94,9 @@ def relu_derivative(z):
 
 def _linear(X, params):
     coef, intercept = split_params(params, X.shape[1])
-    return X @ coef + intercept
+    # In the dtype of X: float64 coefficients would make NumPy convert a
+    # float32 X to a float64 copy (twice its size) for the product.
+    return X @ coef.astype(X.dtype, copy=False) + X.dtype.type(intercept)
 
 
 def batch_gradient_reference(X, y, sample_weight, params, rows, scale):
@@ -415,7 +417,8 @@ if hasattr(os, "register_at_fork"):
 
 def loss_sums(X, y, sample_weight, params):
     """``(sum_i s_i (f(x_i) - y_i)^2 / 2, sum_i s_i)`` over all rows."""
-    residual = np.maximum(_linear(X, params), 0) - y
+    # The product in the dtype of X (no copy of X); the sums in float64.
+    residual = (np.maximum(_linear(X, params), 0) - y).astype(np.float64)
     if sample_weight is None:
         return 0.5 * float(residual @ residual), float(X.shape[0])
     return 0.5 * float(sample_weight @ residual**2), float(sample_weight.sum())

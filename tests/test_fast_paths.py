@@ -231,8 +231,12 @@ def test_fit_uses_views_of_X_and_keeps_its_dtype(dtype, solver):
     assert est.predict(X[:3]).dtype == dtype
 
 
-def test_fit_allocates_far_less_than_X():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fit_allocates_far_less_than_X(dtype):
+    # float32 too: a float64 parameter vector in a product with X would make
+    # NumPy convert X to a float64 copy, twice its size.
     X, y = make_relu_regression(n_samples=4000, n_features=100, random_state=0)
+    X, y = X.astype(dtype), y.astype(dtype)
     est = ReLURegressor(batch_size=200, max_iter=2, tol=None, random_state=0)
     tracemalloc.start()
     try:
