@@ -72,6 +72,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=200, help="SGD steps per fit")
     parser.add_argument("--bits", type=int, default=8)
+    parser.add_argument("--schemes", nargs="+", choices=["sgd", "qsgd"],
+                        default=["sgd", "qsgd"])
     parser.add_argument("--topology", choices=["allgather", "master-worker"],
                         default="allgather")
     parser.add_argument("--bandwidth", default="unlimited",
@@ -170,7 +172,7 @@ def main(argv=None):
               f"batch {args.batch_size}, {args.steps} steps, {args.topology}, "
               f"link {args.bandwidth}", flush=True)
     rows = []
-    for solver in ("sgd", "qsgd"):
+    for solver in args.schemes:
         row = fit_and_time(solver, X, y, w_star, args, comm)
         if rank == 0:
             print(f"[table2] {row['scheme']}: comm {row['comm. time (s)']} s, "
