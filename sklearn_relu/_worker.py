@@ -10,7 +10,7 @@ from ._gradient import batch_gradient, loss_sums
 from ._init import shard_line_search, shard_moments
 from ._step_size import shard_curvature, shard_hessian_matvec
 
-__all__ = ["ShardWorker", "shard_bounds", "batch_share"]
+__all__ = ["ShardWorker", "batch_share", "shard_bounds", "worker_arguments"]
 
 
 def shard_bounds(n_samples, n_workers, index):
@@ -18,6 +18,27 @@ def shard_bounds(n_samples, n_workers, index):
     base, extra = divmod(n_samples, n_workers)
     start = index * base + min(index, extra)
     return start, start + base + (index < extra)
+
+
+def worker_arguments(
+    X, y, sample_weight, *, index, n_workers, batch_size, compressor
+):
+    """Keyword arguments of worker ``index``'s :class:`ShardWorker` on the full data.
+
+    The shard is a view of ``index``'s rows (nothing is copied); every backend
+    builds its workers from this, wherever it then sends them.
+    """
+    start, stop = shard_bounds(X.shape[0], n_workers, index)
+    return dict(
+        X=X[start:stop],
+        y=y[start:stop],
+        sample_weight=None if sample_weight is None else sample_weight[start:stop],
+        index=index,
+        n_workers=n_workers,
+        n_samples=X.shape[0],
+        batch_size=batch_size,
+        compressor=compressor,
+    )
 
 
 def batch_share(batch_size, n_workers, index):

@@ -194,3 +194,27 @@ def test_command_line_help_and_errors_through_python_m(tmp_path):
     assert "error: data file" in failed.stderr and "Traceback" not in failed.stderr
     usage = subprocess.run(run, capture_output=True, text=True)
     assert usage.returncode == 2 and "fit" in usage.stderr
+
+
+def test_help_lists_the_reproductions(capsys):
+    from sklearn_relu._cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["reproduce", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("fig1", "fig2", "table2"):
+        assert name in text
+
+
+def test_reproduce_runs_the_example_script(tmp_path):
+    """A tiny Figure 1a through the CLI writes its figure and table."""
+    from sklearn_relu._cli import main
+
+    status = main([
+        "reproduce", "fig1", "--panels", "a", "--n-features", "10",
+        "--batch-sizes", "20", "50", "--steps-a", "30", "--out-dir", str(tmp_path),
+    ])
+    assert status == 0
+    written = {p.suffix for p in tmp_path.iterdir()}
+    assert ".png" in written and ".csv" in written

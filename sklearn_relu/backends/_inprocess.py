@@ -1,29 +1,9 @@
 """The reference backend: every worker in this process, one after another."""
 
-from .._worker import ShardWorker, shard_bounds
+from .._worker import ShardWorker, worker_arguments
 from ._base import Backend, Timer
 
 __all__ = ["InProcessBackend"]
-
-
-def make_workers(X, y, sample_weight, *, n_workers, batch_size, compressor, indices):
-    """The workers ``indices`` of a fit, each holding a view of its rows."""
-    workers = []
-    for index in indices:
-        start, stop = shard_bounds(X.shape[0], n_workers, index)
-        workers.append(
-            ShardWorker(
-                X[start:stop],
-                y[start:stop],
-                None if sample_weight is None else sample_weight[start:stop],
-                index=index,
-                n_workers=n_workers,
-                n_samples=X.shape[0],
-                batch_size=batch_size,
-                compressor=compressor,
-            )
-        )
-    return workers
 
 
 class InProcessBackend(Backend):
@@ -36,10 +16,15 @@ class InProcessBackend(Backend):
     name = "inprocess"
 
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
-        self.workers = make_workers(
-            X, y, sample_weight, n_workers=n_workers, batch_size=batch_size,
-            compressor=compressor, indices=range(n_workers),
-        )
+        self.workers = [
+            ShardWorker(
+                **worker_arguments(
+                    X, y, sample_weight, index=index, n_workers=n_workers,
+                    batch_size=batch_size, compressor=compressor,
+                )
+            )
+            for index in range(n_workers)
+        ]
 
     def call(self, method, *args):
         return [getattr(worker, method)(*args) for worker in self.workers]

@@ -26,7 +26,7 @@ import joblib
 import numpy as np
 from joblib.parallel import get_active_backend
 
-from .._worker import ShardWorker, shard_bounds
+from .._worker import ShardWorker, worker_arguments
 from ._base import Backend
 
 __all__ = ["JoblibBackend", "WorkerError"]
@@ -62,7 +62,7 @@ def _serve(address, authkey, index, shard):
             for key, value in shard.items()
         }
         try:
-            worker = ShardWorker(index=index, **shard)
+            worker = ShardWorker(**shard)
         except Exception as exc:  # reported to the driver, which raises it
             conn.send(("error", exc))
             return
@@ -152,17 +152,9 @@ class JoblibBackend(Backend):
         address = (self.host, self._server.getsockname()[1])
         tasks = []
         for index in range(n_workers):
-            start, stop = shard_bounds(X.shape[0], n_workers, index)
-            shard = dict(
-                X=X[start:stop],
-                y=y[start:stop],
-                sample_weight=(
-                    None if sample_weight is None else sample_weight[start:stop]
-                ),
-                n_workers=n_workers,
-                n_samples=X.shape[0],
-                batch_size=batch_size,
-                compressor=compressor,
+            shard = worker_arguments(
+                X, y, sample_weight, index=index, n_workers=n_workers,
+                batch_size=batch_size, compressor=compressor,
             )
             tasks.append((address, authkey, index, shard))
         if n_workers > 1 and joblib.effective_n_jobs(n_workers) >= n_workers:

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from .._worker import ShardWorker, shard_bounds
+from .._worker import ShardWorker, worker_arguments
 from ._base import Backend
 
 __all__ = ["MPIBackend", "import_mpi"]
@@ -189,16 +189,11 @@ class MPIBackend(Backend):
                 f"{shapes}); with MPIBackend(data='all') every rank passes the same "
                 "X and y, with data='root' only rank 0 does"
             )
-        start, stop = shard_bounds(X.shape[0], n_workers, rank)
         self._worker = ShardWorker(
-            X[start:stop],
-            y[start:stop],
-            None if sample_weight is None else sample_weight[start:stop],
-            index=rank,
-            n_workers=n_workers,
-            n_samples=X.shape[0],
-            batch_size=batch_size,
-            compressor=compressor,
+            **worker_arguments(
+                X, y, sample_weight, index=rank, n_workers=n_workers,
+                batch_size=batch_size, compressor=compressor,
+            )
         )
 
     def _agree_on_status(self, nbytes, error):
