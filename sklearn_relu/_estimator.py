@@ -477,8 +477,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         result = runs[chosen]
         final_loss = _full_loss(backend, result["params"].astype(np.float64))
         # SGD noise may end a little above a start that was already near the
-        # optimum; a rise by more than a tenth means the step is the problem.
-        if not continuing and final_loss > 1.1 * start_loss:
+        # optimum; a rise by more than a tenth (beyond rounding, for a start
+        # that was already exact) means the step is the problem.
+        if not continuing and final_loss > 1.1 * start_loss + floor:
             warnings.warn(
                 f"The training loss rose from {start_loss:.6g} at the initial point "
                 f"to {final_loss:.6g}: learning_rate={learning_rate:.3g} is probably "

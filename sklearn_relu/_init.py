@@ -19,12 +19,17 @@ def _weights(sample_weight, n):
     return np.ones(n) if sample_weight is None else sample_weight
 
 
-def shard_moments(X, y, sample_weight):
-    """``[X^T (s*y), X^T s, sum(s*y), sum(s)]`` on one shard, as one float64 vector."""
+def shard_moments(X, y, sample_weight, center=True):
+    """``[X^T (s*y), X^T s, sum(s*y), sum(s)]`` on one shard, as one float64 vector.
+
+    ``X^T s`` (the column sums, for centring) costs a pass over the shard of its
+    own; without ``center`` it is left at zero.
+    """
     s = _weights(sample_weight, X.shape[0]).astype(np.float64)
     sy = s * y
+    column_sums = X.T @ s.astype(X.dtype) if center else np.zeros(X.shape[1])
     return np.concatenate(
-        [X.T @ sy.astype(X.dtype), X.T @ s.astype(X.dtype), [sy.sum(), s.sum()]]
+        [X.T @ sy.astype(X.dtype), column_sums, [sy.sum(), s.sum()]]
     ).astype(np.float64)
 
 
@@ -82,7 +87,7 @@ def initial_params(init, reduce, n_features, fit_intercept, random_state):
     # Spectral: the first gradient step from zero points along X^T s y. With an
     # intercept, centre X first so that the direction is not dominated by the
     # mean of y, and let the intercept undo the centring.
-    moments = reduce("moments")
+    moments = reduce("moments", fit_intercept)
     xty, xts = moments[:n_features], moments[n_features : 2 * n_features]
     sum_sy, sum_s = moments[-2], moments[-1]
     direction = np.zeros(n_params)

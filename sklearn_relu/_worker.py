@@ -115,8 +115,8 @@ class ShardWorker:
         return out
 
     # Exact shard statistics, summed over workers by the backend's ``reduce``.
-    def moments(self):
-        return shard_moments(self.X, self.y, self.sample_weight)
+    def moments(self, center):
+        return shard_moments(self.X, self.y, self.sample_weight, center)
 
     def line_search(self, direction):
         return shard_line_search(self.X, self.y, self.sample_weight, direction)
