@@ -15,7 +15,7 @@ QSGD saves nothing. ``examples/run_table2_netns.sh`` runs this script in a
 network namespace whose loopback is rate-limited (100 Mbit/s by default) with
 MPICH forced onto TCP (REFERENCE §9)::
 
-    sudo examples/run_table2_netns.sh 2 10mbit -- --paper-size   # the committed table
+    sudo examples/run_table2_netns.sh 8 100mbit -- --paper-size  # the committed table
     sudo examples/run_table2_netns.sh 4                           # 4 ranks, 100 Mbit/s
 
 or, on any MPI setup (a real cluster)::
@@ -26,9 +26,8 @@ Differences from the paper to keep in mind when reading the numbers: the
 paper ran W = 40 and 50 t2.micro instances, each with its own network card;
 here W ranks share two cores and one emulated link, so every byte of every
 rank crosses the same bottleneck, and with more ranks than cores every
-collective also waits for the CPU. The committed run uses 2 ranks and
-10 Mbit/s, which puts SGD's communication at about 7x its computation, the
-paper's proportion (see "Reproducing the paper" in the docs). Times are the mean over ranks
+collective also waits for the CPU. The committed run uses 8 ranks and
+100 Mbit/s (see "Reproducing the paper" in the docs). Times are the mean over ranks
 of the fitted ``comm_record_``'s ``compute_seconds`` and
 ``communicate_seconds`` (the wait for the slowest rank counts as
 communication); bytes are those actually sent.

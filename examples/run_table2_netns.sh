@@ -28,7 +28,10 @@ cleanup() { ip netns del "$NS" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
 ip netns add "$NS"
-ip netns exec "$NS" ip link set lo up
+# An Ethernet-sized MTU: loopback's default 65536-byte packets are larger than the
+# tbf bucket (burst 64kb), so tbf would drop every full-size segment forever and
+# the MPI job would hang inside its first large collective.
+ip netns exec "$NS" ip link set lo mtu 1500 up
 ip netns exec "$NS" tc qdisc add dev lo root tbf rate "$RATE" burst 64kb latency 50ms
 echo "[netns] $NS: loopback limited to $RATE; $RANKS ranks over TCP"
 
