@@ -1,5 +1,6 @@
 """ReLURegressor: fit ``max(0, <w, x> + b)`` by SGD or quantized SGD."""
 
+import functools
 import logging
 import math
 import numbers
@@ -21,6 +22,7 @@ from ._ensemble import select_consistent_run
 from ._gradient import loss_sums, split_params
 from ._init import check_init, initial_params
 from ._step_size import auto_learning_rate
+from ._worker import TrainingSet
 from .backends import get_backend
 from .compression import QSGD, Identity
 
@@ -351,22 +353,23 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         compressor = self._validate_params()
         continuing = (partial or self.warm_start) and hasattr(self, "coef_")
         backend = get_backend(self.backend)
-        X, y, sample_weight = backend.common_data(X, y, sample_weight)
-        X, y, sample_weight = self._validate_input(
-            X, y, sample_weight, reset=not continuing
-        )
         # Processes sharing a fit (MPI ranks) must draw the same numbers.
         rng = backend.common(check_random_state(self.random_state))
         # Private until the fit succeeds: a public ``n_workers_`` would make a
         # failed first fit look fitted to check_is_fitted.
         self._n_workers = backend.resolve_n_workers(self.n_workers)
-
-        X_val = y_val = sw_val = None
-        if self.early_stopping and not partial:
-            X, X_val, y, y_val, sample_weight, sw_val = self._split_validation(
-                X, y, sample_weight, rng
-            )
-        n_samples = X.shape[0]
+        validating = self.early_stopping and not partial
+        split_seed = rng.randint(np.iinfo(np.int32).max) if validating else None
+        data = backend.prepare_data(
+            functools.partial(
+                self._training_set, reset=not continuing, split_seed=split_seed
+            ),
+            X, y, sample_weight,
+        )
+        if not continuing:
+            # Where the rows came from another process, X was not seen here.
+            self._set_input_features(data)
+        n_samples = data.n_samples
         if self._n_workers > n_samples:
             raise ValueError(
                 f"n_workers={self._n_workers} is larger than the number of training "
@@ -375,25 +378,48 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         batch_size = self._effective_batch_size(n_samples)
 
         backend.start(
-            X, y, sample_weight, n_workers=self._n_workers,
+            data.X, data.y, data.sample_weight, n_workers=self._n_workers,
             batch_size=batch_size, compressor=compressor,
         )
         try:
             result = self._fit_runs(
-                backend, X.shape[1], X.dtype, batch_size, compressor, rng,
-                continuing, partial, (X_val, y_val, sw_val), n_samples,
-                _zero_model_loss(y, sample_weight),
+                backend, data.X.shape[1], data.X.dtype, batch_size, compressor, rng,
+                continuing, partial, validating, data.validation, n_samples,
+                data.zero_loss,
             )
         finally:
             backend.stop()
-        self._store(result, backend.record, X.shape[1], continuing)
+        self._store(result, backend.record, data.X.shape[1], continuing)
         return self
 
-    def _split_validation(self, X, y, sample_weight, rng):
+    def _training_set(self, X, y, sample_weight, *, reset, split_seed):
+        """Validate the data and split off the validation set (``split_seed``
+        not None); run by the backend where the data is."""
+        X, y, sample_weight = self._validate_input(X, y, sample_weight, reset=reset)
+        validation = None
+        if split_seed is not None:
+            X, X_val, y, y_val, sample_weight, sw_val = self._split_validation(
+                X, y, sample_weight, split_seed
+            )
+            validation = (X_val, y_val, sw_val)
+        return TrainingSet(
+            X, y, sample_weight, n_samples=X.shape[0],
+            zero_loss=_zero_model_loss(y, sample_weight),
+            feature_names=getattr(self, "feature_names_in_", None),
+            validation=validation,
+        )
+
+    def _set_input_features(self, data):
+        self.n_features_in_ = data.X.shape[1]
+        if data.feature_names is not None:
+            self.feature_names_in_ = data.feature_names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def _split_validation(self, X, y, sample_weight, seed):
         arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
         split = train_test_split(
-            *arrays, test_size=self.validation_fraction,
-            random_state=rng.randint(np.iinfo(np.int32).max),
+            *arrays, test_size=self.validation_fraction, random_state=seed
         )
         if split[2].shape[0] < 1 or split[1].shape[0] < 1:
             raise ValueError(
@@ -449,7 +475,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,
-        continuing, partial, validation, n_samples, zero_loss,
+        continuing, partial, validating, validation, n_samples, zero_loss,
     ):
         params0, learning_rate = self._start_point(
             backend, n_features, batch_size, compressor, rng, continuing
@@ -470,7 +496,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             runs.append(
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
-                    1 if partial else self.max_iter, validation, run, (floor, ceiling),
+                    1 if partial else self.max_iter, validating, validation, run,
+                    (floor, ceiling),
                 )
             )
         chosen = select_consistent_run([r["params"] for r in runs])
@@ -492,12 +519,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _run_sgd(
         self, backend, params, learning_rate, steps_per_epoch, max_epochs,
-        validation, run, loss_bounds,
+        validating, validation, run, loss_bounds,
     ):
         """One SGD run; returns its final (or best validated) parameters and curves."""
         update = _sgd_update(learning_rate)
         floor, ceiling = loss_bounds
-        X_val, y_val, sw_val = validation
         check_loss = self.tol is not None and max_epochs > 1
         losses, scores = [], []
         best_loss, best_score, best_params = np.inf, -np.inf, params
@@ -515,10 +541,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     "learning_rate='auto' or a smaller learning_rate."
                 )
             losses.append(loss)
-            if X_val is not None:
-                coef, intercept = split_params(params, X_val.shape[1])
-                pred = np.maximum(X_val @ coef + intercept, 0)
-                score = r2_score(y_val, pred, sample_weight=sw_val)
+            if validating:
+                # Scored where the validation set is (it may be on one process
+                # only) and shared, so every process keeps the same epoch.
+                here = None if validation is None else _score(validation, params)
+                score = backend.common(here)
                 scores.append(score)
                 improved = score > best_score + (self.tol or 0.0)
                 if score > best_score:
@@ -538,14 +565,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 "converging; increase max_iter or tol.",
                 ConvergenceWarning,
             )
-        final = best_params if X_val is not None else params
+        final = best_params if validating else params
         return {
             "params": final,
             "n_iter": epoch + 1,
             "t": (epoch + 1) * steps_per_epoch,
             "loss_curve": losses,
-            "validation_scores": scores if X_val is not None else None,
-            "best_validation_score": best_score if X_val is not None else None,
+            "validation_scores": scores if validating else None,
+            "best_validation_score": best_score if validating else None,
         }
 
     def _store(self, result, record, n_features, continuing):
@@ -579,6 +606,14 @@ def _zero_model_loss(y, sample_weight):
     if sample_weight is None:
         return 0.5 * float(y @ y) / y.shape[0]
     return 0.5 * float(sample_weight @ (y * y)) / float(sample_weight.sum())
+
+
+def _score(validation, params):
+    """R^2 of the model ``params`` on ``validation = (X_val, y_val, sw_val)``."""
+    X_val, y_val, sw_val = validation
+    coef, intercept = split_params(params, X_val.shape[1])
+    pred = np.maximum(X_val @ coef + intercept, 0)
+    return r2_score(y_val, pred, sample_weight=sw_val)
 
 
 def _full_loss(backend, params):

@@ -4,13 +4,51 @@ A backend places workers where their shards live and moves bytes between them; i
 calls the methods below by name and never does arithmetic on the data itself.
 """
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from ._gradient import batch_gradient, loss_sums
 from ._init import shard_line_search, shard_moments
 from ._step_size import shard_curvature, shard_hessian_matvec
 
-__all__ = ["ShardWorker", "batch_share", "shard_bounds", "worker_arguments"]
+__all__ = [
+    "ShardWorker", "TrainingSet", "batch_share", "shard_bounds", "worker_arguments",
+]
+
+
+@dataclass
+class TrainingSet:
+    """The training rows of a fit as one process holds them, and what every
+    process of the fit must know about all of them.
+
+    Attributes
+    ----------
+    X, y, sample_weight : ndarray
+        The rows held here: all training rows, or only this process's shard
+        when a backend handed each process its own (``sample_weight`` may be
+        None).
+    n_samples : int
+        Training rows over all processes.
+    zero_loss : float
+        The training loss of the zero model, from all rows.
+    feature_names : ndarray of str or None
+        Column names of ``X``, for ``feature_names_in_``.
+    validation : tuple (X_val, y_val, sw_val) or None
+        The held-out set for early stopping, where it was split off.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray = None
+    n_samples: int = 0
+    zero_loss: float = 0.0
+    feature_names: np.ndarray = None
+    validation: tuple = None
+
+    def summary(self):
+        """Everything but the arrays of rows: what other processes need to know."""
+        return replace(self, X=None, y=None, sample_weight=None, validation=None)
 
 
 def shard_bounds(n_samples, n_workers, index):

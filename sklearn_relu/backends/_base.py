@@ -75,7 +75,7 @@ class Backend(ABC):
 
     Three hooks with single-process defaults let a backend whose workers are
     separate processes that each run ``fit`` (MPI ranks) keep them in step:
-    :meth:`resolve_n_workers`, :meth:`common` and :meth:`common_data`.
+    :meth:`resolve_n_workers`, :meth:`common` and :meth:`prepare_data`.
 
     Steps are deterministic given the workers' seeds: messages are decoded and
     summed in worker order, so every backend gives the same model.
@@ -108,14 +108,18 @@ class Backend(ABC):
         """
         return value
 
-    def common_data(self, X, y, sample_weight):
-        """The training data as this process sees it, before validation.
+    def prepare_data(self, prepare, X, y, sample_weight):
+        """Run ``prepare(X, y, sample_weight)`` where the data is; the result here.
 
-        Lets a backend whose data lives on one process deliver it to the others
-        (``MPIBackend(data="root")``). Single-process backends return the
-        arguments unchanged.
+        ``prepare`` validates the data and splits off the validation set; it
+        returns a :class:`~sklearn_relu._worker.TrainingSet`. A backend whose
+        data lives on one process (``MPIBackend(data="root")``) runs it there
+        and hands every other process its own shard of the rows and the
+        set's :meth:`~sklearn_relu._worker.TrainingSet.summary`; an error in
+        ``prepare`` must then reach every process. Single-process backends
+        call ``prepare`` here.
         """
-        return X, y, sample_weight
+        return prepare(X, y, sample_weight)
 
     def start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         """Split the rows into ``n_workers`` shards and start one worker on each.

@@ -5,7 +5,8 @@ one shard and one :class:`~sklearn_relu._worker.ShardWorker`, and all ranks end
 with the same model, so ``predict`` works on any of them. Gradient messages are
 the compressor's bytes, moved as ``uint8`` buffers (``Allgatherv``,
 ``Gatherv``); only tiny control values (seeds, shapes, error flags) use mpi4py's
-pickle-based lowercase methods.
+pickle-based lowercase methods. With ``data="root"`` the training rows are
+scattered from rank 0 the same way, each rank's shard as one buffer.
 
 Two topologies (REFERENCE §5):
 
@@ -24,11 +25,13 @@ the whole job when any rank ends with an uncaught exception.
 """
 
 import copy
+import math
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from .._worker import ShardWorker, worker_arguments
+from .._worker import ShardWorker, shard_bounds, worker_arguments
 from ._base import Backend
 
 __all__ = ["MPIBackend", "import_mpi"]
@@ -71,9 +74,15 @@ class MPIBackend(Backend):
     data : {"all", "root"}, default="all"
         ``"all"``: every rank passes the same ``X, y`` (for instance loaded
         from one file) and keeps only its shard's rows for training.
-        ``"root"``: only rank 0 has the data; the other ranks pass
-        ``X=None, y=None``, and rank 0's arrays are broadcast to them as
-        buffers (``X`` as a NumPy array: column names are not kept).
+        ``"root"``: only rank 0 has the data and the other ranks pass
+        ``X=None, y=None`` (data passed there too is an error, raised on
+        every rank). Rank 0 validates it (sample weights normalized by their
+        mean over all rows) and splits off the early-stopping validation set,
+        which stays on rank 0 (it scores every epoch and tells the others);
+        each rank then receives only its own shard's training rows, as one
+        ``Scatterv`` buffer, so a rank other than 0 holds about
+        ``1 / n_ranks`` of ``X``. float32 stays float32; column names reach
+        every rank. An error in rank 0's data is raised on every rank.
 
     Examples
     --------
@@ -102,6 +111,7 @@ class MPIBackend(Backend):
         self.topology = topology
         self.data = data
         self._worker = None
+        self._n_samples = None
 
     # The communicator and mpi4py module cannot be pickled; an estimator that
     # holds this backend as a parameter must still be (to save the model).
@@ -152,36 +162,83 @@ class MPIBackend(Backend):
     def common(self, value):
         return self._comm.bcast(value, root=0)
 
-    def common_data(self, X, y, sample_weight):
+    def prepare_data(self, prepare, X, y, sample_weight):
         if self.data == "all":
-            return X, y, sample_weight
+            self._n_samples = None  # every rank holds all rows; _start shards
+            return prepare(X, y, sample_weight)
         comm = self._comm
-        header = arrays = None
-        if comm.Get_rank() == 0:
+        rank = comm.Get_rank()
+        given = comm.allgather(any(a is not None for a in (X, y, sample_weight)))
+        if any(given[1:]):
+            raise ValueError(
+                "MPIBackend(data='root') takes the data from rank 0 only, but "
+                f"rank(s) {[r for r in range(1, len(given)) if given[r]]} passed "
+                "X, y or sample_weight too: pass None there, or use data='all'"
+            )
+        header = data = None
+        if rank == 0:
             try:
-                arrays = [_buffer_array(a) for a in (X, y, sample_weight)]
-                header = [None if a is None else (a.shape, a.dtype.str) for a in arrays]
+                data = prepare(X, y, sample_weight)
+                rows = [
+                    None if a is None else np.ascontiguousarray(a)
+                    for a in (data.X, data.y, data.sample_weight)
+                ]
+                layouts = [
+                    None if a is None else (a.shape[1:], a.dtype.str) for a in rows
+                ]
+                header = (data.summary(), layouts)
             except Exception as exc:  # the other ranks must not wait for data
                 comm.bcast(("error", repr(exc)), root=0)
                 raise
         header = comm.bcast(header, root=0)
-        if header and header[0] == "error":
-            raise RemoteWorkerError(f"rank 0 could not read its data: {header[1]}")
-        if arrays is None:
-            arrays = [
-                None if h is None else np.empty(h[0], dtype=np.dtype(h[1]))
-                for h in header
-            ]
-        for array in arrays:
-            if array is not None:
-                comm.Bcast(array, root=0)
-        return tuple(arrays)
+        if header[0] == "error":
+            raise RemoteWorkerError(f"rank 0 could not prepare its data: {header[1]}")
+        summary, layouts = header
+        shards = [
+            None if layout is None else self._scatter_rows(
+                rows[i] if rank == 0 else None, summary.n_samples, *layout
+            )
+            for i, layout in enumerate(layouts)
+        ]
+        self._n_samples = summary.n_samples  # _start: these rows are the shard
+        return replace(
+            summary, X=shards[0], y=shards[1], sample_weight=shards[2],
+            validation=None if data is None else data.validation,
+        )
+
+    def _scatter_rows(self, array, n_samples, row_shape, dtype):
+        """This rank's shard of rank 0's ``array``: its rows only, one buffer
+        per rank (``Scatterv`` counted in rows, so any size fits an MPI count)."""
+        from mpi4py.util.dtlib import from_numpy_dtype
+
+        comm = self._comm
+        size = comm.Get_size()
+        bounds = [shard_bounds(n_samples, size, r) for r in range(size)]
+        start, stop = bounds[comm.Get_rank()]
+        shard = np.empty((stop - start, *row_shape), dtype=np.dtype(dtype))
+        row = from_numpy_dtype(shard.dtype).Create_contiguous(
+            math.prod(row_shape)
+        ).Commit()
+        try:
+            counts = [b - a for a, b in bounds]
+            displacements = [a for a, _ in bounds]
+            send = None if array is None else [array, counts, displacements, row]
+            comm.Scatterv(send, [shard, row], root=0)
+        finally:
+            row.Free()
+        return shard
 
     # -- the fit -----------------------------------------------------------------
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         comm = self._comm
         rank = comm.Get_rank()
         self.resolve_n_workers(n_workers)
+        if self._n_samples is not None:  # prepare_data scattered: X is our shard
+            self._worker = ShardWorker(
+                X, y, sample_weight, index=rank, n_workers=n_workers,
+                n_samples=self._n_samples, batch_size=batch_size, compressor=compressor,
+            )
+            return
         shapes = comm.allgather((X.shape, y.shape, X.dtype.str))
         if any(shape != shapes[0] for shape in shapes):
             raise ValueError(
@@ -309,6 +366,7 @@ class MPIBackend(Backend):
 
     def stop(self):
         self._worker = None
+        self._n_samples = None
 
     def abort(self, status=1):
         """End every process of the job with ``status`` (``MPI_Abort``).
@@ -317,12 +375,3 @@ class MPIBackend(Backend):
         rank must not leave the others waiting.
         """
         self._comm.Abort(status)
-
-
-def _buffer_array(array):
-    """A contiguous float array (float32 kept, else float64) to broadcast."""
-    if array is None:
-        return None
-    array = np.asarray(array)
-    dtype = np.float32 if array.dtype == np.float32 else np.float64
-    return np.ascontiguousarray(array, dtype=dtype)

@@ -5,6 +5,7 @@ compares with the in-process fit on the same data with K workers.
 """
 
 import sys
+import tracemalloc
 
 import numpy as np
 from mpi4py import MPI
@@ -89,26 +90,91 @@ np.testing.assert_array_equal(
 )
 duplicate.Free()
 
-# Only rank 0 holds the data; the others pass None (float32 is sent as such).
+# Only rank 0 holds the data; the others pass None and receive their shard's
+# rows only. The model is the in-process one: float32 stays float32; sample
+# weights are normalized by their global mean; the validation set is split on
+# rank 0 and every rank stops and keeps the same epoch.
 X32, y32 = X.astype(np.float32), y.astype(np.float32)
-for data in [(X, y, None), (X32, y32, sample_weight)]:
-    data_root = fit(MPIBackend(data="root"), solver="qsgd")
+cases = [
+    ((X, y, None), dict(solver="qsgd")),
+    ((X32, y32, sample_weight), dict(solver="qsgd")),
+    ((X, y, sample_weight), dict(n_ensemble=2, early_stopping=True, max_iter=6)),
+    ((X32, y32, None), dict(early_stopping=True, topology="master-worker")),
+]
+for data, params in cases:
+    topology = params.pop("topology", "allgather")
+    data_root = fit(MPIBackend(data="root", topology=topology), **params)
     data_root.fit(*(data if rank == 0 else (None, None, None)))
-    reference = fit("inprocess", solver="qsgd").fit(*data)
+    reference = fit("inprocess", **params).fit(*data)
     np.testing.assert_array_equal(data_root.coef_, reference.coef_)
+    np.testing.assert_array_equal(data_root.ensemble_coef_, reference.ensemble_coef_)
+    assert data_root.intercept_ == reference.intercept_
     assert data_root.coef_.dtype == reference.coef_.dtype == data[0].dtype
+    assert data_root.validation_scores_ == reference.validation_scores_
+    assert data_root.n_iter_ == reference.n_iter_
+    assert data_root.n_features_in_ == X.shape[1]
 
-# Data rank 0 cannot send fails on every rank, not only on rank 0.
+# partial_fit: each call scatters its rows; the model continues on every rank.
+data_root, reference = fit(MPIBackend(data="root")), fit("inprocess")
+for part in (slice(0, 120), slice(120, 240)):
+    data_root.partial_fit(*((X[part], y[part]) if rank == 0 else (None, None)))
+    reference.partial_fit(X[part], y[part])
+np.testing.assert_array_equal(data_root.coef_, reference.coef_)
+assert data_root.t_ == reference.t_
+
+# Column names reach every rank (pandas is optional, as in the other tests).
 try:
-    fit(MPIBackend(data="root")).fit(
-        *([["a", "b"]] * 3, [1.0] * 3) if rank == 0 else (None, None)
-    )
-except ValueError as exc:
-    assert rank == 0, exc
-except RuntimeError as exc:
-    assert rank > 0 and "rank 0 could not read its data" in str(exc), exc
-else:
-    raise AssertionError("unreadable data was accepted")
+    import pandas as pd
+except ImportError:
+    pd = None
+if pd is not None:
+    names = [f"x{j}" for j in range(X.shape[1])]
+    frame = pd.DataFrame(X, columns=names)
+    est = fit(MPIBackend(data="root"))
+    est.fit(*((frame, y) if rank == 0 else (None, None)))
+    assert est.feature_names_in_.tolist() == names
+    est.fit(*((X, y) if rank == 0 else (None, None)))  # names dropped everywhere
+    assert not hasattr(est, "feature_names_in_")
+
+# A non-root rank never holds more than its shard: what it allocates during
+# the fit is about 1/size of X, where a broadcast would allocate all of X.
+X_big, y_big = make_relu_regression(n_samples=4000, n_features=60, random_state=0)
+if rank > 0:
+    tracemalloc.start()
+est = fit(MPIBackend(data="root"), batch_size=40, max_iter=1)
+est.fit(*((X_big, y_big) if rank == 0 else (None, None)))
+if rank > 0:
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < (1 / size + 0.15) * X_big.nbytes, (peak, X_big.nbytes)
+    assert peak > 0.9 / size * X_big.nbytes, (peak, X_big.nbytes)
+np.testing.assert_array_equal(
+    est.coef_,
+    fit("inprocess", batch_size=40, max_iter=1).fit(X_big, y_big).coef_,
+)
+
+# Data rank 0 cannot prepare fails on every rank, not only on rank 0.
+for bad in ([["a", "b"]] * 3, [1.0] * 3), (None, None), (X[:1], y[:1]):
+    try:
+        fit(MPIBackend(data="root"), early_stopping=True, n_workers=None).fit(
+            *bad if rank == 0 else (None, None)
+        )
+    except ValueError as exc:
+        assert rank == 0, exc
+    except RuntimeError as exc:
+        assert rank > 0 and "rank 0 could not prepare its data" in str(exc), exc
+    else:
+        raise AssertionError(f"bad data was accepted: {bad}")
+
+# Data given on another rank as well is a clear error on every rank.
+if size > 1:
+    try:
+        fit(MPIBackend(data="root")).fit(X, y)
+    except ValueError as exc:
+        assert "takes the data from rank 0 only" in str(exc), exc
+        assert f"rank(s) {list(range(1, size))} passed" in str(exc), exc
+    else:
+        raise AssertionError("data on a non-root rank was accepted")
 
 # random_state=None: every rank still ends with the same model.
 est = fit("mpi", solver="qsgd", random_state=None, n_workers=None).fit(X, y)
