@@ -21,7 +21,7 @@ from sklearn.utils.validation import (
 from ._ensemble import select_consistent_run
 from ._gradient import loss_sums, split_params
 from ._init import check_init, initial_params
-from ._step_size import auto_learning_rate
+from ._step_size import auto_learning_rate, measure_curvature
 from ._worker import TrainingSet
 from .backends import get_backend
 from .compression import QSGD, Identity
@@ -450,28 +450,32 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return batch_size
 
     def _start_point(self, backend, n_features, batch_size, compressor, rng, continuing):
-        """Initial parameters and step size, or the current ones when continuing."""
+        """Initial parameters and step size, or the current parameters when continuing."""
         if continuing:
             params = np.append(self.coef_, self.intercept_)[
                 : n_features + int(self.fit_intercept)
             ].astype(np.float64)
-            # A number given since the last fit takes effect, as in scikit-learn's
-            # SGD; "auto" keeps the step measured when the model was initialized.
-            if self.learning_rate != "auto":
-                return params, float(self.learning_rate)
-            return params, self.learning_rate_
-        init = check_init(self.init, n_features)
-        params = initial_params(
-            init, backend.reduce, n_features, self.fit_intercept, rng
-        )
+            curvature = getattr(self, "_curvature", None)
+        else:
+            init = check_init(self.init, n_features)
+            params = initial_params(
+                init, backend.reduce, n_features, self.fit_intercept, rng
+            )
+            curvature = None
+        # A number given since the last fit takes effect, as in scikit-learn's SGD.
         if self.learning_rate != "auto":
             return params, float(self.learning_rate)
+        # "auto" keeps the curvature measured when the model was initialized, but
+        # recomputes the step from it: the batch size, solver, bits or workers of
+        # this call (a small partial_fit chunk, a warm start at 2 bits) may need
+        # a smaller one.
+        if curvature is None:
+            curvature = measure_curvature(backend.reduce, params, rng)
+        self._curvature = curvature
         noise = 0.0
         if isinstance(compressor, QSGD):
             noise = compressor.variance_factor(params.shape[0]) / self._n_workers
-        return params, auto_learning_rate(
-            backend.reduce, params, batch_size, rng, noise_factor=noise
-        )
+        return params, auto_learning_rate(curvature, batch_size, noise_factor=noise)
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,

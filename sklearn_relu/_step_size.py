@@ -16,7 +16,12 @@ import numpy as np
 
 from ._gradient import _linear, relu_derivative
 
-__all__ = ["shard_curvature", "shard_hessian_matvec", "auto_learning_rate"]
+__all__ = [
+    "auto_learning_rate",
+    "measure_curvature",
+    "shard_curvature",
+    "shard_hessian_matvec",
+]
 
 _POWER_ITERATIONS = 8
 
@@ -27,16 +32,21 @@ def _active_weights(X, sample_weight, params):
 
 
 def shard_curvature(X, sample_weight, params):
-    """``[sum s a ||x~||^2, sum s a, sum s]`` on one shard.
+    """``[sum s^2 a ||x~||^2, sum s a, sum s]`` on one shard.
 
     ``a`` is the ReLU derivative at ``params``; ``x~`` has a 1 for the intercept.
+    A drawn row's gradient is scaled by its weight ``s``, so its second moment,
+    the noise the step must tolerate, grows with ``s^2``: skewed weights need
+    a smaller step than their mean suggests.
     """
-    weights = _active_weights(X, sample_weight, params).astype(np.float64)
+    active = relu_derivative(_linear(X, params.astype(X.dtype, copy=False)))
     row_norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
     if params.shape[0] > X.shape[1]:
         row_norms += 1.0
-    total = X.shape[0] if sample_weight is None else sample_weight.sum()
-    return np.array([weights @ row_norms, weights.sum(), total])
+    if sample_weight is None:
+        return np.array([active @ row_norms, active.sum(), X.shape[0]], dtype=float)
+    s = sample_weight.astype(np.float64)
+    return np.array([(active * s * s) @ row_norms, active @ s, s.sum()])
 
 
 def shard_hessian_matvec(X, sample_weight, params, vector):
@@ -50,8 +60,8 @@ def shard_hessian_matvec(X, sample_weight, params, vector):
     return out
 
 
-def auto_learning_rate(reduce, params, batch_size, random_state, noise_factor=0.0):
-    """``1 / ((lambda_max(H) + R / m) (1 + noise_factor))`` at ``params``.
+def measure_curvature(reduce, params, random_state):
+    """``(lambda_max(H), R)`` at ``params``: the two data terms of the step.
 
     Parameters
     ----------
@@ -60,11 +70,8 @@ def auto_learning_rate(reduce, params, batch_size, random_state, noise_factor=0.
         ``"hessian_matvec"``) over all shards.
     params : ndarray
         The point where the curvature is measured (the initial point).
-    batch_size : int
     random_state : numpy.random.RandomState
         Start vector of the power iteration.
-    noise_factor : float, default=0.0
-        Extra relative gradient variance, ``delta / W`` for QSGD.
     """
     weighted_norms, active, total = reduce("curvature", params)
     if active <= 0:
@@ -82,4 +89,31 @@ def auto_learning_rate(reduce, params, batch_size, random_state, noise_factor=0.
         vector = image
         if not np.any(vector):
             break
+    if not (eigenvalue + mean_row_norm > 0 and np.isfinite(eigenvalue + mean_row_norm)):
+        raise ValueError(
+            "learning_rate='auto' cannot measure a curvature: every row of X is "
+            "zero or X is not finite at this scale; rescale X or give a learning_rate"
+        )
+    return eigenvalue, float(mean_row_norm)
+
+
+def auto_learning_rate(curvature, batch_size, noise_factor=0.0):
+    """``1 / ((lambda_max(H) + R / m) (1 + noise_factor))``.
+
+    Parameters
+    ----------
+    curvature : tuple of float
+        ``(lambda_max(H), R)`` from :func:`measure_curvature`.
+    batch_size : int
+        ``m``, the points per step.
+    noise_factor : float, default=0.0
+        Extra relative gradient variance, ``delta / W`` for QSGD.
+
+    Examples
+    --------
+    >>> d, m = 400, 200   # standardized Gaussian data: lambda = 1/2, R = d
+    >>> round(auto_learning_rate((0.5, d), m), 6) == round(2 * m / (m + 2 * d), 6)
+    True
+    """
+    eigenvalue, mean_row_norm = curvature
     return 1.0 / ((eigenvalue + mean_row_norm / batch_size) * (1.0 + noise_factor))

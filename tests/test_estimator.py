@@ -359,3 +359,43 @@ def test_scaling_all_weights_changes_nothing(noisy):
         ReLURegressor(**fixed).fit(X, y, sample_weight=weights).coef_,
         rtol=1e-8,
     )
+
+
+def test_auto_step_allows_for_skewed_sample_weights():
+    """A row's gradient is scaled by its weight, so its noise grows with s^2:
+    1% of rows at weight 100 made the old step diverge at batch 20."""
+    X, y, w_star = make_relu_regression(
+        n_samples=4000, n_features=50, coef=True, random_state=0
+    )
+    weights = np.ones(4000)
+    weights[::100] = 100.0
+    plain = ReLURegressor(batch_size=20, fit_intercept=False, random_state=0)
+    plain.fit(X, y)
+    skewed = ReLURegressor(
+        batch_size=20, fit_intercept=False, random_state=0, tol=None, max_iter=60
+    ).fit(X, y, weights)
+    assert skewed.learning_rate_ < plain.learning_rate_ / 5
+    error = np.linalg.norm(skewed.coef_ - w_star) / np.linalg.norm(w_star)
+    assert error < 1e-3  # the old step diverged (FloatingPointError)
+
+
+def test_continuing_fits_recompute_the_auto_step_for_their_settings():
+    X, y, w_star = make_relu_regression(
+        n_samples=2000, n_features=20, coef=True, random_state=0
+    )
+    est = ReLURegressor(fit_intercept=False, random_state=0).fit(X, y)
+    sgd_step = est.learning_rate_
+    # 2-bit QSGD adds variance: a warm start must not keep SGD's step.
+    est.set_params(warm_start=True, solver="qsgd", bits=2).fit(X, y)
+    fresh = ReLURegressor(
+        fit_intercept=False, solver="qsgd", bits=2, random_state=0
+    ).fit(X, y)
+    assert est.learning_rate_ < sgd_step / 5
+    assert est.learning_rate_ == pytest.approx(fresh.learning_rate_, rel=0.1)
+    assert np.all(np.isfinite(est.coef_))
+    # A 5-row partial_fit chunk is a batch of 5: a much smaller step.
+    stream = ReLURegressor(fit_intercept=False, random_state=0)
+    stream.partial_fit(X, y)
+    big_batch_step = stream.learning_rate_
+    stream.partial_fit(X[:5], y[:5])
+    assert stream.learning_rate_ < big_batch_step / 5
