@@ -298,8 +298,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             )
         # bits and bucket_size are checked whatever the solver, so that a bad
         # value is reported even where it is not used yet.
-        QSGD(bits=self.bits, bucket_size=self.bucket_size)
+        QSGD(bits=self.bits, bucket_size=self.bucket_size, encoding=self.encoding)
         compressor = SOLVERS[self.solver](self)
+        for name in ("fit_intercept", "early_stopping", "warm_start"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(
+                    f"{name} must be True or False, got {getattr(self, name)!r}"
+                )
         if self.batch_size != "auto":
             _check_int("batch_size", self.batch_size, 1)
         lr = self.learning_rate
@@ -330,8 +335,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return compressor
 
     def _validate_input(self, X, y, sample_weight, reset):
+        # C order: the gradient reads sampled rows in place, and one layout means
+        # one code path, so every backend gives the same bits (a Fortran-ordered
+        # X, as pandas often gives, is copied once here).
         X, y = validate_data(
-            self, X, y, reset=reset, dtype=[np.float64, np.float32], y_numeric=True
+            self, X, y, reset=reset, dtype=[np.float64, np.float32], y_numeric=True,
+            order="C",
         )
         y = y.astype(X.dtype, copy=False)
         if sample_weight is not None:
@@ -607,9 +616,17 @@ def _zero_model_loss(y, sample_weight):
     """The training loss of ``w = 0, b = 0`` (it predicts 0), from ``y`` alone:
     no pass over ``X``."""
     y = y.astype(np.float64)
-    if sample_weight is None:
-        return 0.5 * float(y @ y) / y.shape[0]
-    return 0.5 * float(sample_weight @ (y * y)) / float(sample_weight.sum())
+    with np.errstate(over="ignore"):
+        if sample_weight is None:
+            loss = 0.5 * float(y @ y) / y.shape[0]
+        else:
+            loss = 0.5 * float(sample_weight @ (y * y)) / float(sample_weight.sum())
+    if not np.isfinite(loss):
+        raise ValueError(
+            "y is too large in magnitude for float arithmetic (its squares "
+            "overflow); rescale it before fitting"
+        )
+    return loss
 
 
 def _score(validation, params):

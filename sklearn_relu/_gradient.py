@@ -76,8 +76,9 @@ def _default_threads():
 
 
 #: Threads a large batch is split across (the calling thread is one of them).
-#: Backends that already run one worker per core set ``SKLEARN_RELU_THREADS=1``
-#: in their worker processes so that the cores are not oversubscribed.
+#: Where workers already fill the cores (one MPI rank per core, joblib worker
+#: processes), set ``SKLEARN_RELU_THREADS=1``; joblib's workers get
+#: ``OMP_NUM_THREADS`` set to their share, which this also follows.
 N_THREADS = _default_threads()
 
 

@@ -26,20 +26,24 @@ def shard_moments(X, y, sample_weight, center=True):
     own; without ``center`` it is left at zero.
     """
     s = _weights(sample_weight, X.shape[0]).astype(np.float64)
-    sy = s * y
-    column_sums = X.T @ s.astype(X.dtype) if center else np.zeros(X.shape[1])
-    return np.concatenate(
-        [X.T @ sy.astype(X.dtype), column_sums, [sy.sum(), s.sum()]]
-    ).astype(np.float64)
+    # Overflow on absurd scales surfaces as inf here and is reported, with
+    # advice, by the line search that consumes these sums.
+    with np.errstate(over="ignore", invalid="ignore"):
+        sy = s * y
+        column_sums = X.T @ s.astype(X.dtype) if center else np.zeros(X.shape[1])
+        return np.concatenate(
+            [X.T @ sy.astype(X.dtype), column_sums, [sy.sum(), s.sum()]]
+        ).astype(np.float64)
 
 
 def shard_line_search(X, y, sample_weight, direction):
     """``[sum s*y*p, sum s*p^2]`` with ``p = max(0, <direction, x>)`` on one shard."""
     s = _weights(sample_weight, X.shape[0])
-    p = np.maximum(_linear(X, direction.astype(X.dtype, copy=False)), 0).astype(
-        np.float64
-    )
-    return np.array([s @ (y * p), s @ (p * p)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = np.maximum(_linear(X, direction.astype(X.dtype, copy=False)), 0).astype(
+            np.float64
+        )
+        return np.array([s @ (y * p), s @ (p * p)])
 
 
 def _line_search(reduce, direction):
@@ -49,6 +53,11 @@ def _line_search(reduce, direction):
     in ``t`` with minimizer ``sum s y p / sum s p^2``.
     """
     yp, pp = reduce("line_search", direction)
+    if not (np.isfinite(yp) and np.isfinite(pp)):
+        raise ValueError(
+            "the initial line search overflowed: X or y is too large in magnitude "
+            "for float arithmetic; rescale them (e.g. StandardScaler) before fitting"
+        )
     t = yp / pp if pp > 0 else 0.0
     return max(t, 0.0) * direction
 
@@ -93,8 +102,9 @@ def initial_params(init, reduce, n_features, fit_intercept, random_state):
     direction = np.zeros(n_params)
     if fit_intercept:
         x_mean = xts / sum_s
-        direction[:n_features] = xty - x_mean * sum_sy
-        direction[n_features] = -direction[:n_features] @ x_mean
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below
+            direction[:n_features] = xty - x_mean * sum_sy
+            direction[n_features] = -direction[:n_features] @ x_mean
     else:
         direction[:n_features] = xty
     return _line_search(reduce, direction)

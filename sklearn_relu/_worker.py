@@ -137,7 +137,10 @@ class ShardWorker:
                 "SGD diverged: the gradient overflowed. Use learning_rate='auto' "
                 "or a smaller learning_rate."
             )
-        self._batch_loss += (loss, weight)
+        # Per draw, not per unit of weight: weights are scaled to mean 1, so this
+        # estimates the same mean loss, and a batch whose rows all weigh zero
+        # adds 0/1 rather than making the epoch's mean 0/0.
+        self._batch_loss += (loss, rows.shape[0])
         try:
             return self.compressor.compress(gradient, self._rng)
         except FloatingPointError as error:
@@ -148,7 +151,7 @@ class ShardWorker:
             ) from error
 
     def batch_loss(self):
-        """``[loss_sum, weight_sum]`` of the batches since the last call; resets."""
+        """``[loss_sum, draws]`` of the batches since the last call; resets."""
         out, self._batch_loss = self._batch_loss, np.zeros(2)
         return out
 

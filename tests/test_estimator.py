@@ -399,3 +399,31 @@ def test_continuing_fits_recompute_the_auto_step_for_their_settings():
     big_batch_step = stream.learning_rate_
     stream.partial_fit(X[:5], y[:5])
     assert stream.learning_rate_ < big_batch_step / 5
+
+
+def test_fortran_ordered_x_fits_exactly_like_c_ordered():
+    # One memory layout for every fit: the same gradient path, the same bits.
+    X, y = make_relu_regression(n_samples=600, n_features=12, random_state=0)
+    params = dict(n_workers=2, random_state=0, max_iter=5, tol=None)
+    c_order = ReLURegressor(**params).fit(X, y)
+    f_order = ReLURegressor(**params).fit(np.asfortranarray(X), y)
+    np.testing.assert_array_equal(c_order.coef_, f_order.coef_)
+
+
+def test_batches_of_zero_weight_rows_are_not_a_divergence():
+    X, y = make_relu_regression(n_samples=400, n_features=5, random_state=0)
+    est = ReLURegressor(random_state=0).fit(X, y)
+    for seed in range(10):
+        est.set_params(random_state=seed)
+        est.partial_fit(X[:5], y[:5], sample_weight=[0, 0, 0, 0, 1])
+    assert np.all(np.isfinite(est.coef_))
+
+
+def test_data_too_large_for_floats_is_a_clear_error():
+    X, y = make_relu_regression(n_samples=200, n_features=5, random_state=0)
+    with pytest.raises(ValueError, match="too large in magnitude"):
+        ReLURegressor(random_state=0).fit(X, y * 1e160)  # y^2 overflows
+    with pytest.raises(ValueError, match="too large in magnitude"):
+        ReLURegressor(random_state=0).fit(X * 1e155, y * 1e150)  # X^T y overflows
+    with pytest.raises(ValueError, match="curvature"):
+        ReLURegressor(fit_intercept=False, init="zeros").fit(np.zeros((50, 3)), y[:50])

@@ -173,3 +173,16 @@ def test_parameters_are_only_stored_in_init():
 def test_make_relu_regression_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_relu_regression(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["fit_intercept", "early_stopping", "warm_start"])
+def test_boolean_parameters_must_be_booleans(name):
+    X, y = make_relu_regression(n_samples=50, n_features=3, random_state=0)
+    with pytest.raises(ValueError, match=f"{name} must be True or False"):
+        ReLURegressor(**{name: "no"}).fit(X, y)
+
+
+def test_encoding_is_checked_whatever_the_solver():
+    X, y = make_relu_regression(n_samples=50, n_features=3, random_state=0)
+    with pytest.raises(ValueError, match="encoding"):
+        ReLURegressor(solver="sgd", encoding="zip").fit(X, y)

@@ -16,7 +16,9 @@ class CommunicationRecord:
     n_messages : int
         Gradient messages sent by workers.
     bytes_sent : int
-        Their total size on the wire, counted from the bytes actually sent.
+        Their total size, counted from the bytes of every message a worker
+        sent, once per message (an allgather delivers each to all other
+        ranks; that fan-out is the topology's, not the message's).
     float64_bytes : int
         What the same messages would take as raw float64 vectors.
     control_bytes : int
