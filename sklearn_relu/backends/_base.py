@@ -4,6 +4,8 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 __all__ = ["Backend", "CommunicationRecord"]
 
 
@@ -43,9 +45,11 @@ class CommunicationRecord:
         return self.float64_bytes / self.bytes_sent if self.bytes_sent else float("nan")
 
     def add_messages(self, messages, n_values):
-        self.n_messages += len(messages)
-        self.bytes_sent += sum(len(m) for m in messages)
-        self.float64_bytes += 8 * n_values * len(messages)
+        """Count ``messages`` (or their sizes in bytes) of ``n_values`` floats each."""
+        sizes = [m if isinstance(m, (int, np.integer)) else len(m) for m in messages]
+        self.n_messages += len(sizes)
+        self.bytes_sent += int(sum(sizes))
+        self.float64_bytes += 8 * n_values * len(sizes)
 
     def as_dict(self):
         return {**asdict(self), "compression_ratio": self.compression_ratio}
@@ -160,6 +164,17 @@ class Backend(ABC):
     def step(self, params, update):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
         them in worker order, and return ``update(params, gradient)``."""
+
+    def sum_decoded(self, messages):
+        """Decode ``messages`` and sum them in the order given (worker order).
+
+        The one place messages become a gradient, so that the summation order,
+        and with it every bit of the model, is the same on every backend.
+        """
+        gradient = self.compressor.decompress(messages[0])
+        for message in messages[1:]:
+            gradient += self.compressor.decompress(message)
+        return gradient
 
     def stop(self):
         """Release the workers. Safe to call more than once."""

@@ -34,9 +34,7 @@ class InProcessBackend(Backend):
             messages = [w.gradient_message(params) for w in self.workers]
         self.record.add_messages(messages, params.shape[0])
         with Timer(self.record, "communicate_seconds"):
-            gradient = self.compressor.decompress(messages[0])
-            for message in messages[1:]:
-                gradient += self.compressor.decompress(message)
+            gradient = self.sum_decoded(messages)
         return update(params, gradient)
 
     def stop(self):

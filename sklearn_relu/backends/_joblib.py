@@ -285,9 +285,7 @@ class JoblibBackend(Backend):
         start = time.perf_counter()
         messages, compute = self._request("gradient_message", (params,))
         self.record.add_messages(messages, params.shape[0])
-        gradient = self.compressor.decompress(messages[0])
-        for message in messages[1:]:
-            gradient += self.compressor.decompress(message)
+        gradient = self.sum_decoded(messages)
         # Workers compute side by side, so a step's compute time is its slowest
         # worker's; the rest (sending, waiting, decoding) is communication.
         self.record.compute_seconds += compute

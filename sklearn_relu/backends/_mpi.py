@@ -317,19 +317,14 @@ class MPIBackend(Backend):
             comm.Gatherv(sendbuf, recvspec, root=0)
         else:
             comm.Allgatherv(sendbuf, recvspec)
-        self.record.n_messages += len(sizes)
-        self.record.bytes_sent += int(sizes.sum())
-        self.record.float64_bytes += 8 * params.shape[0] * len(sizes)
+        self.record.add_messages(sizes, params.shape[0])
 
         def decode_and_update():
-            gradient = None
-            for offset, size in zip(displacements, sizes):
-                decoded = self.compressor.decompress(received[offset : offset + size])
-                if gradient is None:
-                    gradient = decoded
-                else:
-                    gradient += decoded
-            return update(params, gradient)
+            messages = [
+                received[offset : offset + size]
+                for offset, size in zip(displacements, sizes)
+            ]
+            return update(params, self.sum_decoded(messages))
 
         if master:
             params = self._master_update(params, decode_and_update)
