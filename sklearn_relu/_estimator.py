@@ -359,6 +359,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     # -- fitting ------------------------------------------------------------------
     def _fit(self, X, y, sample_weight, partial):
+        # A fit that raises (bad data, a diverging step) leaves the estimator as
+        # it was: validation may already have replaced n_features_in_, which
+        # would no longer match a previous fit's coef_.
+        state = dict(self.__dict__)
+        try:
+            return self._fit_unguarded(X, y, sample_weight, partial)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            raise
+
+    def _fit_unguarded(self, X, y, sample_weight, partial):
         compressor = self._validate_params()
         continuing = (partial or self.warm_start) and hasattr(self, "coef_")
         backend = get_backend(self.backend)

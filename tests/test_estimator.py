@@ -427,3 +427,14 @@ def test_data_too_large_for_floats_is_a_clear_error():
         ReLURegressor(random_state=0).fit(X * 1e155, y * 1e150)  # X^T y overflows
     with pytest.raises(ValueError, match="curvature"):
         ReLURegressor(fit_intercept=False, init="zeros").fit(np.zeros((50, 3)), y[:50])
+
+
+def test_a_failed_refit_leaves_the_previous_model_usable():
+    X, y = make_relu_regression(n_samples=200, n_features=5, random_state=0)
+    est = ReLURegressor(random_state=0, max_iter=5, tol=None).fit(X, y)
+    before = est.predict(X)
+    X3, y3 = make_relu_regression(n_samples=200, n_features=3, random_state=1)
+    with pytest.raises(FloatingPointError):
+        est.set_params(learning_rate=1e8).fit(X3, y3)
+    assert est.n_features_in_ == 5
+    np.testing.assert_array_equal(est.predict(X), before)
