@@ -92,8 +92,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Larger values are clipped to the number of training samples.
     learning_rate : "auto" or float, default="auto"
         Constant step size. ``"auto"`` measures the curvature at the initial
-        point: ``1 / (lambda_max(H) + R / m)``, ``R`` the mean squared row norm,
-        which is ``2m / (m + 2d)`` on standardized Gaussian data; QSGD divides it
+        point: ``1 / (lambda_max(H) + R / m)``, ``R`` the mean squared row norm
+        (weighted by ``s^2`` with sample weights, whose noise grows so), which
+        is ``2m / (m + 2d)`` on standardized Gaussian data; QSGD divides it
         by ``1 + delta / n_workers``, ``delta`` the quantizer's variance factor.
     max_iter : int, default=200
         Maximum number of epochs (passes of ``n_samples`` points) per run.
@@ -139,9 +140,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     verbose : int, default=0
         Log one line per epoch to the ``"sklearn_relu"`` logger when positive.
     warm_start : bool, default=False
-        Start from the previous ``coef_``, and from the previous
-        ``learning_rate_`` when ``learning_rate="auto"`` (a number given since
-        takes effect).
+        Start from the previous ``coef_``. With ``learning_rate="auto"`` the
+        curvature measured at the first fit is kept and the step recomputed
+        from it for this call's batch size, solver and workers; a number given
+        since takes effect.
 
     Attributes
     ----------

@@ -3,7 +3,8 @@
 Near a solution the expected mini-batch gradient is ``H (w - w*)`` with
 ``H = E[relu'(z) x x^T]``, and its second moment is about
 ``(w - w*)^T (H^2 + R H / m) (w - w*)``, ``R`` the mean squared row norm over the
-active rows and ``m`` the batch size. The step ``1 / (lambda_max(H) + R / m)`` is
+active rows (weighted by ``s^2``: a drawn row's gradient carries its weight)
+and ``m`` the batch size. The step ``1 / (lambda_max(H) + R / m)`` is
 then half the largest stable step in every direction; on standardized Gaussian
 data (``lambda = 1/2``, ``R = d``) it is exactly ``2m / (m + 2d)``.
 
