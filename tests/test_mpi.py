@@ -61,6 +61,14 @@ def test_a_failing_rank_ends_the_whole_job(mode):
         assert "signal 9" in output or "KILLED" in output, output
 
 
+def test_bad_data_on_one_rank_raises_on_every_rank_even_when_caught():
+    done, _ = mpiexec(2, str(SCRIPTS / "fault.py"), "bad-data", timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rank 1 caught ValueError" in done.stdout, done.stdout
+    assert "rank 0 caught RemoteWorkerError" in done.stdout, done.stdout
+    assert "MPI rank(s) [1] could not use their data" in done.stdout
+
+
 @pytest.mark.parametrize("topology", ["allgather", "master-worker"])
 def test_a_truncated_message_is_rejected_on_every_rank(topology):
     done, _ = mpiexec(2, str(SCRIPTS / "fault.py"), "corrupt", topology, timeout=30)

@@ -165,7 +165,22 @@ class MPIBackend(Backend):
     def prepare_data(self, prepare, X, y, sample_weight):
         if self.data == "all":
             self._n_samples = None  # every rank holds all rows; _start shards
-            return prepare(X, y, sample_weight)
+            # Every rank validates its own copy; one that fails must not leave
+            # the others waiting in the fit's first collective (a caller that
+            # catches the error would otherwise hang the job).
+            try:
+                data, error = prepare(X, y, sample_weight), None
+            except Exception as exc:
+                data, error = None, exc
+            failed = self._comm.allgather(error is not None)
+            if error is not None:
+                raise error
+            if any(failed):
+                raise RemoteWorkerError(
+                    f"MPI rank(s) {[r for r, bad in enumerate(failed) if bad]} could "
+                    "not use their data; see the error reported there"
+                )
+            return data
         comm = self._comm
         rank = comm.Get_rank()
         given = comm.allgather(any(a is not None for a in (X, y, sample_weight)))

@@ -6,6 +6,8 @@ Usage: fault.py MODE [TOPOLOGY | CLI ARGS...]
   corrupt  the last rank sends a truncated third message
   cli      like kill, inside ``python -m sklearn_relu fit CLI ARGS...``
   cli-load the last rank cannot read the data file, inside the command line
+  bad-data the last rank's X has a NaN and every rank catches its error: all
+           ranks must raise (and then exit 0) instead of waiting for the last
 """
 
 import os
@@ -45,6 +47,16 @@ if comm.Get_rank() == comm.Get_size() - 1:
 
 if mode.startswith("cli"):
     sys.exit(main(["fit", *sys.argv[2:]]))
+if mode == "bad-data":
+    X, y = make_relu_regression(n_samples=200, n_features=6, random_state=0)
+    if comm.Get_rank() == comm.Get_size() - 1:
+        X = X.copy()
+        X[0, 0] = float("nan")
+    try:
+        ReLURegressor(backend=MPIBackend(), n_workers=None, random_state=0).fit(X, y)
+    except Exception as exc:
+        print(f"rank {comm.Get_rank()} caught {type(exc).__name__}: {exc}", flush=True)
+    sys.exit(0)
 X, y = make_relu_regression(n_samples=200, n_features=6, random_state=0)
 topology = sys.argv[2] if len(sys.argv) > 2 else "allgather"
 ReLURegressor(
