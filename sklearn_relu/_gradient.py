@@ -161,11 +161,7 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
     >>> gradient.tolist(), loss, weight
     ([6.0, -2.0], 9.0, 3.0)
     """
-    rows = np.sort(np.asarray(rows, dtype=np.intp))
-    # Neither the kernel nor the gather checks indices; sorted, two checks do.
-    if rows.shape[0] and (rows[0] < 0 or rows[-1] >= X.shape[0]):
-        raise IndexError(f"batch rows must lie in [0, {X.shape[0]})")
-    n_threads = N_THREADS if n_threads is None else max(1, int(n_threads))
+    rows, n_threads = _sorted_batch(X, rows, n_threads)
     if _kernels is not None and _kernel_layout(X):
         return _batch_gradient_kernel(
             X, y, sample_weight, params, rows, scale, n_threads
@@ -180,11 +176,17 @@ def batch_gradient_numpy(X, y, sample_weight, params, rows, scale, *, n_threads=
     buffer, and each block is used for both matrix-vector products before the
     next is read. Same parameters and results as :func:`batch_gradient`.
     """
+    rows, n_threads = _sorted_batch(X, rows, n_threads)
+    return _batch_gradient_numpy(X, y, sample_weight, params, rows, scale, n_threads)
+
+
+def _sorted_batch(X, rows, n_threads):
+    """The batch's rows sorted and bounds-checked, and the thread count to use."""
     rows = np.sort(np.asarray(rows, dtype=np.intp))
+    # Neither the kernel nor the gather checks indices; sorted, two checks do.
     if rows.shape[0] and (rows[0] < 0 or rows[-1] >= X.shape[0]):
         raise IndexError(f"batch rows must lie in [0, {X.shape[0]})")
-    n_threads = N_THREADS if n_threads is None else max(1, int(n_threads))
-    return _batch_gradient_numpy(X, y, sample_weight, params, rows, scale, n_threads)
+    return rows, N_THREADS if n_threads is None else max(1, int(n_threads))
 
 
 def _kernel_layout(X):
