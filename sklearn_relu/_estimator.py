@@ -19,7 +19,7 @@ from sklearn.utils.validation import (
 )
 
 from ._ensemble import select_consistent_run
-from ._gradient import loss_sums, split_params
+from ._gradient import divergence_error, loss_sums, split_params
 from ._init import check_init, initial_params
 from ._step_size import auto_learning_rate, measure_curvature
 from ._worker import TrainingSet
@@ -48,9 +48,8 @@ def _sgd_update(learning_rate):
     def update(params, gradient):
         new = params - learning_rate * gradient
         if not np.all(np.isfinite(new)):
-            raise FloatingPointError(
-                f"SGD diverged: learning_rate={learning_rate:.3g} is too large for "
-                "this data. Use learning_rate='auto' or a smaller learning_rate."
+            raise divergence_error(
+                f"learning_rate={learning_rate:.3g} is too large for this data"
             )
         return new
 
@@ -559,13 +558,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         for epoch in range(max_epochs):
             for _ in range(steps_per_epoch):
                 params = backend.step(params, update)
-            loss_sum, weight_sum = backend.reduce("batch_loss")
-            loss = loss_sum / weight_sum
+            loss_sum, draws = backend.reduce("batch_loss")
+            loss = loss_sum / draws
             if not loss <= ceiling:
-                raise FloatingPointError(
-                    f"SGD diverged: the mean batch loss reached {loss:.3g} in epoch "
-                    f"{epoch + 1} with learning_rate={learning_rate:.3g}. Use "
-                    "learning_rate='auto' or a smaller learning_rate."
+                raise divergence_error(
+                    f"the mean batch loss reached {loss:.3g} in epoch {epoch + 1} "
+                    f"with learning_rate={learning_rate:.3g}"
                 )
             losses.append(loss)
             if validating:

@@ -43,6 +43,7 @@ __all__ = [
     "batch_gradient",
     "batch_gradient_numpy",
     "batch_gradient_reference",
+    "divergence_error",
     "loss_sums",
     "split_params",
 ]
@@ -86,6 +87,13 @@ def split_params(params, n_features):
     """``(coef, intercept)`` views of a flat parameter vector."""
     intercept = params[n_features] if params.shape[0] > n_features else 0.0
     return params[:n_features], intercept
+
+
+def divergence_error(reason):
+    """The error a diverging step raises, with the one advice that fixes it."""
+    return FloatingPointError(
+        f"SGD diverged: {reason}. Use learning_rate='auto' or a smaller learning_rate."
+    )
 
 
 def relu_derivative(z):

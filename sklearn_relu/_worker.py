@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._gradient import batch_gradient, loss_sums
+from ._gradient import batch_gradient, divergence_error, loss_sums
 from ._init import shard_line_search, shard_moments
 from ._step_size import shard_curvature, shard_hessian_matvec
 
@@ -133,10 +133,7 @@ class ShardWorker:
                 self.X, self.y, self.sample_weight, params, rows, self.scale
             )
         if not np.isfinite(gradient).all():
-            raise FloatingPointError(
-                "SGD diverged: the gradient overflowed. Use learning_rate='auto' "
-                "or a smaller learning_rate."
-            )
+            raise divergence_error("the gradient overflowed")
         # Per draw, not per unit of weight: weights are scaled to mean 1, so this
         # estimates the same mean loss, and a batch whose rows all weigh zero
         # adds 0/1 rather than making the epoch's mean 0/0.
@@ -145,10 +142,7 @@ class ShardWorker:
             return self.compressor.compress(gradient, self._rng)
         except FloatingPointError as error:
             # e.g. a QSGD norm beyond float32: the step size is the cause.
-            raise FloatingPointError(
-                f"SGD diverged: {error}. Use learning_rate='auto' or a smaller "
-                "learning_rate."
-            ) from error
+            raise divergence_error(str(error)) from error
 
     def batch_loss(self):
         """``[loss_sum, draws]`` of the batches since the last call; resets."""
