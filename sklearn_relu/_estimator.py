@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
@@ -24,7 +23,7 @@ from ._init import check_init, initial_params
 from ._step_size import auto_learning_rate, measure_curvature
 from ._worker import TrainingSet
 from .backends import get_backend
-from .compression import QSGD, Identity
+from .compression import QSGD, Identity, IntSGD
 
 __all__ = ["ReLURegressor"]
 
@@ -36,6 +35,7 @@ SOLVERS = {
     "qsgd": lambda est: QSGD(
         bits=est.bits, bucket_size=est.bucket_size, encoding=est.encoding
     ),
+    "intsgd": lambda est: IntSGD(bits=est.bits),
 }
 
 
@@ -209,7 +209,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         fit_intercept=True,
         early_stopping=False,
         validation_fraction=0.1,
-        n_workers=1,
+        n_workers=None,
         backend="inprocess",
         random_state=None,
         verbose=0,
@@ -297,9 +297,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}"
             )
-        # bits and bucket_size are checked whatever the solver, so that a bad
-        # value is reported even where it is not used yet.
-        QSGD(bits=self.bits, bucket_size=self.bucket_size, encoding=self.encoding)
+        # bits, bucket_size and encoding are checked whatever the solver, so
+        # that a bad value is reported even where it is not used yet; bits by
+        # the solver that reads it (IntSGD takes 8, 16 or 32).
+        QSGD(
+            bits=8 if self.solver == "intsgd" else self.bits,
+            bucket_size=self.bucket_size, encoding=self.encoding,
+        )
         compressor = SOLVERS[self.solver](self)
         for name in ("fit_intercept", "early_stopping", "warm_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -357,6 +361,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 sample_weight.shape[0] / sample_weight.sum()
             )
         return X, y, sample_weight
+
 
     # -- fitting ------------------------------------------------------------------
     def _fit(self, X, y, sample_weight, partial):
@@ -417,7 +422,16 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     def _training_set(self, X, y, sample_weight, *, reset, split_seed):
         """Validate the data and split off the validation set (``split_seed``
         not None); run by the backend where the data is."""
+        raw_weight_sum = (
+            None if sample_weight is None else float(np.sum(sample_weight))
+        )
         X, y, sample_weight = self._validate_input(X, y, sample_weight, reset=reset)
+        # What the weights were scaled by (to mean 1 over these rows), so that
+        # processes holding parts of the data can rescale to the mean over all.
+        weight_sum, weight_count = (
+            (X.shape[0], X.shape[0]) if sample_weight is None
+            else (raw_weight_sum, X.shape[0])
+        )
         validation = None
         if split_seed is not None:
             X, X_val, y, y_val, sample_weight, sw_val = self._split_validation(
@@ -427,6 +441,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return TrainingSet(
             X, y, sample_weight, n_samples=X.shape[0],
             zero_loss=_zero_model_loss(y, sample_weight),
+            weight_sum=weight_sum, weight_count=weight_count,
             feature_names=getattr(self, "feature_names_in_", None),
             validation=validation,
         )
@@ -494,9 +509,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         if curvature is None:
             curvature = measure_curvature(backend.reduce, params, rng)
         self._curvature = curvature
-        noise = 0.0
-        if isinstance(compressor, QSGD):
-            noise = compressor.variance_factor(params.shape[0]) / self._n_workers
+        noise = (
+            compressor.variance_factor(params.shape[0], self._n_workers)
+            / self._n_workers
+        )
         return params, auto_learning_rate(curvature, batch_size, noise_factor=noise)
 
     def _fit_runs(
@@ -569,8 +585,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if validating:
                 # Scored where the validation set is (it may be on one process
                 # only) and shared, so every process keeps the same epoch.
-                here = None if validation is None else _score(validation, params)
-                score = backend.common(here)
+                here = (
+                    None if validation is None
+                    else _validation_statistics(validation, params)
+                )
+                score = _r2_from_statistics(backend.gather_validation(here))
                 scores.append(score)
                 improved = score > best_score + (self.tol or 0.0)
                 if score > best_score:
@@ -641,12 +660,41 @@ def _zero_model_loss(y, sample_weight):
     return loss
 
 
-def _score(validation, params):
-    """R^2 of the model ``params`` on ``validation = (X_val, y_val, sw_val)``."""
+def _validation_statistics(validation, params):
+    """``(sum w, weighted mean of y, sum w (y - mean)^2, sum w (y - pred)^2)`` of
+    the model ``params`` on ``validation = (X_val, y_val, sw_val)``: what the
+    validation R^2 needs, from rows that may be spread over processes."""
     X_val, y_val, sw_val = validation
     coef, intercept = split_params(params, X_val.shape[1])
     pred = np.maximum(X_val @ coef + intercept, 0)
-    return r2_score(y_val, pred, sample_weight=sw_val)
+    weight = 1.0 if sw_val is None else sw_val
+    y_val = y_val.astype(np.float64)
+    mean = np.average(y_val, weights=sw_val)
+    total = float(y_val.shape[0]) if sw_val is None else float(np.sum(sw_val))
+    return (
+        total,
+        float(mean),
+        float((weight * (y_val - mean) ** 2).sum()),
+        float((weight * (y_val - pred) ** 2).sum()),
+    )
+
+
+def _r2_from_statistics(parts):
+    """The R^2 of the union of the validation rows behind ``parts`` (in order),
+    as :func:`sklearn.metrics.r2_score` computes it for one part: the spread
+    about the overall mean combined by Chan et al.'s pairwise update."""
+    total, mean, spread, residual = parts[0]
+    for other_total, other_mean, other_spread, other_residual in parts[1:]:
+        combined = total + other_total
+        delta = other_mean - mean
+        spread += other_spread + delta * delta * total * other_total / combined
+        mean += delta * other_total / combined
+        total = combined
+        residual += other_residual
+    if spread == 0:
+        # r2_score's convention for a constant target.
+        return 1.0 if residual == 0 else 0.0
+    return 1.0 - residual / spread
 
 
 def _full_loss(backend, params):

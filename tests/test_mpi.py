@@ -138,3 +138,10 @@ def test_a_killed_cli_fit_leaves_the_earlier_model_untouched(data_file, tmp_path
     assert done.returncode != 0
     assert out.read_bytes() == b"an earlier model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "model.joblib"]
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 4])
+def test_allreduce_intsgd_and_local_data_on_every_rank(n_ranks):
+    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_allreduce.py"), timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok: {n_ranks} ranks" in done.stderr
