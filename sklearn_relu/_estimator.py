@@ -357,10 +357,16 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             # Workers sum s_i * gradient_i over uniformly drawn rows, so the step
             # scales with the mean weight; rescale it to 1 so that a learning
             # rate ("auto" included) means the same for any scale of the weights.
+            # The total the weights were scaled by is returned too, so that
+            # processes holding parts of the data can rescale to the mean over
+            # all of them.
+            weight_sum = float(sample_weight.sum())
             sample_weight = sample_weight * (
                 sample_weight.shape[0] / sample_weight.sum()
             )
-        return X, y, sample_weight
+        else:
+            weight_sum = float(X.shape[0])
+        return X, y, sample_weight, weight_sum
 
 
     # -- fitting ------------------------------------------------------------------
@@ -422,16 +428,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     def _training_set(self, X, y, sample_weight, *, reset, split_seed):
         """Validate the data and split off the validation set (``split_seed``
         not None); run by the backend where the data is."""
-        raw_weight_sum = (
-            None if sample_weight is None else float(np.sum(sample_weight))
+        X, y, sample_weight, weight_sum = self._validate_input(
+            X, y, sample_weight, reset=reset
         )
-        X, y, sample_weight = self._validate_input(X, y, sample_weight, reset=reset)
-        # What the weights were scaled by (to mean 1 over these rows), so that
-        # processes holding parts of the data can rescale to the mean over all.
-        weight_sum, weight_count = (
-            (X.shape[0], X.shape[0]) if sample_weight is None
-            else (raw_weight_sum, X.shape[0])
-        )
+        weight_count = X.shape[0]
         validation = None
         if split_seed is not None:
             X, X_val, y, y_val, sample_weight, sw_val = self._split_validation(
