@@ -76,11 +76,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {"sgd", "qsgd"}, default="sgd"
-        ``"sgd"`` sends exact gradients; ``"qsgd"`` quantizes them (QSGD).
+    solver : {"sgd", "qsgd", "intsgd"}, default="sgd"
+        ``"sgd"`` sends exact gradients; ``"qsgd"`` quantizes them (QSGD);
+        ``"intsgd"`` rounds them to integers on a scale all workers share, so
+        that MPI's integer ``Allreduce`` can sum them
+        (:class:`~sklearn_relu.compression.IntSGD`).
     bits : int, default=8
-        Bits per coordinate for ``solver="qsgd"``, in ``[2, 16]``: one sign bit
+        Bits per coordinate. ``solver="qsgd"``: in ``[2, 16]``, one sign bit
         and ``bits - 1`` magnitude bits, so ``s = 2**(bits-1) - 1`` levels.
+        ``solver="intsgd"``: 8, 16 or 32, the integer type on the wire.
     bucket_size : int or None, default=None
         Coordinates sharing one norm in QSGD; ``None`` uses the whole vector.
     encoding : {"packed", "elias"}, default="packed"
@@ -94,7 +98,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         point: ``1 / (lambda_max(H) + R / m)``, ``R`` the mean squared row norm
         (weighted by ``s^2`` with sample weights, whose noise grows so), which
         is ``2m / (m + 2d)`` on standardized Gaussian data; QSGD divides it
-        by ``1 + delta / n_workers``, ``delta`` the quantizer's variance factor.
+        by ``1 + delta / n_workers``, ``delta`` the quantizer's variance factor
+        (likewise IntSGD).
     max_iter : int, default=200
         Maximum number of epochs (passes of ``n_samples`` points) per run.
     tol : float or None, default=1e-4
@@ -122,7 +127,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         weights seen.
     validation_fraction : float, default=0.1
         Share of the data held out for early stopping, in ``(0, 1)``.
-    n_workers : int or None, default=1
+    n_workers : int or None, default=None
         Workers the data and each batch are split across. ``None`` uses as many
         as the backend has: one in-process, the ``n_jobs`` of
         ``joblib.parallel_config`` (default: all CPUs) on joblib, the number of

@@ -8,7 +8,7 @@ the compressor's bytes, moved as ``uint8`` buffers (``Allgatherv``,
 pickle-based lowercase methods. With ``data="root"`` the training rows are
 scattered from rank 0 the same way, each rank's shard as one buffer.
 
-Three topologies (see :doc:`/theory`, "Distributed protocol"):
+Three topologies (see :doc:`/scaling` for what each costs):
 
 ``"allreduce"``
     The workers' vectors are summed while compressed by MPI's ``Allreduce``:
