@@ -97,9 +97,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Constant step size. ``"auto"`` measures the curvature at the initial
         point: ``1 / (lambda_max(H) + R / m)``, ``R`` the mean squared row norm
         (weighted by ``s^2`` with sample weights, whose noise grows so), which
-        is ``2m / (m + 2d)`` on standardized Gaussian data; QSGD divides it
-        by ``1 + delta / n_workers``, ``delta`` the quantizer's variance factor
-        (likewise IntSGD).
+        is ``2m / (m + 2d)`` on standardized Gaussian data. A compressor
+        with variance factor ``delta`` (QSGD, IntSGD) makes it
+        ``1 / ((1 + delta / W) lambda_max(H) + (1 + delta) R / m)`` with ``W``
+        workers: compression noise adds to each worker's sampling noise.
     max_iter : int, default=200
         Maximum number of epochs (passes of ``n_samples`` points) per run.
     tol : float or None, default=1e-4
@@ -514,11 +515,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         if curvature is None:
             curvature = measure_curvature(backend.reduce, params, rng)
         self._curvature = curvature
-        noise = (
-            compressor.variance_factor(params.shape[0], self._n_workers)
-            / self._n_workers
+        delta = compressor.variance_factor(params.shape[0], self._n_workers)
+        return params, auto_learning_rate(
+            curvature, batch_size, variance_factor=delta, n_workers=self._n_workers
         )
-        return params, auto_learning_rate(curvature, batch_size, noise_factor=noise)
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,

@@ -110,20 +110,21 @@ class IntSGD(Compressor):
         ``learning_rate="auto"`` plans for.
 
         The worst case, ``min(d / (4 s^2), sqrt(d) / s)`` (all of ``||g||`` in
-        one coordinate, ``M = ||g||``), is far from what gradients do: for a
-        vector whose ``d`` coordinates are spread like Gaussian noise,
-        ``M ~ sigma sqrt(2 ln(2 d W))`` and ``||g||_1 ~ sigma d sqrt(2 / pi)``,
-        so the bound ``alpha ||g||_1 / ||g||^2`` is about
-        ``sqrt(2 ln(2 d W)) sqrt(2 / pi) / s``. This returns that typical
-        factor, capped by the worst case. If a gradient is as spiky as the
-        worst case, the step is at most ``1 + sqrt(d) / (s W)`` times larger
-        than planned (1.6 at ``d = 4000``, ``W = 16``, 8 bits), within the
-        factor 2 by which the ``"auto"`` step stays below the largest stable
-        one.
+        one coordinate, ``M = ||g||``), is far from what gradients do. For a
+        vector whose ``d`` coordinates spread like Gaussian noise of scale
+        ``sigma`` (as a worker's share of a mini-batch gradient does), the
+        largest of the ``W`` workers' ``d`` entries is about
+        ``M = sigma sqrt(2 ln(2 d W))``, and the two per-coordinate bounds
+        ``alpha^2 / 4`` and ``alpha |g_i|`` give
+        ``min(ln(2 d W) / (2 s^2), sqrt(2 ln(2 d W)) sqrt(2 / pi) / s)``.
+        This returns that, capped by the worst case: 0.12 at ``d = 4000``,
+        ``W = 16``, 8 bits. A gradient far spikier than Gaussian noise gets a
+        step up to ``(1 + worst) / (1 + typical)`` times larger than planned.
         """
         d, s = max(int(n_values), 1), self.levels(n_workers)
         worst = min(d / (4 * s**2), math.sqrt(d) / s)
-        typical = math.sqrt(2 * math.log(2 * d * n_workers)) * math.sqrt(2 / math.pi) / s
+        spread = 2 * math.log(2 * d * n_workers)
+        typical = min(spread / (4 * s**2), math.sqrt(spread) * math.sqrt(2 / math.pi) / s)
         return min(worst, typical)
 
     def scale_statistic(self, vector):
