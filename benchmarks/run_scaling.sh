@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RANKS=${RANKS:-"4 8 16 2"}
 RATES=${RATES:-"10mbit 100mbit"}
-MAX_SECONDS=${MAX_SECONDS:-600}
+MAX_SECONDS=${MAX_SECONDS:-240}
 CAP_SGD_ALLGATHER=${CAP_SGD_ALLGATHER:-60}
 OUT=benchmarks/results/scaling.jsonl
 PYTHON=${PYTHON:-$(pwd)/.venv/bin/python}

@@ -33,6 +33,7 @@ gradients, in another order).
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -122,6 +123,7 @@ def run_scheme(name, X, y, w_star, args, comm):
     cap = args.cap_sgd_allgather if name == "sgd-allgather" else args.max_seconds
     backend = TracedMPIBackend(
         w_star=w_star, target=args.target, max_seconds=cap, topology=topology,
+        wait=args.wait,
     )
     est = ReLURegressor(
         solver=solver, **params, batch_size=args.batch_size, max_iter=100_000,
@@ -165,6 +167,8 @@ def run_scheme(name, X, y, w_star, args, comm):
         rx_bytes_per_step_mean=over_ranks("rx_bytes_steps", np.mean) / steps,
         bytes_sent_per_rank_per_step=first["bytes_sent"] / first["n_messages"],
         nic=nic_rx_bytes()[1],
+        wait=args.wait,
+        load_average=os.getloadavg()[0],
     )
 
 
@@ -182,6 +186,8 @@ def main(argv=None):
     parser.add_argument("--cap-sgd-allgather", type=float, default=float("inf"),
                         help="the same for SGD over allgather, whose totals are "
                         "then its per-step figures times SGD over allreduce's steps")
+    parser.add_argument("--wait", choices=["auto", "busy", "yield"], default="auto",
+                        help="MPIBackend(wait=...): how ranks wait in collectives")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="JSON lines to append to")
     args = parser.parse_args(argv)

@@ -30,9 +30,12 @@ def load(path):
     cells = defaultdict(dict)
     for row in rows:
         cells[row["rate"], row["ranks"]][row["scheme"]] = row
-    for cell in cells.values():
+    for (rate, ranks), cell in cells.items():
         # A capped run's totals: its per-step figures times the steps the same
-        # arithmetic takes (SGD's steps, from the allreduce run).
+        # arithmetic takes. Steps depend on the scheme and the ranks only (the
+        # fit is deterministic), so they come from the same scheme at another
+        # rate, or for SGD over allgather from SGD over allreduce (the same
+        # gradients added in another order).
         for row in cell.values():
             row["estimated"] = not row["reached"]
             if row["reached"]:
@@ -40,8 +43,15 @@ def load(path):
                 row["rx_total"] = row["rx_bytes_per_rank_mean"]
                 row["steps_total"] = row["steps"]
                 continue
-            same = cell.get(BASELINE) if row["scheme"].startswith("sgd") else None
-            steps = same["steps"] if same and same["reached"] else None
+            donors = [
+                other.get(row["scheme"]) for (r, w), other in cells.items()
+                if w == ranks and r != rate
+            ]
+            if row["scheme"] == "sgd-allgather":
+                donors.append(cell.get(BASELINE))
+            steps = next(
+                (d["steps"] for d in donors if d is not None and d["reached"]), None
+            )
             row["steps_total"] = steps
             if steps is None:
                 row["time_s"] = row["rx_total"] = float("nan")
@@ -178,8 +188,11 @@ def main(argv=None):
     lines = ["# Scaling: SGD, QSGD and IntSGD on MPI ranks with one emulated NIC each", "",
              "Planted model, n = 20000, d = 4000, batch 1000, noiseless, to relative "
              "error 1e-6. Command: `sudo benchmarks/run_scaling.sh`. "
-             "(est.): a run stopped by the time cap; its total is per step x the steps "
-             "SGD over allreduce took.", ""]
+             "(est.): a run stopped by the time cap; its total is its time and bytes per "
+             "step times the steps the same scheme took at the other rate (the fit is "
+             "deterministic), or for SGD over allgather the steps of SGD over allreduce. "
+             "Ranks wait with `MPIBackend(wait='auto')`: they yield the core when they "
+             "outnumber it (4 ranks and more here).", ""]
     lines += table(cells) + [""] + targets(cells)
     out = source.with_suffix(".md")
     out.write_text("\n".join(lines) + "\n")

@@ -40,6 +40,7 @@ the whole job when any rank ends with an uncaught exception.
 
 import copy
 import math
+import os
 import time
 from dataclasses import replace
 
@@ -54,6 +55,11 @@ INSTALL_HINT = 'pip install "sklearn-relu[mpi]"  (or: pip install mpi4py mpich)'
 
 TOPOLOGIES = ("auto", "allreduce", "allgather", "master-worker")
 DATA_MODES = ("all", "root", "local")
+WAIT_POLICIES = ("auto", "busy", "yield")
+#: Sleep between polls of a pending collective when yielding the core: long
+#: enough that the kernel runs another process, short against a message's
+#: time on any network (one poll also advances every pending transfer).
+_POLL_SECONDS = 20e-6
 
 
 def import_mpi():
@@ -110,6 +116,16 @@ class MPIBackend(Backend):
         the same (to the last bit without sample weights; with them, up to the
         rounding of the weights' total).
 
+    wait : {"auto", "busy", "yield"}, default="auto"
+        How a rank waits for a step's collectives. MPI implementations poll
+        (spin) while they wait, which is fastest when every rank has a core of
+        its own, but when ranks outnumber a host's cores the spinning ranks
+        take the cores from the ones that still compute, and every hop of a
+        collective waits for the scheduler. ``"yield"`` starts the collective
+        non-blocking and sleeps 20 microseconds between polls; ``"busy"``
+        blocks in MPI; ``"auto"`` yields when the ranks on this host (MPI's
+        shared-memory split) outnumber the cores this process may run on.
+
     Examples
     --------
     Run with ``mpiexec -n 4 python -m mpi4py script.py``, where ``script.py``
@@ -126,13 +142,17 @@ class MPIBackend(Backend):
     name = "mpi"
     distributed = True
 
-    def __init__(self, comm=None, *, topology="auto", data="all"):
+    def __init__(self, comm=None, *, topology="auto", data="all", wait="auto"):
         super().__init__()
         self._MPI = import_mpi()
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
         if data not in DATA_MODES:
             raise ValueError(f"data must be one of {DATA_MODES}, got {data!r}")
+        if wait not in WAIT_POLICIES:
+            raise ValueError(f"wait must be one of {WAIT_POLICIES}, got {wait!r}")
+        self.wait = wait
+        self._yield_cpu = False
         self.comm = comm
         self.topology = topology
         self.data = data
@@ -370,6 +390,7 @@ class MPIBackend(Backend):
         rank = comm.Get_rank()
         self.resolve_n_workers(n_workers)
         self._topology = self._resolve_topology(compressor)
+        self._yield_cpu = self._choose_wait()
         if self._n_samples is not None:  # prepare_data scattered: X is our shard
             self._worker = ShardWorker(
                 X, y, sample_weight, index=rank, n_workers=n_workers,
@@ -390,11 +411,36 @@ class MPIBackend(Backend):
             )
         )
 
+    def _choose_wait(self):
+        """Whether this rank yields its core while waiting (see ``wait``)."""
+        if self.wait != "auto":
+            return self.wait == "yield"
+        local = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED)
+        try:
+            ranks_here = local.Get_size()
+        finally:
+            local.Free()
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        return ranks_here > cores
+
+    def _wait(self, request):
+        """Complete a non-blocking collective, spinning in MPI or yielding."""
+        if not self._yield_cpu:
+            request.Wait()
+            return
+        while not request.Test():
+            time.sleep(_POLL_SECONDS)
+
     def _agree_on_status(self, nbytes, error):
         """Exchange every rank's message size, or -1 from a rank that failed."""
         comm = self._comm
         sizes = np.empty(comm.Get_size(), dtype=np.int64)
-        comm.Allgather(np.array([-1 if error else nbytes], dtype=np.int64), sizes)
+        self._wait(comm.Iallgather(
+            np.array([-1 if error else nbytes], dtype=np.int64), sizes
+        ))
         self.record.control_bytes += sizes.nbytes
         if error is not None:
             raise error
@@ -453,9 +499,9 @@ class MPIBackend(Backend):
         received = np.empty(int(sizes.sum()), dtype=np.uint8) if receiving else None
         recvspec = [received, sizes, displacements, MPI.BYTE] if receiving else None
         if master:
-            comm.Gatherv(sendbuf, recvspec, root=0)
+            self._wait(comm.Igatherv(sendbuf, recvspec, root=0))
         else:
-            comm.Allgatherv(sendbuf, recvspec)
+            self._wait(comm.Iallgatherv(sendbuf, recvspec))
         self.record.add_messages(sizes, params.shape[0])
 
         def decode_and_update():
@@ -490,7 +536,7 @@ class MPIBackend(Backend):
         scale = None
         if compressor.needs_scale:
             agreed = np.array([math.inf if error is not None else statistic])
-            comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
+            self._wait(comm.Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX))
             if error is not None:
                 raise error
             scale = float(agreed[0])
@@ -506,7 +552,7 @@ class MPIBackend(Backend):
             part = np.full(params.shape[0], np.nan, dtype=params.dtype)
         compute += time.perf_counter() - encoded
         total = np.empty_like(part)
-        comm.Allreduce(part, total, op=MPI.SUM)
+        self._wait(comm.Iallreduce(part, total, op=MPI.SUM))
         if error is not None:
             raise error
         self.record_summands(n_workers, part.nbytes, params.shape[0])
@@ -533,7 +579,7 @@ class MPIBackend(Backend):
                 new, error = np.full_like(params, np.nan), exc
         else:
             new = np.empty_like(params)
-        comm.Bcast(new, root=0)
+        self._wait(comm.Ibcast(new, root=0))
         self.record.control_bytes += new.nbytes * (comm.Get_size() - 1)
         if error is not None:
             raise error
