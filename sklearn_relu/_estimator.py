@@ -4,6 +4,7 @@ import functools
 import logging
 import math
 import numbers
+import time
 import warnings
 
 import numpy as np
@@ -22,6 +23,7 @@ from ._ensemble import select_consistent_run
 from ._gradient import divergence_error, loss_sums, split_params
 from ._init import check_init, initial_params
 from ._step_size import auto_learning_rate, measure_curvature
+from ._stopping import LossPlateau, ValidationPlateau
 from ._worker import TrainingSet
 from .backends import get_backend
 from .compression import QSGD, Identity
@@ -407,7 +409,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             result = self._fit_runs(
                 backend, data.X.shape[1], data.X.dtype, batch_size, compressor, rng,
                 continuing, partial, validating, data.validation, n_samples,
-                data.zero_loss,
+                data,
             )
         finally:
             backend.stop()
@@ -427,6 +429,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return TrainingSet(
             X, y, sample_weight, n_samples=X.shape[0],
             zero_loss=_zero_model_loss(y, sample_weight),
+            mean_loss=_zero_model_loss(y - np.average(y, weights=sample_weight),
+                                       sample_weight),
+            any_positive_target=bool(np.any(y > 0)),
             feature_names=getattr(self, "feature_names_in_", None),
             validation=validation,
         )
@@ -501,8 +506,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,
-        continuing, partial, validating, validation, n_samples, zero_loss,
+        continuing, partial, validating, validation, n_samples, data,
     ):
+        zero_loss = data.zero_loss
         params0, learning_rate = self._start_point(
             backend, n_features, batch_size, compressor, rng, continuing
         )
@@ -523,7 +529,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
                     1 if partial else self.max_iter, validating, validation, run,
-                    (floor, ceiling),
+                    (floor, ceiling, start_loss),
                 )
             )
         chosen = select_consistent_run([r["params"] for r in runs])
@@ -539,6 +545,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 "too large. Use learning_rate='auto' or a smaller learning_rate.",
                 ConvergenceWarning,
             )
+        if not partial and final_loss > data.mean_loss + floor:
+            _warn_worse_than_mean(
+                final_loss, data, self.learning_rate, learning_rate, start_loss
+            )
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
         return result
@@ -549,12 +559,19 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     ):
         """One SGD run; returns its final (or best validated) parameters and curves."""
         update = _sgd_update(learning_rate)
-        floor, ceiling = loss_bounds
+        floor, ceiling, start_loss = loss_bounds
         check_loss = self.tol is not None and max_epochs > 1
+        tol = self.tol or 0.0
+        if validating:
+            rule = ValidationPlateau(tol, self.n_iter_no_change)
+        else:
+            rule = LossPlateau(
+                tol, self.n_iter_no_change, floor,
+                functools.partial(_full_loss, backend), start_loss,
+            )
         losses, scores = [], []
-        best_loss, best_score, best_params = np.inf, -np.inf, params
-        no_change = 0
         converged = False
+        started = time.perf_counter()
         for epoch in range(max_epochs):
             for _ in range(steps_per_epoch):
                 params = backend.step(params, update)
@@ -572,16 +589,19 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 here = None if validation is None else _score(validation, params)
                 score = backend.common(here)
                 scores.append(score)
-                improved = score > best_score + (self.tol or 0.0)
-                if score > best_score:
-                    best_score, best_params = score, params
+                stop = rule.should_stop(score, params) or loss <= floor
+            elif check_loss:
+                # Every process sees the same losses, so all of them take the
+                # same branch into the collective exact loss.
+                stop = rule.should_stop(loss, params)
             else:
-                improved = loss < best_loss * (1 - (self.tol or 0.0))
-                best_loss = min(best_loss, loss)
-            no_change = 0 if improved else no_change + 1
+                stop = False
             if self.verbose:
-                _log_epoch(run, epoch, loss, scores)
-            if check_loss and (no_change >= self.n_iter_no_change or loss <= floor):
+                _log_epoch(
+                    run, epoch, (epoch + 1) * steps_per_epoch, loss, scores,
+                    time.perf_counter() - started,
+                )
+            if check_loss and stop:
                 converged = True
                 break
         if check_loss and not converged:
@@ -590,14 +610,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 "converging; increase max_iter or tol.",
                 ConvergenceWarning,
             )
-        final = best_params if validating else params
+        final = params if rule.best_params is None else rule.best_params
+        best_score = rule.best_score if validating else None
         return {
             "params": final,
             "n_iter": epoch + 1,
             "t": (epoch + 1) * steps_per_epoch,
             "loss_curve": losses,
             "validation_scores": scores if validating else None,
-            "best_validation_score": best_score if validating else None,
+            "best_validation_score": best_score,
         }
 
     def _store(self, result, record, n_features, continuing):
@@ -641,6 +662,33 @@ def _zero_model_loss(y, sample_weight):
     return loss
 
 
+def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss):
+    """Warn that the fit predicts worse than the mean of ``y``, and say why."""
+    r2 = 1 - final_loss / data.mean_loss if data.mean_loss > 0 else -np.inf
+    if not data.any_positive_target:
+        cause = (
+            "all targets are <= 0, where a ReLU can only predict 0 or more: its "
+            "best fit is w = 0, b <= 0. Fit -y, or a model that can go negative"
+        )
+    elif learning_rate != "auto" and final_loss > start_loss:
+        cause = (
+            f"learning_rate={step:.3g} is probably too large: the loss rose from "
+            "the initial point. Use learning_rate='auto' or a smaller step"
+        )
+    else:
+        cause = (
+            "the features are probably not standardized: on columns of very "
+            "different scales (or far from 0) SGD progresses slowly and "
+            "noisily. Fit make_pipeline(StandardScaler(), ReLURegressor()), or "
+            "raise max_iter"
+        )
+    warnings.warn(
+        f"The fit predicts the training data worse than their mean does "
+        f"(training R^2 {r2:.3g}): {cause}.",
+        ConvergenceWarning,
+    )
+
+
 def _score(validation, params):
     """R^2 of the model ``params`` on ``validation = (X_val, y_val, sw_val)``."""
     X_val, y_val, sw_val = validation
@@ -655,12 +703,15 @@ def _full_loss(backend, params):
     return loss_sum / weight_sum
 
 
-def _log_epoch(run, epoch, loss, scores):
+def _log_epoch(run, epoch, steps, loss, scores, elapsed):
     if not logger.handlers and not logging.getLogger().handlers:
         # verbose=1 must print something even where logging was never set up.
         logger.addHandler(logging.StreamHandler())
         logger.setLevel(logging.INFO)
-    message = f"run {run}, epoch {epoch + 1}: loss {loss:.6g}"
+    message = (
+        f"run {run}, epoch {epoch + 1} ({steps} steps, {elapsed:.1f} s): "
+        f"loss {loss:.6g}"
+    )
     if scores:
         message += f", validation R^2 {scores[-1]:.6g}"
     logger.info(message)

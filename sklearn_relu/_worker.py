@@ -32,6 +32,11 @@ class TrainingSet:
         Training rows over all processes.
     zero_loss : float
         The training loss of the zero model, from all rows.
+    mean_loss : float
+        The training loss of predicting the (weighted) mean of ``y``, from all
+        rows: a fit above it has a negative training R^2.
+    any_positive_target : bool
+        Whether some ``y`` is above 0; if none is, the best ReLU predicts 0.
     feature_names : ndarray of str or None
         Column names of ``X``, for ``feature_names_in_``.
     validation : tuple (X_val, y_val, sw_val) or None
@@ -43,6 +48,8 @@ class TrainingSet:
     sample_weight: np.ndarray = None
     n_samples: int = 0
     zero_loss: float = 0.0
+    mean_loss: float = 0.0
+    any_positive_target: bool = True
     feature_names: np.ndarray = None
     validation: tuple = None
 
