@@ -3,8 +3,8 @@ Fit a ReLU by SGD and by 8-bit QSGD
 ===================================
 
 The main job of the package in a few lines: draw a planted ReLU problem
-(REFERENCE §1), fit it with exact SGD and with 8-bit QSGD split over 4 workers,
-and print the relative error reached, the steps taken and the bytes the
+(:ref:`theory-model`), fit it with exact SGD and with 8-bit QSGD split over 4
+workers, and print the relative error reached, the steps taken and the bytes the
 workers sent.
 """
 

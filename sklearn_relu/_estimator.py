@@ -100,12 +100,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     max_iter : int, default=200
         Maximum number of epochs (passes of ``n_samples`` points) per run.
     tol : float or None, default=1e-4
-        Training stops when the epoch's mean batch loss has not fallen below
-        ``(1 - tol)`` times the best so far for ``n_iter_no_change`` epochs.
-        The criterion is relative, so the default suits any scale of ``y``.
-        Training also stops once the loss is at the rounding floor of the dtype
-        (``(100 eps)^2`` times the loss of the zero model): the fit is exact.
-        ``None`` runs all ``max_iter`` epochs.
+        Training stops when the fit has stalled: the epoch's mean batch loss
+        has not fallen below ``(1 - tol)`` times its best for
+        ``n_iter_no_change`` epochs, *and* the exact training loss of the mean
+        parameters of those epochs is not below ``(1 - tol)`` times that of the
+        previous such window. The noisy epoch loss only proposes a stop (see
+        :ref:`theory-stopping`); the fit then keeps the window's mean parameters or the
+        last ones, whichever fits better. The criterion is relative, so the
+        default suits any scale of ``y``. Training also stops once the loss is
+        at the rounding floor of the dtype (``(100 eps)^2`` times the loss of
+        the zero model): the fit is exact. ``None`` runs all ``max_iter``
+        epochs. A fit that ends worse than predicting the mean of ``y`` raises
+        a ``ConvergenceWarning`` naming the likely cause.
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping.
     init : {"spectral", "zeros", "random"} or array of shape (n_features,), \

@@ -5,7 +5,7 @@ parameters along the epoch and the rows drawn. Where SGD progresses slowly
 (unscaled features, skewed sample weights, few bits) the epoch-to-epoch
 progress is smaller than that noise, and a rule that trusts the noisy loss stops
 long before the fit is done. So the noisy loss only *proposes* stopping; the
-exact training loss, one pass over the data, decides (see :ref:`theory`,
+exact training loss, one pass over the data, decides (docs/theory.rst,
 "Stopping").
 """
 

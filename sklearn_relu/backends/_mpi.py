@@ -8,7 +8,7 @@ the compressor's bytes, moved as ``uint8`` buffers (``Allgatherv``,
 pickle-based lowercase methods. With ``data="root"`` the training rows are
 scattered from rank 0 the same way, each rank's shard as one buffer.
 
-Two topologies (REFERENCE §5):
+Two topologies (docs/theory.rst, "The distributed protocol"):
 
 ``"allgather"`` (decentralized)
     Every rank receives every message, decodes them in rank order and steps
