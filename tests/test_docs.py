@@ -59,3 +59,10 @@ def test_every_theory_citation_names_a_section_of_the_page():
 def test_theory_page_is_in_the_toctree():
     index = (ROOT / "docs" / "index.rst").read_text()
     assert re.search(r"^\s+theory$", index, re.M)
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/user_guide.rst"])
+def test_readme_and_user_guide_say_to_standardize_with_a_pipeline(page):
+    text = (ROOT / page).read_text()
+    assert "make_pipeline(StandardScaler(), ReLURegressor(" in text
+    assert "ConvergenceWarning" in text
