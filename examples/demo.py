@@ -32,5 +32,5 @@ for solver in ("sgd", "qsgd"):
         f"{solver:>4}: relative error {error:.2e} after {est.t_} steps "
         f"({est.n_iter_} epochs, {seconds:.2f} s); workers sent "
         f"{record.n_messages} messages, {record.bytes_sent / 1e6:.2f} MB "
-        f"({record.compression_ratio:.2f}x fewer bytes than float64)"
+        f"({100 * record.bytes_sent / record.float64_bytes:.1f}% of float64's bytes)"
     )

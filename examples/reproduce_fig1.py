@@ -12,7 +12,7 @@ noise, no intercept), starting from the spectral initialization:
   fewer steps.
 * **Figure 1b** -- the same for QSGD at several bit widths with a fixed batch,
   exact SGD as the reference. The claim: QSGD converges geometrically too, and
-  at 8 bits it is indistinguishable from SGD while sending 8x fewer bits; fewer
+  at 8 bits it is indistinguishable from SGD while sending an eighth of the bits; fewer
   bits mean a smaller step (the quantizer's variance) and slower convergence.
 
 The error is recorded after every step by a subclass of the reference

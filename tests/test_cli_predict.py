@@ -2,6 +2,7 @@
 CLI keeps from a CSV: column names, the target column, a held-out score."""
 
 import json
+import re
 
 import joblib
 import numpy as np
@@ -194,3 +195,15 @@ def test_standardize_fits_the_pipeline(tmp_path, planted):
     out = tmp_path / "p.csv"
     main(["predict", str(model), data, "--out", str(out)])
     assert_array_equal(_predictions(out), direct.predict(X))
+
+
+def test_verbose_fit_reports_steps_and_elapsed_time(tmp_path, planted, caplog):
+    import logging
+
+    X, y = planted
+    fit_args, _ = _write(tmp_path, X, y, "npz")
+    caplog.set_level(logging.INFO, logger="sklearn_relu")
+    main(["fit", *fit_args, *FIT, "--verbose", "1", "--out", str(tmp_path / "m.skops")])
+    lines = [r.getMessage() for r in caplog.records if r.name == "sklearn_relu"]
+    assert len(lines) == 5
+    assert re.match(r"run 0, epoch 5 \(5 steps, \d+\.\d s\): loss ", lines[-1])

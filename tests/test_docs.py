@@ -66,3 +66,22 @@ def test_readme_and_user_guide_say_to_standardize_with_a_pipeline(page):
     text = (ROOT / page).read_text()
     assert "make_pipeline(StandardScaler(), ReLURegressor(" in text
     assert "ConvergenceWarning" in text
+
+
+def test_cli_page_documents_every_command_and_the_safe_format():
+    index = (ROOT / "docs" / "index.rst").read_text()
+    assert re.search(r"^\s+cli$", index, re.M)
+    page = (ROOT / "docs" / "cli.rst").read_text()
+    from sklearn_relu._cli import COMMANDS
+
+    for command in COMMANDS:
+        assert f"sklearn_relu {command}" in page or f"{command} " in page
+    assert "Safe for files from" in page and "load only files you made" in page
+
+
+def test_wording_says_share_of_float64_not_times_fewer():
+    # "0.92 times fewer" reads as a saving where there is none: say
+    # "% of float64" or "n times the bytes".
+    pattern = re.compile(r"\d(\.\d+)?x " + "fewer")
+    for path in _project_files():
+        assert not pattern.search(path.read_text(errors="replace")), path
