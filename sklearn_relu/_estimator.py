@@ -20,7 +20,7 @@ from sklearn.utils.validation import (
 )
 
 from ._ensemble import select_consistent_run
-from ._gradient import divergence_error, loss_sums, split_params
+from ._gradient import divergence_error, split_params
 from ._init import check_init, initial_params
 from ._step_size import auto_learning_rate, measure_curvature
 from ._stopping import LossPlateau, ValidationPlateau
