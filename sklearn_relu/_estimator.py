@@ -553,7 +553,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             )
         if not partial and final_loss > data.mean_loss + floor:
             _warn_worse_than_mean(
-                final_loss, data, self.learning_rate, learning_rate, start_loss
+                final_loss, data, self.learning_rate, learning_rate, start_loss,
+                None if result["converged"] else result["n_iter"],
             )
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
@@ -625,6 +626,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             "loss_curve": losses,
             "validation_scores": scores if validating else None,
             "best_validation_score": best_score,
+            "converged": converged,
         }
 
     def _store(self, result, record, n_features, continuing):
@@ -668,8 +670,9 @@ def _zero_model_loss(y, sample_weight):
     return loss
 
 
-def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss):
-    """Warn that the fit predicts worse than the mean of ``y``, and say why."""
+def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budget):
+    """Warn that the fit predicts worse than the mean of ``y``, and say why;
+    ``budget`` is the epochs run when the fit did not converge, else None."""
     r2 = 1 - final_loss / data.mean_loss if data.mean_loss > 0 else -np.inf
     if not data.any_positive_target:
         cause = (
@@ -680,6 +683,12 @@ def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss):
         cause = (
             f"learning_rate={step:.3g} is probably too large: the loss rose from "
             "the initial point. Use learning_rate='auto' or a smaller step"
+        )
+    elif budget is not None:
+        cause = (
+            f"it ran only {budget} epoch(s) and had not converged: raise max_iter "
+            "(or use tol). If it stays poor, standardize the features: "
+            "make_pipeline(StandardScaler(), ReLURegressor())"
         )
     else:
         cause = (

@@ -81,6 +81,5 @@ def test_mpi_script_runs_as_written(tmp_path):
     (tmp_path / "fit_mpi.py").write_text(script)
     done = _run(command, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    # Every one of the 4 ranks prints the same record.
-    records = [line for line in done.stdout.splitlines() if "CommunicationRecord" in line]
-    assert len(records) == 4
+    # Every one of the 4 ranks prints a record (their lines may interleave).
+    assert done.stdout.count("CommunicationRecord(") == 4

@@ -50,6 +50,13 @@ def test_too_large_step_is_named_when_the_fit_ends_worse_than_the_mean():
         est.fit(X, y)
 
 
+def test_a_fit_cut_short_by_max_iter_says_so():
+    X, y = make_relu_regression(n_samples=400, n_features=5, random_state=0)
+    y = y + 3.0  # far from the spectral start's intercept: one epoch is not enough
+    with pytest.warns(ConvergenceWarning, match=r"ran only 1 epoch\(s\) and had not converged"):
+        ReLURegressor(batch_size=200, max_iter=1, tol=None, random_state=0).fit(X, y)
+
+
 def test_good_fit_does_not_warn():
     X, y = make_relu_regression(n_samples=400, n_features=5, noise=0.1, random_state=0)
     assert not _fit_recording(ReLURegressor(random_state=0), X, y)
