@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._estimator import SOLVERS
+from ._worker import shard_bounds
+from .backends._mpi import TOPOLOGIES
+
 __all__ = ["main", "build_parser", "load_data", "load_features", "save_atomically"]
 
 DATA_HELP = """\
@@ -42,7 +46,7 @@ model with 'python -m sklearn_relu predict MODEL DATA --out predictions.csv'.
 _MPI_LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
-def load_data(path, target=None, target_column=None):
+def load_data(path, target=None, target_column=None, shard=None):
     """``(X, y, sample_weight)`` from a ``.npz``, ``.npy`` or ``.csv`` file.
 
     Parameters
@@ -53,6 +57,10 @@ def load_data(path, target=None, target_column=None):
     target_column : str or int, optional
         The ``.csv`` column holding ``y``: its name in the header, or its
         index (negative counts from the end). Default: the last column.
+    shard : tuple (index, count), optional
+        Only the rows of shard ``index`` of ``count`` equal contiguous shards
+        (as ``MPIBackend(data="local")`` takes them). Only for ``.npy`` data,
+        which is memory-mapped, so that only those rows are ever read.
 
     Returns
     -------
@@ -68,6 +76,11 @@ def load_data(path, target=None, target_column=None):
         raise ValueError("--target is only for .npy data files")
     if target_column is not None and suffix != ".csv":
         raise ValueError("--target-column is only for .csv data files")
+    if shard is not None and suffix != ".npy":
+        raise ValueError(
+            "--data local reads each rank's rows from a memory-mapped .npy file: "
+            f"save X and y as .npy files (got {path.name!r})"
+        )
     sample_weight = None
     if suffix == ".npz":
         with np.load(path) as archive:
@@ -84,7 +97,11 @@ def load_data(path, target=None, target_column=None):
         if target is None:
             raise ValueError(f"{path} holds X only: give y with --target y.npy")
         X = np.load(path, mmap_mode="r")
-        y = np.load(target)
+        y = np.load(target, mmap_mode="r")
+        if shard is not None:
+            start, stop = shard_bounds(X.shape[0], shard[1], shard[0])
+            X, y = X[start:stop], y[start:stop]
+        y = np.array(y)
     else:
         names, table = _load_csv(path)
         if table.shape[1] < 2:
@@ -257,7 +274,7 @@ def _make_backend(args):
     if name == "mpi":
         from .backends import MPIBackend
 
-        backend = MPIBackend(topology=args.topology)
+        backend = MPIBackend(topology=args.topology, data=args.data_mode)
         return backend, backend.rank == 0, backend
     if name == "joblib":
         from .backends import JoblibBackend
@@ -318,9 +335,10 @@ def _add_fit(subparsers):
         "the features are already on one scale",
     )
     model = fit.add_argument_group("estimator (see ReLURegressor)")
-    model.add_argument("--solver", choices=["sgd", "qsgd"], default="sgd")
+    model.add_argument("--solver", choices=sorted(SOLVERS), default="sgd")
     model.add_argument(
-        "--bits", type=int, default=8, help="QSGD bits, 2..16 (default 8)"
+        "--bits", type=int, default=8,
+        help="qsgd: bits a coordinate, 2..16; intsgd: 8, 16 or 32 (default 8)",
     )
     model.add_argument("--bucket-size", type=_optional_int, default=None)
     model.add_argument("--batch-size", type=_positive_int_or_auto, default="auto")
@@ -354,9 +372,19 @@ def _add_fit(subparsers):
     )
     where.add_argument(
         "--topology",
-        choices=["allgather", "master-worker"],
-        default="allgather",
-        help="MPI: every rank decodes all messages, or rank 0 steps and broadcasts",
+        choices=list(TOPOLOGIES),
+        default="auto",
+        help="MPI: allreduce (sum while compressed: sgd, intsgd), allgather (every "
+        "rank decodes all messages), master-worker; auto: allreduce for intsgd, "
+        "else allgather",
+    )
+    where.add_argument(
+        "--data",
+        dest="data_mode",
+        choices=["all", "local"],
+        default="all",
+        help="MPI: every rank reads all rows, or (local) only its own shard's rows "
+        "of a memory-mapped .npy file",
     )
     fit.add_argument("--json", action="store_true", help="print the summary as JSON")
     fit.set_defaults(run=_run_fit)
@@ -372,7 +400,12 @@ def _run_fit(args):
     started = time.perf_counter()
     backend, writer, mpi = _make_backend(args)
     try:
-        X, y, sample_weight = load_data(args.data, args.target, args.target_column)
+        shard = None
+        if mpi is not None and args.data_mode == "local":
+            shard = (mpi.rank, mpi.size)
+        X, y, sample_weight = load_data(
+            args.data, args.target, args.target_column, shard=shard
+        )
         test = None
         if args.test_size is not None:
             size = args.test_size if args.test_size < 1 else int(args.test_size)
