@@ -403,9 +403,7 @@ def _run_fit(args):
         shard = None
         if mpi is not None and args.data_mode == "local":
             shard = (mpi.rank, mpi.size)
-        X, y, sample_weight = load_data(
-            args.data, args.target, args.target_column, shard=shard
-        )
+        X, y, sample_weight = load_data(args.data, args.target, args.target_column, shard)
         test = None
         if args.test_size is not None:
             size = args.test_size if args.test_size < 1 else int(args.test_size)
