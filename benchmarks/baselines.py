@@ -1,7 +1,7 @@
 """The loops a user would write by hand, to measure the package against.
 
 Both take the same step size, batch size and spectral start as the estimator
-(one full gradient step from zero with an exact line search, REFERENCE §2), draw
+(one full gradient step from zero with an exact line search, docs/theory.rst, "The start"), draw
 each batch uniformly with replacement, and stop at the first step whose relative
 error ``||w - w*|| / ||w*||`` is at most ``target``. Their time includes the start.
 """

@@ -297,7 +297,8 @@ class _RecordingBackend(InProcessBackend):
 def section_fit(data, args, report, state):
     X, y, w_star, m = data.X, data.y, data.w_star, args.m
     n, d = X.shape
-    learning_rate = 2 * m / (m + 2 * d)  # REFERENCE §3, for all three loops
+    # docs/theory.rst, "Mini-batch SGD and the automatic step", for all three loops
+    learning_rate = 2 * m / (m + 2 * d)
     target = 1e-6
     common = dict(batch_size=m, learning_rate=learning_rate, fit_intercept=False,
                   init="spectral", random_state=0, tol=None)

@@ -4,8 +4,9 @@
 
 Writes ``scaling.md`` (the table, the targets with PASS/FAIL) and ``scaling.png``
 next to the input, and the same table, targets and figure for the docs to
-``docs/figures/scaling.csv``, ``scaling_targets.csv`` and ``scaling.png``. Every ratio is against SGD over allreduce in the same cell
-(same ranks, same rate, same run): what a user would run instead.
+``docs/figures/scaling.csv``, ``scaling_targets.csv`` and ``scaling.png``.
+Every ratio is against SGD over allreduce in the same cell (same ranks, same
+rate, same run): what a user would run instead.
 """
 
 import json
@@ -93,9 +94,10 @@ def table(cells):
             else:
                 ratios = "1 (baseline)" if scheme == BASELINE else ""
             steps = row["steps_total"]
+            capped = "" if row["reached"] else f" (capped at {row['steps']})"
             lines.append(
                 f"| {rate} | {ranks} | {LABELS[scheme]} | "
-                f"{steps if steps else 'n/a'}{'' if row['reached'] else ' (capped at ' + str(row['steps']) + ')'} | "
+                f"{steps if steps else 'n/a'}{capped} | "
                 f"{row['comm_ms_per_step_mean']:.2f} / {row['comm_ms_per_step_max']:.2f} | "
                 f"{row['time_s']:.1f}{est} | {row['rx_total'] / 1e6:.1f}{est} | "
                 f"{row['rx_bytes_per_step_mean']:.0f} | {ratios} |"

@@ -28,7 +28,7 @@ for solver, bits in (("sgd", 8), ("qsgd", 8), ("qsgd", 4)):
     print(
         f"{label:>13}: relative error {error:.1e} after {est.t_} steps, "
         f"{record.bytes_sent / 1e3:.0f} kB sent "
-        f"({record.compression_ratio:.1f}x fewer than float64)"
+        f"({100 * record.bytes_sent / record.float64_bytes:.1f}% of float64's)"
     )
     ax.semilogy(np.arange(1, est.n_iter_ + 1), est.loss_curve_, "o-", label=label)
 

@@ -3,7 +3,7 @@ Figure 1: geometric convergence, batch size and bit width
 =========================================================
 
 Reproduces Figure 1 of Kalan, Soltanolkotabi and Avestimehr (2019) on the
-planted model of REFERENCE §1 (``x ~ N(0, I_d)``, ``y = max(0, <w*, x>)``, no
+planted model of :ref:`theory-model` (``x ~ N(0, I_d)``, ``y = max(0, <w*, x>)``, no
 noise, no intercept), starting from the spectral initialization:
 
 * **Figure 1a** -- relative error ``||w_t - w*|| / ||w*||`` against the step
@@ -12,7 +12,7 @@ noise, no intercept), starting from the spectral initialization:
   fewer steps.
 * **Figure 1b** -- the same for QSGD at several bit widths with a fixed batch,
   exact SGD as the reference. The claim: QSGD converges geometrically too, and
-  at 8 bits it is indistinguishable from SGD while sending 8x fewer bits; fewer
+  at 8 bits it is indistinguishable from SGD while sending an eighth of the bits; fewer
   bits mean a smaller step (the quantizer's variance) and slower convergence.
 
 The error is recorded after every step by a subclass of the reference
@@ -24,7 +24,7 @@ Run it from the repository root (about a minute on 2 cores)::
 
     python examples/reproduce_fig1.py              # both panels, d=1000, n=20000
     python examples/reproduce_fig1.py --panels a   # Figure 1a only
-    python examples/reproduce_fig1.py --paper-size # d=4000, n=20000 (REFERENCE §3)
+    python examples/reproduce_fig1.py --paper-size # d=4000, n=20000, the paper's size
 
 It writes ``docs/figures/fig1a.png`` and ``fig1b.png`` with their tables
 (``.csv`` and ``.md``). The figures committed with the repository, made by the

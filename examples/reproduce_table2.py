@@ -8,12 +8,12 @@ with one worker per MPI rank, reporting the time spent computing gradients,
 the time spent communicating, and their total. Every rank runs this script
 (SPMD); each takes its shard of the same planted data set, and in the default
 ``allgather`` topology every rank receives every message and steps its own
-replica, so only quantized messages travel (REFERENCE §5).
+replica, so only quantized messages travel (:ref:`theory-distributed`).
 
 The network matters: on plain shared memory a message costs microseconds and
 QSGD saves nothing. ``examples/run_table2_netns.sh`` runs this script in a
 network namespace whose loopback is rate-limited (100 Mbit/s by default) with
-MPICH forced onto TCP (REFERENCE §9)::
+MPICH forced onto TCP (:ref:`theory-network`)::
 
     sudo examples/run_table2_netns.sh 8 100mbit -- --paper-size  # the committed table
     sudo examples/run_table2_netns.sh 4                           # 4 ranks, 100 Mbit/s

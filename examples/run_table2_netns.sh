@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run examples/reproduce_table2.py under MPI over an emulated network (REFERENCE §9):
+# Run examples/reproduce_table2.py under MPI over an emulated network
+# (docs/theory.rst, "Emulating a cluster's network"):
 # a network namespace whose loopback is rate-limited with tc, and MPICH told to use
 # TCP instead of shared memory, so every message crosses the limited link.
 #

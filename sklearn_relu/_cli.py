@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,30 +18,35 @@ from ._estimator import SOLVERS
 from ._worker import shard_bounds
 from .backends._mpi import TOPOLOGIES
 
-__all__ = ["main", "build_parser", "load_data", "save_atomically"]
+__all__ = ["main", "build_parser", "load_data", "load_features", "save_atomically"]
 
 DATA_HELP = """\
 data formats:
   .npz  arrays named X and y (and optionally sample_weight)
   .npy  X alone (memory-mapped); give y with --target y.npy
-  .csv  comma-separated numbers, one row per sample, y in the last column;
-        a first line that is not numeric (column names) is skipped
+  .csv  comma-separated numbers, one row per sample, y in the last column or
+        the one --target-column names; a first line that is not numeric holds
+        the column names, which the model keeps (feature_names_in_, needs
+        pandas)
 
 under MPI (every rank reads the same file and trains on its own shard):
   mpiexec -n 4 python -m mpi4py -m sklearn_relu fit data.npz --solver qsgd \\
-      --bits 8 --out model.joblib
+      --bits 8 --out model.skops
   Only rank 0 writes the model. --backend auto picks mpi under mpiexec.
 
-The model is written with joblib to a temporary file next to --out and moved
-into place when complete, so a fit that fails or is killed leaves an earlier
-model at --out untouched. Load it with joblib.load(path).
+The model is written to a temporary file next to --out and moved into place
+when complete, so a fit that fails or is killed leaves an earlier model at
+--out untouched. A .skops file (the default for any suffix but .joblib/.pkl)
+is safe to load from elsewhere (skops.io refuses unknown types); a .joblib
+file is a pickle, which runs code when loaded: load only your own. Use the
+model with 'python -m sklearn_relu predict MODEL DATA --out predictions.csv'.
 """
 
 # Environment variables that MPI launchers set in the processes they start.
 _MPI_LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
-def load_data(path, target=None, shard=None):
+def load_data(path, target=None, target_column=None, shard=None):
     """``(X, y, sample_weight)`` from a ``.npz``, ``.npy`` or ``.csv`` file.
 
     Parameters
@@ -49,6 +54,9 @@ def load_data(path, target=None, shard=None):
     path : str or Path
     target : str or Path, optional
         A ``.npy`` file with ``y``; required when ``path`` is a ``.npy``.
+    target_column : str or int, optional
+        The ``.csv`` column holding ``y``: its name in the header, or its
+        index (negative counts from the end). Default: the last column.
     shard : tuple (index, count), optional
         Only the rows of shard ``index`` of ``count`` equal contiguous shards
         (as ``MPIBackend(data="local")`` takes them). Only for ``.npy`` data,
@@ -56,14 +64,23 @@ def load_data(path, target=None, shard=None):
 
     Returns
     -------
-    X : ndarray of shape (n_samples, n_features)
+    X : ndarray or pandas.DataFrame of shape (n_samples, n_features)
+        A DataFrame with the header's column names when a ``.csv`` has a
+        header and pandas is installed, so that the model keeps them.
     y : ndarray of shape (n_samples,)
     sample_weight : ndarray of shape (n_samples,) or None
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise ValueError(f"data file {str(path)!r} does not exist")
+    suffix = _check_data_file(path)
+    if target is not None and suffix != ".npy":
+        raise ValueError("--target is only for .npy data files")
+    if target_column is not None and suffix != ".csv":
+        raise ValueError("--target-column is only for .csv data files")
+    if shard is not None and suffix != ".npy":
+        raise ValueError(
+            "--data local reads each rank's rows from a memory-mapped .npy file: "
+            f"save X and y as .npy files (got {path.name!r})"
+        )
     sample_weight = None
     if suffix == ".npz":
         with np.load(path) as archive:
@@ -85,62 +102,164 @@ def load_data(path, target=None, shard=None):
             start, stop = shard_bounds(X.shape[0], shard[1], shard[0])
             X, y = X[start:stop], y[start:stop]
         y = np.array(y)
-    elif suffix == ".csv":
-        table = _load_csv(path)
-        X, y = table[:, :-1], table[:, -1]
     else:
+        names, table = _load_csv(path)
+        if table.shape[1] < 2:
+            raise ValueError(f"{path} needs at least two columns: features, then y")
+        column = _column_index(path, names, table.shape[1], target_column)
+        y = table[:, column]
+        keep = [i for i in range(table.shape[1]) if i != column]
+        X = _with_names(table[:, keep], None if names is None else [names[i] for i in keep])
+    return X, y, sample_weight
+
+
+def load_features(path, n_features, feature_names=None, target_column=None):
+    """``X`` for prediction from a ``.npz`` (``X``), ``.npy`` or ``.csv`` file.
+
+    A ``.csv`` may be the training file itself: with a header and a model that
+    kept ``feature_names``, the columns are picked by name (in the model's
+    order); otherwise a table of ``n_features + 1`` columns drops the target
+    column (``target_column``, default the last).
+    """
+    path = Path(path)
+    suffix = _check_data_file(path)
+    if suffix == ".npz":
+        with np.load(path) as archive:
+            if "X" not in archive.files:
+                raise ValueError(
+                    f"{path} must hold an array named 'X'; it has {sorted(archive.files)}"
+                )
+            return archive["X"]
+    if suffix == ".npy":
+        return np.load(path, mmap_mode="r")
+    names, table = _load_csv(path)
+    if names is not None and feature_names is not None:
+        missing = [name for name in feature_names if name not in names]
+        if missing:
+            raise ValueError(
+                f"{path} lacks the columns the model was fitted on: {missing}"
+            )
+        columns = [names.index(name) for name in feature_names]
+        return _with_names(table[:, columns], list(feature_names))
+    if table.shape[1] == n_features + 1:
+        column = _column_index(path, names, table.shape[1], target_column)
+        keep = [i for i in range(table.shape[1]) if i != column]
+        return _with_names(table[:, keep], None if names is None else [names[i] for i in keep])
+    if table.shape[1] != n_features:
+        raise ValueError(
+            f"{path} has {table.shape[1]} columns; the model needs {n_features} "
+            f"features (or {n_features + 1} columns with the target)"
+        )
+    return _with_names(table, names)
+
+
+def _check_data_file(path):
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    if suffix not in (".npz", ".npy", ".csv"):
         raise ValueError(
             f"unsupported data file {path.name!r}: use .npz (X, y), .npy (with "
             "--target) or .csv (y in the last column)"
         )
-    if shard is not None and suffix != ".npy":
+    return suffix
+
+
+def _column_index(path, names, n_columns, target_column):
+    """The index of the ``.csv`` column ``target_column`` (a name or an index)."""
+    if target_column is None:
+        return n_columns - 1
+    try:
+        index = int(target_column)
+    except ValueError:
+        if names is None:
+            raise ValueError(
+                f"--target-column {target_column!r} is a name, but {path} has no "
+                "header line; give the column's index"
+            ) from None
+        if target_column not in names:
+            raise ValueError(
+                f"{path} has no column named {target_column!r}; it has {names}"
+            ) from None
+        return names.index(target_column)
+    if not -n_columns <= index < n_columns:
         raise ValueError(
-            "--data local reads each rank's rows from a memory-mapped .npy file: "
-            f"save X and y as .npy files (got {path.name!r})"
+            f"--target-column {index} is out of range for {path}'s {n_columns} columns"
         )
-    if target is not None and suffix != ".npy":
-        raise ValueError("--target is only for .npy data files")
-    return X, y, sample_weight
+    return index % n_columns
+
+
+def _with_names(X, names):
+    """``X`` as a DataFrame with column ``names`` where pandas is installed."""
+    if names is None:
+        return X
+    try:
+        import pandas as pd
+    except ImportError:
+        print(
+            "note: the column names are not kept (feature_names_in_): install pandas",
+            file=sys.stderr,
+        )
+        return X
+    return pd.DataFrame(X, columns=names)
 
 
 def _load_csv(path):
+    """``(names, table)``: the header's column names (or None) and the numbers."""
     with open(path) as file:
         first = file.readline()
     try:
         [float(field) for field in first.split(",")]
-        skip = 0
+        names, skip = None, 0
     except ValueError:
-        skip = 1  # column names
-    table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
-    if table.shape[1] < 2:
-        raise ValueError(f"{path} needs at least two columns: features, then y")
-    return table
+        names, skip = [field.strip() for field in first.split(",")], 1
+    try:
+        table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+    except ValueError as error:
+        # NumPy's message (about usecols, or a field) does not say where.
+        raise ValueError(_csv_problem(path, skip) or f"{path}: {error}") from None
+    if names is not None and len(names) != table.shape[1]:
+        raise ValueError(
+            f"{path}, line 1: the header names {len(names)} columns, the rows "
+            f"have {table.shape[1]}"
+        )
+    return names, table
+
+
+def _csv_problem(path, skip):
+    """The first ragged or non-numeric line of a CSV file, described."""
+    expected = None
+    with open(path) as file:
+        for number, line in enumerate(file, start=1):
+            if number <= skip or not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split(",")
+            if expected is None:
+                expected = len(fields)
+            elif len(fields) != expected:
+                return (
+                    f"{path}, line {number}: {len(fields)} fields where the rows "
+                    f"above have {expected}"
+                )
+            for field in fields:
+                try:
+                    float(field)
+                except ValueError:
+                    return f"{path}, line {number}: {field.strip()!r} is not a number"
+    return None
 
 
 def save_atomically(obj, path):
-    """``joblib.dump(obj, path)`` through a temporary file and ``os.replace``.
+    """Write ``obj`` to ``path`` through a temporary file and ``os.replace``.
 
-    Readers never see a partly written file, and an earlier file at ``path``
-    stays as it was unless the new one was written completely.
+    skops.io, or joblib for a ``.joblib`` / ``.pkl`` path (see
+    :func:`sklearn_relu._persist.save_model`). Readers never see a partly
+    written file, and an earlier file at ``path`` stays as it was unless the
+    new one was written completely.
     """
-    import joblib
+    from ._persist import save_model
 
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    os.close(fd)
-    try:
-        # mkstemp makes the file private; give it the permissions of a file
-        # created the usual way.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        joblib.dump(obj, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    save_model(obj, path)
 
 
 def _under_mpi_launcher():
@@ -183,14 +302,38 @@ def _optional_float(text):
 def _add_fit(subparsers):
     fit = subparsers.add_parser(
         "fit",
-        help="fit a ReLURegressor to a data file and save it with joblib",
+        help="fit a ReLURegressor to a data file and save it (skops or joblib)",
         description="Fit ReLURegressor (SGD or QSGD) to a data file and save it.",
         epilog=DATA_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fit.add_argument("data", help="training data: .npz, .npy or .csv (see below)")
     fit.add_argument("--target", help="y as a .npy file, when DATA is a .npy with X")
-    fit.add_argument("--out", required=True, help="where to write the fitted model")
+    fit.add_argument(
+        "--target-column",
+        metavar="NAME|INDEX",
+        help="the .csv column holding y: its header name or its index "
+        "(negative from the end; default: the last)",
+    )
+    fit.add_argument(
+        "--out",
+        required=True,
+        help="where to write the fitted model: .skops (safe to share) or "
+        ".joblib/.pkl (a pickle)",
+    )
+    fit.add_argument(
+        "--test-size",
+        type=float,
+        default=None,
+        help="hold out this share of the rows (0..1), or this many if >= 1, "
+        "and report the held-out R^2 too",
+    )
+    fit.add_argument(
+        "--standardize",
+        action="store_true",
+        help="fit Pipeline(StandardScaler(), ReLURegressor()): advised unless "
+        "the features are already on one scale",
+    )
     model = fit.add_argument_group("estimator (see ReLURegressor)")
     model.add_argument("--solver", choices=sorted(SOLVERS), default="sgd")
     model.add_argument(
@@ -248,14 +391,30 @@ def _add_fit(subparsers):
 
 
 def _run_fit(args):
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     from ._estimator import ReLURegressor
 
+    started = time.perf_counter()
     backend, writer, mpi = _make_backend(args)
     try:
         shard = None
         if mpi is not None and args.data_mode == "local":
             shard = (mpi.rank, mpi.size)
-        X, y, sample_weight = load_data(args.data, args.target, shard)
+        X, y, sample_weight = load_data(args.data, args.target, args.target_column, shard)
+        test = None
+        if args.test_size is not None:
+            size = args.test_size if args.test_size < 1 else int(args.test_size)
+            arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
+            # Every MPI rank draws the same split from --random-state.
+            split = train_test_split(
+                *arrays, test_size=size, random_state=args.random_state or 0
+            )
+            X, test, y, y_test = split[0], split[1], split[2], split[3]
+            test = (test, y_test, split[5] if sample_weight is not None else None)
+            sample_weight = split[4] if sample_weight is not None else None
         est = ReLURegressor(
             solver=args.solver,
             bits=args.bits,
@@ -275,10 +434,17 @@ def _run_fit(args):
             random_state=args.random_state,
             verbose=args.verbose,
         )
-        est.fit(X, y, sample_weight)
+        if args.standardize:
+            model = Pipeline([("scale", StandardScaler()), ("relu", est)])
+            model.fit(X, y, relu__sample_weight=sample_weight)
+        else:
+            model = est.fit(X, y, sample_weight)
         if writer:
-            save_atomically(est, args.out)
-            _report(est, X, y, args)
+            # The backend object (a communicator, a socket) is not part of the
+            # model: keep its name, which any process can use again.
+            est.set_params(backend=_backend_name(args))
+            save_atomically(model, args.out)
+            _report(model, (X, y, sample_weight), test, args, started)
     except Exception as exc:
         if mpi is not None and mpi.size > 1:
             # One failing rank must not leave the others waiting in a
@@ -289,7 +455,15 @@ def _run_fit(args):
     return 0
 
 
-def _report(est, X, y, args):
+def _backend_name(args):
+    if args.backend == "auto":
+        return "mpi" if _under_mpi_launcher() else "inprocess"
+    return args.backend
+
+
+def _report(model, train, test, args, started):
+    est = model[-1] if hasattr(model, "steps") else model
+    X, y, sample_weight = train
     record = est.comm_record_
     summary = {
         "n_samples": int(X.shape[0]),
@@ -298,22 +472,86 @@ def _report(est, X, y, args):
         "steps": est.t_,
         "epochs": est.n_iter_,
         "final_loss": est.loss_curve_[-1],
-        "r2": est.score(X, y),
+        "training_r2": model.score(X, y, sample_weight),
         **record.as_dict(),
+        "seconds": time.perf_counter() - started,
         "out": str(args.out),
     }
+    if test is not None:
+        summary["n_test"] = int(test[0].shape[0])
+        summary["test_r2"] = model.score(*test)
     if args.json:
         print(json.dumps(summary))
         return
+    held_out = (
+        f", held-out R^2 {summary['test_r2']:.4f} on {summary['n_test']} rows"
+        if test is not None
+        else " (no held-out score: see --test-size)"
+    )
     print(
         f"fitted {args.solver} on {summary['n_samples']} x {summary['n_features']} "
-        f"with {est.n_workers_} worker(s): {est.t_} steps ({est.n_iter_} epochs), "
-        f"loss {summary['final_loss']:.4g}, R^2 {summary['r2']:.4f}\n"
+        f"with {est.n_workers_} worker(s) in {summary['seconds']:.1f} s: {est.t_} "
+        f"steps ({est.n_iter_} epochs), loss {summary['final_loss']:.4g}, "
+        f"training R^2 {summary['training_r2']:.4f}{held_out}\n"
         f"workers sent {record.n_messages} messages, {record.bytes_sent} bytes "
-        f"({record.compression_ratio:.2f}x fewer than float64); compute "
+        f"({_share_of_float64(record)}); compute "
         f"{record.compute_seconds:.3f} s, communication "
         f"{record.communicate_seconds:.3f} s\nmodel written to {args.out}"
     )
+
+
+def _share_of_float64(record):
+    """The bytes sent as a share of float64's: "12.5% of float64"."""
+    if not record.float64_bytes:
+        return "no messages"
+    return f"{100 * record.bytes_sent / record.float64_bytes:.3g}% of float64"
+
+
+def _add_predict(subparsers):
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict with a saved model, writing a CSV of predictions",
+        description="Load a model written by 'fit' and write its predictions for "
+        "DATA (.npz with X, .npy, or .csv; a .csv may be the training file: its "
+        "target column is dropped) to --out, one per row under the header "
+        "'prediction'. A .skops model is checked before loading: types beyond "
+        "scikit-learn's, NumPy's and this package's are refused unless named "
+        "with --trust. A .joblib/.pkl model is unpickled, which can run code: "
+        "load only your own.",
+    )
+    parser.add_argument("model", help="the model file (.skops, or .joblib/.pkl)")
+    parser.add_argument("data", help="the rows to predict: .npz (X), .npy or .csv")
+    parser.add_argument("--out", required=True, help="the CSV file to write")
+    parser.add_argument(
+        "--target-column",
+        metavar="NAME|INDEX",
+        help="the .csv's target column to drop, when it has one (default: last)",
+    )
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a type name to trust in a .skops file (repeatable)",
+    )
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args):
+    from ._persist import load_model
+
+    model = load_model(args.model, trusted=args.trust)
+    X = load_features(
+        args.data,
+        model.n_features_in_,
+        getattr(model, "feature_names_in_", None),
+        args.target_column,
+    )
+    predictions = model.predict(X)
+    out = Path(args.out)
+    np.savetxt(out, predictions, fmt="%.17g", header="prediction", comments="")
+    print(f"{predictions.shape[0]} predictions written to {out}")
+    return 0
 
 
 # The paper's reproductions: scripts in the repository's examples/, so that the
@@ -391,7 +629,12 @@ def _run_benchmark(args):
 
 
 # Subcommand name -> function adding its parser.
-COMMANDS = {"fit": _add_fit, "reproduce": _add_reproduce, "benchmark": _add_benchmark}
+COMMANDS = {
+    "fit": _add_fit,
+    "predict": _add_predict,
+    "reproduce": _add_reproduce,
+    "benchmark": _add_benchmark,
+}
 
 
 def build_parser():
@@ -410,7 +653,7 @@ def build_parser():
 def main(argv=None):
     """Run the command line; returns the exit status.
 
-    >>> main(["fit", "missing.npz", "--out", "model.joblib", "--backend", "inprocess"])
+    >>> main(["fit", "missing.npz", "--out", "model.skops", "--backend", "inprocess"])
     Traceback (most recent call last):
     ...
     ValueError: data file 'missing.npz' does not exist

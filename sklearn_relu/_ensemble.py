@@ -1,4 +1,5 @@
-"""Choosing among independent runs: the majority-consistent rule (REFERENCE §6)."""
+"""Choosing among independent runs: the majority-consistent rule (docs/theory.rst,
+"The ensemble rule")."""
 
 import numpy as np
 

@@ -4,6 +4,7 @@ import functools
 import logging
 import math
 import numbers
+import time
 import warnings
 
 import numpy as np
@@ -18,9 +19,10 @@ from sklearn.utils.validation import (
 )
 
 from ._ensemble import select_consistent_run
-from ._gradient import divergence_error, loss_sums, split_params
+from ._gradient import divergence_error, split_params
 from ._init import check_init, initial_params
 from ._step_size import auto_learning_rate, measure_curvature
+from ._stopping import LossPlateau, ValidationPlateau
 from ._worker import TrainingSet
 from .backends import get_backend
 from .compression import QSGD, Identity, IntSGD
@@ -104,12 +106,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     max_iter : int, default=200
         Maximum number of epochs (passes of ``n_samples`` points) per run.
     tol : float or None, default=1e-4
-        Training stops when the epoch's mean batch loss has not fallen below
-        ``(1 - tol)`` times the best so far for ``n_iter_no_change`` epochs.
-        The criterion is relative, so the default suits any scale of ``y``.
-        Training also stops once the loss is at the rounding floor of the dtype
-        (``(100 eps)^2`` times the loss of the zero model): the fit is exact.
-        ``None`` runs all ``max_iter`` epochs.
+        Training stops when the fit has stalled: the epoch's mean batch loss
+        has not fallen below ``(1 - tol)`` times its best for
+        ``n_iter_no_change`` epochs, *and* the exact training loss of the mean
+        parameters of those epochs is not below ``(1 - tol)`` times that of the
+        previous such window. The noisy epoch loss only proposes a stop (see
+        :ref:`theory-stopping`); the fit then keeps the window's mean parameters or the
+        last ones, whichever fits better. The criterion is relative, so the
+        default suits any scale of ``y``. Training also stops once the loss is
+        at the rounding floor of the dtype (``(100 eps)^2`` times the loss of
+        the zero model): the fit is exact. ``None`` runs all ``max_iter``
+        epochs. A fit that ends worse than predicting the mean of ``y`` raises
+        a ``ConvergenceWarning`` naming the likely cause.
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping.
     init : {"spectral", "zeros", "random"} or array of shape (n_features,), \
@@ -424,7 +432,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             result = self._fit_runs(
                 backend, data.X.shape[1], data.X.dtype, batch_size, compressor, rng,
                 continuing, partial, validating, data.validation, n_samples,
-                data.zero_loss,
+                data,
             )
         finally:
             backend.stop()
@@ -447,6 +455,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return TrainingSet(
             X, y, sample_weight, n_samples=X.shape[0],
             zero_loss=_zero_model_loss(y, sample_weight),
+            mean_loss=_zero_model_loss(y - np.average(y, weights=sample_weight),
+                                       sample_weight),
+            any_positive_target=bool(np.any(y > 0)),
             weight_sum=weight_sum, weight_count=weight_count,
             feature_names=getattr(self, "feature_names_in_", None),
             validation=validation,
@@ -522,8 +533,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,
-        continuing, partial, validating, validation, n_samples, zero_loss,
+        continuing, partial, validating, validation, n_samples, data,
     ):
+        zero_loss = data.zero_loss
         params0, learning_rate = self._start_point(
             backend, n_features, batch_size, compressor, rng, continuing
         )
@@ -544,7 +556,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
                     1 if partial else self.max_iter, validating, validation, run,
-                    (floor, ceiling),
+                    (floor, ceiling, start_loss),
                 )
             )
         chosen = select_consistent_run([r["params"] for r in runs])
@@ -560,6 +572,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 "too large. Use learning_rate='auto' or a smaller learning_rate.",
                 ConvergenceWarning,
             )
+        if not partial and final_loss > data.mean_loss + floor:
+            _warn_worse_than_mean(
+                final_loss, data, self.learning_rate, learning_rate, start_loss,
+                None if result["converged"] else result["n_iter"],
+            )
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
         return result
@@ -570,12 +587,19 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     ):
         """One SGD run; returns its final (or best validated) parameters and curves."""
         update = _sgd_update(learning_rate)
-        floor, ceiling = loss_bounds
+        floor, ceiling, start_loss = loss_bounds
         check_loss = self.tol is not None and max_epochs > 1
+        tol = self.tol or 0.0
+        if validating:
+            rule = ValidationPlateau(tol, self.n_iter_no_change)
+        else:
+            rule = LossPlateau(
+                tol, self.n_iter_no_change, floor,
+                functools.partial(_full_loss, backend), start_loss,
+            )
         losses, scores = [], []
-        best_loss, best_score, best_params = np.inf, -np.inf, params
-        no_change = 0
         converged = False
+        started = time.perf_counter()
         for epoch in range(max_epochs):
             for _ in range(steps_per_epoch):
                 params = backend.step(params, update)
@@ -596,16 +620,19 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 )
                 score = _r2_from_statistics(backend.gather_validation(here))
                 scores.append(score)
-                improved = score > best_score + (self.tol or 0.0)
-                if score > best_score:
-                    best_score, best_params = score, params
+                stop = rule.should_stop(score, params) or loss <= floor
+            elif check_loss:
+                # Every process sees the same losses, so all of them take the
+                # same branch into the collective exact loss.
+                stop = rule.should_stop(loss, params)
             else:
-                improved = loss < best_loss * (1 - (self.tol or 0.0))
-                best_loss = min(best_loss, loss)
-            no_change = 0 if improved else no_change + 1
+                stop = False
             if self.verbose:
-                _log_epoch(run, epoch, loss, scores)
-            if check_loss and (no_change >= self.n_iter_no_change or loss <= floor):
+                _log_epoch(
+                    run, epoch, (epoch + 1) * steps_per_epoch, loss, scores,
+                    time.perf_counter() - started,
+                )
+            if check_loss and stop:
                 converged = True
                 break
         if check_loss and not converged:
@@ -614,14 +641,16 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 "converging; increase max_iter or tol.",
                 ConvergenceWarning,
             )
-        final = best_params if validating else params
+        final = params if rule.best_params is None else rule.best_params
+        best_score = rule.best_score if validating else None
         return {
             "params": final,
             "n_iter": epoch + 1,
             "t": (epoch + 1) * steps_per_epoch,
             "loss_curve": losses,
             "validation_scores": scores if validating else None,
-            "best_validation_score": best_score if validating else None,
+            "best_validation_score": best_score,
+            "converged": converged,
         }
 
     def _store(self, result, record, n_features, continuing):
@@ -663,6 +692,40 @@ def _zero_model_loss(y, sample_weight):
             "overflow); rescale it before fitting"
         )
     return loss
+
+
+def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budget):
+    """Warn that the fit predicts worse than the mean of ``y``, and say why;
+    ``budget`` is the epochs run when the fit did not converge, else None."""
+    r2 = 1 - final_loss / data.mean_loss if data.mean_loss > 0 else -np.inf
+    if not data.any_positive_target:
+        cause = (
+            "all targets are <= 0, where a ReLU can only predict 0 or more: its "
+            "best fit is w = 0, b <= 0. Fit -y, or a model that can go negative"
+        )
+    elif learning_rate != "auto" and final_loss > start_loss:
+        cause = (
+            f"learning_rate={step:.3g} is probably too large: the loss rose from "
+            "the initial point. Use learning_rate='auto' or a smaller step"
+        )
+    elif budget is not None:
+        cause = (
+            f"it ran only {budget} epoch(s) and had not converged: raise max_iter "
+            "(or use tol). If it stays poor, standardize the features: "
+            "make_pipeline(StandardScaler(), ReLURegressor())"
+        )
+    else:
+        cause = (
+            "the features are probably not standardized: on columns of very "
+            "different scales (or far from 0) SGD progresses slowly and "
+            "noisily. Fit make_pipeline(StandardScaler(), ReLURegressor()), or "
+            "raise max_iter"
+        )
+    warnings.warn(
+        f"The fit predicts the training data worse than their mean does "
+        f"(training R^2 {r2:.3g}): {cause}.",
+        ConvergenceWarning,
+    )
 
 
 def _validation_statistics(validation, params):
@@ -708,12 +771,15 @@ def _full_loss(backend, params):
     return loss_sum / weight_sum
 
 
-def _log_epoch(run, epoch, loss, scores):
+def _log_epoch(run, epoch, steps, loss, scores, elapsed):
     if not logger.handlers and not logging.getLogger().handlers:
         # verbose=1 must print something even where logging was never set up.
         logger.addHandler(logging.StreamHandler())
         logger.setLevel(logging.INFO)
-    message = f"run {run}, epoch {epoch + 1}: loss {loss:.6g}"
+    message = (
+        f"run {run}, epoch {epoch + 1} ({steps} steps, {elapsed:.1f} s): "
+        f"loss {loss:.6g}"
+    )
     if scores:
         message += f", validation R^2 {scores[-1]:.6g}"
     logger.info(message)

@@ -47,7 +47,8 @@ def shard_line_search(X, y, sample_weight, direction):
 
 
 def _line_search(reduce, direction):
-    """Exact minimizer ``t >= 0`` of the loss along ``t * direction`` (REFERENCE §2).
+    """Exact minimizer ``t >= 0`` of the loss along ``t * direction``
+    (docs/theory.rst, "The start").
 
     For ``t > 0``, ``max(0, t<u, x>) = t max(0, <u, x>)``, so the loss is a quadratic
     in ``t`` with minimizer ``sum s y p / sum s p^2``.

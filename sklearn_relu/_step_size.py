@@ -1,4 +1,5 @@
-"""The data-driven step size of ``learning_rate="auto"`` (REFERENCE §3, derived here).
+"""The data-driven step size of ``learning_rate="auto"`` (derived here; docs/theory.rst,
+"Mini-batch SGD and the automatic step").
 
 Near a solution the expected mini-batch gradient is ``H (w - w*)`` with
 ``H = E[relu'(z) x x^T]``, and its second moment is about

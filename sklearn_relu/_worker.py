@@ -32,6 +32,11 @@ class TrainingSet:
         Training rows over all processes.
     zero_loss : float
         The training loss of the zero model, from all rows.
+    mean_loss : float
+        The training loss of predicting the (weighted) mean of ``y``, from all
+        rows: a fit above it has a negative training R^2.
+    any_positive_target : bool
+        Whether some ``y`` is above 0; if none is, the best ReLU predicts 0.
     weight_sum, weight_count : float, int
         The sample weights' total and the number of rows they were scaled to
         mean 1 over, here (before the validation split).
@@ -46,6 +51,8 @@ class TrainingSet:
     sample_weight: np.ndarray = None
     n_samples: int = 0
     zero_loss: float = 0.0
+    mean_loss: float = 0.0
+    any_positive_target: bool = True
     weight_sum: float = 0.0
     weight_count: int = 0
     feature_names: np.ndarray = None

@@ -127,7 +127,7 @@ def test_several_workers_converge_like_one():
         assert est.comm_record_.n_messages == est.t_ * n_workers
 
 
-# -- learning_rate="auto" (REFERENCE §3) ---------------------------------------------
+# -- learning_rate="auto" (docs/theory.rst, "Mini-batch SGD and the automatic step") --
 @pytest.mark.parametrize("d, m", [(10, 200), (20, 50), (50, 20)])
 def test_auto_learning_rate_near_2m_over_m_plus_2d(d, m):
     # Standardized Gaussian data with n = 400 d: the sample Hessian is close to

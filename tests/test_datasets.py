@@ -1,4 +1,4 @@
-"""make_relu_regression: the planted model of REFERENCE §1."""
+"""make_relu_regression: the planted model of docs/theory.rst, "The model and its loss"."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""The ensemble rule (REFERENCE §6): a spoiled minority of runs cannot win."""
+"""The ensemble rule (docs/theory.rst, "The ensemble rule"): a spoiled minority of
+runs cannot win."""
 
 import numpy as np
 import pytest

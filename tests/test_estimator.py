@@ -3,6 +3,7 @@ early stopping, logging, dtypes, the communication record, divergence."""
 
 import logging
 import math
+import re
 
 import numpy as np
 import pytest
@@ -234,7 +235,9 @@ def test_verbose_logs_each_epoch(planted, caplog):
     est = ReLURegressor(verbose=1, max_iter=3, tol=None, random_state=0).fit(X, y)
     lines = [r.getMessage() for r in caplog.records if r.name == "sklearn_relu"]
     assert len(lines) == 3
-    assert lines[0].startswith("run 0, epoch 1: loss")
+    # Progress says how far the run is, in steps and seconds.
+    assert re.fullmatch(r"run 0, epoch 1 \(3 steps, \d+\.\d s\): loss \S+", lines[0])
+    assert lines[-1].startswith("run 0, epoch 3 (9 steps, ")
     assert f"{est.loss_curve_[-1]:.6g}" in lines[-1]
 
 

@@ -5,8 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from sklearn_relu import ReLURegressor, make_relu_regression
-from sklearn_relu import _gradient
+from sklearn_relu import ReLURegressor, _gradient, make_relu_regression
 from sklearn_relu._gradient import (
     batch_gradient,
     batch_gradient_numpy,

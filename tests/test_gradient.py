@@ -7,7 +7,8 @@ from sklearn_relu._gradient import batch_gradient, loss_sums, relu_derivative, s
 
 
 def naive_gradient(X, y, sample_weight, params, rows, scale):
-    """Row by row, in plain Python floats: the definition of REFERENCE §1."""
+    """Row by row, in plain Python floats: the definition of docs/theory.rst,
+    "The model and its loss"."""
     n_features = X.shape[1]
     fit_intercept = len(params) > n_features
     gradient = [0.0] * len(params)
@@ -62,7 +63,7 @@ def test_batch_gradient_matches_naive_loop(fit_intercept, weighted, seed):
 @pytest.mark.parametrize("fit_intercept", [False, True])
 def test_gradient_at_zero_uses_half_derivative(fit_intercept):
     # At params = 0 every z is exactly 0: relu'(0) = 1/2, so the gradient is
-    # -1/2 times the mean of y_i x_i (REFERENCE §2).
+    # -1/2 times the mean of y_i x_i (docs/theory.rst, "The start").
     X, y, _ = problem()
     params = np.zeros(X.shape[1] + fit_intercept)
     rows = np.arange(X.shape[0])

@@ -1,4 +1,5 @@
-"""Initial points: the spectral start (REFERENCE §2), zeros, random, arrays."""
+"""Initial points: the spectral start (docs/theory.rst, "The start"), zeros, random,
+arrays."""
 
 import math
 
@@ -57,7 +58,8 @@ def test_spectral_step_is_the_exact_line_search_along_xty():
     best = loss_sums(X, y, None, params)[0]
     for factor in (0.99, 1.01, 0.9, 1.1):
         assert loss_sums(X, y, None, factor * params)[0] > best
-    # On Gaussian data this agrees with the step (2/n) X^T y of REFERENCE §2.
+    # On Gaussian data this agrees with the step (2/n) X^T y of docs/theory.rst,
+    # "The start".
     np.testing.assert_allclose(params, 2 / len(y) * direction, rtol=0.15)
 
 

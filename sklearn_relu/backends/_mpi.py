@@ -333,16 +333,21 @@ class MPIBackend(Backend):
                 (data.weight_sum / data.weight_count) * (count / weight_total)
             )
         y64 = data.y.astype(np.float64)
-        sums = np.array(
-            [y64 @ y64, data.X.shape[0]] if sample_weight is None
-            else [sample_weight @ (y64 * y64), sample_weight.sum(dtype=np.float64)]
-        )
+        s = np.ones_like(y64) if sample_weight is None else sample_weight
+        sums = np.array([s @ (y64 * y64), s.sum(dtype=np.float64), s @ y64])
         totals = np.empty_like(sums)
         comm.Allreduce(sums, totals, op=self._MPI.SUM)
+        # The loss of predicting the mean of all rows' y, in a second pass
+        # about that mean (not y^2 - mean^2, which cancels for nearly constant y).
+        spread = np.array([s @ np.square(y64 - totals[2] / totals[1])])
+        total_spread = np.empty_like(spread)
+        comm.Allreduce(spread, total_spread, op=self._MPI.SUM)
         self._n_samples = n_samples  # _start: these rows are the shard
         return replace(
             data, sample_weight=sample_weight, n_samples=n_samples,
             zero_loss=0.5 * totals[0] / totals[1],
+            mean_loss=0.5 * total_spread[0] / totals[1],
+            any_positive_target=comm.allreduce(data.any_positive_target, op=self._MPI.LOR),
         )
 
     def gather_validation(self, statistics):

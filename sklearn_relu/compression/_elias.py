@@ -1,4 +1,5 @@
-"""Elias-omega codes and QSGD's sparse encoding of a quantized vector (REFERENCE §4).
+"""Elias-omega codes and QSGD's sparse encoding of a quantized vector
+(docs/theory.rst, "QSGD").
 
 QSGD (Alistarh et al., Section 3.2) sends a quantized vector as its norm, then for
 each nonzero coordinate the Elias-coded gap to it, one sign bit and the Elias code

@@ -1,0 +1,103 @@
+"""Saving and loading fitted models: skops.io by default, joblib on request.
+
+Loading a joblib (pickle) file runs whatever code the file asks for, so it is
+only safe for files you made yourself. ``skops.io`` stores the model as data
+and, when loading, refuses every type outside a trusted set: scikit-learn's
+and NumPy's, plus the two types of this package a fitted model holds
+(:data:`TRUSTED_TYPES`). Files from elsewhere should be ``.skops`` files.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["TRUSTED_TYPES", "model_format", "save_model", "load_model"]
+
+# What a fitted ReLURegressor (alone or in a Pipeline) holds beyond the types
+# skops trusts by default.
+TRUSTED_TYPES = (
+    "sklearn_relu._estimator.ReLURegressor",
+    "sklearn_relu.backends._base.CommunicationRecord",
+)
+
+_JOBLIB_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+def model_format(path):
+    """``"joblib"`` for a ``.joblib``, ``.pkl`` or ``.pickle`` path, else ``"skops"``."""
+    return "joblib" if Path(path).suffix.lower() in _JOBLIB_SUFFIXES else "skops"
+
+
+def _dump(model, path, file_format):
+    if file_format == "joblib":
+        import joblib
+
+        joblib.dump(model, path)
+    else:
+        import skops.io
+
+        skops.io.dump(model, path)
+
+
+def save_model(model, path):
+    """Write ``model`` to ``path`` in :func:`model_format`, atomically.
+
+    The model goes to a temporary file next to ``path`` that replaces ``path``
+    only once complete: readers never see a partly written file, and an
+    earlier file at ``path`` stays as it was if writing fails.
+    """
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    os.close(fd)
+    try:
+        # mkstemp makes the file private; give it the permissions of a file
+        # created the usual way.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        _dump(model, temporary, model_format(path))
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def load_model(path, *, trusted=()):
+    """Read a model written by :func:`save_model`.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.skops`` file (or any suffix but joblib's), or a ``.joblib`` /
+        ``.pkl`` file, which is unpickled: only load those from a source you
+        trust.
+    trusted : sequence of str, default=()
+        Type names to trust in a skops file beyond scikit-learn's, NumPy's and
+        :data:`TRUSTED_TYPES`.
+
+    Raises
+    ------
+    ValueError
+        If a skops file holds a type that is not trusted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file {str(path)!r} does not exist")
+    if model_format(path) == "joblib":
+        import joblib
+
+        return joblib.load(path)
+    import skops.io
+
+    allowed = set(TRUSTED_TYPES) | set(trusted)
+    found = skops.io.get_untrusted_types(file=path)
+    refused = sorted(set(found) - allowed)
+    if refused:
+        raise ValueError(
+            f"{path} holds types that are not trusted: {', '.join(refused)}. "
+            "Load it only if you trust where it came from (--trust TYPE, or "
+            "load_model(path, trusted=[...]))"
+        )
+    return skops.io.load(path, trusted=found)
