@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._estimator import SOLVERS
 from ._worker import shard_bounds
 from .backends._mpi import TOPOLOGIES
+from .compression import available_compressors
 
 __all__ = ["main", "build_parser", "load_data", "save_atomically"]
 
@@ -192,7 +192,7 @@ def _add_fit(subparsers):
     fit.add_argument("--target", help="y as a .npy file, when DATA is a .npy with X")
     fit.add_argument("--out", required=True, help="where to write the fitted model")
     model = fit.add_argument_group("estimator (see ReLURegressor)")
-    model.add_argument("--solver", choices=sorted(SOLVERS), default="sgd")
+    model.add_argument("--solver", choices=available_compressors(), default="sgd")
     model.add_argument(
         "--bits", type=int, default=8,
         help="qsgd: bits a coordinate, 2..16; intsgd: 8, 16 or 32 (default 8)",

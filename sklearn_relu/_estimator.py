@@ -23,21 +23,11 @@ from ._init import check_init, initial_params
 from ._step_size import auto_learning_rate, measure_curvature
 from ._worker import TrainingSet
 from .backends import get_backend
-from .compression import QSGD, Identity, IntSGD
+from .compression import check_quantizer_params, get_compressor
 
 __all__ = ["ReLURegressor"]
 
 logger = logging.getLogger("sklearn_relu")
-
-# Name -> compressor factory; the solver says how a worker encodes its gradient.
-SOLVERS = {
-    "sgd": lambda est: Identity(),
-    "qsgd": lambda est: QSGD(
-        bits=est.bits, bucket_size=est.bucket_size, encoding=est.encoding
-    ),
-    "intsgd": lambda est: IntSGD(bits=est.bits),
-}
-
 
 def _sgd_update(learning_rate):
     """The plain SGD step ``params - learning_rate * gradient``, checked."""
@@ -76,11 +66,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {"sgd", "qsgd", "intsgd"}, default="sgd"
+    solver : {"sgd", "qsgd", "intsgd"} or Compressor, default="sgd"
         ``"sgd"`` sends exact gradients; ``"qsgd"`` quantizes them (QSGD);
         ``"intsgd"`` rounds them to integers on a scale all workers share, so
         that MPI's integer ``Allreduce`` can sum them
-        (:class:`~sklearn_relu.compression.IntSGD`).
+        (:class:`~sklearn_relu.compression.IntSGD`). A name registered with
+        :func:`~sklearn_relu.compression.register_compressor`, or a
+        :class:`~sklearn_relu.compression.Compressor` instance.
     bits : int, default=8
         Bits per coordinate. ``solver="qsgd"``: in ``[2, 16]``, one sign bit
         and ``bits - 1`` magnitude bits, so ``s = 2**(bits-1) - 1`` levels.
@@ -299,18 +291,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     # -- validation ---------------------------------------------------------------
     def _validate_params(self):
-        if self.solver not in SOLVERS:
-            raise ValueError(
-                f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}"
-            )
+        compressor = get_compressor(self.solver, self)
         # bits, bucket_size and encoding are checked whatever the solver, so
         # that a bad value is reported even where it is not used yet; bits by
         # the solver that reads it (IntSGD takes 8, 16 or 32).
-        QSGD(
+        check_quantizer_params(
             bits=8 if self.solver == "intsgd" else self.bits,
             bucket_size=self.bucket_size, encoding=self.encoding,
         )
-        compressor = SOLVERS[self.solver](self)
         for name in ("fit_intercept", "early_stopping", "warm_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(
