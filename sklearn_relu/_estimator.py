@@ -140,7 +140,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Start from the previous ``coef_``. With ``learning_rate="auto"`` the
         curvature measured at the first fit is kept and the step recomputed
         from it for this call's batch size, solver and workers; a number given
-        since takes effect.
+        since takes effect. Each worker's compressor state (error-feedback
+        memory, momentum) continues too, when the solver and the number of
+        workers are unchanged; so does it between ``partial_fit`` calls.
 
     Attributes
     ----------
@@ -528,12 +530,17 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         runs = []
         for run in range(n_runs):
             backend.reseed(rng.randint(np.iinfo(np.int32).max))
+            if continuing:
+                self._restore_compressor_states(backend, compressor)
             runs.append(
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
                     1 if partial else self.max_iter, validating, validation, run,
                     (floor, ceiling),
                 )
+            )
+            runs[-1]["compressor_states"] = (
+                compressor, self._n_workers, backend.compressor_states()
             )
         chosen = select_consistent_run([r["params"] for r in runs])
         result = runs[chosen]
@@ -551,6 +558,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
         return result
+
+    def _restore_compressor_states(self, backend, compressor):
+        """Hand the workers the compressor states the last fit ended with, when
+        they are states of the same compressor on as many workers."""
+        saved, n_workers, states = getattr(
+            self, "_compressor_states", (None, None, None)
+        )
+        if states is not None and saved == compressor and n_workers == self._n_workers:
+            backend.restore_compressor_states(states)
 
     def _run_sgd(
         self, backend, params, learning_rate, steps_per_epoch, max_epochs,
@@ -619,6 +635,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.learning_rate_ = result["learning_rate"]
         self.ensemble_coef_ = result["ensemble"]
         self.comm_record_ = record
+        # Error-feedback memory and momentum: what warm_start continues from.
+        self._compressor_states = result["compressor_states"]
         self.n_workers_ = self._n_workers
         if continuing:
             self.n_iter_ += result["n_iter"]

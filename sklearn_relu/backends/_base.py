@@ -168,6 +168,18 @@ class Backend(ABC):
         """Restart every worker's random stream (before each run of a fit)."""
         self.call("reseed", entropy)
 
+    def compressor_states(self):
+        """Every worker's compressor state, in worker order, as a 2-D array; None
+        for a stateless compressor. What a continuing fit hands back to
+        :meth:`restore_compressor_states`."""
+        if not self.compressor.stateful:
+            return None
+        return np.array(self.call("compressor_state"))
+
+    def restore_compressor_states(self, states):
+        """Give each worker its row of ``states`` (after :meth:`reseed`)."""
+        self.call("restore_compressor_state", states)
+
     @abstractmethod
     def step(self, params, update):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
