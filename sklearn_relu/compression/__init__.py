@@ -12,16 +12,26 @@ registry: ``register_compressor(name, factory)`` makes ``solver=name`` call
 
 from ._base import Compressor, MessageError
 from ._elias import theorem_3_2_bits
+from ._error_feedback import ErrorFeedback
 from ._identity import Identity
 from ._intsgd import IntSGD
 from ._qsgd import QSGD, check_quantizer_params, levels_for_bits
+from ._sign import ScaledSign, SignSGD, Signum
+from ._terngrad import TernGrad
+from ._topk import TopK
 
 __all__ = [
     "Compressor",
+    "ErrorFeedback",
     "Identity",
     "IntSGD",
     "MessageError",
     "QSGD",
+    "ScaledSign",
+    "SignSGD",
+    "Signum",
+    "TernGrad",
+    "TopK",
     "available_compressors",
     "get_compressor",
     "levels_for_bits",
@@ -77,9 +87,40 @@ def get_compressor(solver, estimator):
     )
 
 
-register_compressor("sgd", lambda est: Identity())
+def _with_feedback(compressor, estimator):
+    """``compressor``, wrapped in error feedback when the estimator asks for it."""
+    if not getattr(estimator, "error_feedback", False):
+        return compressor
+    if not compressor.biased:
+        raise ValueError(
+            f"error_feedback=True is for biased compressors (solver='signsgd' or "
+            f"'topk'); solver={estimator.solver!r} is unbiased"
+        )
+    return ErrorFeedback(compressor)
+
+
+def _signum(estimator):
+    if getattr(estimator, "error_feedback", False):
+        raise ValueError(
+            "solver='signum' keeps momentum, not error feedback: use "
+            "solver='signsgd' with error_feedback=True (EF-signSGD)"
+        )
+    return Signum(momentum=estimator.momentum)
+
+
+register_compressor("sgd", lambda est: _with_feedback(Identity(), est))
 register_compressor(
     "qsgd",
-    lambda est: QSGD(bits=est.bits, bucket_size=est.bucket_size, encoding=est.encoding),
+    lambda est: _with_feedback(
+        QSGD(bits=est.bits, bucket_size=est.bucket_size, encoding=est.encoding), est
+    ),
 )
-register_compressor("intsgd", lambda est: IntSGD(bits=est.bits))
+register_compressor("intsgd", lambda est: _with_feedback(IntSGD(bits=est.bits), est))
+# EF-signSGD sends the scaled sign, so that the memory is in gradient units.
+register_compressor(
+    "signsgd",
+    lambda est: ErrorFeedback(ScaledSign()) if est.error_feedback else SignSGD(),
+)
+register_compressor("signum", _signum)
+register_compressor("terngrad", lambda est: _with_feedback(TernGrad(), est))
+register_compressor("topk", lambda est: _with_feedback(TopK(k=est.k), est))

@@ -39,6 +39,12 @@ class Compressor(ABC):
     summed_only = False
     #: The two-byte tag that opens this compressor's messages.
     magic = b"??"
+    #: Whether the decoded message is a sign (a unit step per coordinate)
+    #: rather than a gradient: such a step follows the sign schedule.
+    sign_units = False
+    #: Whether ``E[C(g)] != g``: error feedback (``error_feedback=True``) is
+    #: for such compressors.
+    biased = False
     #: Whether :meth:`compress` keeps state from one step to the next (error
     #: feedback memory, momentum): each worker owns its own copy, and a fit
     #: that continues (``warm_start``, ``partial_fit``) restores it.
@@ -59,6 +65,12 @@ class Compressor(ABC):
     def variance_factor(self, n_values, n_workers=1):
         """``E||C(g) - g||^2 / ||g||^2`` that ``learning_rate="auto"`` plans for."""
         return 0.0
+
+    def mean_of_sum(self, total, n_workers):
+        """The mean of the workers' estimates from the sum of their decoded
+        messages. A worker's gradient is its share of the batch's (scaled by its
+        part of the rows), so the sum is already the mean."""
+        return total
 
     # -- state a worker carries from step to step ---------------------------------
     def reset(self):
