@@ -121,6 +121,7 @@ class ShardWorker:
         self.X, self.y, self.sample_weight = X, y, sample_weight
         self.index = index
         self.n_workers = n_workers
+        self.n_samples = n_samples
         self.compressor = copy.deepcopy(compressor)
         self.batch_size = batch_share(batch_size, n_workers, index)
         # E[sum over workers] = sum_w (n_w / n) * (shard mean) = full mean, even
@@ -186,6 +187,13 @@ class ShardWorker:
         return out
 
     # Exact shard statistics, summed over workers by the backend's ``reduce``.
+    def gradient(self, params):
+        """This shard's part of the full training gradient at ``params``."""
+        rows = np.arange(self.X.shape[0])
+        return batch_gradient(
+            self.X, self.y, self.sample_weight, params, rows, 1.0 / self.n_samples
+        )[0]
+
     def moments(self, center):
         return shard_moments(self.X, self.y, self.sample_weight, center)
 
