@@ -199,7 +199,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     best_validation_score_ : float or None
         Best validation R^2 when ``early_stopping``.
     learning_rate_ : float
-        The step size used.
+        The step size used; for a sign direction, the schedule's first step.
     n_workers_ : int
         The number of workers the fit ran on.
     ensemble_coef_ : ndarray of shape (n_ensemble, n_features)
@@ -339,6 +339,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     # -- validation ---------------------------------------------------------------
     def _validate_params(self):
+        # error_feedback before the solver's factory reads it.
+        if not isinstance(self.error_feedback, (bool, np.bool_)):
+            raise ValueError(
+                f"error_feedback must be True or False, got {self.error_feedback!r}"
+            )
         compressor = get_compressor(self.solver, self)
         # bits, bucket_size and encoding are checked whatever the solver, so
         # that a bad value is reported even where it is not used yet; bits by
@@ -347,7 +352,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             bits=8 if self.solver == "intsgd" else self.bits,
             bucket_size=self.bucket_size, encoding=self.encoding,
         )
-        for name in ("fit_intercept", "early_stopping", "warm_start", "error_feedback"):
+        for name in ("fit_intercept", "early_stopping", "warm_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(
                     f"{name} must be True or False, got {getattr(self, name)!r}"
