@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._estimator import SOLVERS
 from ._worker import shard_bounds
 from .backends._mpi import TOPOLOGIES
+from .aggregation import available_aggregators
+from .compression import available_compressors
 
 __all__ = ["main", "build_parser", "load_data", "load_features", "save_atomically"]
 
@@ -299,6 +300,14 @@ def _optional_float(text):
     return None if text.lower() == "none" else float(text)
 
 
+def _top_k(text):
+    """An integer count ("10") or a fraction ("0.1")."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _add_fit(subparsers):
     fit = subparsers.add_parser(
         "fit",
@@ -335,12 +344,24 @@ def _add_fit(subparsers):
         "the features are already on one scale",
     )
     model = fit.add_argument_group("estimator (see ReLURegressor)")
-    model.add_argument("--solver", choices=sorted(SOLVERS), default="sgd")
+    model.add_argument("--solver", choices=available_compressors(), default="sgd")
     model.add_argument(
         "--bits", type=int, default=8,
         help="qsgd: bits a coordinate, 2..16; intsgd: 8, 16 or 32 (default 8)",
     )
     model.add_argument("--bucket-size", type=_optional_int, default=None)
+    model.add_argument("--momentum", type=float, default=0.9, help="signum (default 0.9)")
+    model.add_argument(
+        "--k", type=_top_k, default=0.1,
+        help="topk: coordinates sent, an integer or a fraction of d (default 0.1)",
+    )
+    model.add_argument(
+        "--error-feedback", action="store_true", help="signsgd, topk: EF memory"
+    )
+    model.add_argument(
+        "--aggregation", choices=available_aggregators(), default="mean",
+        help="how the workers' vectors combine (majority: sign of the sum)",
+    )
     model.add_argument("--batch-size", type=_positive_int_or_auto, default="auto")
     model.add_argument("--learning-rate", type=_learning_rate, default="auto")
     model.add_argument("--max-iter", type=int, default=200, help="epochs (default 200)")
@@ -419,6 +440,10 @@ def _run_fit(args):
             solver=args.solver,
             bits=args.bits,
             bucket_size=args.bucket_size,
+            momentum=args.momentum,
+            k=args.k,
+            error_feedback=args.error_feedback,
+            aggregation=args.aggregation,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             max_iter=args.max_iter,

@@ -1,6 +1,7 @@
 """ReLURegressor: fit ``max(0, <w, x> + b)`` by SGD or quantized SGD."""
 
 import functools
+import itertools
 import logging
 import math
 import numbers
@@ -21,34 +22,27 @@ from sklearn.utils.validation import (
 from ._ensemble import select_consistent_run
 from ._gradient import divergence_error, split_params
 from ._init import check_init, initial_params
+from ._schedule import ConstantStep, HalvingStep, initial_sign_step
 from ._step_size import auto_learning_rate, measure_curvature
 from ._stopping import LossPlateau, ValidationPlateau
 from ._worker import TrainingSet
+from .aggregation import get_aggregator
 from .backends import get_backend
-from .compression import QSGD, Identity, IntSGD
+from .compression import check_quantizer_params, get_compressor
 
 __all__ = ["ReLURegressor"]
 
 logger = logging.getLogger("sklearn_relu")
 
-# Name -> compressor factory; the solver says how a worker encodes its gradient.
-SOLVERS = {
-    "sgd": lambda est: Identity(),
-    "qsgd": lambda est: QSGD(
-        bits=est.bits, bucket_size=est.bucket_size, encoding=est.encoding
-    ),
-    "intsgd": lambda est: IntSGD(bits=est.bits),
-}
-
-
 def _sgd_update(learning_rate):
-    """The plain SGD step ``params - learning_rate * gradient``, checked."""
-    # A Python float, not a NumPy float64 scalar: under NumPy's promotion rules
-    # the scalar would turn float32 parameters into float64 at the first step.
-    learning_rate = float(learning_rate)
+    """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call
+    (a schedule from :mod:`._schedule`), checked."""
+    steps = itertools.count()
 
     def update(params, gradient):
-        new = params - learning_rate * gradient
+        # A Python float, not a NumPy float64 scalar: under NumPy's promotion
+        # rules the scalar would turn float32 parameters into float64.
+        new = params - learning_rate.at(next(steps)) * gradient
         if not np.all(np.isfinite(new)):
             raise divergence_error(
                 f"learning_rate={learning_rate:.3g} is too large for this data"
@@ -78,11 +72,21 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {"sgd", "qsgd", "intsgd"}, default="sgd"
+    solver : {"sgd", "qsgd", "intsgd", "signsgd", "signum", "terngrad", "topk"} \
+            or Compressor, default="sgd"
         ``"sgd"`` sends exact gradients; ``"qsgd"`` quantizes them (QSGD);
         ``"intsgd"`` rounds them to integers on a scale all workers share, so
         that MPI's integer ``Allreduce`` can sum them
-        (:class:`~sklearn_relu.compression.IntSGD`).
+        (:class:`~sklearn_relu.compression.IntSGD`); ``"signsgd"`` sends one
+        sign bit a coordinate (:class:`~sklearn_relu.compression.SignSGD`),
+        ``"signum"`` the sign of the worker's momentum
+        (:class:`~sklearn_relu.compression.Signum`); ``"terngrad"`` a scale and
+        a ternary level a coordinate
+        (:class:`~sklearn_relu.compression.TernGrad`); ``"topk"`` the ``k``
+        largest coordinates (:class:`~sklearn_relu.compression.TopK`). A name
+        registered with
+        :func:`~sklearn_relu.compression.register_compressor`, or a
+        :class:`~sklearn_relu.compression.Compressor` instance.
     bits : int, default=8
         Bits per coordinate. ``solver="qsgd"``: in ``[2, 16]``, one sign bit
         and ``bits - 1`` magnitude bits, so ``s = 2**(bits-1) - 1`` levels.
@@ -92,15 +96,41 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     encoding : {"packed", "elias"}, default="packed"
         QSGD wire format: ``bits`` bits per coordinate, or QSGD's Elias coding
         of the nonzero levels (much smaller at few bits, size varies).
+    momentum : float, default=0.9
+        ``solver="signum"``: the workers' momentum, in ``[0, 1)``.
+    k : int or float, default=0.1
+        ``solver="topk"``: coordinates each worker sends, an integer ``>= 1``
+        or a fraction of them in ``(0, 1]``.
+    error_feedback : bool, default=False
+        For the biased solvers ``"signsgd"`` and ``"topk"``: each worker adds
+        what it could not send to its next gradient
+        (:class:`~sklearn_relu.compression.ErrorFeedback`). With
+        ``"signsgd"`` it sends the scaled sign ``||p||_1 / d * sign(p)``
+        (EF-signSGD), a step in gradient units.
+    aggregation : {"mean", "majority"} or Aggregator, default="mean"
+        How the workers' decoded vectors combine: their mean (for gradients,
+        the batch gradient), or ``"majority"``, the sign of their sum (with
+        signs, a majority vote; a tie votes +1). See
+        :mod:`sklearn_relu.aggregation`.
     batch_size : int or "auto", default="auto"
         Points per step over all workers; ``"auto"`` is ``min(200, n_samples)``.
         Larger values are clipped to the number of training samples.
     learning_rate : "auto" or float, default="auto"
-        Constant step size. ``"auto"`` measures the curvature at the initial
-        point: ``1 / (lambda_max(H) + R / m)``, ``R`` the mean squared row norm
-        (weighted by ``s^2`` with sample weights, whose noise grows so), which
-        is ``2m / (m + 2d)`` on standardized Gaussian data. A compressor
-        with variance factor ``delta`` (QSGD, IntSGD) makes it
+        Step size: constant, except where the step direction is a sign
+        (``"signsgd"`` or ``"signum"`` without error feedback, or
+        ``aggregation="majority"``): a sign step halves every 100 steps,
+        ``learning_rate * 2 ** (-t / 100)`` at step ``t`` (``t`` counts on
+        through warm starts), since at a constant step a sign method stalls at
+        about that step's distance from the optimum. Its ``"auto"`` first
+        step moves the model as far as an exact gradient step at the
+        ``"auto"`` step size: ``mu ||grad L(w_0)|| / sqrt(p)`` per coordinate
+        for ``p`` parameters. For gradients, ``"auto"`` measures the
+        curvature at the initial point: ``1 / (lambda_max(H) + R / m)``, ``R``
+        the mean squared row norm (weighted by ``s^2`` with sample weights,
+        whose noise grows so), which is ``2m / (m + 2d)`` on standardized
+        Gaussian data. A compressor with variance factor ``delta`` (QSGD,
+        IntSGD, TernGrad; with error feedback ``(1 - delta') / delta'``, the
+        share ``delta'`` of the vector it keeps) makes it
         ``1 / ((1 + delta / W) lambda_max(H) + (1 + delta) R / m)`` with ``W``
         workers: compression noise adds to each worker's sampling noise.
     max_iter : int, default=200
@@ -156,7 +186,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Start from the previous ``coef_``. With ``learning_rate="auto"`` the
         curvature measured at the first fit is kept and the step recomputed
         from it for this call's batch size, solver and workers; a number given
-        since takes effect.
+        since takes effect. Each worker's compressor state (error-feedback
+        memory, momentum) continues too, when the solver and the number of
+        workers are unchanged; so does it between ``partial_fit`` calls.
 
     Attributes
     ----------
@@ -175,7 +207,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     best_validation_score_ : float or None
         Best validation R^2 when ``early_stopping``.
     learning_rate_ : float
-        The step size used.
+        The step size used; for a sign direction, the schedule's first step.
     n_workers_ : int
         The number of workers the fit ran on.
     ensemble_coef_ : ndarray of shape (n_ensemble, n_features)
@@ -213,6 +245,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         bits=8,
         bucket_size=None,
         encoding="packed",
+        momentum=0.9,
+        k=0.1,
+        error_feedback=False,
+        aggregation="mean",
         batch_size="auto",
         learning_rate="auto",
         max_iter=200,
@@ -233,6 +269,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.bits = bits
         self.bucket_size = bucket_size
         self.encoding = encoding
+        self.momentum = momentum
+        self.k = k
+        self.error_feedback = error_feedback
+        self.aggregation = aggregation
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -307,18 +347,19 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     # -- validation ---------------------------------------------------------------
     def _validate_params(self):
-        if self.solver not in SOLVERS:
+        # error_feedback before the solver's factory reads it.
+        if not isinstance(self.error_feedback, (bool, np.bool_)):
             raise ValueError(
-                f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}"
+                f"error_feedback must be True or False, got {self.error_feedback!r}"
             )
+        compressor = get_compressor(self.solver, self)
         # bits, bucket_size and encoding are checked whatever the solver, so
         # that a bad value is reported even where it is not used yet; bits by
         # the solver that reads it (IntSGD takes 8, 16 or 32).
-        QSGD(
+        check_quantizer_params(
             bits=8 if self.solver == "intsgd" else self.bits,
             bucket_size=self.bucket_size, encoding=self.encoding,
         )
-        compressor = SOLVERS[self.solver](self)
         for name in ("fit_intercept", "early_stopping", "warm_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(
@@ -351,7 +392,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 "validation_fraction must be a float in (0, 1), got "
                 f"{self.validation_fraction!r}"
             )
-        return compressor
+        return compressor, get_aggregator(self.aggregation)
 
     def _validate_input(self, X, y, sample_weight, reset):
         # C order: the gradient reads sampled rows in place, and one layout means
@@ -397,7 +438,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             raise
 
     def _fit_unguarded(self, X, y, sample_weight, partial):
-        compressor = self._validate_params()
+        compressor, aggregator = self._validate_params()
         continuing = (partial or self.warm_start) and hasattr(self, "coef_")
         backend = get_backend(self.backend)
         # Processes sharing a fit (MPI ranks) must draw the same numbers.
@@ -426,7 +467,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
         backend.start(
             data.X, data.y, data.sample_weight, n_workers=self._n_workers,
-            batch_size=batch_size, compressor=compressor,
+            batch_size=batch_size, compressor=compressor, aggregator=aggregator,
         )
         try:
             result = self._fit_runs(
@@ -516,9 +557,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 init, backend.reduce, n_features, self.fit_intercept, rng
             )
             curvature = None
+        sign_units = get_aggregator(self.aggregation).sign_units(compressor)
+        if sign_units:
+            # A sign step shrinks with the steps taken, warm starts included.
+            first = self.t_ if continuing else 0
+            if self.learning_rate != "auto":
+                return params, HalvingStep(self.learning_rate, first=first)
         # A number given since the last fit takes effect, as in scikit-learn's SGD.
-        if self.learning_rate != "auto":
-            return params, float(self.learning_rate)
+        elif self.learning_rate != "auto":
+            return params, ConstantStep(self.learning_rate)
         # "auto" keeps the curvature measured when the model was initialized, but
         # recomputes the step from it: the batch size, solver, bits or workers of
         # this call (a small partial_fit chunk, a warm start at 2 bits) may need
@@ -526,10 +573,22 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         if curvature is None:
             curvature = measure_curvature(backend.reduce, params, rng)
         self._curvature = curvature
+        if sign_units:
+            # Measured once, at the initial point, as the curvature is: the
+            # schedule, not the gradient's size, shrinks a continuing fit's step.
+            sign_step = getattr(self, "_sign_step", None) if continuing else None
+            if sign_step is None:
+                sign_step = initial_sign_step(
+                    auto_learning_rate(curvature, batch_size),
+                    np.linalg.norm(backend.reduce("gradient", params)),
+                    params.shape[0],
+                )
+            self._sign_step = sign_step
+            return params, HalvingStep(sign_step, first=first)
         delta = compressor.variance_factor(params.shape[0], self._n_workers)
-        return params, auto_learning_rate(
+        return params, ConstantStep(auto_learning_rate(
             curvature, batch_size, variance_factor=delta, n_workers=self._n_workers
-        )
+        ))
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,
@@ -552,12 +611,17 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         runs = []
         for run in range(n_runs):
             backend.reseed(rng.randint(np.iinfo(np.int32).max))
+            if continuing:
+                self._restore_compressor_states(backend, compressor)
             runs.append(
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
                     1 if partial else self.max_iter, validating, validation, run,
                     (floor, ceiling, start_loss),
                 )
+            )
+            runs[-1]["compressor_states"] = (
+                compressor, self._n_workers, backend.compressor_states()
             )
         chosen = select_consistent_run([r["params"] for r in runs])
         result = runs[chosen]
@@ -580,6 +644,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
         return result
+
+    def _restore_compressor_states(self, backend, compressor):
+        """Hand the workers the compressor states the last fit ended with, when
+        they are states of the same compressor on as many workers."""
+        saved, n_workers, states = getattr(
+            self, "_compressor_states", (None, None, None)
+        )
+        if states is not None and saved == compressor and n_workers == self._n_workers:
+            backend.restore_compressor_states(states)
 
     def _run_sgd(
         self, backend, params, learning_rate, steps_per_epoch, max_epochs,
@@ -657,9 +730,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         coef, intercept = split_params(result["params"], n_features)
         self.coef_ = np.array(coef)
         self.intercept_ = float(intercept)
-        self.learning_rate_ = result["learning_rate"]
+        self.learning_rate_ = float(result["learning_rate"])
         self.ensemble_coef_ = result["ensemble"]
         self.comm_record_ = record
+        # Error-feedback memory and momentum: what warm_start continues from.
+        self._compressor_states = result["compressor_states"]
         self.n_workers_ = self._n_workers
         if continuing:
             self.n_iter_ += result["n_iter"]

@@ -4,6 +4,7 @@ A backend places workers where their shards live and moves bytes between them; i
 calls the methods below by name and never does arithmetic on the data itself.
 """
 
+import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -116,6 +117,8 @@ class ShardWorker:
     batch_size : int
         Points per step over all workers.
     compressor : Compressor
+        Copied: the worker owns its copy and the state it keeps from step to
+        step (error-feedback memory, momentum), on every backend alike.
     """
 
     def __init__(
@@ -125,7 +128,8 @@ class ShardWorker:
         self.X, self.y, self.sample_weight = X, y, sample_weight
         self.index = index
         self.n_workers = n_workers
-        self.compressor = compressor
+        self.n_samples = n_samples
+        self.compressor = copy.deepcopy(compressor)
         self.batch_size = batch_share(batch_size, n_workers, index)
         # E[sum over workers] = sum_w (n_w / n) * (shard mean) = full mean, even
         # when shards or shares differ by one row.
@@ -137,6 +141,15 @@ class ShardWorker:
         seed = np.random.SeedSequence(entropy, spawn_key=(self.index,))
         self._rng = np.random.default_rng(seed)
         self._batch_loss = np.zeros(2)
+        self.compressor.reset()
+
+    def compressor_state(self):
+        """This worker's compressor state (1-D float64; empty when stateless)."""
+        return np.asarray(self.compressor.get_state(), dtype=np.float64)
+
+    def restore_compressor_state(self, states):
+        """Continue from ``states[index]``, the states of all workers in order."""
+        self.compressor.set_state(np.array(states[self.index], dtype=np.float64))
 
     def _draw_gradient(self, params):
         """Draw a batch and return its gradient at ``params`` (this worker's share)."""
@@ -181,6 +194,13 @@ class ShardWorker:
         return out
 
     # Exact shard statistics, summed over workers by the backend's ``reduce``.
+    def gradient(self, params):
+        """This shard's part of the full training gradient at ``params``."""
+        rows = np.arange(self.X.shape[0])
+        return batch_gradient(
+            self.X, self.y, self.sample_weight, params, rows, 1.0 / self.n_samples
+        )[0]
+
     def moments(self, center):
         return shard_moments(self.X, self.y, self.sample_weight, center)
 

@@ -258,6 +258,56 @@ class FailingIdentity(Identity):
         return super().compress(vector, random_state)
 
 
+class CountingIdentity(Identity):
+    """Counts its compress calls as state, the way error feedback keeps memory."""
+
+    stateful = True
+
+    def __init__(self):
+        self._calls = 0
+
+    def reset(self):
+        self._calls = 0
+
+    def get_state(self):
+        return np.array([self._calls], dtype=np.float64)
+
+    def set_state(self, state):
+        self._calls = int(state[0])
+
+    def compress(self, vector, random_state=None):
+        self._calls += 1
+        return super().compress(vector, random_state)
+
+
+@pytest.mark.parametrize("joblib_backend", [None, "threading", "loky"])
+def test_each_worker_owns_its_compressor_state_on_every_backend(joblib_backend):
+    # Three steps on two workers: each worker's own count is 3 (a compressor
+    # shared by the workers would count 6), and the caller's is untouched.
+    compressor = CountingIdentity()
+    backend = InProcessBackend() if joblib_backend is None else JoblibBackend()
+    with joblib.parallel_config(backend=joblib_backend or "loky"):
+        params = start_backend(backend, compressor)
+        try:
+            for _ in range(3):
+                params = backend.step(params, lambda p, g: p - 0.1 * g)
+            assert backend.compressor_states().tolist() == [[3.0], [3.0]]
+            backend.reseed(1)
+            assert backend.compressor_states().tolist() == [[0.0], [0.0]]
+            backend.restore_compressor_states(np.array([[5.0], [7.0]]))
+            params = backend.step(params, lambda p, g: p - 0.1 * g)
+            assert backend.compressor_states().tolist() == [[6.0], [8.0]]
+        finally:
+            backend.stop()
+    assert compressor._calls == 0
+
+
+def test_a_stateless_compressor_has_no_states_to_collect():
+    backend = InProcessBackend()
+    start_backend(backend, Identity())
+    assert backend.compressor_states() is None
+
+
 def start_backend(backend, compressor):
     X, y = make_data()
     backend.start(X, y, None, n_workers=2, batch_size=20, compressor=compressor)
@@ -267,8 +317,9 @@ def start_backend(backend, compressor):
 def test_a_worker_that_raises_ends_the_fit_with_its_error():
     with joblib.parallel_config(backend="threading"):
         backend = JoblibBackend()
-        # Both threads share one compressor: calls 1 and 2 are the first step.
-        params = start_backend(backend, FailingIdentity(fail_at=3))
+        # Each worker owns its copy of the compressor: its second call is the
+        # second step.
+        params = start_backend(backend, FailingIdentity(fail_at=2))
         try:
             backend.step(params, lambda p, g: p - 0.1 * g)
             with pytest.raises(WorkerError, match="injected worker failure"):
@@ -333,3 +384,20 @@ def test_corrupted_messages_raise_message_error_or_decode_to_a_finite_vector(
     assert decoded.ndim == 1 and np.all(np.isfinite(decoded))
     declared = int.from_bytes(message[4:8], "little")  # the header's length field
     assert decoded.shape == (declared,)
+
+
+@pytest.mark.parametrize("continue_by", ["partial_fit", "warm_start"])
+def test_compressor_state_is_what_a_continuing_fit_continues_from(continue_by):
+    X, y = make_data()
+    est = ReLURegressor(
+        solver=CountingIdentity(), n_workers=2, batch_size=20, max_iter=2, tol=None,
+        warm_start=continue_by == "warm_start", random_state=0,
+    )
+    for _ in range(2):
+        getattr(est, "fit" if continue_by == "warm_start" else continue_by)(X, y)
+    # Every worker compressed once a step, over both calls.
+    assert est._compressor_states[2].tolist() == [[est.t_], [est.t_]]
+    # Another solver or another number of workers starts afresh.
+    steps_before = est.t_
+    est.set_params(n_workers=1, warm_start=True).fit(X, y)
+    assert est._compressor_states[2].tolist() == [[est.t_ - steps_before]]

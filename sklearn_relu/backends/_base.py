@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..aggregation import Mean
+
 __all__ = ["Backend", "CommunicationRecord"]
 
 
@@ -135,14 +137,21 @@ class Backend(ABC):
         """
         return [] if statistics is None else [statistics]
 
-    def start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
+    def start(
+        self, X, y, sample_weight, *, n_workers, batch_size, compressor,
+        aggregator=None,
+    ):
         """Split the rows into ``n_workers`` shards and start one worker on each.
 
         Starts a fresh :attr:`record`. ``batch_size`` is the points per step over
-        all workers; ``compressor`` turns each worker's gradient into its message.
+        all workers; ``compressor`` turns each worker's gradient into its message
+        (each worker owns a copy); ``aggregator`` combines the decoded messages
+        into the step direction (default: their mean,
+        :class:`~sklearn_relu.aggregation.Mean`).
         """
         self.record = CommunicationRecord()
         self.compressor = compressor
+        self.aggregator = Mean() if aggregator is None else aggregator
         self._start(
             X, y, sample_weight, n_workers=n_workers, batch_size=batch_size,
             compressor=compressor,
@@ -168,21 +177,31 @@ class Backend(ABC):
         """Restart every worker's random stream (before each run of a fit)."""
         self.call("reseed", entropy)
 
+    def compressor_states(self):
+        """Every worker's compressor state, in worker order, as a 2-D array; None
+        for a stateless compressor. What a continuing fit hands back to
+        :meth:`restore_compressor_states`."""
+        if not self.compressor.stateful:
+            return None
+        return np.array(self.call("compressor_state"))
+
+    def restore_compressor_states(self, states):
+        """Give each worker its row of ``states`` (after :meth:`reseed`)."""
+        self.call("restore_compressor_state", states)
+
     @abstractmethod
     def step(self, params, update):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
         them in worker order, and return ``update(params, gradient)``."""
 
     def sum_decoded(self, messages):
-        """Decode ``messages`` and sum them in the order given (worker order).
+        """Decode ``messages`` and aggregate them in the order given (worker order).
 
-        The one place messages become a gradient, so that the summation order,
-        and with it every bit of the model, is the same on every backend.
+        The one place messages become a step direction, so that the summation
+        order, and with it every bit of the model, is the same on every backend.
         """
-        gradient = self.compressor.decompress(messages[0])
-        for message in messages[1:]:
-            gradient += self.compressor.decompress(message)
-        return gradient
+        vectors = [self.compressor.decompress(message) for message in messages]
+        return self.aggregator.aggregate(vectors, self.compressor)
 
     def sum_encoded(self, parts, scale, dtype):
         """Add summable compressors' vectors in the order given; decode the sum.
@@ -195,7 +214,10 @@ class Backend(ABC):
         total = parts[0].copy()
         for part in parts[1:]:
             total += part
-        return self.compressor.decode_sum(total, scale, len(parts), dtype)
+        return self.aggregator.from_sum(
+            self.compressor.decode_sum(total, scale, len(parts), dtype), len(parts),
+            self.compressor,
+        )
 
     def record_summands(self, n_workers, part_nbytes, n_values):
         """Count one summed step: each worker's vector, and its scale statistic

@@ -47,6 +47,7 @@ from dataclasses import replace
 import numpy as np
 
 from .._worker import ShardWorker, shard_bounds, worker_arguments
+from ..compression._sign import pack_signs, unpack_signs
 from ._base import Backend
 
 __all__ = ["MPIBackend", "import_mpi"]
@@ -524,7 +525,9 @@ class MPIBackend(Backend):
             ]
             return update(params, self.sum_decoded(messages))
 
-        if master:
+        if master and self.aggregator.returns_signs:
+            params = self._master_vote(params, update, received, displacements, sizes)
+        elif master:
             params = self._master_update(params, decode_and_update)
         else:
             # Every rank decodes the same bytes: all succeed or all raise.
@@ -569,7 +572,10 @@ class MPIBackend(Backend):
         if error is not None:
             raise error
         self.record_summands(n_workers, part.nbytes, params.shape[0])
-        gradient = compressor.decode_sum(total, scale, n_workers, params.dtype)
+        gradient = self.aggregator.from_sum(
+            compressor.decode_sum(total, scale, n_workers, params.dtype), n_workers,
+            compressor,
+        )
         if not np.all(np.isfinite(gradient)):
             raise RemoteWorkerError(
                 "the summed gradient is not finite: another MPI rank failed (see "
@@ -603,6 +609,38 @@ class MPIBackend(Backend):
                 "smaller learning_rate"
             )
         return new
+
+    def _master_vote(self, params, update, received, displacements, sizes):
+        """Rank 0 counts the votes and sends the result back as one bit a
+        coordinate; every rank steps its own replica with it.
+
+        The buffer's first byte says whether rank 0 could decode the messages,
+        so that a failure there reaches every rank.
+        """
+        comm = self._comm
+        d = params.shape[0]
+        buffer = np.zeros(1 + (d + 7) // 8, dtype=np.uint8)
+        error = None
+        if comm.Get_rank() == 0:
+            try:
+                messages = [
+                    received[offset : offset + size]
+                    for offset, size in zip(displacements, sizes)
+                ]
+                buffer[1:] = np.frombuffer(
+                    pack_signs(self.sum_decoded(messages)), dtype=np.uint8
+                )
+            except Exception as exc:
+                buffer[0], error = 1, exc
+        comm.Bcast(buffer, root=0)
+        self.record.control_bytes += buffer.nbytes * (comm.Get_size() - 1)
+        if error is not None:
+            raise error
+        if buffer[0]:
+            raise RemoteWorkerError(
+                "rank 0 failed to decode the messages (see its error)"
+            )
+        return update(params, unpack_signs(buffer[1:], d, params.dtype))
 
     def stop(self):
         self._worker = None

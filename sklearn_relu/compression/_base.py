@@ -39,6 +39,16 @@ class Compressor(ABC):
     summed_only = False
     #: The two-byte tag that opens this compressor's messages.
     magic = b"??"
+    #: Whether the decoded message is a sign (a unit step per coordinate)
+    #: rather than a gradient: such a step follows the sign schedule.
+    sign_units = False
+    #: Whether ``E[C(g)] != g``: error feedback (``error_feedback=True``) is
+    #: for such compressors.
+    biased = False
+    #: Whether :meth:`compress` keeps state from one step to the next (error
+    #: feedback memory, momentum): each worker owns its own copy, and a fit
+    #: that continues (``warm_start``, ``partial_fit``) restores it.
+    stateful = False
 
     @abstractmethod
     def compress(self, vector, random_state=None):
@@ -52,15 +62,40 @@ class Compressor(ABC):
     def message_nbytes(self, n_values):
         """Exact size in bytes of the message for a vector of ``n_values``."""
 
+    def variance_factor(self, n_values, n_workers=1):
+        """``E||C(g) - g||^2 / ||g||^2`` that ``learning_rate="auto"`` plans for."""
+        return 0.0
+
+    def mean_of_sum(self, total, n_workers):
+        """The mean of the workers' estimates from the sum of their decoded
+        messages. A worker's gradient is its share of the batch's (scaled by its
+        part of the rows), so the sum is already the mean."""
+        return total
+
+    # -- state a worker carries from step to step ---------------------------------
+    def reset(self):
+        """Forget the state of earlier steps (a new run starts)."""
+
+    def get_state(self):
+        """This worker's state as one 1-D float64 array (empty when stateless)."""
+        return np.zeros(0)
+
+    def set_state(self, state):
+        """Continue from ``state``, an array :meth:`get_state` returned."""
+
+    # -- identity: the parameters, never the state ---------------------------------
+    def _params(self):
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
     def __repr__(self):
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        params = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         return f"{type(self).__name__}({params})"
 
     def __eq__(self, other):
-        return type(self) is type(other) and vars(self) == vars(other)
+        return type(self) is type(other) and self._params() == other._params()
 
     def __hash__(self):
-        return hash((type(self), tuple(sorted(vars(self).items()))))
+        return hash((type(self), tuple(sorted(self._params().items()))))
 
     # -- shared header handling -------------------------------------------------
     def _header(self, vector, param=0):

@@ -10,7 +10,7 @@ from ._base import HEADER_NBYTES, Compressor, MessageError, _as_vector
 from ._bitpack import pack_signed, packed_nbytes, unpack_signed
 from ._elias import decode_sparse_levels, encode_sparse_levels
 
-__all__ = ["QSGD", "levels_for_bits"]
+__all__ = ["QSGD", "check_quantizer_params", "levels_for_bits"]
 
 _BUCKET = struct.Struct("<I")
 _COUNT = struct.Struct("<I")
@@ -41,6 +41,18 @@ def _check_bits(bits):
             f"bits must be an integer in [{_MIN_BITS}, {_MAX_BITS}] (one sign bit plus "
             f"bits-1 magnitude bits), got {bits!r}"
         )
+
+
+def check_quantizer_params(bits, bucket_size, encoding):
+    """Raise ``ValueError`` for a bad QSGD ``bits``, ``bucket_size`` or ``encoding``.
+
+    The estimator checks them whatever its solver, so that a bad value is
+    reported even where it is not used yet.
+    """
+    _check_bits(bits)
+    _check_bucket_size(bucket_size)
+    if encoding not in _MAGICS:
+        raise ValueError(f"encoding must be one of {sorted(_MAGICS)}, got {encoding!r}")
 
 
 def _check_bucket_size(bucket_size):
@@ -121,12 +133,7 @@ class QSGD(Compressor):
     """
 
     def __init__(self, bits=8, bucket_size=None, encoding="packed"):
-        _check_bits(bits)
-        _check_bucket_size(bucket_size)
-        if encoding not in _MAGICS:
-            raise ValueError(
-                f"encoding must be one of {sorted(_MAGICS)}, got {encoding!r}"
-            )
+        check_quantizer_params(bits, bucket_size, encoding)
         self.bits = int(bits)
         self.bucket_size = None if bucket_size is None else int(bucket_size)
         self.encoding = encoding
