@@ -1,0 +1,157 @@
+"""Reliability: no local process, stopped worker or lying message can stall or
+corrupt a fit (issue 12's defects, one section each, numbered as there)."""
+
+import os
+import signal
+import socket
+import sys
+import threading
+
+import joblib
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu.backends import JoblibBackend
+from sklearn_relu.backends._joblib import WorkerError
+from sklearn_relu.compression import Identity
+
+try:
+    import cloudpickle
+except ImportError:  # joblib before 1.6 vendors it
+    from joblib.externals import cloudpickle
+
+# The stopping compressor below must reach loky's worker processes.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def make_data(n_samples=240, n_features=8, seed=0):
+    return make_relu_regression(
+        n_samples=n_samples, n_features=n_features, noise=0.1, random_state=seed
+    )
+
+
+def relu(backend, **params):
+    defaults = dict(n_workers=2, batch_size=30, max_iter=3, tol=None, random_state=0)
+    return ReLURegressor(backend=backend, **{**defaults, **params})
+
+
+# -- 1 and 2: the joblib start-up handshake --------------------------------------
+def _intrude(port, kind, family=socket.AF_INET, host="127.0.0.1"):
+    """Connect to the driver's port the way a hostile or careless local
+    process would; returns the socket to close at the end (or None)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.connect((host, port))
+    if kind == "hang-up":  # a port scanner's connect-and-close
+        sock.close()
+        return None
+    if kind == "junk":
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)))
+    # "silent" sends nothing. Closed after a while, so that a driver that
+    # blocks on it fails the test instead of hanging it.
+    threading.Timer(20, sock.close).start()
+    return sock
+
+
+@pytest.fixture
+def intruders(monkeypatch):
+    """``intruders(kinds)``: connections made to the driver's listening port
+    before any worker can connect (they are first in the accept queue)."""
+    made = []
+    create_server = socket.create_server
+
+    def install(kinds):
+        def create_server_with_intruders(address, **kwargs):
+            server = create_server(address, **kwargs)
+            port = server.getsockname()[1]
+            made.extend(_intrude(port, kind) for kind in kinds)
+            return server
+
+        monkeypatch.setattr(socket, "create_server", create_server_with_intruders)
+
+    yield install
+    for sock in made:
+        if sock is not None:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [["silent"], ["junk"], ["hang-up"], ["silent", "junk", "hang-up", "silent"]],
+)
+def test_local_processes_on_the_port_neither_stall_nor_fail_the_fit(intruders, kinds):
+    # Defect 1 (a silent connection blocked start-up forever) and defect 2 (junk
+    # or a hang-up made fit raise): each is dropped, the workers still connect.
+    intruders(kinds)
+    X, y = make_data()
+    with joblib.parallel_config(backend="threading"):
+        est = relu(JoblibBackend(start_timeout=15)).fit(X, y)
+    reference = relu("inprocess").fit(X, y)
+    assert_array_equal(est.coef_, reference.coef_)
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::1"])
+def test_any_address_and_ipv6_hosts_work(host):
+    # Defect 2: host="" bound every interface but workers could not connect to
+    # it, and "::1" failed with an address-family error.
+    if host == "::1":
+        try:
+            socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+    X, y = make_data()
+    with joblib.parallel_config(backend="threading"):
+        est = relu(JoblibBackend(host=host, start_timeout=15)).fit(X, y)
+    assert_array_equal(est.coef_, relu("inprocess").fit(X, y).coef_)
+
+
+# -- 3: a worker that stops answering ---------------------------------------------
+class StoppingIdentity(Identity):
+    """Stops its own process (SIGSTOP) at its ``stop_at``-th compress call,
+    after writing the process id to ``pid_dir``."""
+
+    def __init__(self, stop_at, pid_dir):
+        self.stop_at, self.pid_dir, self.calls = stop_at, pid_dir, 0
+
+    def compress(self, vector, random_state=None):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            pid = os.getpid()
+            with open(os.path.join(self.pid_dir, str(pid)), "w"):
+                pass
+            os.kill(pid, signal.SIGSTOP)
+        return super().compress(vector, random_state)
+
+
+def test_a_stopped_worker_process_ends_the_step_with_a_clear_error(tmp_path):
+    X, y = make_data()
+
+    def resume_stopped(sig):
+        for name in os.listdir(tmp_path):
+            try:
+                os.kill(int(name), sig)
+            except ProcessLookupError:
+                pass  # already ended by the backend
+
+    # Should the backend wait forever, the workers resume and the test fails
+    # (no exception) instead of hanging.
+    watchdog = threading.Timer(40, resume_stopped, args=(signal.SIGCONT,))
+    watchdog.start()
+    backend = JoblibBackend(timeout=2)
+    try:
+        with joblib.parallel_config(backend="loky"):
+            backend.start(
+                X, y, None, n_workers=2, batch_size=20,
+                compressor=StoppingIdentity(stop_at=2, pid_dir=str(tmp_path)),
+            )
+            params = np.zeros(X.shape[1] + 1)
+            try:
+                backend.step(params, lambda p, g: p - 0.1 * g)
+                with pytest.raises(WorkerError, match="did not answer within timeout=2"):
+                    backend.step(params, lambda p, g: p - 0.1 * g)
+            finally:
+                backend.stop()
+    finally:
+        watchdog.cancel()
+        resume_stopped(signal.SIGKILL)
