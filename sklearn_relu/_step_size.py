@@ -1,4 +1,4 @@
-"""The data-driven step size of ``learning_rate="auto"`` (REFERENCE §3, derived here).
+"""The data-driven step size of ``learning_rate="auto"``, derived here.
 
 Near a solution the expected mini-batch gradient is ``H (w - w*)`` with
 ``H = E[relu'(z) x x^T]``, and its second moment is about
@@ -10,7 +10,7 @@ data (``lambda = 1/2``, ``R = d``) it is exactly ``2m / (m + 2d)``.
 
 QSGD adds variance ``delta ||g||^2`` per worker message, ``delta`` its variance
 factor; averaging ``W`` messages divides it by ``W``, so the step is divided by
-``1 + delta / W`` (REFERENCE §4).
+``1 + delta / W``.
 """
 
 import numpy as np

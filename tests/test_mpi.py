@@ -76,6 +76,17 @@ def test_a_truncated_message_is_rejected_on_every_rank(topology):
     assert "MessageError: Identity message body has" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("topology", ["allgather", "master-worker"])
+def test_a_message_of_the_wrong_length_is_rejected_on_every_rank(topology):
+    # It used to be broadcast-added to every coordinate, and the job exit 0.
+    done, _ = mpiexec(2, str(SCRIPTS / "fault.py"), "short", topology, timeout=30)
+    assert done.returncode != 0
+    assert (
+        "MessageError: Identity message declares 1 values, but the receiver's "
+        "model has 7" in done.stderr
+    ), done.stderr
+
+
 @pytest.fixture
 def data_file(tmp_path):
     X, y = make_relu_regression(n_samples=300, n_features=8, random_state=0)

@@ -15,7 +15,8 @@ from numpy.testing import assert_array_equal
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu.backends import JoblibBackend
 from sklearn_relu.backends._joblib import WorkerError
-from sklearn_relu.compression import Identity
+from sklearn_relu.compression import QSGD, Identity, MessageError
+from sklearn_relu.compression._elias import decode_sparse_levels
 
 try:
     import cloudpickle
@@ -155,3 +156,54 @@ def test_a_stopped_worker_process_ends_the_step_with_a_clear_error(tmp_path):
     finally:
         watchdog.cancel()
         resume_stopped(signal.SIGKILL)
+
+
+# -- 4: decoders check the declared length against the model's size -------------
+def test_a_message_declaring_billions_of_values_is_rejected_before_allocating():
+    # 20 bytes: header (2^32 - 1 values, bits=2), bucket size 0, no nonzeros, a
+    # zero norm. Decoded as declared it would be 32 GiB of levels.
+    message = (
+        b"RE" + bytes([0, 2]) + (2**32 - 1).to_bytes(4, "little")
+        + bytes(4) + bytes(4) + bytes(4)
+    )
+    assert len(message) == 20
+    with pytest.raises(MessageError, match="declares 4294967295 values, but the "
+                       "receiver's model has 9"):
+        QSGD(bits=2, encoding="elias").decompress(message, n_values=9)
+
+
+def test_an_elias_count_the_bytes_cannot_hold_is_rejected():
+    with pytest.raises(ValueError, match="1000 nonzeros declared, but 8 bits"):
+        decode_sparse_levels(b"\xff", 1000, 10**6)
+
+
+@pytest.mark.parametrize(
+    "compressor",
+    [Identity(), QSGD(bits=4), QSGD(bits=3, bucket_size=2), QSGD(encoding="elias")],
+    ids=repr,
+)
+@pytest.mark.parametrize("n_values", [1, 8, 10])
+def test_every_decoder_rejects_a_valid_message_of_another_length(compressor, n_values):
+    message = compressor.compress(np.linspace(-1, 1, n_values), random_state=0)
+    with pytest.raises(MessageError, match=f"declares {n_values} values, but the "
+                       "receiver's model has 9"):
+        compressor.decompress(message, n_values=9)
+    assert compressor.decompress(message, n_values=n_values).shape == (n_values,)
+
+
+class OneValueIdentity(Identity):
+    """A worker whose messages are valid, but of one value instead of d."""
+
+    def compress(self, vector, random_state=None):
+        return super().compress(vector[:1], random_state)
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "joblib"])
+def test_a_short_message_fails_the_fit_instead_of_being_broadcast(backend):
+    X, y = make_data()
+    est = relu(backend, solver="sgd")
+    est._validate_params = lambda: OneValueIdentity()
+    with joblib.parallel_config(backend="threading"):
+        with pytest.raises(MessageError, match="declares 1 values, but the "
+                           "receiver's model has 9"):
+            est.fit(X, y)

@@ -165,15 +165,17 @@ class Backend(ABC):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
         them in worker order, and return ``update(params, gradient)``."""
 
-    def sum_decoded(self, messages):
+    def sum_decoded(self, messages, n_values):
         """Decode ``messages`` and sum them in the order given (worker order).
 
         The one place messages become a gradient, so that the summation order,
         and with it every bit of the model, is the same on every backend.
+        ``n_values`` is the model's size: a message of any other length is a
+        :class:`~sklearn_relu.compression.MessageError`, never broadcast.
         """
-        gradient = self.compressor.decompress(messages[0])
+        gradient = self.compressor.decompress(messages[0], n_values)
         for message in messages[1:]:
-            gradient += self.compressor.decompress(message)
+            gradient += self.compressor.decompress(message, n_values)
         return gradient
 
     def stop(self):

@@ -390,7 +390,7 @@ class JoblibBackend(Backend):
         start = time.perf_counter()
         messages, compute = self._request("gradient_message", (params,))
         self.record.add_messages(messages, params.shape[0])
-        gradient = self.sum_decoded(messages)
+        gradient = self.sum_decoded(messages, params.shape[0])
         # Workers compute side by side, so a step's compute time is its slowest
         # worker's; the rest (sending, waiting, decoding) is communication.
         self.record.compute_seconds += compute

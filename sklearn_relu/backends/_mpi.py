@@ -339,7 +339,7 @@ class MPIBackend(Backend):
                 received[offset : offset + size]
                 for offset, size in zip(displacements, sizes)
             ]
-            return update(params, self.sum_decoded(messages))
+            return update(params, self.sum_decoded(messages, params.shape[0]))
 
         if master:
             params = self._master_update(params, decode_and_update)

@@ -240,12 +240,12 @@ class QSGD(Compressor):
         parts += [norms.astype("<f4").tobytes(), payload]
         return b"".join(parts)
 
-    def decompress(self, message):
+    def decompress(self, message, n_values=None):
         encoding = _ENCODINGS.get(bytes(memoryview(message).cast("B")[:2]))
         if encoding is None:
             encoding = self.encoding  # let _read_header name the bad tag
         sender = QSGD(bits=self.bits, encoding=encoding)
-        dtype, bits, n_values, body = sender._read_header(message)
+        dtype, bits, n_values, body = sender._read_header(message, n_values)
         if not _MIN_BITS <= bits <= _MAX_BITS:
             raise MessageError(f"QSGD message declares bits={bits}, outside [2, 16]")
         if body.nbytes < _BUCKET.size:
