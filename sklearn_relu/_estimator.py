@@ -1,6 +1,7 @@
 """ReLURegressor: fit ``max(0, <w, x> + b)`` by SGD or quantized SGD."""
 
 import functools
+import hashlib
 import logging
 import math
 import numbers
@@ -375,6 +376,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         compressor = self._validate_params()
         continuing = (partial or self.warm_start) and hasattr(self, "coef_")
         backend = get_backend(self.backend)
+        backend.agree("estimator parameters", _shared_parameters(self, partial))
         # Processes sharing a fit (MPI ranks) must draw the same numbers.
         rng = backend.common(check_random_state(self.random_state))
         # Private until the fit succeeds: a public ``n_workers_`` would make a
@@ -409,6 +411,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 continuing, partial, validating, data.validation, n_samples,
                 data.zero_loss,
             )
+        except FloatingPointError as error:
+            if self.learning_rate != "auto" or not hasattr(error, "reason"):
+                raise
+            raise divergence_error(error.reason, auto=True) from None
         finally:
             backend.stop()
         self._store(result, backend.record, data.X.shape[1], continuing)
@@ -536,7 +542,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             warnings.warn(
                 f"The training loss rose from {start_loss:.6g} at the initial point "
                 f"to {final_loss:.6g}: learning_rate={learning_rate:.3g} is probably "
-                "too large. Use learning_rate='auto' or a smaller learning_rate.",
+                "too large. "
+                + (
+                    "Give a smaller learning_rate."
+                    if self.learning_rate == "auto"
+                    else "Use learning_rate='auto' or a smaller learning_rate."
+                ),
                 ConvergenceWarning,
             )
         result["learning_rate"] = learning_rate
@@ -639,6 +650,29 @@ def _zero_model_loss(y, sample_weight):
             "overflow); rescale it before fitting"
         )
     return loss
+
+
+def _shared_parameters(estimator, partial):
+    """What every process of a fit must agree on, comparable across processes:
+    the method and the parameters (``verbose`` and ``random_state`` may differ:
+    the first process's random stream is used everywhere)."""
+
+    def comparable(value):
+        if value is None or isinstance(value, (str, numbers.Number)):
+            return value
+        if isinstance(value, (np.ndarray, list, tuple)):
+            array = np.ascontiguousarray(value)
+            digest = hashlib.sha256(array.tobytes()).hexdigest()[:16]
+            return f"array{array.shape} {array.dtype} sha256:{digest}"
+        return type(value).__qualname__
+
+    params = estimator.get_params(deep=False)
+    shared = {
+        name: comparable(value)
+        for name, value in params.items()
+        if name not in ("verbose", "random_state")
+    }
+    return {"method": "partial_fit" if partial else "fit", **shared}
 
 
 def _score(validation, params):

@@ -89,11 +89,22 @@ def split_params(params, n_features):
     return params[:n_features], intercept
 
 
-def divergence_error(reason):
-    """The error a diverging step raises, with the one advice that fixes it."""
-    return FloatingPointError(
-        f"SGD diverged: {reason}. Use learning_rate='auto' or a smaller learning_rate."
-    )
+_DIVERGENCE_ADVICE = "Use learning_rate='auto' or a smaller learning_rate."
+# When the step that diverged was the "auto" one, advising "auto" is no advice.
+_AUTO_DIVERGENCE_ADVICE = (
+    "learning_rate='auto' chose that step from the curvature at the initial "
+    "point; give a smaller learning_rate."
+)
+
+
+def divergence_error(reason, auto=False):
+    """The error a diverging step raises, with the one advice that fixes it
+    (``auto``: the step was ``learning_rate="auto"``'s). ``.reason`` keeps
+    ``reason`` so that the advice can be changed where it is known."""
+    advice = _AUTO_DIVERGENCE_ADVICE if auto else _DIVERGENCE_ADVICE
+    error = FloatingPointError(f"SGD diverged: {reason}. {advice}")
+    error.reason = reason
+    return error
 
 
 def relu_derivative(z):

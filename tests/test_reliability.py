@@ -207,3 +207,39 @@ def test_a_short_message_fails_the_fit_instead_of_being_broadcast(backend):
         with pytest.raises(MessageError, match="declares 1 values, but the "
                            "receiver's model has 9"):
             est.fit(X, y)
+
+
+# -- 6: learning_rate="auto" and skewed weights -----------------------------------
+def heavy_zero_row(seed, weight, n_samples=500, n_features=10):
+    """Planted data and one more row, with y = 0 and ``weight`` (the others 1)."""
+    X, y = make_relu_regression(
+        n_samples=n_samples, n_features=n_features, random_state=seed
+    )
+    row = np.random.default_rng(seed).standard_normal(n_features)
+    sample_weight = np.ones(n_samples + 1)
+    sample_weight[-1] = weight
+    return np.vstack([X, row]), np.append(y, 0.0), sample_weight
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("weight", [1e4, 1e6])
+@pytest.mark.parametrize("seed", range(5))
+def test_auto_step_does_not_diverge_when_a_heavy_row_activates_later(seed, weight):
+    # The heavy row is inactive at the start, so the curvature measured on
+    # the active rows alone missed it: the step diverged in 5 of 5 seeds.
+    X, y, sample_weight = heavy_zero_row(seed, weight)
+    est = ReLURegressor(max_iter=20, tol=None, random_state=seed)
+    est.fit(X, y, sample_weight=sample_weight)
+    assert np.all(np.isfinite(est.loss_curve_))
+    assert est.loss_curve_[-1] <= 10 * est.loss_curve_[0]
+
+
+def test_a_diverging_auto_step_does_not_advise_auto(monkeypatch):
+    from sklearn_relu import _estimator
+
+    monkeypatch.setattr(_estimator, "auto_learning_rate", lambda *a, **k: 1e6)
+    X, y = make_data()
+    with pytest.raises(FloatingPointError, match="SGD diverged") as raised:
+        ReLURegressor(random_state=0).fit(X, y)
+    assert "Use learning_rate='auto'" not in str(raised.value)
+    assert "learning_rate='auto' chose that step" in str(raised.value)

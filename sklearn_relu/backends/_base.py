@@ -55,6 +55,16 @@ class CommunicationRecord:
         return {**asdict(self), "compression_ratio": self.compression_ratio}
 
 
+def first_difference(reference, other):
+    """Where ``other`` first differs from ``reference``, in words: the first
+    key whose values differ when both are dicts."""
+    if isinstance(reference, dict) and isinstance(other, dict):
+        for key in sorted(set(reference) | set(other)):
+            if reference.get(key) != other.get(key):
+                return f"{key}={other.get(key)!r} instead of {reference.get(key)!r}"
+    return f"{other!r} instead of {reference!r}"
+
+
 class Timer:
     """Accumulate wall time into a record field: ``with Timer(rec, "compute_seconds")``."""
 
@@ -79,9 +89,10 @@ class Backend(ABC):
     ``update`` to the decoded sum, and :meth:`stop` releases the workers.
     A backend moves and sums; it never computes a gradient itself.
 
-    Three hooks with single-process defaults let a backend whose workers are
+    Four hooks with single-process defaults let a backend whose workers are
     separate processes that each run ``fit`` (MPI ranks) keep them in step:
-    :meth:`resolve_n_workers`, :meth:`common` and :meth:`prepare_data`.
+    :meth:`resolve_n_workers`, :meth:`agree`, :meth:`common` and
+    :meth:`prepare_data`.
 
     Steps are deterministic given the workers' seeds: messages are decoded and
     summed in worker order, so every backend gives the same model.
@@ -113,6 +124,15 @@ class Backend(ABC):
         ``value`` itself.
         """
         return value
+
+    def agree(self, what, value):
+        """Raise on every process unless ``value`` is the same on all of them.
+
+        The estimator passes its parameters through here once, before anything
+        else is exchanged: processes that run different fits (one rank with
+        another ``max_iter``) would otherwise wait for each other forever. A
+        single-process backend has nothing to compare.
+        """
 
     def prepare_data(self, prepare, X, y, sample_weight):
         """Run ``prepare(X, y, sample_weight)`` where the data is; the result here.

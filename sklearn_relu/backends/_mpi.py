@@ -32,7 +32,7 @@ from dataclasses import replace
 import numpy as np
 
 from .._worker import ShardWorker, shard_bounds, worker_arguments
-from ._base import Backend
+from ._base import Backend, first_difference
 
 __all__ = ["MPIBackend", "import_mpi"]
 
@@ -161,6 +161,16 @@ class MPIBackend(Backend):
 
     def common(self, value):
         return self._comm.bcast(value, root=0)
+
+    def agree(self, what, value):
+        values = self._comm.allgather(value)
+        differ = [rank for rank, other in enumerate(values) if other != values[0]]
+        if differ:
+            raise ValueError(
+                f"the MPI ranks disagree on the {what}: rank(s) {differ} have "
+                f"{first_difference(values[0], values[differ[0]])} on rank 0; "
+                f"every rank must call the same method with the same {what}"
+            )
 
     def prepare_data(self, prepare, X, y, sample_weight):
         if self.data == "all":
