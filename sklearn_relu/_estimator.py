@@ -349,11 +349,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             sample_weight = _check_sample_weight(
                 sample_weight, X, dtype=X.dtype, ensure_non_negative=True
             )
-            if not sample_weight.sum() > 0:
+            if not sample_weight.max() > 0:
                 raise ValueError("sample_weight must not be all zeros")
             # Workers sum s_i * gradient_i over uniformly drawn rows, so the step
             # scales with the mean weight; rescale it to 1 so that a learning
             # rate ("auto" included) means the same for any scale of the weights.
+            # Divided by the largest first: the sum of weights near 1e306
+            # overflows, and n over the sum of subnormal ones does.
+            sample_weight = sample_weight / sample_weight.max()
             sample_weight = sample_weight * (
                 sample_weight.shape[0] / sample_weight.sum()
             )
@@ -514,13 +517,21 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         )
         steps_per_epoch = math.ceil(n_samples / batch_size)
         start_loss = _full_loss(backend, params0)
+        if not math.isfinite(start_loss):
+            raise ValueError(
+                f"the training loss at the initial point is {start_loss}: the "
+                "initial coefficients (init) or the data are too large in "
+                "magnitude for float arithmetic; rescale them"
+            )
         # A stable step never takes the loss far above both the start and the
         # zero model; a diverging one does, before or instead of overflowing
         # (the ReLU may die first and leave huge but finite coefficients).
         ceiling = _DIVERGENCE_FACTOR * max(start_loss, zero_loss)
         # Below this the residuals are rounding noise of the dtype: a noiseless
         # problem is solved, and more epochs only shuffle the last bits.
-        floor = (_PRECISION_FACTOR * np.finfo(dtype).eps) ** 2 * zero_loss
+        # In Python floats: a float32 eps would keep the product in float32,
+        # which overflows to inf for targets beyond ~1e19 and stops every fit.
+        floor = (_PRECISION_FACTOR * float(np.finfo(dtype).eps)) ** 2 * zero_loss
         n_runs = 1 if (partial or continuing) else self.n_ensemble
         runs = []
         for run in range(n_runs):

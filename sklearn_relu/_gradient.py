@@ -28,6 +28,7 @@ threads (both paths release the GIL).
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -67,8 +68,17 @@ KERNEL_PARTS = 2
 def _default_threads():
     """``SKLEARN_RELU_THREADS`` if set, else 2 capped by the cores and by
     ``OMP_NUM_THREADS`` (which joblib's workers get set to their share)."""
-    if "SKLEARN_RELU_THREADS" in os.environ:
-        return max(1, int(os.environ["SKLEARN_RELU_THREADS"]))
+    setting = os.environ.get("SKLEARN_RELU_THREADS")
+    if setting is not None:
+        if setting.strip().isdigit():
+            return max(1, int(setting))
+        # A typo in the environment must not make the package unimportable.
+        warnings.warn(
+            f"SKLEARN_RELU_THREADS={setting!r} is not a whole number of threads; "
+            "ignored",
+            UserWarning,
+            stacklevel=2,
+        )
     limit = min(2, os.cpu_count() or 1)
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit():

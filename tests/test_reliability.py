@@ -243,3 +243,49 @@ def test_a_diverging_auto_step_does_not_advise_auto(monkeypatch):
         ReLURegressor(random_state=0).fit(X, y)
     assert "Use learning_rate='auto'" not in str(raised.value)
     assert "learning_rate='auto' chose that step" in str(raised.value)
+
+
+# -- 8: numerical edges -------------------------------------------------------------
+def test_float32_fit_of_huge_targets_is_not_stopped_by_an_infinite_floor():
+    # The rounding floor was computed in float32 and overflowed to inf, so
+    # every epoch's loss was "at the floor" and the fit stopped after one.
+    X, y, w = make_relu_regression(
+        n_samples=2000, n_features=10, coef=True, random_state=0
+    )
+    scale = 1e22
+    est = ReLURegressor(fit_intercept=False, random_state=0)
+    est.fit(X.astype(np.float32), (y * scale).astype(np.float32))
+    assert est.n_iter_ > 1
+    assert np.linalg.norm(est.coef_ / scale - w) / np.linalg.norm(w) < 1e-6
+
+
+@pytest.mark.parametrize("weight", [1e306, 1e-320])
+def test_uniform_sample_weights_of_any_scale_fit_as_unweighted(weight):
+    # 1e306 gave ZeroDivisionError (the sum overflowed), 1e-320 "y is too large".
+    X, y = make_data()
+    weighted = relu("inprocess", n_workers=1).fit(X, y, np.full(y.shape, weight))
+    plain = relu("inprocess", n_workers=1).fit(X, y)
+    np.testing.assert_allclose(weighted.coef_, plain.coef_, rtol=1e-12)
+
+
+def test_an_init_with_an_infinite_loss_is_rejected():
+    X, y = make_data()
+    with pytest.raises(ValueError, match="training loss at the initial point is inf"):
+        ReLURegressor(init=np.full(X.shape[1], 1e200), random_state=0).fit(X, y)
+
+
+def test_a_bucket_size_beyond_the_wire_format_is_rejected():
+    with pytest.raises(ValueError, match=r"positive integer below 2\*\*32"):
+        QSGD(bucket_size=2**32)
+    with pytest.raises(ValueError, match=r"positive integer below 2\*\*32"):
+        ReLURegressor(solver="qsgd", bucket_size=2**32).fit(*make_data())
+    assert QSGD(bucket_size=2**32 - 1).bucket_size == 2**32 - 1
+
+
+def test_a_bad_thread_count_in_the_environment_is_ignored(monkeypatch):
+    from sklearn_relu import _gradient
+
+    monkeypatch.setenv("SKLEARN_RELU_THREADS", "two")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with pytest.warns(UserWarning, match="SKLEARN_RELU_THREADS='two' is not a whole"):
+        assert _gradient._default_threads() == 1

@@ -43,16 +43,21 @@ def _check_bits(bits):
         )
 
 
+# The bucket size travels as a uint32.
+_MAX_BUCKET_SIZE = 2**32 - 1
+
+
 def _check_bucket_size(bucket_size):
     if bucket_size is None:
         return
     if (
         not isinstance(bucket_size, numbers.Integral)
         or isinstance(bucket_size, bool)
-        or bucket_size < 1
+        or not 1 <= bucket_size <= _MAX_BUCKET_SIZE
     ):
         raise ValueError(
-            f"bucket_size must be None or a positive integer, got {bucket_size!r}"
+            f"bucket_size must be None or a positive integer below 2**32 (it "
+            f"travels as a uint32), got {bucket_size!r}"
         )
 
 
