@@ -10,7 +10,11 @@ import threading
 import joblib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_array_equal
+from test_compression import assert_unbiased, bucket_slices, per_coordinate, scaled_norm
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu.backends import JoblibBackend
@@ -289,3 +293,50 @@ def test_a_bad_thread_count_in_the_environment_is_ignored(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with pytest.warns(UserWarning, match="SKLEARN_RELU_THREADS='two' is not a whole"):
         assert _gradient._default_threads() == 1
+
+
+# -- 7: vectors of any finite float64 magnitude quantize unbiasedly --------------
+@settings(max_examples=25, deadline=None)
+@given(
+    unit=hnp.arrays(np.float64, st.integers(1, 12), elements=st.floats(-1, 1)),
+    magnitude=st.sampled_from([1e-300, 1e-200, 1e200, 1e300]),
+    bits=st.integers(2, 16),
+    bucket_size=st.one_of(st.none(), st.integers(1, 5)),
+    encoding=st.sampled_from(["packed", "elias"]),
+)
+def test_qsgd_is_unbiased_and_precise_at_any_float64_magnitude(
+    unit, magnitude, bits, bucket_size, encoding
+):
+    # Norms travelled as float32: ~1e-200 quantized to zeros (a norm of 1e-45
+    # or 0) and ~1e200 raised. Now a power-of-two exponent scales them.
+    vector = unit * magnitude
+    quantizer = QSGD(bits=bits, bucket_size=bucket_size, encoding=encoding)
+    norms, _ = quantizer.quantize(vector, 0)
+    true_norms = np.array(
+        [scaled_norm(vector[part]) for part in bucket_slices(vector.shape[0], bucket_size)]
+    )
+    assert np.all(true_norms <= norms)
+    assert np.all(norms <= true_norms * (1 + 2**-22))
+    samples = np.array([
+        quantizer.decompress(quantizer.compress(vector, seed), vector.shape[0])
+        for seed in range(300)
+    ])
+    step = per_coordinate(norms, vector.shape[0], bucket_size) / quantizer.levels
+    assert_unbiased(samples, vector, step)
+
+
+def test_tiny_and_huge_vectors_travel_as_the_same_message_but_the_exponent():
+    # Powers of two scale exactly: 2^-1000 v and 2^1000 v draw the same levels
+    # and norms, and decode to each other times 2^2000.
+    vector = np.array([0.3, -1.7, 0.0, 2.2, 5e-3])
+    quantizer = QSGD(bits=5, bucket_size=2)
+    tiny = quantizer.compress(np.ldexp(vector, -1000), random_state=7)
+    huge = quantizer.compress(np.ldexp(vector, 1000), random_state=7)
+    assert len(tiny) == len(huge) == quantizer.message_nbytes(5) + 2
+    # header (8 bytes), bucket size (4), exponent (2), then norms and levels
+    assert tiny[:2] == huge[:2] == b"Rq" and tiny[14:] == huge[14:]
+    assert_array_equal(
+        np.ldexp(quantizer.decompress(tiny, 5), 2000), quantizer.decompress(huge, 5)
+    )
+    with pytest.raises(MessageError, match="norm exponent 0"):
+        quantizer.decompress(tiny[:12] + bytes(2) + tiny[14:])

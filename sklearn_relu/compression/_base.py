@@ -74,9 +74,11 @@ class Compressor(ABC):
             ) from None
         return _HEADER.pack(self.magic, code, param, vector.shape[0])
 
-    def _read_header(self, message, expected=None):
+    def _read_header(self, message, expected=None, tag=None):
         """Return ``(dtype, param, n_values, body)``; raise MessageError if bad,
-        or if ``expected`` is not None and the declared length differs."""
+        or if ``expected`` is not None and the declared length differs.
+        ``tag`` is the message tag to expect when not :attr:`magic`."""
+        tag = self.magic if tag is None else tag
         buffer = memoryview(message).cast("B")
         if buffer.nbytes < _HEADER.size:
             raise MessageError(
@@ -84,10 +86,10 @@ class Compressor(ABC):
                 f"{_HEADER.size}-byte header"
             )
         magic, code, param, n_values = _HEADER.unpack_from(buffer)
-        if magic != self.magic:
+        if magic != tag:
             raise MessageError(
                 f"message tag {magic!r} is not a {type(self).__name__} message "
-                f"(expected {self.magic!r})"
+                f"(expected {tag!r})"
             )
         if code not in _CODE_DTYPES:
             raise MessageError(f"unknown dtype code {code} in message header")
