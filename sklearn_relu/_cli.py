@@ -6,8 +6,11 @@ status.
 """
 
 import argparse
+import glob
+import itertools
 import json
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +24,9 @@ data formats:
   .npz  arrays named X and y (and optionally sample_weight)
   .npy  X alone (memory-mapped); give y with --target y.npy
   .csv  comma-separated numbers, one row per sample, y in the last column;
-        a first line that is not numeric (column names) is skipped
+        a first line of names is skipped. A first line that could be either
+        (pandas' default names 0,1,2,..., or a missing value such as NA) is
+        an error: say which with --csv-header yes|no
 
 under MPI (every rank reads the same file and trains on its own shard):
   mpiexec -n 4 python -m mpi4py -m sklearn_relu fit data.npz --solver qsgd \\
@@ -37,7 +42,7 @@ model at --out untouched. Load it with joblib.load(path).
 _MPI_LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
-def load_data(path, target=None):
+def load_data(path, target=None, csv_header="auto"):
     """``(X, y, sample_weight)`` from a ``.npz``, ``.npy`` or ``.csv`` file.
 
     Parameters
@@ -45,6 +50,10 @@ def load_data(path, target=None):
     path : str or Path
     target : str or Path, optional
         A ``.npy`` file with ``y``; required when ``path`` is a ``.npy``.
+    csv_header : {"auto", "yes", "no"}, default="auto"
+        Whether a CSV's first line is column names. ``"auto"`` skips a line
+        of names, reads a line of numbers, and raises when it cannot tell:
+        no row is ever dropped or read silently by a guess.
 
     Returns
     -------
@@ -74,7 +83,7 @@ def load_data(path, target=None):
         X = np.load(path, mmap_mode="r")
         y = np.load(target)
     elif suffix == ".csv":
-        table = _load_csv(path)
+        table = _load_csv(path, csv_header)
         X, y = table[:, :-1], table[:, -1]
     else:
         raise ValueError(
@@ -86,18 +95,67 @@ def load_data(path, target=None):
     return X, y, sample_weight
 
 
-def _load_csv(path):
-    with open(path) as file:
-        first = file.readline()
+# Fields that spreadsheets and pandas write for a missing value.
+_MISSING = {"", "na", "n/a", "nan", "null", "none", "-", "?"}
+
+
+def _number(field):
     try:
-        [float(field) for field in first.split(",")]
-        skip = 0
+        float(field)
     except ValueError:
-        skip = 1  # column names
-    table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+        return False
+    return True
+
+
+def _csv_has_header(path, first):
+    """Whether the first line ``first`` is column names; raise when unsure."""
+    fields = [field.strip().strip('"') for field in first.split(",")]
+    unsure = None
+    if any(field.lower() in _MISSING for field in fields):
+        unsure = "has a missing value (such as NA or an empty field)"
+    elif all(_number(field) for field in fields):
+        if fields == [str(i) for i in range(len(fields))] and len(fields) > 1:
+            unsure = "reads 0,1,2,...: pandas' default column names, or data"
+        else:
+            return False
+    elif any(_number(field) for field in fields):
+        unsure = "mixes numbers and names"
+    if unsure:
+        raise ValueError(
+            f"cannot tell whether the first line of {path} is column names or "
+            f"data: it {unsure}. Say which with --csv-header yes or no "
+            "(load_data(..., csv_header='yes'|'no'))"
+        )
+    return True
+
+
+def _load_csv(path, csv_header="auto"):
+    if csv_header not in ("auto", "yes", "no"):
+        raise ValueError(
+            f"csv_header must be 'auto', 'yes' or 'no', got {csv_header!r}"
+        )
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the data.
+    with open(path, encoding="utf-8-sig") as file:
+        first = file.readline()
+    if not first.strip():
+        raise ValueError(f"{path} is empty: it has no data rows")
+    if csv_header == "auto":
+        skip = int(_csv_has_header(path, first))
+    else:
+        skip = int(csv_header == "yes")
+    if not _has_rows(path, skip):
+        raise ValueError(f"{path} has column names but no data rows")
+    table = np.loadtxt(
+        path, delimiter=",", skiprows=skip, ndmin=2, encoding="utf-8-sig"
+    )
     if table.shape[1] < 2:
         raise ValueError(f"{path} needs at least two columns: features, then y")
     return table
+
+
+def _has_rows(path, skip):
+    with open(path, encoding="utf-8-sig") as file:
+        return any(line.strip() for line in itertools.islice(file, skip, None))
 
 
 def save_atomically(obj, path):
@@ -109,8 +167,10 @@ def save_atomically(obj, path):
     import joblib
 
     path = Path(path)
+    check_writable(path)
+    _remove_stale_temporaries(path)
     fd, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp"
     )
     os.close(fd)
     try:
@@ -124,6 +184,43 @@ def save_atomically(obj, path):
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def check_writable(path):
+    """Raise a ValueError naming ``path`` unless a file can be written there:
+    checked before a fit, not after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a directory, not a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(
+            f"--out {str(path)!r}: directory {str(parent)!r} does not exist"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {str(path)!r}: directory {str(parent)!r} is not writable"
+        )
+
+
+# Temporary files are named after the writing host and process, so that one
+# left by a writer killed mid-save (kill -9) is recognised and removed.
+def _temporary_prefix(path):
+    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_stale_temporaries(path):
+    mine = f".{path.name}.{socket.gethostname()}."
+    for leftover in path.parent.glob(f"{glob.escape(mine)}*.tmp"):
+        pid = leftover.name[len(mine) :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its writer is gone: nothing will finish it
+            leftover.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _under_mpi_launcher():
@@ -174,6 +271,11 @@ def _add_fit(subparsers):
     fit.add_argument("data", help="training data: .npz, .npy or .csv (see below)")
     fit.add_argument("--target", help="y as a .npy file, when DATA is a .npy with X")
     fit.add_argument("--out", required=True, help="where to write the fitted model")
+    fit.add_argument(
+        "--csv-header", choices=["auto", "yes", "no"], default="auto",
+        help="whether a .csv's first line is column names (default: tell, or "
+        "raise when unsure)",
+    )
     model = fit.add_argument_group("estimator (see ReLURegressor)")
     model.add_argument("--solver", choices=["sgd", "qsgd"], default="sgd")
     model.add_argument(
@@ -224,7 +326,9 @@ def _run_fit(args):
 
     backend, writer, mpi = _make_backend(args)
     try:
-        X, y, sample_weight = load_data(args.data, args.target)
+        if writer:
+            check_writable(args.out)
+        X, y, sample_weight = load_data(args.data, args.target, args.csv_header)
         est = ReLURegressor(
             solver=args.solver,
             bits=args.bits,

@@ -4,8 +4,10 @@ corrupt a fit (issue 12's defects, one section each, numbered as there)."""
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
+import warnings
 
 import joblib
 import numpy as np
@@ -17,6 +19,7 @@ from numpy.testing import assert_array_equal
 from test_compression import assert_unbiased, bucket_slices, per_coordinate, scaled_norm
 
 from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._cli import load_data, main, save_atomically
 from sklearn_relu.backends import JoblibBackend
 from sklearn_relu.backends._joblib import WorkerError
 from sklearn_relu.compression import QSGD, Identity, MessageError
@@ -340,3 +343,75 @@ def test_tiny_and_huge_vectors_travel_as_the_same_message_but_the_exponent():
     )
     with pytest.raises(MessageError, match="norm exponent 0"):
         quantizer.decompress(tiny[:12] + bytes(2) + tiny[14:])
+
+
+# -- 9: the command line's data and files ---------------------------------------------
+def write_csv(tmp_path, text, name="d.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_row(tmp_path):
+    path = write_csv(tmp_path, "1,2,3\n4,5,6\n", encoding="utf-8-sig")
+    X, y, _ = load_data(path)
+    assert_array_equal(X, [[1, 2], [4, 5]])
+    assert_array_equal(y, [3, 6])
+
+
+@pytest.mark.parametrize(
+    "first, why",
+    [
+        ("1.5,NA,2", "has a missing value"),
+        ("0,1,2", "pandas' default column names"),
+        ("x0,1,y", "mixes numbers and names"),
+    ],
+)
+def test_a_first_line_that_may_be_names_or_data_is_an_error(tmp_path, first, why):
+    path = write_csv(tmp_path, f"{first}\n4,5,6\n7,8,9\n")
+    with pytest.raises(ValueError, match=f"cannot tell whether the first line .* {why}"):
+        load_data(path)
+    # Told, it reads what it is told.
+    assert load_data(path, csv_header="yes")[0].shape == (2, 2)
+
+
+def test_a_numeric_header_is_read_as_data_only_when_asked(tmp_path):
+    path = write_csv(tmp_path, "0,1,2\n4,5,6\n")
+    assert load_data(path, csv_header="no")[0].shape == (2, 2)
+    assert load_data(path, csv_header="yes")[0].shape == (1, 2)
+    # A line of names is still recognised without being told.
+    assert load_data(write_csv(tmp_path, "a,b,y\n4,5,6\n"))[0].shape == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "text, message", [("", "is empty"), ("x0,x1,y\n", "column names but no data rows")]
+)
+def test_empty_or_header_only_csv_says_so(tmp_path, text, message):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy "empty input" warning either
+        with pytest.raises(ValueError, match=message):
+            load_data(write_csv(tmp_path, text))
+
+
+def test_a_bad_out_is_reported_before_the_fit(tmp_path, monkeypatch):
+    from sklearn_relu import _estimator
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit ran before --out was checked")
+
+    monkeypatch.setattr(_estimator.ReLURegressor, "fit", no_fit)
+    np.savez(tmp_path / "d.npz", X=np.ones((4, 2)), y=np.ones(4))
+    out = tmp_path / "missing" / "model.joblib"
+    with pytest.raises(ValueError, match="directory .*missing' does not exist"):
+        main(["fit", str(tmp_path / "d.npz"), "--out", str(out)])
+
+
+def test_a_temporary_file_left_by_a_killed_save_is_removed(tmp_path):
+    out = tmp_path / "model.joblib"
+    # A writer killed with SIGKILL mid-save: its process no longer exists.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    leftover = tmp_path / f".model.joblib.{socket.gethostname()}.{child.pid}.x1y2.tmp"
+    leftover.write_bytes(b"half a model")
+    save_atomically({"a": 1}, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.joblib"]
