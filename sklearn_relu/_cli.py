@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._estimator import SOLVERS
+from ._worker import shard_bounds
+from .backends._mpi import TOPOLOGIES
+
 __all__ = ["main", "build_parser", "load_data", "save_atomically"]
 
 DATA_HELP = """\
@@ -42,7 +46,7 @@ model at --out untouched. Load it with joblib.load(path).
 _MPI_LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
-def load_data(path, target=None, csv_header="auto"):
+def load_data(path, target=None, shard=None, csv_header="auto"):
     """``(X, y, sample_weight)`` from a ``.npz``, ``.npy`` or ``.csv`` file.
 
     Parameters
@@ -50,6 +54,10 @@ def load_data(path, target=None, csv_header="auto"):
     path : str or Path
     target : str or Path, optional
         A ``.npy`` file with ``y``; required when ``path`` is a ``.npy``.
+    shard : tuple (index, count), optional
+        Only the rows of shard ``index`` of ``count`` equal contiguous shards
+        (as ``MPIBackend(data="local")`` takes them). Only for ``.npy`` data,
+        which is memory-mapped, so that only those rows are ever read.
     csv_header : {"auto", "yes", "no"}, default="auto"
         Whether a CSV's first line is column names. ``"auto"`` skips a line
         of names, reads a line of numbers, and raises when it cannot tell:
@@ -81,7 +89,11 @@ def load_data(path, target=None, csv_header="auto"):
         if target is None:
             raise ValueError(f"{path} holds X only: give y with --target y.npy")
         X = np.load(path, mmap_mode="r")
-        y = np.load(target)
+        y = np.load(target, mmap_mode="r")
+        if shard is not None:
+            start, stop = shard_bounds(X.shape[0], shard[1], shard[0])
+            X, y = X[start:stop], y[start:stop]
+        y = np.array(y)
     elif suffix == ".csv":
         table = _load_csv(path, csv_header)
         X, y = table[:, :-1], table[:, -1]
@@ -89,6 +101,11 @@ def load_data(path, target=None, csv_header="auto"):
         raise ValueError(
             f"unsupported data file {path.name!r}: use .npz (X, y), .npy (with "
             "--target) or .csv (y in the last column)"
+        )
+    if shard is not None and suffix != ".npy":
+        raise ValueError(
+            "--data local reads each rank's rows from a memory-mapped .npy file: "
+            f"save X and y as .npy files (got {path.name!r})"
         )
     if target is not None and suffix != ".npy":
         raise ValueError("--target is only for .npy data files")
@@ -235,7 +252,7 @@ def _make_backend(args):
     if name == "mpi":
         from .backends import MPIBackend
 
-        backend = MPIBackend(topology=args.topology)
+        backend = MPIBackend(topology=args.topology, data=args.data_mode)
         return backend, backend.rank == 0, backend
     if name == "joblib":
         from .backends import JoblibBackend
@@ -277,9 +294,10 @@ def _add_fit(subparsers):
         "raise when unsure)",
     )
     model = fit.add_argument_group("estimator (see ReLURegressor)")
-    model.add_argument("--solver", choices=["sgd", "qsgd"], default="sgd")
+    model.add_argument("--solver", choices=sorted(SOLVERS), default="sgd")
     model.add_argument(
-        "--bits", type=int, default=8, help="QSGD bits, 2..16 (default 8)"
+        "--bits", type=int, default=8,
+        help="qsgd: bits a coordinate, 2..16; intsgd: 8, 16 or 32 (default 8)",
     )
     model.add_argument("--bucket-size", type=_optional_int, default=None)
     model.add_argument("--batch-size", type=_positive_int_or_auto, default="auto")
@@ -313,9 +331,19 @@ def _add_fit(subparsers):
     )
     where.add_argument(
         "--topology",
-        choices=["allgather", "master-worker"],
-        default="allgather",
-        help="MPI: every rank decodes all messages, or rank 0 steps and broadcasts",
+        choices=list(TOPOLOGIES),
+        default="auto",
+        help="MPI: allreduce (sum while compressed: sgd, intsgd), allgather (every "
+        "rank decodes all messages), master-worker; auto: allreduce for intsgd, "
+        "else allgather",
+    )
+    where.add_argument(
+        "--data",
+        dest="data_mode",
+        choices=["all", "local"],
+        default="all",
+        help="MPI: every rank reads all rows, or (local) only its own shard's rows "
+        "of a memory-mapped .npy file",
     )
     fit.add_argument("--json", action="store_true", help="print the summary as JSON")
     fit.set_defaults(run=_run_fit)
@@ -328,7 +356,12 @@ def _run_fit(args):
     try:
         if writer:
             check_writable(args.out)
-        X, y, sample_weight = load_data(args.data, args.target, args.csv_header)
+        shard = None
+        if mpi is not None and args.data_mode == "local":
+            shard = (mpi.rank, mpi.size)
+        X, y, sample_weight = load_data(
+            args.data, args.target, shard, csv_header=args.csv_header
+        )
         est = ReLURegressor(
             solver=args.solver,
             bits=args.bits,

@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
@@ -25,7 +24,7 @@ from ._init import check_init, initial_params
 from ._step_size import auto_learning_rate, measure_curvature
 from ._worker import TrainingSet
 from .backends import get_backend
-from .compression import QSGD, Identity
+from .compression import QSGD, Identity, IntSGD
 
 __all__ = ["ReLURegressor"]
 
@@ -37,6 +36,7 @@ SOLVERS = {
     "qsgd": lambda est: QSGD(
         bits=est.bits, bucket_size=est.bucket_size, encoding=est.encoding
     ),
+    "intsgd": lambda est: IntSGD(bits=est.bits),
 }
 
 
@@ -77,11 +77,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {"sgd", "qsgd"}, default="sgd"
-        ``"sgd"`` sends exact gradients; ``"qsgd"`` quantizes them (QSGD).
+    solver : {"sgd", "qsgd", "intsgd"}, default="sgd"
+        ``"sgd"`` sends exact gradients; ``"qsgd"`` quantizes them (QSGD);
+        ``"intsgd"`` rounds them to integers on a scale all workers share, so
+        that MPI's integer ``Allreduce`` can sum them
+        (:class:`~sklearn_relu.compression.IntSGD`).
     bits : int, default=8
-        Bits per coordinate for ``solver="qsgd"``, in ``[2, 16]``: one sign bit
+        Bits per coordinate. ``solver="qsgd"``: in ``[2, 16]``, one sign bit
         and ``bits - 1`` magnitude bits, so ``s = 2**(bits-1) - 1`` levels.
+        ``solver="intsgd"``: 8, 16 or 32, the integer type on the wire.
     bucket_size : int or None, default=None
         Coordinates sharing one norm in QSGD; ``None`` uses the whole vector.
     encoding : {"packed", "elias"}, default="packed"
@@ -94,8 +98,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         Constant step size. ``"auto"`` measures the curvature at the initial
         point: ``1 / (lambda_max(H) + R / m)``, ``R`` the mean squared row norm
         (weighted by ``s^2`` with sample weights, whose noise grows so), which
-        is ``2m / (m + 2d)`` on standardized Gaussian data; QSGD divides it
-        by ``1 + delta / n_workers``, ``delta`` the quantizer's variance factor.
+        is ``2m / (m + 2d)`` on standardized Gaussian data. A compressor
+        with variance factor ``delta`` (QSGD, IntSGD) makes it
+        ``1 / ((1 + delta / W) lambda_max(H) + (1 + delta) R / m)`` with ``W``
+        workers: compression noise adds to each worker's sampling noise.
     max_iter : int, default=200
         Maximum number of epochs (passes of ``n_samples`` points) per run.
     tol : float or None, default=1e-4
@@ -123,7 +129,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         weights seen.
     validation_fraction : float, default=0.1
         Share of the data held out for early stopping, in ``(0, 1)``.
-    n_workers : int or None, default=1
+    n_workers : int or None, default=None
         Workers the data and each batch are split across. ``None`` uses as many
         as the backend has: one in-process, the ``n_jobs`` of
         ``joblib.parallel_config`` (default: all CPUs) on joblib, the number of
@@ -210,7 +216,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         fit_intercept=True,
         early_stopping=False,
         validation_fraction=0.1,
-        n_workers=1,
+        n_workers=None,
         backend="inprocess",
         random_state=None,
         verbose=0,
@@ -298,9 +304,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}"
             )
-        # bits and bucket_size are checked whatever the solver, so that a bad
-        # value is reported even where it is not used yet.
-        QSGD(bits=self.bits, bucket_size=self.bucket_size, encoding=self.encoding)
+        # bits, bucket_size and encoding are checked whatever the solver, so
+        # that a bad value is reported even where it is not used yet; bits by
+        # the solver that reads it (IntSGD takes 8, 16 or 32).
+        QSGD(
+            bits=8 if self.solver == "intsgd" else self.bits,
+            bucket_size=self.bucket_size, encoding=self.encoding,
+        )
         compressor = SOLVERS[self.solver](self)
         for name in ("fit_intercept", "early_stopping", "warm_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -354,13 +364,21 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             # Workers sum s_i * gradient_i over uniformly drawn rows, so the step
             # scales with the mean weight; rescale it to 1 so that a learning
             # rate ("auto" included) means the same for any scale of the weights.
+            # The total the weights were scaled by is returned too, so that
+            # processes holding parts of the data can rescale to the mean over
+            # all of them.
+            with np.errstate(over="ignore"):
+                weight_sum = float(sample_weight.sum())
             # Divided by the largest first: the sum of weights near 1e306
             # overflows, and n over the sum of subnormal ones does.
             sample_weight = sample_weight / sample_weight.max()
             sample_weight = sample_weight * (
                 sample_weight.shape[0] / sample_weight.sum()
             )
-        return X, y, sample_weight
+        else:
+            weight_sum = float(X.shape[0])
+        return X, y, sample_weight, weight_sum
+
 
     # -- fitting ------------------------------------------------------------------
     def _fit(self, X, y, sample_weight, partial):
@@ -426,7 +444,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     def _training_set(self, X, y, sample_weight, *, reset, split_seed):
         """Validate the data and split off the validation set (``split_seed``
         not None); run by the backend where the data is."""
-        X, y, sample_weight = self._validate_input(X, y, sample_weight, reset=reset)
+        X, y, sample_weight, weight_sum = self._validate_input(
+            X, y, sample_weight, reset=reset
+        )
+        weight_count = X.shape[0]
         validation = None
         if split_seed is not None:
             X, X_val, y, y_val, sample_weight, sw_val = self._split_validation(
@@ -436,6 +457,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return TrainingSet(
             X, y, sample_weight, n_samples=X.shape[0],
             zero_loss=_zero_model_loss(y, sample_weight),
+            weight_sum=weight_sum, weight_count=weight_count,
             feature_names=getattr(self, "feature_names_in_", None),
             validation=validation,
         )
@@ -503,10 +525,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         if curvature is None:
             curvature = measure_curvature(backend.reduce, params, rng)
         self._curvature = curvature
-        noise = 0.0
-        if isinstance(compressor, QSGD):
-            noise = compressor.variance_factor(params.shape[0]) / self._n_workers
-        return params, auto_learning_rate(curvature, batch_size, noise_factor=noise)
+        delta = compressor.variance_factor(params.shape[0], self._n_workers)
+        return params, auto_learning_rate(
+            curvature, batch_size, variance_factor=delta, n_workers=self._n_workers
+        )
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,
@@ -591,8 +613,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if validating:
                 # Scored where the validation set is (it may be on one process
                 # only) and shared, so every process keeps the same epoch.
-                here = None if validation is None else _score(validation, params)
-                score = backend.common(here)
+                here = (
+                    None if validation is None
+                    else _validation_statistics(validation, params)
+                )
+                score = _r2_from_statistics(backend.gather_validation(here))
                 scores.append(score)
                 improved = score > best_score + (self.tol or 0.0)
                 if score > best_score:
@@ -686,12 +711,41 @@ def _shared_parameters(estimator, partial):
     return {"method": "partial_fit" if partial else "fit", **shared}
 
 
-def _score(validation, params):
-    """R^2 of the model ``params`` on ``validation = (X_val, y_val, sw_val)``."""
+def _validation_statistics(validation, params):
+    """``(sum w, weighted mean of y, sum w (y - mean)^2, sum w (y - pred)^2)`` of
+    the model ``params`` on ``validation = (X_val, y_val, sw_val)``: what the
+    validation R^2 needs, from rows that may be spread over processes."""
     X_val, y_val, sw_val = validation
     coef, intercept = split_params(params, X_val.shape[1])
     pred = np.maximum(X_val @ coef + intercept, 0)
-    return r2_score(y_val, pred, sample_weight=sw_val)
+    weight = 1.0 if sw_val is None else sw_val
+    y_val = y_val.astype(np.float64)
+    mean = np.average(y_val, weights=sw_val)
+    total = float(y_val.shape[0]) if sw_val is None else float(np.sum(sw_val))
+    return (
+        total,
+        float(mean),
+        float((weight * (y_val - mean) ** 2).sum()),
+        float((weight * (y_val - pred) ** 2).sum()),
+    )
+
+
+def _r2_from_statistics(parts):
+    """The R^2 of the union of the validation rows behind ``parts`` (in order),
+    as :func:`sklearn.metrics.r2_score` computes it for one part: the spread
+    about the overall mean combined by Chan et al.'s pairwise update."""
+    total, mean, spread, residual = parts[0]
+    for other_total, other_mean, other_spread, other_residual in parts[1:]:
+        combined = total + other_total
+        delta = other_mean - mean
+        spread += other_spread + delta * delta * total * other_total / combined
+        mean += delta * other_total / combined
+        total = combined
+        residual += other_residual
+    if spread == 0:
+        # r2_score's convention for a constant target.
+        return 1.0 if residual == 0 else 0.0
+    return 1.0 - residual / spread
 
 
 def _full_loss(backend, params):

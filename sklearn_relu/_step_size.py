@@ -10,9 +10,14 @@ larger of that mean over the active rows and over all rows. The step ``1 / (lamb
 then half the largest stable step in every direction; on standardized Gaussian
 data (``lambda = 1/2``, ``R = d``) it is exactly ``2m / (m + 2d)``.
 
-QSGD adds variance ``delta ||g||^2`` per worker message, ``delta`` its variance
-factor; averaging ``W`` messages divides it by ``W``, so the step is divided by
-``1 + delta / W``.
+A compressor adds variance ``delta ||g_w||^2`` to worker ``w``'s message,
+``delta`` its variance factor. Summed over ``W`` workers whose shares of the
+batch are independent, ``sum_w E||g_w||^2 = ||E g||^2 / W + Var(g)``: the
+compressed sum's second moment is
+``(1 + delta / W) ||E g||^2 + (1 + delta) Var(g)``. The curvature term is
+divided by ``W`` but the sampling noise is not (each worker's ``m / W`` rows
+are ``W`` times noisier), so the step is
+``1 / ((1 + delta / W) lambda_max(H) + (1 + delta) R / m)``.
 """
 
 import numpy as np
@@ -103,17 +108,20 @@ def measure_curvature(reduce, params, random_state):
     return eigenvalue, float(mean_row_norm)
 
 
-def auto_learning_rate(curvature, batch_size, noise_factor=0.0):
-    """``1 / ((lambda_max(H) + R / m) (1 + noise_factor))``.
+def auto_learning_rate(curvature, batch_size, variance_factor=0.0, n_workers=1):
+    """``1 / ((1 + delta / W) lambda_max(H) + (1 + delta) R / m)``.
 
     Parameters
     ----------
     curvature : tuple of float
         ``(lambda_max(H), R)`` from :func:`measure_curvature`.
     batch_size : int
-        ``m``, the points per step.
-    noise_factor : float, default=0.0
-        Extra relative gradient variance, ``delta / W`` for QSGD.
+        ``m``, the points per step over all workers.
+    variance_factor : float, default=0.0
+        ``delta``: the compressor's added variance relative to a message's
+        squared norm (0 for exact SGD).
+    n_workers : int, default=1
+        ``W``, the workers whose messages are summed.
 
     Examples
     --------
@@ -122,4 +130,7 @@ def auto_learning_rate(curvature, batch_size, noise_factor=0.0):
     True
     """
     eigenvalue, mean_row_norm = curvature
-    return 1.0 / ((eigenvalue + mean_row_norm / batch_size) * (1.0 + noise_factor))
+    return 1.0 / (
+        eigenvalue * (1.0 + variance_factor / n_workers)
+        + mean_row_norm / batch_size * (1.0 + variance_factor)
+    )

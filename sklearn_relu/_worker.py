@@ -32,6 +32,9 @@ class TrainingSet:
         Training rows over all processes.
     zero_loss : float
         The training loss of the zero model, from all rows.
+    weight_sum, weight_count : float, int
+        The sample weights' total and the number of rows they were scaled to
+        mean 1 over, here (before the validation split).
     feature_names : ndarray of str or None
         Column names of ``X``, for ``feature_names_in_``.
     validation : tuple (X_val, y_val, sw_val) or None
@@ -43,6 +46,8 @@ class TrainingSet:
     sample_weight: np.ndarray = None
     n_samples: int = 0
     zero_loss: float = 0.0
+    weight_sum: float = 0.0
+    weight_count: int = 0
     feature_names: np.ndarray = None
     validation: tuple = None
 
@@ -112,6 +117,7 @@ class ShardWorker:
     ):
         self.X, self.y, self.sample_weight = X, y, sample_weight
         self.index = index
+        self.n_workers = n_workers
         self.compressor = compressor
         self.batch_size = batch_share(batch_size, n_workers, index)
         # E[sum over workers] = sum_w (n_w / n) * (shard mean) = full mean, even
@@ -125,8 +131,8 @@ class ShardWorker:
         self._rng = np.random.default_rng(seed)
         self._batch_loss = np.zeros(2)
 
-    def gradient_message(self, params):
-        """Draw a batch, compute its gradient at ``params``, return the message."""
+    def _draw_gradient(self, params):
+        """Draw a batch and return its gradient at ``params`` (this worker's share)."""
         rows = self._rng.integers(0, self.X.shape[0], size=self.batch_size)
         with np.errstate(over="ignore", invalid="ignore"):
             gradient, loss, weight = batch_gradient(
@@ -138,11 +144,29 @@ class ShardWorker:
         # estimates the same mean loss, and a batch whose rows all weigh zero
         # adds 0/1 rather than making the epoch's mean 0/0.
         self._batch_loss += (loss, rows.shape[0])
+        return gradient
+
+    def gradient_message(self, params):
+        """Draw a batch, compute its gradient at ``params``, return the message."""
+        gradient = self._draw_gradient(params)
         try:
             return self.compressor.compress(gradient, self._rng)
         except FloatingPointError as error:
             # e.g. a QSGD norm beyond float32: the step size is the cause.
             raise divergence_error(str(error)) from error
+
+    # A summable compressor's step has two halves, so that the workers can agree
+    # on a scale between them: the gradient and its scale statistic, then the
+    # vector to be summed.
+    def gradient_statistic(self, params):
+        """Draw a batch, keep its gradient, return the compressor's scale statistic."""
+        self._pending = self._draw_gradient(params)
+        return self.compressor.scale_statistic(self._pending)
+
+    def summand(self, scale):
+        """This worker's encoded vector of the kept gradient, to be summed."""
+        gradient, self._pending = self._pending, None
+        return self.compressor.encode(gradient, scale, self.n_workers, self._rng)
 
     def batch_loss(self):
         """``[loss_sum, draws]`` of the batches since the last call; resets."""

@@ -162,3 +162,36 @@ def test_a_killed_cli_fit_leaves_the_earlier_model_untouched(data_file, tmp_path
     assert done.returncode != 0
     assert out.read_bytes() == b"an earlier model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "model.joblib"]
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 4])
+def test_allreduce_intsgd_and_local_data_on_every_rank(n_ranks):
+    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_allreduce.py"), timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok: {n_ranks} ranks" in done.stderr
+
+
+def test_cli_data_local_reads_only_its_rows_and_fits_the_same_model(tmp_path):
+    # Each rank memory-maps the .npy files and keeps its own shard's rows; the
+    # model is the one every rank reading all rows gives.
+    X, y = make_relu_regression(n_samples=300, n_features=8, random_state=0)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    models = {}
+    for mode in ("all", "local"):
+        out = tmp_path / f"{mode}.joblib"
+        args = ["-m", "sklearn_relu", "fit", str(tmp_path / "X.npy"), "--target",
+                str(tmp_path / "y.npy"), "--solver", "intsgd", "--random-state", "0",
+                "--data", mode, "--out", str(out)]
+        done, _ = mpiexec(2, *args, timeout=60)
+        assert done.returncode == 0, done.stderr
+        models[mode] = joblib.load(out)
+    np.testing.assert_array_equal(models["local"].coef_, models["all"].coef_)
+    assert models["local"].n_workers_ == 2
+    # Anything but .npy cannot be read a shard at a time: a clear error.
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    args = ["-m", "sklearn_relu", "fit", str(tmp_path / "data.npz"), "--data", "local",
+            "--out", str(tmp_path / "m.joblib")]
+    done, _ = mpiexec(2, *args, timeout=60)
+    assert done.returncode != 0
+    assert "--data local reads each rank's rows from a memory-mapped .npy" in done.stderr

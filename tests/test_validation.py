@@ -112,7 +112,7 @@ def test_two_dimensional_y_is_raveled_with_a_warning(data):
         ({"learning_rate": 0}, "learning_rate must be 'auto' or a positive finite float"),
         ({"learning_rate": np.inf}, "learning_rate must be 'auto' or a positive finite float"),
         ({"learning_rate": "optimal"}, "learning_rate must be 'auto'"),
-        ({"solver": "adam"}, "solver must be one of \\['qsgd', 'sgd'\\], got 'adam'"),
+        ({"solver": "adam"}, "solver must be one of \\['intsgd', 'qsgd', 'sgd'\\], got 'adam'"),
         ({"max_iter": 0}, "max_iter must be an integer >= 1"),
         ({"tol": -0.1}, r"tol must be None or a float in \[0, 1\)"),
         ({"tol": 1.5}, r"tol must be None or a float in \[0, 1\)"),

@@ -147,6 +147,14 @@ class Backend(ABC):
         """
         return prepare(X, y, sample_weight)
 
+    def gather_validation(self, statistics):
+        """Every process's validation statistics (``None`` where it holds no
+        validation rows), as a list the estimator combines in order.
+
+        A single-process backend holds the whole validation set: ``[statistics]``.
+        """
+        return [] if statistics is None else [statistics]
+
     def start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         """Split the rows into ``n_workers`` shards and start one worker on each.
 
@@ -197,6 +205,25 @@ class Backend(ABC):
         for message in messages[1:]:
             gradient += self.compressor.decompress(message, n_values)
         return gradient
+
+    def sum_encoded(self, parts, scale, dtype):
+        """Add summable compressors' vectors in the order given; decode the sum.
+
+        For integer vectors (:class:`~sklearn_relu.compression.IntSGD`) the sum
+        is exact in any order, so this gives the same bits as MPI's integer
+        ``Allreduce``. The sum stays in the wire type: the compressor chose its
+        levels so that it cannot overflow. ``dtype`` is the model's.
+        """
+        total = parts[0].copy()
+        for part in parts[1:]:
+            total += part
+        return self.compressor.decode_sum(total, scale, len(parts), dtype)
+
+    def record_summands(self, n_workers, part_nbytes, n_values):
+        """Count one summed step: each worker's vector, and its scale statistic
+        (one float64) when the compressor needs a scale."""
+        extra = 8 if self.compressor.needs_scale else 0
+        self.record.add_messages([part_nbytes + extra] * n_workers, n_values)
 
     def stop(self):
         """Release the workers. Safe to call more than once."""

@@ -30,11 +30,24 @@ class InProcessBackend(Backend):
         return [getattr(worker, method)(*args) for worker in self.workers]
 
     def step(self, params, update):
+        if self.compressor.summed_only:
+            return self._summed_step(params, update)
         with Timer(self.record, "compute_seconds"):
             messages = [w.gradient_message(params) for w in self.workers]
         self.record.add_messages(messages, params.shape[0])
         with Timer(self.record, "communicate_seconds"):
             gradient = self.sum_decoded(messages, params.shape[0])
+        return update(params, gradient)
+
+    def _summed_step(self, params, update):
+        compressor = self.compressor
+        with Timer(self.record, "compute_seconds"):
+            statistics = [w.gradient_statistic(params) for w in self.workers]
+            scale = max(statistics) if compressor.needs_scale else None
+            parts = [w.summand(scale) for w in self.workers]
+        self.record_summands(len(parts), parts[0].nbytes, params.shape[0])
+        with Timer(self.record, "communicate_seconds"):
+            gradient = self.sum_encoded(parts, scale, params.dtype)
         return update(params, gradient)
 
     def stop(self):

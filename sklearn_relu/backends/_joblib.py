@@ -333,7 +333,7 @@ class JoblibBackend(Backend):
             thread.join()
 
     # -- requests -----------------------------------------------------------------
-    def _request(self, method, args):
+    def _request(self, method, args, message=False):
         """Send ``method(*args)`` to every worker; ``(results, slowest seconds)``."""
         payload = pickle.dumps((method, args), protocol=pickle.HIGHEST_PROTOCOL)
         for index, conn in enumerate(self._connections):
@@ -346,14 +346,15 @@ class JoblibBackend(Backend):
         # is left behind in a connection.
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         replies = [
-            self._receive(i, c, deadline) for i, c in enumerate(self._connections)
+            self._receive(i, c, message, deadline)
+            for i, c in enumerate(self._connections)
         ]
         for index, reply in enumerate(replies):
             if isinstance(reply, BaseException):
                 raise WorkerError(f"joblib worker {index} failed: {reply!r}") from reply
         return [r[0] for r in replies], max(r[1] for r in replies)
 
-    def _receive(self, index, conn, deadline=None):
+    def _receive(self, index, conn, message=False, deadline=None):
         """``(result, seconds)``, or the exception the worker raised; a
         WorkerError when no reply came by ``deadline`` (``time.monotonic``)."""
         if deadline is not None and not conn.poll(max(deadline - time.monotonic(), 0)):
@@ -372,7 +373,14 @@ class JoblibBackend(Backend):
         if status == "error":
             return body[0]
         result, seconds = body
-        message_nbytes = len(result) if isinstance(result, bytes) else 0
+        # Messages (bytes, or a summable compressor's vector) are counted as
+        # messages by step(); the rest of the reply is control traffic.
+        if isinstance(result, bytes):
+            message_nbytes = len(result)
+        elif message and isinstance(result, np.ndarray):
+            message_nbytes = result.nbytes
+        else:
+            message_nbytes = 0
         self.record.control_bytes += len(reply) - message_nbytes
         return result, seconds
 
@@ -387,6 +395,8 @@ class JoblibBackend(Backend):
         return self._request(method, args)[0]
 
     def step(self, params, update):
+        if self.compressor.summed_only:
+            return self._summed_step(params, update)
         start = time.perf_counter()
         messages, compute = self._request("gradient_message", (params,))
         self.record.add_messages(messages, params.shape[0])
@@ -395,4 +405,20 @@ class JoblibBackend(Backend):
         # worker's; the rest (sending, waiting, decoding) is communication.
         self.record.compute_seconds += compute
         self.record.communicate_seconds += time.perf_counter() - start - compute
+        return update(params, gradient)
+
+    def _summed_step(self, params, update):
+        # Two round trips: the workers' scale statistics, then, once the scale
+        # is agreed, their encoded vectors, summed here in worker order.
+        compressor = self.compressor
+        start = time.perf_counter()
+        statistics, compute = self._request("gradient_statistic", (params,))
+        scale = max(statistics) if compressor.needs_scale else None
+        parts, encode = self._request("summand", (scale,), message=True)
+        self.record_summands(len(parts), parts[0].nbytes, params.shape[0])
+        gradient = self.sum_encoded(parts, scale, params.dtype)
+        self.record.compute_seconds += compute + encode
+        self.record.communicate_seconds += (
+            time.perf_counter() - start - compute - encode
+        )
         return update(params, gradient)

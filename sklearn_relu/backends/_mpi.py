@@ -8,14 +8,28 @@ the compressor's bytes, moved as ``uint8`` buffers (``Allgatherv``,
 pickle-based lowercase methods. With ``data="root"`` the training rows are
 scattered from rank 0 the same way, each rank's shard as one buffer.
 
-Two topologies (REFERENCE §5):
+Three topologies (see :doc:`/scaling` for what each costs):
 
-``"allgather"`` (decentralized)
+``"allreduce"``
+    The workers' vectors are summed while compressed by MPI's ``Allreduce``:
+    float64 gradients for plain SGD (what Horovod, PyTorch DDP and most MPI
+    programs run), integers for :class:`~sklearn_relu.compression.IntSGD`
+    (after one 8-byte MAX ``Allreduce`` that agrees on the scale). A ring or
+    reduce-scatter allreduce costs each rank about twice the vector whatever
+    the number of ranks. Every rank steps its own replica. Float sums may be
+    added in another order than in-process (the model can differ in the last
+    bits from other backends, but is the same on every rank); integer sums are
+    exact, so IntSGD is bit-identical everywhere.
+``"allgather"`` (decentralized, the paper's setting)
     Every rank receives every message, decodes them in rank order and steps
     its own replica of the model. Nothing but quantized messages travels.
 ``"master-worker"``
     Workers send their messages to rank 0, which decodes, sums, steps, and
     broadcasts the new model (exact floats) back.
+
+``"auto"`` (the default) is ``"allreduce"`` for compressors whose messages only
+exist summed (IntSGD) and ``"allgather"`` for all others, so that the default
+gives the same model, to the last bit, as every other backend.
 
 A rank whose computation raises tells the others through the size exchange
 that precedes every message exchange, so all ranks raise instead of waiting
@@ -38,8 +52,8 @@ __all__ = ["MPIBackend", "import_mpi"]
 
 INSTALL_HINT = 'pip install "sklearn-relu[mpi]"  (or: pip install mpi4py mpich)'
 
-TOPOLOGIES = ("allgather", "master-worker")
-DATA_MODES = ("all", "root")
+TOPOLOGIES = ("auto", "allreduce", "allgather", "master-worker")
+DATA_MODES = ("all", "root", "local")
 
 
 def import_mpi():
@@ -69,9 +83,12 @@ class MPIBackend(Backend):
     ----------
     comm : mpi4py.MPI.Comm or None, default=None
         The communicator; ``None`` is ``MPI.COMM_WORLD``.
-    topology : {"allgather", "master-worker"}, default="allgather"
-        How messages travel; see the module documentation.
-    data : {"all", "root"}, default="all"
+    topology : {"auto", "allreduce", "allgather", "master-worker"}, \
+            default="auto"
+        How messages travel; see the module documentation. ``"allreduce"``
+        needs a compressor whose vectors sum (``solver="sgd"`` or
+        ``"intsgd"``); ``"intsgd"`` needs ``"allreduce"`` (or ``"auto"``).
+    data : {"all", "root", "local"}, default="all"
         ``"all"``: every rank passes the same ``X, y`` (for instance loaded
         from one file) and keeps only its shard's rows for training.
         ``"root"``: only rank 0 has the data and the other ranks pass
@@ -83,6 +100,15 @@ class MPIBackend(Backend):
         ``Scatterv`` buffer, so a rank other than 0 holds about
         ``1 / n_ranks`` of ``X``. float32 stays float32; column names reach
         every rank. An error in rank 0's data is raised on every rank.
+        ``"local"``: each rank passes only its own rows (any number, at least
+        one), and no process ever holds all of ``X``. The ranks agree on the
+        number of rows, the features, dtype and column names, and the sample
+        weights' normalization (by their mean over all rows); each rank splits
+        its own early-stopping validation rows, and the validation R^2 is
+        computed from every rank's share. Rank ``r``'s rows are worker ``r``'s
+        shard: given the shards that ``data="all"`` would make, the model is
+        the same (to the last bit without sample weights; with them, up to the
+        rounding of the weights' total).
 
     Examples
     --------
@@ -100,7 +126,7 @@ class MPIBackend(Backend):
     name = "mpi"
     distributed = True
 
-    def __init__(self, comm=None, *, topology="allgather", data="all"):
+    def __init__(self, comm=None, *, topology="auto", data="all"):
         super().__init__()
         self._MPI = import_mpi()
         if topology not in TOPOLOGIES:
@@ -112,6 +138,7 @@ class MPIBackend(Backend):
         self.data = data
         self._worker = None
         self._n_samples = None
+        self._topology = None
 
     # The communicator and mpi4py module cannot be pickled; an estimator that
     # holds this backend as a parameter must still be (to save the model).
@@ -173,24 +200,14 @@ class MPIBackend(Backend):
             )
 
     def prepare_data(self, prepare, X, y, sample_weight):
+        if self.data == "local":
+            return self._prepare_local(prepare, X, y, sample_weight)
         if self.data == "all":
             self._n_samples = None  # every rank holds all rows; _start shards
             # Every rank validates its own copy; one that fails must not leave
             # the others waiting in the fit's first collective (a caller that
             # catches the error would otherwise hang the job).
-            try:
-                data, error = prepare(X, y, sample_weight), None
-            except Exception as exc:
-                data, error = None, exc
-            failed = self._comm.allgather(error is not None)
-            if error is not None:
-                raise error
-            if any(failed):
-                raise RemoteWorkerError(
-                    f"MPI rank(s) {[r for r, bad in enumerate(failed) if bad]} could "
-                    "not use their data; see the error reported there"
-                )
-            return data
+            return self._prepare_everywhere(prepare, X, y, sample_weight)
         comm = self._comm
         rank = comm.Get_rank()
         given = comm.allgather(any(a is not None for a in (X, y, sample_weight)))
@@ -231,6 +248,94 @@ class MPIBackend(Backend):
             validation=None if data is None else data.validation,
         )
 
+    def _prepare_everywhere(self, prepare, X, y, sample_weight):
+        """``prepare`` on this rank's data; an error on any rank raises on all."""
+        try:
+            data, error = prepare(X, y, sample_weight), None
+        except Exception as exc:
+            data, error = None, exc
+        failed = self._comm.allgather(error is not None)
+        if error is not None:
+            raise error
+        if any(failed):
+            raise RemoteWorkerError(
+                f"MPI rank(s) {[r for r, bad in enumerate(failed) if bad]} could "
+                "not use their data; see the error reported there"
+            )
+        return data
+
+    def _prepare_local(self, prepare, X, y, sample_weight):
+        """Every rank keeps its own rows; the ranks agree on what describes them all."""
+        comm = self._comm
+        try:
+            n_rows = len(X)
+        except TypeError:
+            n_rows = None  # not array-like: prepare() names the problem
+        empty = [r for r, n in enumerate(comm.allgather(n_rows)) if n == 0]
+        if empty:
+            raise ValueError(
+                f"MPIBackend(data='local'): rank(s) {empty} have no training rows; "
+                "every rank is one worker and needs at least one row: give them "
+                "rows, or launch fewer ranks"
+            )
+        data = self._prepare_everywhere(prepare, X, y, sample_weight)
+        names = None if data.feature_names is None else list(data.feature_names)
+        layouts = comm.allgather(
+            (data.X.shape[0], data.X.shape[1], data.X.dtype.str, names,
+             data.sample_weight is not None)
+        )
+        empty = [r for r, layout in enumerate(layouts) if layout[0] == 0]
+        if empty:
+            raise ValueError(
+                f"MPIBackend(data='local'): rank(s) {empty} have no training rows; "
+                "every rank is one worker and needs at least one row (after the "
+                "early-stopping split): give them rows, or launch fewer ranks"
+            )
+        signatures = {
+            (n, dtype, None if nm is None else tuple(nm), weighted)
+            for _, n, dtype, nm, weighted in layouts
+        }
+        if len(signatures) > 1:
+            described = [
+                f"rank {r}: {n} features, {dtype}, names {nm}, weights {w}"
+                for r, (_, n, dtype, nm, w) in enumerate(layouts)
+            ]
+            raise ValueError(
+                "MPIBackend(data='local'): the ranks' rows must have the same "
+                "features, dtype, column names and all or none sample weights; "
+                "got " + "; ".join(described)
+            )
+        n_samples = sum(layout[0] for layout in layouts)
+        sample_weight = data.sample_weight
+        if sample_weight is not None:
+            # The rank normalized its weights to mean 1 over its own rows; the
+            # fit needs mean 1 over all rows, from every rank's total.
+            shares = comm.allgather((data.weight_sum, data.weight_count))
+            weight_total = math.fsum(total for total, _ in shares)
+            count = sum(n for _, n in shares)
+            sample_weight = sample_weight * (
+                (data.weight_sum / data.weight_count) * (count / weight_total)
+            )
+        y64 = data.y.astype(np.float64)
+        sums = np.array(
+            [y64 @ y64, data.X.shape[0]] if sample_weight is None
+            else [sample_weight @ (y64 * y64), sample_weight.sum(dtype=np.float64)]
+        )
+        totals = np.empty_like(sums)
+        comm.Allreduce(sums, totals, op=self._MPI.SUM)
+        self._n_samples = n_samples  # _start: these rows are the shard
+        return replace(
+            data, sample_weight=sample_weight, n_samples=n_samples,
+            zero_loss=0.5 * totals[0] / totals[1],
+        )
+
+    def gather_validation(self, statistics):
+        if self.data == "local":
+            # Every rank holds part of the validation set.
+            return [s for s in self._comm.allgather(statistics) if s is not None]
+        # The validation set is whole on rank 0 (data="all": on every rank).
+        return [self.common(statistics)]
+
     def _scatter_rows(self, array, n_samples, row_shape, dtype):
         """This rank's shard of rank 0's ``array``: its rows only, one buffer
         per rank (``Scatterv`` counted in rows, so any size fits an MPI count)."""
@@ -254,10 +359,27 @@ class MPIBackend(Backend):
         return shard
 
     # -- the fit -----------------------------------------------------------------
+    def _resolve_topology(self, compressor):
+        if self.topology == "auto":
+            return "allreduce" if compressor.summed_only else "allgather"
+        if self.topology == "allreduce" and not compressor.summable:
+            raise ValueError(
+                f"MPIBackend(topology='allreduce') sums the workers' vectors while "
+                f"compressed, but {compressor!r} messages cannot be summed: use "
+                "solver='sgd' or solver='intsgd', or topology='allgather'"
+            )
+        if self.topology != "allreduce" and compressor.summed_only:
+            raise ValueError(
+                f"{compressor!r} messages only exist summed; it needs "
+                f"MPIBackend(topology='allreduce') (or 'auto'), not {self.topology!r}"
+            )
+        return self.topology
+
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         comm = self._comm
         rank = comm.Get_rank()
         self.resolve_n_workers(n_workers)
+        self._topology = self._resolve_topology(compressor)
         if self._n_samples is not None:  # prepare_data scattered: X is our shard
             self._worker = ShardWorker(
                 X, y, sample_weight, index=rank, n_workers=n_workers,
@@ -326,6 +448,8 @@ class MPIBackend(Backend):
         self._worker.reseed(entropy)
 
     def step(self, params, update):
+        if self._topology == "allreduce":
+            return self._allreduce_step(params, update)
         comm, MPI = self._comm, self._MPI
         start = time.perf_counter()
         message, error = self._local("gradient_message", params)
@@ -334,7 +458,7 @@ class MPIBackend(Backend):
         sizes = self._agree_on_status(nbytes, error)
         displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         sendbuf = np.frombuffer(message, dtype=np.uint8)
-        master = self.topology == "master-worker"
+        master = self._topology == "master-worker"
         receiving = not master or comm.Get_rank() == 0
         received = np.empty(int(sizes.sum()), dtype=np.uint8) if receiving else None
         recvspec = [received, sizes, displacements, MPI.BYTE] if receiving else None
@@ -359,6 +483,53 @@ class MPIBackend(Backend):
         self.record.compute_seconds += computed - start
         self.record.communicate_seconds += time.perf_counter() - computed
         return params
+
+    def _allreduce_step(self, params, update):
+        """Sum the workers' encoded vectors with ``Allreduce``; every rank steps.
+
+        No size exchange precedes it: a rank whose gradient failed takes part
+        with a poisoned contribution instead (an infinite scale statistic, or a
+        NaN float vector), so that every rank sees the failure in the result
+        and raises, rather than waiting for it in a collective.
+        """
+        comm, MPI, compressor = self._comm, self._MPI, self.compressor
+        n_workers = comm.Get_size()
+        start = time.perf_counter()
+        statistic, error = self._local("gradient_statistic", params)
+        compute = time.perf_counter() - start
+        scale = None
+        if compressor.needs_scale:
+            agreed = np.array([math.inf if error is not None else statistic])
+            comm.Allreduce(MPI.IN_PLACE, agreed, op=MPI.MAX)
+            if error is not None:
+                raise error
+            scale = float(agreed[0])
+            if not math.isfinite(scale):
+                raise RemoteWorkerError(
+                    "another MPI rank failed to compute its gradient during the "
+                    "fit; see the error reported by that rank"
+                )
+        encoded = time.perf_counter()
+        if error is None:
+            part = self._worker.summand(scale)
+        else:  # float vectors only: integer ones stopped above
+            part = np.full(params.shape[0], np.nan, dtype=params.dtype)
+        compute += time.perf_counter() - encoded
+        total = np.empty_like(part)
+        comm.Allreduce(part, total, op=MPI.SUM)
+        if error is not None:
+            raise error
+        self.record_summands(n_workers, part.nbytes, params.shape[0])
+        gradient = compressor.decode_sum(total, scale, n_workers, params.dtype)
+        if not np.all(np.isfinite(gradient)):
+            raise RemoteWorkerError(
+                "the summed gradient is not finite: another MPI rank failed (see "
+                "its error) or the gradients overflowed; if SGD diverged, use "
+                "learning_rate='auto' or a smaller learning_rate"
+            )
+        self.record.compute_seconds += compute
+        self.record.communicate_seconds += time.perf_counter() - start - compute
+        return update(params, gradient)
 
     def _master_update(self, params, decode_and_update):
         """Rank 0 steps and broadcasts the model; a failed step reaches all ranks."""

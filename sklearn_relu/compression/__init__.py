@@ -8,11 +8,13 @@ length is its exact size on the wire.
 from ._base import Compressor, MessageError
 from ._elias import theorem_3_2_bits
 from ._identity import Identity
+from ._intsgd import IntSGD
 from ._qsgd import QSGD, levels_for_bits
 
 __all__ = [
     "Compressor",
     "Identity",
+    "IntSGD",
     "MessageError",
     "QSGD",
     "levels_for_bits",

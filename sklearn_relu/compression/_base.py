@@ -32,8 +32,16 @@ class Compressor(ABC):
     allocate what it declares, nor have a short vector broadcast into the sum.
     """
 
-    #: Whether messages could be summed while compressed (allreduce-able).
-    linear = False
+    #: Whether the workers' encoded vectors can be summed while compressed
+    #: (by an allreduce): such a compressor also has ``scale_statistic``,
+    #: ``encode`` and ``decode_sum``.
+    summable = False
+    #: Whether the workers must agree on a scale before encoding (the MAX over
+    #: workers of ``scale_statistic``); only for summable compressors.
+    needs_scale = False
+    #: Whether only the sum of the workers' vectors can be decoded (no
+    #: self-describing per-worker message exists).
+    summed_only = False
     #: The two-byte tag that opens this compressor's messages.
     magic = b"??"
 

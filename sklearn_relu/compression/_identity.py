@@ -21,8 +21,23 @@ class Identity(Compressor):
     array([ 0.5, -2. ])
     """
 
-    linear = True
     magic = b"RI"
+    # Float vectors can also be summed as they are (an allreduce of the
+    # gradients: what plain distributed SGD runs).
+    summable = True
+
+    def variance_factor(self, n_values, n_workers=1):
+        """Exact: no added variance."""
+        return 0.0
+
+    def scale_statistic(self, vector):
+        return 0.0
+
+    def encode(self, vector, scale, n_workers, random_state=None):
+        return np.ascontiguousarray(vector)
+
+    def decode_sum(self, total, scale, n_workers, dtype=None):
+        return total if dtype is None else total.astype(dtype, copy=False)
 
     def compress(self, vector, random_state=None):
         vector = _as_vector(vector)

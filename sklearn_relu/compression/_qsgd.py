@@ -173,7 +173,7 @@ class QSGD(Compressor):
         """The number of nonzero magnitude levels ``s``."""
         return levels_for_bits(self.bits)
 
-    def variance_factor(self, n_values):
+    def variance_factor(self, n_values, n_workers=1):
         """QSGD's bound ``min(d/s^2, sqrt(d)/s)`` on ``E||Q(v) - v||^2 / ||v||^2``.
 
         ``d`` is the bucket length (the whole vector when ``bucket_size`` is None).

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The scaling study: benchmarks/scaling.py for 2, 4, 8 and 16 ranks at 100 and
+# 10 Mbit/s per rank, each rank with its own emulated NIC (benchmarks/netns_cluster.sh),
+# then the table and figure (benchmarks/scaling_report.py).
+#
+#   sudo benchmarks/run_scaling.sh                 # the whole grid (about an hour)
+#   sudo RANKS="4 16" RATES=10mbit benchmarks/run_scaling.sh   # a part of it
+#
+# Needs root (network namespaces, tc), as netns_cluster.sh does. Results are appended to
+# benchmarks/results/scaling.jsonl (moved aside first) and summarized in
+# benchmarks/results/scaling.md and scaling.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RANKS=${RANKS:-"4 8 16 2"}
+RATES=${RATES:-"10mbit 100mbit"}
+MAX_SECONDS=${MAX_SECONDS:-600}
+CAP_SGD_ALLGATHER=${CAP_SGD_ALLGATHER:-60}
+OUT=benchmarks/results/scaling.jsonl
+PYTHON=${PYTHON:-$(pwd)/.venv/bin/python}
+[[ -f "$OUT" ]] && mv "$OUT" "$OUT.previous"
+for rate in $RATES; do
+    for ranks in $RANKS; do
+        echo "[run_scaling] $ranks ranks at $rate per rank, $(date -u +%H:%M:%S) UTC"
+        PYTHON="$PYTHON" benchmarks/netns_cluster.sh -n "$ranks" --rate "$rate" \
+            --timeout 3600 -- python -m mpi4py benchmarks/scaling.py --rate "$rate" \
+            --max-seconds "$MAX_SECONDS" --cap-sgd-allgather "$CAP_SGD_ALLGATHER" \
+            --out "$OUT" "$@"
+    done
+done
+"$PYTHON" benchmarks/scaling_report.py "$OUT"

@@ -1,0 +1,207 @@
+"""Table and figure of the scaling study (``benchmarks/run_scaling.sh``).
+
+    python benchmarks/scaling_report.py benchmarks/results/scaling.jsonl
+
+Writes ``scaling.md`` (the table, the targets with PASS/FAIL) and ``scaling.png``
+next to the input, and the same table, targets and figure for the docs to
+``docs/figures/scaling.csv``, ``scaling_targets.csv`` and ``scaling.png``. Every ratio is against SGD over allreduce in the same cell
+(same ranks, same rate, same run): what a user would run instead.
+"""
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+BASELINE = "sgd-allreduce"
+LABELS = {
+    "sgd-allgather": "SGD, allgather (the paper's setting)",
+    "sgd-allreduce": "SGD, allreduce (baseline)",
+    "qsgd8-allgather": "QSGD 8-bit, allgather",
+    "qsgd2-elias-allgather": "QSGD 2-bit Elias (bucket 128), allgather",
+    "qsgd8-master-worker": "QSGD 8-bit, master-worker",
+    "intsgd8-allreduce": "IntSGD 8-bit, allreduce",
+}
+COMPRESSED = [s for s in LABELS if not s.startswith("sgd")]
+
+
+def load(path):
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    cells = defaultdict(dict)
+    for row in rows:
+        cells[row["rate"], row["ranks"]][row["scheme"]] = row
+    for cell in cells.values():
+        # A capped run's totals: its per-step figures times the steps the same
+        # arithmetic takes (SGD's steps, from the allreduce run).
+        for row in cell.values():
+            row["estimated"] = not row["reached"]
+            if row["reached"]:
+                row["time_s"] = row["wall_seconds"]
+                row["rx_total"] = row["rx_bytes_per_rank_mean"]
+                row["steps_total"] = row["steps"]
+                continue
+            same = cell.get(BASELINE) if row["scheme"].startswith("sgd") else None
+            steps = same["steps"] if same and same["reached"] else None
+            row["steps_total"] = steps
+            if steps is None:
+                row["time_s"] = row["rx_total"] = float("nan")
+                continue
+            row["time_s"] = row["wall_seconds"] / row["steps"] * steps
+            row["rx_total"] = row["rx_bytes_per_rank_mean"] / row["steps"] * steps
+    return cells
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def rate_mbit(rate):
+    return float(rate.lower().replace("mbit", ""))
+
+
+def table(cells):
+    lines = [
+        "| rate per rank | ranks | scheme | steps to 1e-6 | comm ms/step (mean / max over ranks)"
+        " | time to 1e-6 (s) | MB received per rank to 1e-6 | bytes received per rank per step"
+        " | vs SGD allreduce: comm/step, bytes, time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (rate, ranks) in sorted(cells, key=lambda k: (-rate_mbit(k[0]), k[1])):
+        cell = cells[rate, ranks]
+        base = cell.get(BASELINE)
+        for scheme in LABELS:
+            row = cell.get(scheme)
+            if row is None:
+                continue
+            est = " (est.)" if row["estimated"] else ""
+            if base is not None and scheme != BASELINE:
+                ratios = (
+                    f"{ratio(base['comm_ms_per_step_mean'], row['comm_ms_per_step_mean']):.1f}x"
+                    f" / {ratio(base['rx_total'], row['rx_total']):.1f}x"
+                    f" / {ratio(base['time_s'], row['time_s']):.1f}x"
+                )
+            else:
+                ratios = "1 (baseline)" if scheme == BASELINE else ""
+            steps = row["steps_total"]
+            lines.append(
+                f"| {rate} | {ranks} | {LABELS[scheme]} | "
+                f"{steps if steps else 'n/a'}{'' if row['reached'] else ' (capped at ' + str(row['steps']) + ')'} | "
+                f"{row['comm_ms_per_step_mean']:.2f} / {row['comm_ms_per_step_max']:.2f} | "
+                f"{row['time_s']:.1f}{est} | {row['rx_total'] / 1e6:.1f}{est} | "
+                f"{row['rx_bytes_per_step_mean']:.0f} | {ratios} |"
+            )
+    return lines
+
+
+def targets(cells):
+    out = []
+
+    def check(name, value, op, bound, detail):
+        ok = value >= bound if op == ">=" else value <= bound
+        out.append(f"| {name} | {detail} = {value:.2f} | {op} {bound} | "
+                   f"{'PASS' if ok else 'FAIL'} |")
+
+    def best(cell, key, lower=True):
+        rows = [cell[s] for s in COMPRESSED if s in cell]
+        rows = [r for r in rows if r[key] == r[key]]  # not NaN
+        return min(rows, key=lambda r: r[key]) if lower else max(rows, key=lambda r: r[key])
+
+    cell = cells.get(("10mbit", 4))
+    if cell and BASELINE in cell:
+        winner = best(cell, "time_s")
+        check("wall clock to 1e-6, 4 ranks, 10 Mbit/s",
+              ratio(cell[BASELINE]["time_s"], winner["time_s"]), ">=", 3,
+              f"SGD allreduce / {LABELS[winner['scheme']]}")
+    cell = cells.get(("10mbit", 16))
+    if cell and BASELINE in cell:
+        winner = best(cell, "comm_ms_per_step_mean")
+        check("comm time per step, 16 ranks, 10 Mbit/s",
+              ratio(cell[BASELINE]["comm_ms_per_step_mean"],
+                    winner["comm_ms_per_step_mean"]),
+              ">=", 5, f"SGD allreduce / {LABELS[winner['scheme']]}")
+        winner = best(cell, "rx_total")
+        check("bytes received per rank to 1e-6, 16 ranks, 10 Mbit/s",
+              ratio(cell[BASELINE]["rx_total"], winner["rx_total"]), ">=", 6,
+              f"SGD allreduce / {LABELS[winner['scheme']]}")
+        if "intsgd8-allreduce" in cell:
+            check("bytes per rank per step, 16 ranks, 10 Mbit/s",
+                  ratio(cell[BASELINE]["rx_bytes_per_step_mean"],
+                        cell["intsgd8-allreduce"]["rx_bytes_per_step_mean"]), ">=", 6,
+                  "SGD allreduce / IntSGD 8-bit (at the NIC)")
+    small, large = cells.get(("10mbit", 8)), cells.get(("10mbit", 16))
+    if small and large and "intsgd8-allreduce" in small and "intsgd8-allreduce" in large:
+        check("IntSGD comm time per step, 8 -> 16 ranks, 10 Mbit/s",
+              ratio(large["intsgd8-allreduce"]["comm_ms_per_step_mean"],
+                    small["intsgd8-allreduce"]["comm_ms_per_step_mean"]), "<=", 1.3,
+              "16 ranks / 8 ranks")
+    if not out:
+        return []
+    return ["| target | measured | bound | |", "|---|---|---|---|", *out]
+
+
+def figure(cells, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = sorted({rate for rate, _ in cells}, key=lambda r: -rate_mbit(r))
+    fig, axes = plt.subplots(2, len(rates), figsize=(5.5 * len(rates), 8), squeeze=False)
+    for column, rate in enumerate(rates):
+        ranks = sorted(r for (rt, r) in cells if rt == rate)
+        for scheme, label in LABELS.items():
+            points = [(r, cells[rate, r][scheme]) for r in ranks if scheme in cells[rate, r]]
+            if not points:
+                continue
+            style = dict(marker="o", label=label, lw=2 if scheme == BASELINE else 1.2)
+            axes[0, column].plot([r for r, _ in points],
+                                 [p["comm_ms_per_step_mean"] for _, p in points], **style)
+            axes[1, column].plot([r for r, _ in points],
+                                 [p["rx_total"] / 1e6 for _, p in points], **style)
+        for row, ylabel in enumerate(["communication ms per step",
+                                      "MB received per rank to 1e-6"]):
+            ax = axes[row, column]
+            ax.set(xscale="log", yscale="log", xlabel="MPI ranks", ylabel=ylabel,
+                   title=f"{rate} per rank, d = 4000")
+            ax.set_xticks(ranks, [str(r) for r in ranks])
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    source = Path(argv[0] if argv else "benchmarks/results/scaling.jsonl")
+    cells = load(source)
+    lines = ["# Scaling: SGD, QSGD and IntSGD on MPI ranks with one emulated NIC each", "",
+             "Planted model, n = 20000, d = 4000, batch 1000, noiseless, to relative "
+             "error 1e-6. Command: `sudo benchmarks/run_scaling.sh`. "
+             "(est.): a run stopped by the time cap; its total is per step x the steps "
+             "SGD over allreduce took.", ""]
+    lines += table(cells) + [""] + targets(cells)
+    out = source.with_suffix(".md")
+    out.write_text("\n".join(lines) + "\n")
+    figure(cells, source.with_suffix(".png"))
+    docs = Path(__file__).resolve().parent.parent / "docs" / "figures"
+    for name, rows in (("scaling.csv", table(cells)), ("scaling_targets.csv", targets(cells))):
+        write_csv(docs / name, rows)
+    figure(cells, docs / "scaling.png")
+    print("\n".join(lines))
+
+
+def write_csv(path, markdown_rows):
+    """A markdown table (header, rule, rows) as CSV, for Sphinx's csv-table."""
+    import csv
+
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        for k, line in enumerate(markdown_rows):
+            if k == 1:
+                continue  # the |---| rule
+            writer.writerow([cell.strip() for cell in line.strip().strip("|").split("|")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""IntSGD: integer rounding on a shared scale, summed as integers.
+
+Statistical checks are bounds that hold with probability at least ``1 - 1e-9``
+per example (Hoeffding with a union bound over coordinates), with seeded draws,
+so they are not flaky. MPI's integer ``Allreduce`` runs under ``mpiexec`` in
+``test_mpi.py`` (``tests/mpi/check_allreduce.py``).
+"""
+
+import math
+
+import joblib
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from numpy.testing import assert_array_equal
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu.compression import IntSGD
+
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
+FAILURE_PROBABILITY = 1e-9
+N_DRAWS = 1000
+
+bits_st = st.sampled_from([8, 16, 32])
+
+
+def worker_vectors(max_workers=6, max_size=40):
+    """A list of same-length float vectors, one per worker."""
+    return st.tuples(st.integers(1, max_workers), st.integers(1, max_size)).flatmap(
+        lambda shape: hnp.arrays(
+            np.float64,
+            shape,
+            elements=st.one_of(st.just(0.0), st.floats(-1e6, 1e6)),
+        )
+    )
+
+
+def draws(compressor, vectors, n_draws, seed=0):
+    """``n_draws`` decoded sums of the workers' vectors, shape (n_draws, d)."""
+    n_workers = vectors.shape[0]
+    scale = max(compressor.scale_statistic(v) for v in vectors)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_draws, vectors.shape[1]))
+    for k in range(n_draws):
+        parts = [compressor.encode(v, scale, n_workers, rng) for v in vectors]
+        total = parts[0].copy()
+        for part in parts[1:]:
+            total += part
+        out[k] = compressor.decode_sum(total, scale, n_workers)
+    return out, scale
+
+
+@SETTINGS
+@given(bits=bits_st, vectors=worker_vectors())
+def test_the_decoded_sum_is_unbiased(bits, vectors):
+    compressor = IntSGD(bits=bits)
+    sums, scale = draws(compressor, vectors, N_DRAWS)
+    n_workers, d = vectors.shape
+    # Each coordinate of the sum is alpha times a sum of W independent draws,
+    # each within an interval of length 1: Hoeffding on their mean.
+    alpha = scale / compressor.levels(n_workers)
+    margin = alpha * math.sqrt(
+        n_workers * math.log(2 * d / FAILURE_PROBABILITY) / (2 * N_DRAWS)
+    )
+    np.testing.assert_array_less(
+        np.abs(sums.mean(axis=0) - vectors.sum(axis=0)), margin + 1e-9 * scale + 1e-300
+    )
+
+
+@SETTINGS
+@given(bits=bits_st, vectors=worker_vectors())
+def test_values_stay_in_range_and_on_the_grid(bits, vectors):
+    compressor = IntSGD(bits=bits)
+    n_workers = vectors.shape[0]
+    s = compressor.levels(n_workers)
+    scale = max(compressor.scale_statistic(v) for v in vectors)
+    for v in vectors:
+        part = compressor.encode(v, scale, n_workers, random_state=1)
+        assert part.dtype == compressor.wire_dtype
+        assert np.abs(part.astype(np.int64)).max(initial=0) <= s
+        # Each value is floor or ceil of v / alpha: within one level of it.
+        if scale > 0:
+            assert np.all(np.abs(part - v * (s / scale)) < 1 + 1e-9)
+        else:
+            assert not part.any()
+
+
+@SETTINGS
+@given(bits=bits_st, vectors=worker_vectors(max_workers=1, max_size=60))
+def test_variance_is_within_the_stated_bound(bits, vectors):
+    compressor = IntSGD(bits=bits)
+    v = vectors[0]
+    sums, scale = draws(compressor, vectors, 400)
+    s = compressor.levels(1)
+    alpha = scale / s
+    d = v.shape[0]
+    bound = min(d * alpha**2 / 4, alpha * np.abs(v).sum())
+    # The mean of 400 squared errors, each at most d alpha^2: Hoeffding again.
+    margin = d * alpha**2 * math.sqrt(math.log(1 / FAILURE_PROBABILITY) / (2 * 400))
+    assert ((sums - v) ** 2).sum(axis=1).mean() <= bound + margin + 1e-300
+    # And the bound in relative terms (what learning_rate="auto" reads).
+    worst = min(d / (4 * s**2), math.sqrt(d) / s)
+    assert bound <= worst * scale**2 * (1 + 1e-12) + 1e-300
+    assert compressor.variance_factor(d, 1) <= worst
+
+
+def test_a_biased_rounding_is_caught_by_the_unbiasedness_check():
+    # The check above can fail: rounding to nearest is biased for 0.3 alpha.
+    compressor = IntSGD(bits=8)
+    v = np.full(5, 0.3 * 1.0 / 127)
+    v[0] = 1.0
+    vectors = v[None, :]
+    sums, scale = draws(compressor, vectors, N_DRAWS)
+    alpha = scale / 127
+    nearest = np.round(v / alpha) * alpha
+    margin = alpha * math.sqrt(math.log(2 * 5 / FAILURE_PROBABILITY) / (2 * N_DRAWS))
+    assert np.abs(sums.mean(axis=0) - v).max() < margin
+    assert np.abs(nearest - v).max() > margin  # the biased one would fail
+
+
+@pytest.mark.parametrize("bits, largest", [(8, 127), (16, 32767)])
+def test_the_overflow_guard_at_the_largest_worker_count(bits, largest):
+    compressor = IntSGD(bits=bits)
+    assert compressor.levels(largest) == 1
+    # Every worker at the extreme value: the sum is exactly the type's maximum.
+    n = 127  # workers summed here; for int16 levels(127) = 258
+    s = compressor.levels(n)
+    vectors = np.tile([1.0, -1.0, 0.999], (n, 1))
+    parts = [compressor.encode(v, 1.0, n, random_state=k) for k, v in enumerate(vectors)]
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    wide = np.sum([p.astype(np.int64) for p in parts], axis=0)
+    assert_array_equal(total.astype(np.int64), wide)  # no wrap-around
+    assert wide[0] == n * s and wide[1] == -n * s
+    assert n * s <= np.iinfo(compressor.wire_dtype).max
+    with pytest.raises(ValueError, match=f"at most {largest} workers"):
+        compressor.levels(largest + 1)
+
+
+def test_bad_bits_and_per_message_use_are_clear_errors():
+    with pytest.raises(ValueError, match="IntSGD bits must be 8, 16 or 32"):
+        IntSGD(bits=4)
+    with pytest.raises(TypeError, match="summed, not decoded one by one"):
+        IntSGD().compress(np.ones(3))
+    with pytest.raises(ValueError, match="IntSGD bits must be 8, 16 or 32"):
+        ReLURegressor(solver="intsgd", bits=4).fit(np.ones((4, 2)), np.ones(4))
+    X, y = make_relu_regression(n_samples=300, n_features=3, random_state=0)
+    with pytest.raises(ValueError, match="at most 127 workers"):
+        ReLURegressor(solver="intsgd", n_workers=128, batch_size=256).fit(X, y)
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32])
+def test_intsgd_reaches_1e_6_on_the_planted_model(bits):
+    X, y, w = make_relu_regression(
+        n_samples=3000, n_features=30, coef=True, random_state=0
+    )
+    est = ReLURegressor(
+        solver="intsgd", bits=bits, n_workers=4, fit_intercept=False, random_state=0
+    ).fit(X, y)
+    assert np.linalg.norm(est.coef_ - w) / np.linalg.norm(w) < 1e-6
+    # Bytes as sent: each message is d integers of bits/8 bytes and one float64.
+    record = est.comm_record_
+    assert record.n_messages == 4 * est.t_
+    assert record.bytes_sent == record.n_messages * (30 * bits // 8 + 8)
+
+
+def make_fit(backend, **params):
+    X, y = make_relu_regression(n_samples=240, n_features=8, noise=0.1, random_state=0)
+    defaults = dict(
+        solver="intsgd", n_workers=3, batch_size=30, max_iter=4, tol=None,
+        random_state=0,
+    )
+    return ReLURegressor(backend=backend, **{**defaults, **params}).fit(X, y)
+
+
+@pytest.mark.parametrize("joblib_backend", ["threading", "loky"])
+@pytest.mark.parametrize("bits", [8, 32])
+def test_joblib_gives_the_in_process_model_bit_for_bit(joblib_backend, bits):
+    reference = make_fit("inprocess", bits=bits)
+    with joblib.parallel_config(backend=joblib_backend):
+        est = make_fit("joblib", bits=bits)
+    assert_array_equal(est.coef_, reference.coef_)
+    assert est.intercept_ == reference.intercept_
+    assert est.loss_curve_ == reference.loss_curve_
+    got, want = est.comm_record_, reference.comm_record_
+    assert (got.n_messages, got.bytes_sent) == (want.n_messages, want.bytes_sent)
+
+
+def test_float32_stays_float32():
+    X, y = make_relu_regression(n_samples=240, n_features=8, random_state=0)
+    est = ReLURegressor(solver="intsgd", n_workers=2, random_state=0).fit(
+        X.astype(np.float32), y.astype(np.float32)
+    )
+    assert est.coef_.dtype == np.float32
+    assert est.score(X, y) > 0.99
