@@ -3,7 +3,7 @@
 Model ``f(x) = max(0, <w, x> + b)``; loss ``1/(2 sum(s)) * sum_i s_i (f(x_i) - y_i)^2``
 with sample weights ``s``. The generalized (Clarke) derivative of the ReLU is taken
 as 1 for ``z > 0``, 0 for ``z < 0`` and 1/2 at ``z = 0``, so that the gradient at
-``w = 0`` is ``-1/2`` times the mean of ``y_i x_i`` (REFERENCE §1, §2).
+``w = 0`` is ``-1/2`` times the mean of ``y_i x_i``.
 
 Parameters are passed as one flat vector ``params``: the ``n_features``
 coefficients, followed by the intercept when ``fit_intercept`` is true.
