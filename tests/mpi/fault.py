@@ -42,7 +42,7 @@ if comm.Get_rank() == comm.Get_size() - 1:
 
     ShardWorker.gradient_message = failing_gradient_message
 
-    def unreadable(*args):
+    def unreadable(*args, **kwargs):
         raise OSError("injected: the last rank cannot read the data")
 
     if mode == "cli-load":
