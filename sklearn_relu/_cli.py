@@ -6,6 +6,7 @@ status.
 """
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -26,9 +27,10 @@ data formats:
   .npz  arrays named X and y (and optionally sample_weight)
   .npy  X alone (memory-mapped); give y with --target y.npy
   .csv  comma-separated numbers, one row per sample, y in the last column or
-        the one --target-column names; a first line that is not numeric holds
-        the column names, which the model keeps (feature_names_in_, needs
-        pandas)
+        the one --target-column names; a first line of names is kept as the
+        column names (feature_names_in_, needs pandas). A first line that could
+        be either (pandas' default names 0,1,2,..., or a missing value such as
+        NA) is an error: say which with --csv-header yes|no
 
 under MPI (every rank reads the same file and trains on its own shard):
   mpiexec -n 4 python -m mpi4py -m sklearn_relu fit data.npz --solver qsgd \\
@@ -47,7 +49,7 @@ model with 'python -m sklearn_relu predict MODEL DATA --out predictions.csv'.
 _MPI_LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
-def load_data(path, target=None, target_column=None, shard=None):
+def load_data(path, target=None, target_column=None, shard=None, csv_header="auto"):
     """``(X, y, sample_weight)`` from a ``.npz``, ``.npy`` or ``.csv`` file.
 
     Parameters
@@ -62,6 +64,10 @@ def load_data(path, target=None, target_column=None, shard=None):
         Only the rows of shard ``index`` of ``count`` equal contiguous shards
         (as ``MPIBackend(data="local")`` takes them). Only for ``.npy`` data,
         which is memory-mapped, so that only those rows are ever read.
+    csv_header : {"auto", "yes", "no"}, default="auto"
+        Whether a CSV's first line is column names. ``"auto"`` skips a line
+        of names, reads a line of numbers, and raises when it cannot tell:
+        no row is ever dropped or read silently by a guess.
 
     Returns
     -------
@@ -104,7 +110,7 @@ def load_data(path, target=None, target_column=None, shard=None):
             X, y = X[start:stop], y[start:stop]
         y = np.array(y)
     else:
-        names, table = _load_csv(path)
+        names, table = _load_csv(path, csv_header)
         if table.shape[1] < 2:
             raise ValueError(f"{path} needs at least two columns: features, then y")
         column = _column_index(path, names, table.shape[1], target_column)
@@ -205,17 +211,62 @@ def _with_names(X, names):
     return pd.DataFrame(X, columns=names)
 
 
-def _load_csv(path):
-    """``(names, table)``: the header's column names (or None) and the numbers."""
-    with open(path) as file:
-        first = file.readline()
+# Fields that spreadsheets and pandas write for a missing value.
+_MISSING = {"", "na", "n/a", "nan", "null", "none", "-", "?"}
+
+
+def _number(field):
     try:
-        [float(field) for field in first.split(",")]
-        names, skip = None, 0
+        float(field)
     except ValueError:
-        names, skip = [field.strip() for field in first.split(",")], 1
+        return False
+    return True
+
+
+def _csv_has_header(path, first):
+    """Whether the first line ``first`` is column names; raise when unsure."""
+    fields = [field.strip().strip('"') for field in first.split(",")]
+    unsure = None
+    if any(field.lower() in _MISSING for field in fields):
+        unsure = "has a missing value (such as NA or an empty field)"
+    elif all(_number(field) for field in fields):
+        if fields == [str(i) for i in range(len(fields))] and len(fields) > 1:
+            unsure = "reads 0,1,2,...: pandas' default column names, or data"
+        else:
+            return False
+    elif any(_number(field) for field in fields):
+        unsure = "mixes numbers and names"
+    if unsure:
+        raise ValueError(
+            f"cannot tell whether the first line of {path} is column names or "
+            f"data: it {unsure}. Say which with --csv-header yes or no "
+            "(load_data(..., csv_header='yes'|'no'))"
+        )
+    return True
+
+
+def _load_csv(path, csv_header="auto"):
+    """``(names, table)``: the header's column names (or None) and the numbers."""
+    if csv_header not in ("auto", "yes", "no"):
+        raise ValueError(
+            f"csv_header must be 'auto', 'yes' or 'no', got {csv_header!r}"
+        )
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the data.
+    with open(path, encoding="utf-8-sig") as file:
+        first = file.readline()
+    if not first.strip():
+        raise ValueError(f"{path} is empty: it has no data rows")
+    if csv_header == "auto":
+        skip = int(_csv_has_header(path, first))
+    else:
+        skip = int(csv_header == "yes")
+    if not _has_rows(path, skip):
+        raise ValueError(f"{path} has column names but no data rows")
+    names = [f.strip().strip('"') for f in first.rstrip("\r\n").split(",")] if skip else None
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+        table = np.loadtxt(
+            path, delimiter=",", skiprows=skip, ndmin=2, encoding="utf-8-sig"
+        )
     except ValueError as error:
         # NumPy's message (about usecols, or a field) does not say where.
         raise ValueError(_csv_problem(path, skip) or f"{path}: {error}") from None
@@ -227,10 +278,15 @@ def _load_csv(path):
     return names, table
 
 
+def _has_rows(path, skip):
+    with open(path, encoding="utf-8-sig") as file:
+        return any(line.strip() for line in itertools.islice(file, skip, None))
+
+
 def _csv_problem(path, skip):
     """The first ragged or non-numeric line of a CSV file, described."""
     expected = None
-    with open(path) as file:
+    with open(path, encoding="utf-8-sig") as file:
         for number, line in enumerate(file, start=1):
             if number <= skip or not line.strip():
                 continue
@@ -250,6 +306,11 @@ def _csv_problem(path, skip):
     return None
 
 
+def _has_rows(path, skip):
+    with open(path, encoding="utf-8-sig") as file:
+        return any(line.strip() for line in itertools.islice(file, skip, None))
+
+
 def save_atomically(obj, path):
     """Write ``obj`` to ``path`` through a temporary file and ``os.replace``.
 
@@ -260,7 +321,25 @@ def save_atomically(obj, path):
     """
     from ._persist import save_model
 
+    check_writable(path)
     save_model(obj, path)
+
+
+def check_writable(path):
+    """Raise a ValueError naming ``path`` unless a file can be written there:
+    checked before a fit, not after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {str(path)!r} is a directory, not a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(
+            f"--out {str(path)!r}: directory {str(parent)!r} does not exist"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {str(path)!r}: directory {str(parent)!r} is not writable"
+        )
 
 
 def _under_mpi_launcher():
@@ -343,6 +422,11 @@ def _add_fit(subparsers):
         help="fit Pipeline(StandardScaler(), ReLURegressor()): advised unless "
         "the features are already on one scale",
     )
+    fit.add_argument(
+        "--csv-header", choices=["auto", "yes", "no"], default="auto",
+        help="whether a .csv's first line is column names (default: tell, or "
+        "raise when unsure)",
+    )
     model = fit.add_argument_group("estimator (see ReLURegressor)")
     model.add_argument("--solver", choices=available_compressors(), default="sgd")
     model.add_argument(
@@ -421,10 +505,15 @@ def _run_fit(args):
     started = time.perf_counter()
     backend, writer, mpi = _make_backend(args)
     try:
+        if writer:
+            check_writable(args.out)
         shard = None
         if mpi is not None and args.data_mode == "local":
             shard = (mpi.rank, mpi.size)
-        X, y, sample_weight = load_data(args.data, args.target, args.target_column, shard)
+        X, y, sample_weight = load_data(
+            args.data, args.target, args.target_column, shard,
+            csv_header=args.csv_header,
+        )
         test = None
         if args.test_size is not None:
             size = args.test_size if args.test_size < 1 else int(args.test_size)

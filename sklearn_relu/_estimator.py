@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+import hashlib
 import logging
 import math
 import numbers
@@ -407,7 +408,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             sample_weight = _check_sample_weight(
                 sample_weight, X, dtype=X.dtype, ensure_non_negative=True
             )
-            if not sample_weight.sum() > 0:
+            if not sample_weight.max() > 0:
                 raise ValueError("sample_weight must not be all zeros")
             # Workers sum s_i * gradient_i over uniformly drawn rows, so the step
             # scales with the mean weight; rescale it to 1 so that a learning
@@ -415,7 +416,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             # The total the weights were scaled by is returned too, so that
             # processes holding parts of the data can rescale to the mean over
             # all of them.
-            weight_sum = float(sample_weight.sum())
+            with np.errstate(over="ignore"):
+                weight_sum = float(sample_weight.sum())
+            # Divided by the largest first: the sum of weights near 1e306
+            # overflows, and n over the sum of subnormal ones does.
+            sample_weight = sample_weight / sample_weight.max()
             sample_weight = sample_weight * (
                 sample_weight.shape[0] / sample_weight.sum()
             )
@@ -441,6 +446,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         compressor, aggregator = self._validate_params()
         continuing = (partial or self.warm_start) and hasattr(self, "coef_")
         backend = get_backend(self.backend)
+        backend.agree("estimator parameters", _shared_parameters(self, partial))
         # Processes sharing a fit (MPI ranks) must draw the same numbers.
         rng = backend.common(check_random_state(self.random_state))
         # Private until the fit succeeds: a public ``n_workers_`` would make a
@@ -475,6 +481,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 continuing, partial, validating, data.validation, n_samples,
                 data,
             )
+        except FloatingPointError as error:
+            if self.learning_rate != "auto" or not hasattr(error, "reason"):
+                raise
+            raise divergence_error(error.reason, auto=True) from None
         finally:
             backend.stop()
         self._store(result, backend.record, data.X.shape[1], continuing)
@@ -600,13 +610,21 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         )
         steps_per_epoch = math.ceil(n_samples / batch_size)
         start_loss = _full_loss(backend, params0)
+        if not math.isfinite(start_loss):
+            raise ValueError(
+                f"the training loss at the initial point is {start_loss}: the "
+                "initial coefficients (init) or the data are too large in "
+                "magnitude for float arithmetic; rescale them"
+            )
         # A stable step never takes the loss far above both the start and the
         # zero model; a diverging one does, before or instead of overflowing
         # (the ReLU may die first and leave huge but finite coefficients).
         ceiling = _DIVERGENCE_FACTOR * max(start_loss, zero_loss)
         # Below this the residuals are rounding noise of the dtype: a noiseless
         # problem is solved, and more epochs only shuffle the last bits.
-        floor = (_PRECISION_FACTOR * np.finfo(dtype).eps) ** 2 * zero_loss
+        # In Python floats: a float32 eps would keep the product in float32,
+        # which overflows to inf for targets beyond ~1e19 and stops every fit.
+        floor = (_PRECISION_FACTOR * float(np.finfo(dtype).eps)) ** 2 * zero_loss
         n_runs = 1 if (partial or continuing) else self.n_ensemble
         runs = []
         for run in range(n_runs):
@@ -633,7 +651,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             warnings.warn(
                 f"The training loss rose from {start_loss:.6g} at the initial point "
                 f"to {final_loss:.6g}: learning_rate={learning_rate:.3g} is probably "
-                "too large. Use learning_rate='auto' or a smaller learning_rate.",
+                "too large. "
+                + (
+                    "Give a smaller learning_rate."
+                    if self.learning_rate == "auto"
+                    else "Use learning_rate='auto' or a smaller learning_rate."
+                ),
                 ConvergenceWarning,
             )
         if not partial and final_loss > data.mean_loss + floor:
@@ -801,6 +824,29 @@ def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, bud
         f"(training R^2 {r2:.3g}): {cause}.",
         ConvergenceWarning,
     )
+
+
+def _shared_parameters(estimator, partial):
+    """What every process of a fit must agree on, comparable across processes:
+    the method and the parameters (``verbose`` and ``random_state`` may differ:
+    the first process's random stream is used everywhere)."""
+
+    def comparable(value):
+        if value is None or isinstance(value, (str, numbers.Number)):
+            return value
+        if isinstance(value, (np.ndarray, list, tuple)):
+            array = np.ascontiguousarray(value)
+            digest = hashlib.sha256(array.tobytes()).hexdigest()[:16]
+            return f"array{array.shape} {array.dtype} sha256:{digest}"
+        return type(value).__qualname__
+
+    params = estimator.get_params(deep=False)
+    shared = {
+        name: comparable(value)
+        for name, value in params.items()
+        if name not in ("verbose", "random_state")
+    }
+    return {"method": "partial_fit" if partial else "fit", **shared}
 
 
 def _validation_statistics(validation, params):

@@ -29,6 +29,7 @@ threads (both paths release the GIL).
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -68,8 +69,17 @@ KERNEL_PARTS = 2
 def _default_threads():
     """``SKLEARN_RELU_THREADS`` if set, else 2 capped by the cores and by
     ``OMP_NUM_THREADS`` (which joblib's workers get set to their share)."""
-    if "SKLEARN_RELU_THREADS" in os.environ:
-        return max(1, int(os.environ["SKLEARN_RELU_THREADS"]))
+    setting = os.environ.get("SKLEARN_RELU_THREADS")
+    if setting is not None:
+        if setting.strip().isdigit():
+            return max(1, int(setting))
+        # A typo in the environment must not make the package unimportable.
+        warnings.warn(
+            f"SKLEARN_RELU_THREADS={setting!r} is not a whole number of threads; "
+            "ignored",
+            UserWarning,
+            stacklevel=2,
+        )
     limit = min(2, os.cpu_count() or 1)
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit():
@@ -90,11 +100,22 @@ def split_params(params, n_features):
     return params[:n_features], intercept
 
 
-def divergence_error(reason):
-    """The error a diverging step raises, with the one advice that fixes it."""
-    return FloatingPointError(
-        f"SGD diverged: {reason}. Use learning_rate='auto' or a smaller learning_rate."
-    )
+_DIVERGENCE_ADVICE = "Use learning_rate='auto' or a smaller learning_rate."
+# When the step that diverged was the "auto" one, advising "auto" is no advice.
+_AUTO_DIVERGENCE_ADVICE = (
+    "learning_rate='auto' chose that step from the curvature at the initial "
+    "point; give a smaller learning_rate."
+)
+
+
+def divergence_error(reason, auto=False):
+    """The error a diverging step raises, with the one advice that fixes it
+    (``auto``: the step was ``learning_rate="auto"``'s). ``.reason`` keeps
+    ``reason`` so that the advice can be changed where it is known."""
+    advice = _AUTO_DIVERGENCE_ADVICE if auto else _DIVERGENCE_ADVICE
+    error = FloatingPointError(f"SGD diverged: {reason}. {advice}")
+    error.reason = reason
+    return error
 
 
 def relu_derivative(z):

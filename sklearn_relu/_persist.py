@@ -7,18 +7,36 @@ and NumPy's, plus the two types of this package a fitted model holds
 (:data:`TRUSTED_TYPES`). Files from elsewhere should be ``.skops`` files.
 """
 
+import glob
 import os
+import socket
 import tempfile
 from pathlib import Path
 
 __all__ = ["TRUSTED_TYPES", "model_format", "save_model", "load_model"]
 
+def _package_types():
+    """The estimator, its record, and every compressor of this package: a
+    fitted model keeps the compressor its workers' states belong to (for
+    ``warm_start``). All are plain data (no code runs when they are loaded)."""
+    from . import compression
+    from .compression import Compressor
+
+    compressors = sorted(
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in vars(compression).values()
+        if isinstance(cls, type) and issubclass(cls, Compressor) and cls is not Compressor
+    )
+    return (
+        "sklearn_relu._estimator.ReLURegressor",
+        "sklearn_relu.backends._base.CommunicationRecord",
+        *compressors,
+    )
+
+
 # What a fitted ReLURegressor (alone or in a Pipeline) holds beyond the types
 # skops trusts by default.
-TRUSTED_TYPES = (
-    "sklearn_relu._estimator.ReLURegressor",
-    "sklearn_relu.backends._base.CommunicationRecord",
-)
+TRUSTED_TYPES = _package_types()
 
 _JOBLIB_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
@@ -47,8 +65,9 @@ def save_model(model, path):
     earlier file at ``path`` stays as it was if writing fails.
     """
     path = Path(path)
+    _remove_stale_temporaries(path)
     fd, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp"
     )
     os.close(fd)
     try:
@@ -62,6 +81,26 @@ def save_model(model, path):
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+# Temporary files are named after the writing host and process, so that one
+# left by a writer killed mid-save (kill -9) is recognised and removed.
+def _temporary_prefix(path):
+    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_stale_temporaries(path):
+    mine = f".{path.name}.{socket.gethostname()}."
+    for leftover in path.parent.glob(f"{glob.escape(mine)}*.tmp"):
+        pid = leftover.name[len(mine) :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its writer is gone: nothing will finish it
+            leftover.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def load_model(path, *, trusted=()):

@@ -5,7 +5,9 @@ Near a solution the expected mini-batch gradient is ``H (w - w*)`` with
 ``H = E[relu'(z) x x^T]``, and its second moment is about
 ``(w - w*)^T (H^2 + R H / m) (w - w*)``, ``R`` the mean squared row norm over the
 active rows (weighted by ``s^2``: a drawn row's gradient carries its weight)
-and ``m`` the batch size. The step ``1 / (lambda_max(H) + R / m)`` is
+and ``m`` the batch size. Rows inactive at the start may become active later
+(a heavy row with ``y = 0`` that the model first ignores), so ``R`` is the
+larger of that mean over the active rows and over all rows. The step ``1 / (lambda_max(H) + R / m)`` is
 then half the largest stable step in every direction; on standardized Gaussian
 data (``lambda = 1/2``, ``R = d``) it is exactly ``2m / (m + 2d)``.
 
@@ -39,7 +41,7 @@ def _active_weights(X, sample_weight, params):
 
 
 def shard_curvature(X, sample_weight, params):
-    """``[sum s^2 a ||x~||^2, sum s a, sum s]`` on one shard.
+    """``[sum s^2 a ||x~||^2, sum s a, sum s, sum s^2 ||x~||^2]`` on one shard.
 
     ``a`` is the ReLU derivative at ``params``; ``x~`` has a 1 for the intercept.
     A drawn row's gradient is scaled by its weight ``s``, so its second moment,
@@ -51,9 +53,12 @@ def shard_curvature(X, sample_weight, params):
     if params.shape[0] > X.shape[1]:
         row_norms += 1.0
     if sample_weight is None:
-        return np.array([active @ row_norms, active.sum(), X.shape[0]], dtype=float)
+        return np.array(
+            [active @ row_norms, active.sum(), X.shape[0], row_norms.sum()],
+            dtype=float,
+        )
     s = sample_weight.astype(np.float64)
-    return np.array([(active * s * s) @ row_norms, active @ s, s.sum()])
+    return np.array([(active * s * s) @ row_norms, active @ s, s.sum(), (s * s) @ row_norms])
 
 
 def shard_hessian_matvec(X, sample_weight, params, vector):
@@ -80,13 +85,13 @@ def measure_curvature(reduce, params, random_state):
     random_state : numpy.random.RandomState
         Start vector of the power iteration.
     """
-    weighted_norms, active, total = reduce("curvature", params)
+    weighted_norms, active, total, all_norms = reduce("curvature", params)
     if active <= 0:
         # No active row at params: measure at zero instead, where every
         # derivative is 1/2, so that the step stays finite and meaningful.
         params = np.zeros_like(params)
-        weighted_norms, active, total = reduce("curvature", params)
-    mean_row_norm = weighted_norms / active
+        weighted_norms, active, total, all_norms = reduce("curvature", params)
+    mean_row_norm = max(weighted_norms / active, all_norms / total)
     vector = random_state.standard_normal(params.shape[0])
     eigenvalue = 0.0
     for _ in range(_POWER_ITERATIONS):

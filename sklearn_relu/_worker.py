@@ -214,4 +214,6 @@ class ShardWorker:
         return shard_hessian_matvec(self.X, self.sample_weight, params, vector)
 
     def loss(self, params):
-        return np.array(loss_sums(self.X, self.y, self.sample_weight, params))
+        # An overflow is reported by the caller, which sees the infinite sum.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.array(loss_sums(self.X, self.y, self.sample_weight, params))

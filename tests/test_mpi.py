@@ -83,6 +83,30 @@ def test_a_truncated_message_is_rejected_on_every_rank(topology):
     assert "MessageError: Identity message body has" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("topology", ["allgather", "master-worker"])
+def test_a_message_of_the_wrong_length_is_rejected_on_every_rank(topology):
+    # It used to be broadcast-added to every coordinate, and the job exit 0.
+    done, _ = mpiexec(2, str(SCRIPTS / "fault.py"), "short", topology, timeout=30)
+    assert done.returncode != 0
+    assert (
+        "MessageError: Identity message declares 1 values, but the receiver's "
+        "model has 7" in done.stderr
+    ), done.stderr
+
+
+def test_ranks_given_different_parameters_all_raise_instead_of_hanging():
+    # One rank with max_iter=5, the other 50: they used to wait for each other
+    # until killed. verbose and random_state may differ (rank 0's seed rules).
+    done, _ = mpiexec(2, str(SCRIPTS / "disagree.py"), timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for rank in (0, 1):
+        assert (
+            f"rank {rank} caught ValueError: the MPI ranks disagree on the "
+            "estimator parameters: rank(s) [1] have max_iter=5 instead of 50 on "
+            "rank 0" in done.stdout
+        ), done.stdout + done.stderr
+
+
 @pytest.fixture
 def data_file(tmp_path):
     X, y = make_relu_regression(n_samples=300, n_features=8, random_state=0)

@@ -57,6 +57,16 @@ class CommunicationRecord:
         return {**asdict(self), "compression_ratio": self.compression_ratio}
 
 
+def first_difference(reference, other):
+    """Where ``other`` first differs from ``reference``, in words: the first
+    key whose values differ when both are dicts."""
+    if isinstance(reference, dict) and isinstance(other, dict):
+        for key in sorted(set(reference) | set(other)):
+            if reference.get(key) != other.get(key):
+                return f"{key}={other.get(key)!r} instead of {reference.get(key)!r}"
+    return f"{other!r} instead of {reference!r}"
+
+
 class Timer:
     """Accumulate wall time into a record field: ``with Timer(rec, "compute_seconds")``."""
 
@@ -81,9 +91,10 @@ class Backend(ABC):
     ``update`` to the decoded sum, and :meth:`stop` releases the workers.
     A backend moves and sums; it never computes a gradient itself.
 
-    Three hooks with single-process defaults let a backend whose workers are
+    Four hooks with single-process defaults let a backend whose workers are
     separate processes that each run ``fit`` (MPI ranks) keep them in step:
-    :meth:`resolve_n_workers`, :meth:`common` and :meth:`prepare_data`.
+    :meth:`resolve_n_workers`, :meth:`agree`, :meth:`common` and
+    :meth:`prepare_data`.
 
     Steps are deterministic given the workers' seeds: messages are decoded and
     summed in worker order, so every backend gives the same model.
@@ -115,6 +126,15 @@ class Backend(ABC):
         ``value`` itself.
         """
         return value
+
+    def agree(self, what, value):
+        """Raise on every process unless ``value`` is the same on all of them.
+
+        The estimator passes its parameters through here once, before anything
+        else is exchanged: processes that run different fits (one rank with
+        another ``max_iter``) would otherwise wait for each other forever. A
+        single-process backend has nothing to compare.
+        """
 
     def prepare_data(self, prepare, X, y, sample_weight):
         """Run ``prepare(X, y, sample_weight)`` where the data is; the result here.
@@ -194,13 +214,15 @@ class Backend(ABC):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
         them in worker order, and return ``update(params, gradient)``."""
 
-    def sum_decoded(self, messages):
+    def sum_decoded(self, messages, n_values):
         """Decode ``messages`` and aggregate them in the order given (worker order).
 
         The one place messages become a step direction, so that the summation
         order, and with it every bit of the model, is the same on every backend.
+        ``n_values`` is the model's size: a message of any other length is a
+        :class:`~sklearn_relu.compression.MessageError`, never broadcast.
         """
-        vectors = [self.compressor.decompress(message) for message in messages]
+        vectors = [self.compressor.decompress(message, n_values) for message in messages]
         return self.aggregator.aggregate(vectors, self.compressor)
 
     def sum_encoded(self, parts, scale, dtype):

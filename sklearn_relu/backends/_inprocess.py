@@ -36,7 +36,7 @@ class InProcessBackend(Backend):
             messages = [w.gradient_message(params) for w in self.workers]
         self.record.add_messages(messages, params.shape[0])
         with Timer(self.record, "communicate_seconds"):
-            gradient = self.sum_decoded(messages)
+            gradient = self.sum_decoded(messages, params.shape[0])
         return update(params, gradient)
 
     def _summed_step(self, params, update):

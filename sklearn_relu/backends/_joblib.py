@@ -16,10 +16,13 @@ the same, bit for bit, as in-process.
 import logging
 import os
 import pickle
+import queue
 import socket
+import struct
 import threading
 import time
 import warnings
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 
 import joblib
@@ -38,12 +41,64 @@ class WorkerError(RuntimeError):
     """A joblib worker raised, or stopped answering."""
 
 
+# Bind addresses that mean "every interface": workers cannot connect to them,
+# so they connect to this machine's name instead.
+_ANY_ADDRESS = ("", "0.0.0.0", "::")
+
+
 def _connection(sock):
     # Requests and replies are small and strictly alternate: without
     # TCP_NODELAY, Nagle's algorithm and delayed ACKs stall every step ~40 ms.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(True)
     return Connection(sock.detach())
+
+
+def _set_io_timeout(fileno, seconds):
+    """Make every blocking read and write of the socket ``fileno`` fail after
+    ``seconds`` (0: never): a Connection reads a blocking descriptor, so the
+    deadline has to live in the socket itself."""
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock = socket.socket(fileno=os.dup(fileno))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    finally:
+        sock.close()
+
+
+def _listen(host):
+    """A listening socket on ``host`` (IPv4 or IPv6) and the address workers
+    connect to."""
+    family = socket.getaddrinfo(
+        host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0][0]
+    server = socket.create_server((host, 0), family=family)
+    connect_to = socket.gethostname() if host in _ANY_ADDRESS else host
+    return server, (connect_to, server.getsockname()[1])
+
+
+def _handshake(sock, authkey, n_workers, timeout):
+    """Authenticate a connection and read its worker index, within ``timeout``.
+
+    Returns ``(index, connection)``; raises on anything that is not one of this
+    fit's workers (a port scanner, junk bytes, a peer that never speaks).
+    """
+    conn = _connection(sock)
+    try:
+        _set_io_timeout(conn.fileno(), timeout)
+        deliver_challenge(conn, authkey)
+        answer_challenge(conn, authkey)
+        index = conn.recv()
+        if not (isinstance(index, int) and 0 <= index < n_workers):
+            raise AuthenticationError(f"worker index {index!r} out of range")
+        # From here the worker is trusted; _receive keeps the deadline.
+        _set_io_timeout(conn.fileno(), 0)
+    except BaseException:
+        conn.close()
+        raise
+    return index, conn
 
 
 def _serve(address, authkey, index, shard):
@@ -95,10 +150,18 @@ class JoblibBackend(Backend):
     Parameters
     ----------
     host : str, default="127.0.0.1"
-        The address workers connect back to. Set it to this machine's address
-        on the workers' network when Dask workers run on other hosts.
+        The address workers connect back to (IPv4 or IPv6). Set it to this
+        machine's address on the workers' network when Dask workers run on
+        other hosts; ``""`` or ``"0.0.0.0"`` listens on every interface and
+        has workers connect to this machine's host name. Connections that
+        fail the mutual authentication are dropped, never let into the fit.
     start_timeout : float, default=60
         Seconds to wait for every worker to start and connect.
+    timeout : float or None, default=600
+        Seconds to wait for every worker's reply to a request (one step, or
+        one statistic over its shard) before raising a :class:`WorkerError`:
+        a worker that was stopped (SIGSTOP) or is stuck must not hang the
+        fit. ``None`` waits forever.
 
     Examples
     --------
@@ -116,16 +179,20 @@ class JoblibBackend(Backend):
     name = "joblib"
     distributed = True
 
-    def __init__(self, *, host="127.0.0.1", start_timeout=60.0):
+    def __init__(self, *, host="127.0.0.1", start_timeout=60.0, timeout=600.0):
         super().__init__()
         self.host = host
         self.start_timeout = start_timeout
+        self.timeout = timeout
         self._connections, self._threads = [], []
         self._server = self._tasks = None
+        self._responsive = True
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_connections=[], _threads=[], _server=None, _tasks=None)
+        state.update(
+            _connections=[], _threads=[], _server=None, _tasks=None, _responsive=True
+        )
         return state
 
     def resolve_n_workers(self, n_workers):
@@ -148,8 +215,7 @@ class JoblibBackend(Backend):
 
     def _launch(self, X, y, sample_weight, n_workers, batch_size, compressor):
         authkey = os.urandom(32)
-        self._server = socket.create_server((self.host, 0), backlog=n_workers)
-        address = (self.host, self._server.getsockname()[1])
+        self._server, address = _listen(self.host)
         tasks = []
         for index in range(n_workers):
             shard = worker_arguments(
@@ -183,13 +249,40 @@ class JoblibBackend(Backend):
                 raise WorkerError(f"joblib worker {index} failed: {error!r}") from error
 
     def _accept(self, n_workers, authkey):
-        """Fill ``self._connections`` with the workers' connections, in order."""
+        """Fill ``self._connections`` with the workers' connections, in order.
+
+        Each incoming connection is authenticated in a thread of its own and
+        within the start deadline, so that a local process that connects and
+        says nothing, sends junk or hangs up (a port scanner) neither delays
+        the workers nor fails the fit: it is dropped, and the workers are
+        awaited as before.
+        """
         # Kept on self as they come, so that stop() can release the workers
         # that connected even when others never do.
         self._connections = connections = [None] * n_workers
         deadline = time.monotonic() + self.start_timeout
+        authenticated = queue.SimpleQueue()
+
+        def authenticate(sock, peer):
+            remaining = max(deadline - time.monotonic(), 0.1)
+            try:
+                authenticated.put(_handshake(sock, authkey, n_workers, remaining))
+            except Exception as exc:
+                logger.warning(
+                    "joblib backend: dropped a connection from %s that is not one "
+                    "of this fit's workers (%r)", peer, exc,
+                )
+
         self._server.settimeout(0.1)
-        while any(conn is None for conn in connections):
+        while True:
+            while not authenticated.empty():
+                index, conn = authenticated.get()
+                if connections[index] is None:
+                    connections[index] = conn
+                else:  # a replayed index: keep the first
+                    conn.close()
+            if all(conn is not None for conn in connections):
+                return
             if time.monotonic() > deadline:
                 started = sum(conn is not None for conn in connections)
                 raise WorkerError(
@@ -200,17 +293,16 @@ class JoblibBackend(Backend):
                     "JoblibBackend(host=<this machine's address>))"
                 )
             try:
-                sock, _ = self._server.accept()
+                sock, peer = self._server.accept()
             except TimeoutError:
                 continue
-            conn = _connection(sock)
-            deliver_challenge(conn, authkey)
-            answer_challenge(conn, authkey)
-            connections[conn.recv()] = conn
+            threading.Thread(target=authenticate, args=(sock, peer), daemon=True).start()
 
     def stop(self):
         connections, self._connections = self._connections, []
-        all_started = all(conn is not None for conn in connections)
+        # A worker that stopped answering would never end its task or thread.
+        responsive, self._responsive = self._responsive, True
+        all_started = responsive and all(conn is not None for conn in connections)
         for conn in connections:
             if conn is None:
                 continue
@@ -237,7 +329,7 @@ class JoblibBackend(Backend):
             except Exception:  # the fit has already reported what went wrong
                 logger.debug("joblib worker task ended with an error", exc_info=True)
         threads, self._threads = self._threads, []
-        for thread in threads:
+        for thread in threads if responsive else ():
             thread.join()
 
     # -- requests -----------------------------------------------------------------
@@ -252,16 +344,27 @@ class JoblibBackend(Backend):
         self.record.control_bytes += len(payload) * len(self._connections)
         # Read every reply before raising a worker's error, so that no answer
         # is left behind in a connection.
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         replies = [
-            self._receive(i, c, message) for i, c in enumerate(self._connections)
+            self._receive(i, c, message, deadline)
+            for i, c in enumerate(self._connections)
         ]
         for index, reply in enumerate(replies):
             if isinstance(reply, BaseException):
                 raise WorkerError(f"joblib worker {index} failed: {reply!r}") from reply
         return [r[0] for r in replies], max(r[1] for r in replies)
 
-    def _receive(self, index, conn, message=False):
-        """``(result, seconds)``, or the exception the worker raised."""
+    def _receive(self, index, conn, message=False, deadline=None):
+        """``(result, seconds)``, or the exception the worker raised; a
+        WorkerError when no reply came by ``deadline`` (``time.monotonic``)."""
+        if deadline is not None and not conn.poll(max(deadline - time.monotonic(), 0)):
+            self._responsive = False
+            raise WorkerError(
+                f"joblib worker {index} did not answer within timeout="
+                f"{self.timeout:g} s: its process is stopped (SIGSTOP), stuck or "
+                "overloaded; pass JoblibBackend(timeout=...) if a step on its "
+                "shard takes longer"
+            )
         try:
             reply = conn.recv_bytes()
         except (EOFError, OSError) as exc:
@@ -282,6 +385,7 @@ class JoblibBackend(Backend):
         return result, seconds
 
     def _lost(self, index):
+        self._responsive = False
         return WorkerError(
             f"joblib worker {index} stopped answering: its process died or was "
             "killed (out of memory?)"
@@ -296,7 +400,7 @@ class JoblibBackend(Backend):
         start = time.perf_counter()
         messages, compute = self._request("gradient_message", (params,))
         self.record.add_messages(messages, params.shape[0])
-        gradient = self.sum_decoded(messages)
+        gradient = self.sum_decoded(messages, params.shape[0])
         # Workers compute side by side, so a step's compute time is its slowest
         # worker's; the rest (sending, waiting, decoding) is communication.
         self.record.compute_seconds += compute

@@ -48,7 +48,7 @@ import numpy as np
 
 from .._worker import ShardWorker, shard_bounds, worker_arguments
 from ..compression._sign import pack_signs, unpack_signs
-from ._base import Backend
+from ._base import Backend, first_difference
 
 __all__ = ["MPIBackend", "import_mpi"]
 
@@ -215,6 +215,16 @@ class MPIBackend(Backend):
 
     def common(self, value):
         return self._comm.bcast(value, root=0)
+
+    def agree(self, what, value):
+        values = self._comm.allgather(value)
+        differ = [rank for rank, other in enumerate(values) if other != values[0]]
+        if differ:
+            raise ValueError(
+                f"the MPI ranks disagree on the {what}: rank(s) {differ} have "
+                f"{first_difference(values[0], values[differ[0]])} on rank 0; "
+                f"every rank must call the same method with the same {what}"
+            )
 
     def prepare_data(self, prepare, X, y, sample_weight):
         if self.data == "local":
@@ -523,7 +533,7 @@ class MPIBackend(Backend):
                 received[offset : offset + size]
                 for offset, size in zip(displacements, sizes)
             ]
-            return update(params, self.sum_decoded(messages))
+            return update(params, self.sum_decoded(messages, params.shape[0]))
 
         if master and self.aggregator.returns_signs:
             params = self._master_vote(params, update, received, displacements, sizes)
@@ -628,11 +638,11 @@ class MPIBackend(Backend):
                     for offset, size in zip(displacements, sizes)
                 ]
                 buffer[1:] = np.frombuffer(
-                    pack_signs(self.sum_decoded(messages)), dtype=np.uint8
+                    pack_signs(self.sum_decoded(messages, params.shape[0])), dtype=np.uint8
                 )
             except Exception as exc:
                 buffer[0], error = 1, exc
-        comm.Bcast(buffer, root=0)
+        self._wait(comm.Ibcast(buffer, root=0))
         self.record.control_bytes += buffer.nbytes * (comm.Get_size() - 1)
         if error is not None:
             raise error

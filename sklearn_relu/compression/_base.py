@@ -25,6 +25,11 @@ class Compressor(ABC):
     self-describing: :meth:`decompress` needs nothing but its bytes, and
     ``len(message)`` is its exact size on the wire. Randomness comes only from the
     ``random_state`` passed to :meth:`compress`, never from a global state.
+
+    A receiver that knows the vector's length (the model's size) passes it as
+    ``n_values``: a message declaring any other length is then rejected before
+    anything is allocated for it, so that no sender can make a receiver
+    allocate what it declares, nor have a short vector broadcast into the sum.
     """
 
     #: Whether the workers' encoded vectors can be summed while compressed
@@ -55,8 +60,12 @@ class Compressor(ABC):
         """Encode a 1-D float vector into a ``bytes`` message."""
 
     @abstractmethod
-    def decompress(self, message):
-        """Decode a message into a 1-D float array (the dtype it was sent in)."""
+    def decompress(self, message, n_values=None):
+        """Decode a message into a 1-D float array (the dtype it was sent in).
+
+        ``n_values``, when given, is the length the receiver expects; a
+        message that declares another raises :class:`MessageError`.
+        """
 
     @abstractmethod
     def message_nbytes(self, n_values):
@@ -108,8 +117,11 @@ class Compressor(ABC):
             ) from None
         return _HEADER.pack(self.magic, code, param, vector.shape[0])
 
-    def _read_header(self, message):
-        """Return ``(dtype, param, n_values, body)``; raise MessageError if bad."""
+    def _read_header(self, message, expected=None, tag=None):
+        """Return ``(dtype, param, n_values, body)``; raise MessageError if bad,
+        or if ``expected`` is not None and the declared length differs.
+        ``tag`` is the message tag to expect when not :attr:`magic`."""
+        tag = self.magic if tag is None else tag
         buffer = memoryview(message).cast("B")
         if buffer.nbytes < _HEADER.size:
             raise MessageError(
@@ -117,13 +129,18 @@ class Compressor(ABC):
                 f"{_HEADER.size}-byte header"
             )
         magic, code, param, n_values = _HEADER.unpack_from(buffer)
-        if magic != self.magic:
+        if magic != tag:
             raise MessageError(
                 f"message tag {magic!r} is not a {type(self).__name__} message "
-                f"(expected {self.magic!r})"
+                f"(expected {tag!r})"
             )
         if code not in _CODE_DTYPES:
             raise MessageError(f"unknown dtype code {code} in message header")
+        if expected is not None and n_values != expected:
+            raise MessageError(
+                f"{type(self).__name__} message declares {n_values} values, but "
+                f"the receiver's model has {expected}"
+            )
         return _CODE_DTYPES[code], param, n_values, buffer[_HEADER.size :]
 
 

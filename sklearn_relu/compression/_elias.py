@@ -206,6 +206,13 @@ def decode_sparse_levels(packed, n_nonzero, n_values):
     n_bits = bits.shape[0]
     if n_nonzero > n_values:
         raise ValueError(f"{n_nonzero} nonzeros declared for {n_values} values")
+    # Each nonzero takes at least 3 bits (a gap, a sign, a level): a count the
+    # bytes cannot hold is rejected before arrays of that size are allocated.
+    if 3 * n_nonzero > n_bits:
+        raise ValueError(
+            f"{n_nonzero} nonzeros declared, but {n_bits} bits hold at most "
+            f"{n_bits // 3}"
+        )
     result, end = _decode_table(bits)
     result_list, end_list, bit_list = result.tolist(), end.tolist(), bits.tolist()
     gaps = np.empty(n_nonzero, dtype=np.int64)

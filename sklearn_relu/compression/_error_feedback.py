@@ -83,8 +83,8 @@ class ErrorFeedback(Compressor):
         )
         return message
 
-    def decompress(self, message):
-        return self.compressor.decompress(message)
+    def decompress(self, message, n_values=None):
+        return self.compressor.decompress(message, n_values)
 
     def message_nbytes(self, n_values, *args, **kwargs):
         return self.compressor.message_nbytes(n_values, *args, **kwargs)

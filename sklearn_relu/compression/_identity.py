@@ -44,8 +44,8 @@ class Identity(Compressor):
         little = vector.astype(vector.dtype.newbyteorder("<"), copy=False)
         return self._header(vector) + little.tobytes()
 
-    def decompress(self, message):
-        dtype, _, n_values, body = self._read_header(message)
+    def decompress(self, message, n_values=None):
+        dtype, _, n_values, body = self._read_header(message, n_values)
         if body.nbytes != n_values * dtype.itemsize:
             raise MessageError(
                 f"Identity message body has {body.nbytes} bytes, expected "

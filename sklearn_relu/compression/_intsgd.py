@@ -180,5 +180,5 @@ class IntSGD(Compressor):
             "workers' integers are summed (any backend; on MPI, topology='allreduce')"
         )
 
-    def decompress(self, message):
+    def decompress(self, message, n_values=None):
         raise TypeError("IntSGD messages are summed, not decoded one by one")

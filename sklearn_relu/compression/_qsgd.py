@@ -14,10 +14,19 @@ __all__ = ["QSGD", "check_quantizer_params", "levels_for_bits"]
 
 _BUCKET = struct.Struct("<I")
 _COUNT = struct.Struct("<I")
+_EXPONENT = struct.Struct("<h")
 _MIN_BITS, _MAX_BITS = 2, 16
-# Message tag of each wire format; a message says which one it is.
+# Message tag of each wire format; a message says which one it is. A vector
+# whose norms fall outside float32's normal range travels under the second
+# tag, with a power-of-two exponent that scales every norm.
 _MAGICS = {"packed": b"RQ", "elias": b"RE"}
-_ENCODINGS = {magic: encoding for encoding, magic in _MAGICS.items()}
+_SCALED_MAGICS = {"packed": b"Rq", "elias": b"Re"}
+_ENCODINGS = {magic: (encoding, False) for encoding, magic in _MAGICS.items()}
+_ENCODINGS.update(
+    {magic: (encoding, True) for encoding, magic in _SCALED_MAGICS.items()}
+)
+# Any float64 norm, scaled into [0.5, 1), needs an exponent in this range.
+_MAX_EXPONENT = 1100
 
 
 def levels_for_bits(bits):
@@ -43,6 +52,10 @@ def _check_bits(bits):
         )
 
 
+# The bucket size travels as a uint32.
+_MAX_BUCKET_SIZE = 2**32 - 1
+
+
 def check_quantizer_params(bits, bucket_size, encoding):
     """Raise ``ValueError`` for a bad QSGD ``bits``, ``bucket_size`` or ``encoding``.
 
@@ -61,14 +74,29 @@ def _check_bucket_size(bucket_size):
     if (
         not isinstance(bucket_size, numbers.Integral)
         or isinstance(bucket_size, bool)
-        or bucket_size < 1
+        or not 1 <= bucket_size <= _MAX_BUCKET_SIZE
     ):
         raise ValueError(
-            f"bucket_size must be None or a positive integer, got {bucket_size!r}"
+            f"bucket_size must be None or a positive integer below 2**32 (it "
+            f"travels as a uint32), got {bucket_size!r}"
         )
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _norm_exponent(magnitude, norms):
+    """The power of two that the norms are divided by before they travel as
+    float32: 0 when every nonzero norm is a normal float32 (nearly always),
+    else that of the largest entry, so that vectors of any finite float64
+    magnitude (1e-300, 1e300) keep float32's precision in their norms."""
+    nonzero = norms[norms > 0]
+    if nonzero.size == 0 or (
+        nonzero.max() <= _FLOAT32_MAX and nonzero.min() >= _FLOAT32_TINY
+    ):
+        return 0
+    return int(np.frexp(magnitude.max())[1])
 
 
 def _bucket_norms(magnitude, starts):
@@ -100,7 +128,11 @@ class QSGD(Compressor):
     norm (a float32, rounded up) followed by, for every coordinate, one sign bit and
     a ``bits - 1``-bit level ``l`` in ``[0, s]``; the coordinate decodes to
     ``norm * sign * l / s``. The level is ``floor(|v_i| s / norm)`` or one more,
-    chosen at random so that the expectation is exactly ``v_i``.
+    chosen at random so that the expectation is exactly ``v_i``. A vector whose
+    norms fall outside float32's normal range (any finite float64 magnitude,
+    1e-300 or 1e300) is sent with its norms divided by a power of two, carried
+    as a 2-byte exponent under its own message tag: the same precision, and
+    still unbiased.
 
     With ``encoding="elias"`` the levels travel as QSGD's sparse code instead
     (QSGD Section 3.2): for each nonzero level the Elias-omega code of the gap to
@@ -163,7 +195,7 @@ class QSGD(Compressor):
         return np.arange(0, n_values, max(size, 1))
 
     def quantize(self, vector, random_state=None):
-        """Draw ``(norms, levels)``: float32 bucket norms and signed integer levels.
+        """Draw ``(norms, levels)``: bucket norms and signed integer levels.
 
         Parameters
         ----------
@@ -173,24 +205,36 @@ class QSGD(Compressor):
 
         Returns
         -------
-        norms : ndarray of float32, shape (n_buckets,)
+        norms : ndarray of float64, shape (n_buckets,)
+            Each a float32 times a power of two common to the vector (the
+            values a message carries), rounded up from the exact norm.
         levels : ndarray of int32, shape (d,), each in ``[-s, s]``
         """
-        vector = _as_vector(vector)
+        norms, exponent, levels = self._quantize(_as_vector(vector), random_state)
+        return np.ldexp(norms.astype(np.float64), exponent), levels
+
+    def _quantize(self, vector, random_state):
+        """``(float32 norms, exponent, levels)``: the norms are ``norms * 2**exponent``."""
         rng = np.random.default_rng(random_state)
         d, s = vector.shape[0], self.levels
         starts = self._bucket_starts(d)
         if d == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int32)
+            return np.zeros(0, np.float32), 0, np.zeros(0, np.int32)
         magnitude = np.abs(vector, dtype=np.float64)
         norms = _bucket_norms(magnitude, starts)
-        if np.any(norms > _FLOAT32_MAX):
-            # The norm travels as a float32; an infinite one would make an
-            # undecodable message.
-            raise FloatingPointError(
-                f"QSGD sends bucket norms as float32, but a bucket norm "
-                f"{norms.max():.3g} exceeds the float32 range ({_FLOAT32_MAX:.3g})"
-            )
+        exponent = _norm_exponent(magnitude, norms)
+        if exponent:
+            if vector.dtype == np.float32 and np.any(norms > _FLOAT32_MAX):
+                # A float32 vector decodes to float32, where a coordinate
+                # of +-norm cannot be represented.
+                raise FloatingPointError(
+                    f"a bucket norm {norms.max():.3g} of a float32 vector exceeds "
+                    f"the float32 range ({_FLOAT32_MAX:.3g})"
+                )
+            # Powers of two scale exactly: the levels are drawn on the
+            # scaled vector, whose norms are in float32's range.
+            magnitude = np.ldexp(magnitude, -exponent)
+            norms = _bucket_norms(magnitude, starts)
         norms = _round_up_float32(norms)
         per_coord = np.repeat(norms.astype(np.float64), np.diff(np.append(starts, d)))
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -200,7 +244,7 @@ class QSGD(Compressor):
         np.minimum(levels, s, out=levels)
         levels = levels.astype(np.int32)
         levels[vector < 0] *= -1
-        return norms, levels
+        return norms, exponent, levels
 
     def dequantize(self, norms, levels, dtype=np.float64):
         """The vector ``norm * level / s`` that a message decodes to."""
@@ -222,9 +266,12 @@ class QSGD(Compressor):
     def message_nbytes(self, n_values):
         """Size of the message for a vector of ``n_values``.
 
-        Exact for ``encoding="packed"``. An Elias-coded message's size depends on
-        the vector; for it this is the largest size any vector can produce
-        (every level nonzero at the longest codes), a bound for buffers.
+        Exact for ``encoding="packed"``, but for the rare vector whose norms
+        fall outside float32's normal range (beyond about 1e38 or below 1e-38),
+        whose message carries 2 more bytes: a power-of-two exponent. An
+        Elias-coded message's size depends on the vector; for it this is the
+        largest size any vector can produce (every level nonzero at the
+        longest codes), a bound for buffers.
         """
         fixed = HEADER_NBYTES + _BUCKET.size + 4 * self.n_buckets(n_values)
         if self.encoding == "packed":
@@ -234,11 +281,12 @@ class QSGD(Compressor):
 
     def compress(self, vector, random_state=None):
         vector = _as_vector(vector)
-        norms, levels = self.quantize(vector, random_state)
-        parts = [
-            self._header(vector, self.bits),
-            _BUCKET.pack(self.bucket_size or 0),
-        ]
+        norms, exponent, levels = self._quantize(vector, random_state)
+        header = self._header(vector, self.bits)
+        parts = [header, _BUCKET.pack(self.bucket_size or 0)]
+        if exponent:
+            parts[0] = _SCALED_MAGICS[self.encoding] + header[2:]
+            parts.append(_EXPONENT.pack(exponent))
         if self.encoding == "elias":
             payload, n_nonzero = encode_sparse_levels(levels)
             parts.append(_COUNT.pack(n_nonzero))
@@ -247,46 +295,71 @@ class QSGD(Compressor):
         parts += [norms.astype("<f4").tobytes(), payload]
         return b"".join(parts)
 
-    def decompress(self, message):
-        encoding = _ENCODINGS.get(bytes(memoryview(message).cast("B")[:2]))
-        if encoding is None:
-            encoding = self.encoding  # let _read_header name the bad tag
-        sender = QSGD(bits=self.bits, encoding=encoding)
-        dtype, bits, n_values, body = sender._read_header(message)
+    def decompress(self, message, n_values=None):
+        encoding, scaled = _ENCODINGS.get(
+            bytes(memoryview(message).cast("B")[:2]), (self.encoding, False)
+        )  # an unknown tag: _read_header names it
+        tag = (_SCALED_MAGICS if scaled else _MAGICS)[encoding]
+        dtype, bits, n_values, body = self._read_header(message, n_values, tag)
         if not _MIN_BITS <= bits <= _MAX_BITS:
             raise MessageError(f"QSGD message declares bits={bits}, outside [2, 16]")
         if body.nbytes < _BUCKET.size:
             raise MessageError("QSGD message is truncated before its bucket size")
         (bucket_size,) = _BUCKET.unpack_from(body)
+        body = body[_BUCKET.size :]
+        exponent = 0
+        if scaled:
+            if body.nbytes < _EXPONENT.size:
+                raise MessageError("QSGD message is truncated before its exponent")
+            (exponent,) = _EXPONENT.unpack_from(body)
+            if not 0 < abs(exponent) <= _MAX_EXPONENT:
+                raise MessageError(
+                    f"QSGD message declares norm exponent {exponent}, outside "
+                    f"[-{_MAX_EXPONENT}, {_MAX_EXPONENT}] or zero"
+                )
+            body = body[_EXPONENT.size :]
         sender = QSGD(bits=bits, bucket_size=bucket_size or None, encoding=encoding)
         if encoding == "elias":
-            return sender._decompress_elias(body, n_values, dtype)
-        expected = sender.message_nbytes(n_values)
-        if HEADER_NBYTES + body.nbytes != expected:
-            raise MessageError(
-                f"QSGD message has {HEADER_NBYTES + body.nbytes} bytes, expected "
-                f"{expected} for {n_values} values at {bits} bits"
-            )
-        n_norms = sender.n_buckets(n_values)
-        offset = _BUCKET.size + 4 * n_norms
-        norms = np.frombuffer(body[_BUCKET.size : offset], dtype="<f4")
+            norms, levels = sender._read_elias(body, n_values)
+        else:
+            norms, levels = sender._read_packed(body, n_values, scaled)
         if not (np.all(np.isfinite(norms)) and np.all(norms >= 0)):
             raise MessageError("QSGD message carries a negative or non-finite norm")
-        levels = unpack_signed(body[offset:], n_values, bits)
-        return sender.dequantize(norms.astype(np.float32), levels, dtype=dtype)
+        norms = np.ldexp(norms.astype(np.float64), exponent)
+        with np.errstate(over="ignore"):
+            vector = sender.dequantize(norms, levels, dtype=dtype)
+        if not np.all(np.isfinite(vector)):
+            raise MessageError(
+                f"QSGD message decodes to values beyond the {dtype} range"
+            )
+        return vector
 
-    def _decompress_elias(self, body, n_values, dtype):
+    def _read_packed(self, body, n_values, scaled):
+        """``(float32 norms, levels)`` of a packed body (after the bucket size
+        and exponent)."""
+        expected = self.message_nbytes(n_values) + scaled * _EXPONENT.size
+        size = HEADER_NBYTES + _BUCKET.size + scaled * _EXPONENT.size + body.nbytes
+        if size != expected:
+            raise MessageError(
+                f"QSGD message has {size} bytes, expected {expected} for "
+                f"{n_values} values at {self.bits} bits"
+            )
+        offset = 4 * self.n_buckets(n_values)
+        norms = np.frombuffer(body[:offset], dtype="<f4")
+        return norms, unpack_signed(body[offset:], n_values, self.bits)
+
+    def _read_elias(self, body, n_values):
+        """``(float32 norms, levels)`` of an Elias-coded body (after the bucket
+        size and exponent)."""
         n_norms = self.n_buckets(n_values)
-        offset = _BUCKET.size + _COUNT.size + 4 * n_norms
+        offset = _COUNT.size + 4 * n_norms
         if body.nbytes < offset:
             raise MessageError(
-                f"Elias-coded QSGD message is truncated: {HEADER_NBYTES + body.nbytes}"
-                f" bytes, its header and {n_norms} norms need {HEADER_NBYTES + offset}"
+                f"Elias-coded QSGD message is truncated: {body.nbytes} bytes after "
+                f"its bucket size, its count and {n_norms} norms need {offset}"
             )
-        (n_nonzero,) = _COUNT.unpack_from(body, _BUCKET.size)
-        norms = np.frombuffer(body[_BUCKET.size + _COUNT.size : offset], dtype="<f4")
-        if not (np.all(np.isfinite(norms)) and np.all(norms >= 0)):
-            raise MessageError("QSGD message carries a negative or non-finite norm")
+        (n_nonzero,) = _COUNT.unpack_from(body)
+        norms = np.frombuffer(body[_COUNT.size : offset], dtype="<f4")
         try:
             levels = decode_sparse_levels(body[offset:], n_nonzero, n_values)
         except ValueError as error:
@@ -295,7 +368,7 @@ class QSGD(Compressor):
             raise MessageError(
                 f"Elias-coded QSGD message has a level above s={self.levels}"
             )
-        return self.dequantize(norms.astype(np.float32), levels, dtype=dtype)
+        return norms, levels
 
 
 def _omega_length(value):

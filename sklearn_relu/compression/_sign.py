@@ -64,8 +64,8 @@ class SignSGD(Compressor):
         vector = _as_vector(vector)
         return self._header(vector) + pack_signs(vector)
 
-    def decompress(self, message):
-        dtype, _, n_values, body = self._read_header(message)
+    def decompress(self, message, n_values=None):
+        dtype, _, n_values, body = self._read_header(message, n_values)
         return unpack_signs(body, n_values, dtype)
 
     def message_nbytes(self, n_values):
@@ -160,8 +160,8 @@ class ScaledSign(Compressor):
         little = scale.astype(vector.dtype.newbyteorder("<"))
         return self._header(vector) + little.tobytes() + pack_signs(vector)
 
-    def decompress(self, message):
-        dtype, _, n_values, body = self._read_header(message)
+    def decompress(self, message, n_values=None):
+        dtype, _, n_values, body = self._read_header(message, n_values)
         if body.nbytes < dtype.itemsize:
             raise MessageError("ScaledSign message is too short for its scale")
         scale = np.frombuffer(body[: dtype.itemsize], dtype=dtype.newbyteorder("<"))[0]

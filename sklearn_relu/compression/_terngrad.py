@@ -50,8 +50,8 @@ class TernGrad(Compressor):
         little = scale.astype(vector.dtype.newbyteorder("<"))
         return self._header(vector) + little.tobytes() + pack_signed(levels, 2)
 
-    def decompress(self, message):
-        dtype, _, n_values, body = self._read_header(message)
+    def decompress(self, message, n_values=None):
+        dtype, _, n_values, body = self._read_header(message, n_values)
         expected = dtype.itemsize + packed_nbytes(n_values, 2)
         if body.nbytes != expected:
             raise MessageError(

@@ -72,8 +72,8 @@ class TopK(Compressor):
         values = vector[kept].astype(vector.dtype.newbyteorder("<"))
         return self._header(vector) + kept.astype(_INDEX).tobytes() + values.tobytes()
 
-    def decompress(self, message):
-        dtype, _, n_values, body = self._read_header(message)
+    def decompress(self, message, n_values=None):
+        dtype, _, n_values, body = self._read_header(message, n_values)
         entry = _INDEX.itemsize + dtype.itemsize
         if body.nbytes % entry:
             raise MessageError(

@@ -4,6 +4,7 @@ Usage: fault.py MODE [TOPOLOGY | CLI ARGS...]
   raise    the last rank raises in its third gradient computation
   kill     the last rank kills itself (SIGKILL) in its third gradient computation
   corrupt  the last rank sends a truncated third message
+  short    the last rank's third message is valid but of one value, not d
   cli      like kill, inside ``python -m sklearn_relu fit CLI ARGS...``
   cli-load the last rank cannot read the data file, inside the command line
   bad-data the last rank's X has a NaN and every rank catches its error: all
@@ -34,12 +35,14 @@ if comm.Get_rank() == comm.Get_size() - 1:
                 raise RuntimeError("injected failure on the last rank")
             if mode == "corrupt":
                 return original(self, params)[:-1]
+            if mode == "short":
+                return self.compressor.compress(params[:1])
             os.kill(os.getpid(), signal.SIGKILL)
         return original(self, params)
 
     ShardWorker.gradient_message = failing_gradient_message
 
-    def unreadable(*args):
+    def unreadable(*args, **kwargs):
         raise OSError("injected: the last rank cannot read the data")
 
     if mode == "cli-load":
