@@ -482,25 +482,53 @@ class MPIBackend(Backend):
         except Exception as exc:  # reported to every rank, raised here
             return None, exc
 
-    def call(self, method, *args):
-        comm = self._comm
+    def _local_array(self, method, *args):
+        """This rank's ``method`` result, once every rank computed its own
+        and they agree on its shape and dtype (else all ranks raise)."""
         result, error = self._local(method, *args)
         if result is not None:
             result = np.ascontiguousarray(result)
         self._agree_on_status(0 if error is None else -1, error)
-        layouts = comm.allgather(
+        layouts = self._comm.allgather(
             None if result is None else (result.shape, result.dtype.str)
         )
         if any(layout != layouts[0] for layout in layouts):
             raise RemoteWorkerError(
                 f"ranks returned different {method} results: {layouts}"
             )
+        return result
+
+    def call(self, method, *args):
+        comm = self._comm
+        result = self._local_array(method, *args)
         if result is None:
             return [None] * comm.Get_size()
         gathered = np.empty((comm.Get_size(),) + result.shape, dtype=result.dtype)
         comm.Allgather(result, gathered)
         self.record.control_bytes += gathered.nbytes
         return list(gathered)
+
+    def reduce(self, method, *args):
+        # Gathered on rank 0 and summed there in rank order, then broadcast:
+        # the same bits as every other backend, and each rank receives about
+        # one vector (an allgather would deliver every rank's vector to every
+        # rank: 16 x 32 kB per power iteration at d = 4000 and 16 ranks).
+        comm = self._comm
+        result = self._local_array(method, *args)
+        root = comm.Get_rank() == 0
+        gathered = (
+            np.empty((comm.Get_size(),) + result.shape, dtype=result.dtype)
+            if root else None
+        )
+        self._wait(comm.Igather(result, gathered, root=0))
+        total = np.empty_like(result)
+        if root:
+            total[...] = gathered[0]
+            for part in gathered[1:]:
+                total += part
+        self._wait(comm.Ibcast(total, root=0))
+        self.record.control_bytes += result.nbytes * (comm.Get_size() - 1) * 2
+        return total
 
     def reseed(self, entropy):
         # Every rank holds the same entropy (the estimator's random stream is
