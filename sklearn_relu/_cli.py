@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ._worker import shard_bounds
-from .backends._mpi import TOPOLOGIES
 from .aggregation import available_aggregators
+from .backends._mpi import TOPOLOGIES
 from .compression import available_compressors
 
 __all__ = ["main", "build_parser", "load_data", "load_features", "save_atomically"]

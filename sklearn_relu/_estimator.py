@@ -1,8 +1,8 @@
 """ReLURegressor: fit ``max(0, <w, x> + b)`` by SGD or quantized SGD."""
 
 import functools
-import itertools
 import hashlib
+import itertools
 import logging
 import math
 import numbers

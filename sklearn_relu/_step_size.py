@@ -7,9 +7,10 @@ Near a solution the expected mini-batch gradient is ``H (w - w*)`` with
 active rows (weighted by ``s^2``: a drawn row's gradient carries its weight)
 and ``m`` the batch size. Rows inactive at the start may become active later
 (a heavy row with ``y = 0`` that the model first ignores), so ``R`` is the
-larger of that mean over the active rows and over all rows. The step ``1 / (lambda_max(H) + R / m)`` is
-then half the largest stable step in every direction; on standardized Gaussian
-data (``lambda = 1/2``, ``R = d``) it is exactly ``2m / (m + 2d)``.
+larger of that mean over the active rows and over all rows. The step
+``1 / (lambda_max(H) + R / m)`` is then half the largest stable step in every
+direction; on standardized Gaussian data (``lambda = 1/2``, ``R = d``) it is
+exactly ``2m / (m + 2d)``.
 
 A compressor adds variance ``delta ||g_w||^2`` to worker ``w``'s message,
 ``delta`` its variance factor. Summed over ``W`` workers whose shares of the

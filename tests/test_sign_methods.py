@@ -10,7 +10,7 @@ import pytest
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu.aggregation import MajorityVote
-from sklearn_relu.compression import ErrorFeedback, ScaledSign, SignSGD
+from sklearn_relu.compression import ErrorFeedback, ScaledSign
 
 METHODS = {
     "signsgd-mean": dict(solver="signsgd"),

@@ -10,10 +10,10 @@ from hypothesis.extra import numpy as hnp
 
 from sklearn_relu.aggregation import MajorityVote, Mean, get_aggregator
 from sklearn_relu.compression import (
+    QSGD,
     ErrorFeedback,
     Identity,
     MessageError,
-    QSGD,
     ScaledSign,
     SignSGD,
     Signum,

@@ -33,6 +33,7 @@ __all__ = [
     "TernGrad",
     "TopK",
     "available_compressors",
+    "check_quantizer_params",
     "get_compressor",
     "levels_for_bits",
     "register_compressor",
