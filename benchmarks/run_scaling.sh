@@ -11,9 +11,9 @@
 # benchmarks/results/scaling.md and scaling.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RANKS=${RANKS:-"4 8 16 2"}
+RANKS=${RANKS:-"16 4 8 2"}
 RATES=${RATES:-"10mbit 100mbit"}
-MAX_SECONDS=${MAX_SECONDS:-240}
+MAX_SECONDS=${MAX_SECONDS:-120}
 CAP_SGD_ALLGATHER=${CAP_SGD_ALLGATHER:-60}
 OUT=benchmarks/results/scaling.jsonl
 PYTHON=${PYTHON:-$(pwd)/.venv/bin/python}
