@@ -18,7 +18,11 @@ pytestmark = pytest.mark.skipif(
 def _project_files():
     for path in ROOT.rglob("*"):
         parts = set(path.relative_to(ROOT).parts)
-        if parts & SKIP_DIRS or any(p.endswith(".egg-info") for p in parts):
+        # Any virtual environment (.venv, CI's .venv-min) holds other projects.
+        if (
+            parts & SKIP_DIRS
+            or any(p.endswith(".egg-info") or p.startswith(".venv") for p in parts)
+        ):
             continue
         if path.is_file() and (path.suffix in TEXT_SUFFIXES or path.name == "run"):
             yield path
