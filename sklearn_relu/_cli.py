@@ -602,11 +602,13 @@ def _report(model, train, test, args, started):
         if test is not None
         else " (no held-out score: see --test-size)"
     )
+    # Under --data local this process read only its own shard of the rows.
+    shard = " of rank 0's shard" if getattr(args, "data_mode", "all") == "local" else ""
     print(
-        f"fitted {args.solver} on {summary['n_samples']} x {summary['n_features']} "
-        f"with {est.n_workers_} worker(s) in {summary['seconds']:.1f} s: {est.t_} "
+        f"fitted {args.solver} on {summary['n_samples']} x {summary['n_features']}"
+        f"{shard} with {est.n_workers_} worker(s) in {summary['seconds']:.1f} s: {est.t_} "
         f"steps ({est.n_iter_} epochs), loss {summary['final_loss']:.4g}, "
-        f"training R^2 {summary['training_r2']:.4f}{held_out}\n"
+        f"training R^2{shard} {summary['training_r2']:.4f}{held_out}\n"
         f"workers sent {record.n_messages} messages, {record.bytes_sent} bytes "
         f"({_share_of_float64(record)}); compute "
         f"{record.compute_seconds:.3f} s, communication "

@@ -81,5 +81,8 @@ def test_mpi_script_runs_as_written(tmp_path):
     (tmp_path / "fit_mpi.py").write_text(script)
     done = _run(command, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    # Every one of the 4 ranks prints a record (their lines may interleave).
-    assert done.stdout.count("CommunicationRecord(") == 4
+    # Rank 0 prints the record (every rank holds the same model): 4 workers'
+    # messages each step.
+    assert done.stdout.count("CommunicationRecord(") == 1
+    n_messages = int(done.stdout.split("n_messages=")[1].split(",")[0])
+    assert n_messages > 0 and n_messages % 4 == 0
