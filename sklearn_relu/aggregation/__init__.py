@@ -6,6 +6,7 @@ aggregator) or an :class:`Aggregator` instance. Every aggregator sees the
 workers' vectors in worker order, so that every backend gives the same bits.
 """
 
+from .._registry import Registry
 from ._base import Aggregator
 from ._majority import MajorityVote
 from ._mean import Mean
@@ -19,29 +20,22 @@ __all__ = [
     "register_aggregator",
 ]
 
-_REGISTRY = {}
+_REGISTRY = Registry("aggregation", Aggregator, "an Aggregator")
 
 
 def register_aggregator(name, factory):
     """Make ``aggregation=name`` use ``factory()``."""
-    _REGISTRY[name] = factory
+    _REGISTRY.register(name, factory)
 
 
 def available_aggregators():
     """Names accepted by ``ReLURegressor(aggregation=...)``, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_aggregator(aggregation):
     """A fresh aggregator from a registered name, or ``aggregation`` itself."""
-    if isinstance(aggregation, Aggregator):
-        return aggregation
-    if isinstance(aggregation, str) and aggregation in _REGISTRY:
-        return _REGISTRY[aggregation]()
-    raise ValueError(
-        f"aggregation must be one of {available_aggregators()} or an Aggregator "
-        f"instance, got {aggregation!r}"
-    )
+    return _REGISTRY.get(aggregation)
 
 
 register_aggregator("mean", Mean)

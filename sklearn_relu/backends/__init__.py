@@ -6,6 +6,7 @@ threading, Dask); ``"mpi"`` runs one worker per MPI rank and needs the ``mpi``
 extra (``pip install "sklearn-relu[mpi]"``), imported only when used.
 """
 
+from .._registry import Registry
 from ._base import Backend, CommunicationRecord
 from ._inprocess import InProcessBackend
 from ._joblib import JoblibBackend
@@ -22,29 +23,22 @@ __all__ = [
     "register_backend",
 ]
 
-_REGISTRY = {}
+_REGISTRY = Registry("backend", Backend, "a Backend")
 
 
 def register_backend(name, factory):
     """Make ``backend=name`` create backends with ``factory()``."""
-    _REGISTRY[name] = factory
+    _REGISTRY.register(name, factory)
 
 
 def available_backends():
     """Names accepted by ``ReLURegressor(backend=...)``."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_backend(backend):
     """A fresh backend from a registered name, or ``backend`` itself if an instance."""
-    if isinstance(backend, Backend):
-        return backend
-    if isinstance(backend, str) and backend in _REGISTRY:
-        return _REGISTRY[backend]()
-    raise ValueError(
-        f"backend must be one of {available_backends()} or a Backend instance, "
-        f"got {backend!r}"
-    )
+    return _REGISTRY.get(backend)
 
 
 register_backend("inprocess", InProcessBackend)

@@ -10,6 +10,7 @@ registry: ``register_compressor(name, factory)`` makes ``solver=name`` call
 ``bucket_size``, ...). ``solver=`` also takes a :class:`Compressor` instance.
 """
 
+from .._registry import Registry
 from ._base import Compressor, MessageError
 from ._elias import theorem_3_2_bits
 from ._error_feedback import ErrorFeedback
@@ -40,7 +41,7 @@ __all__ = [
     "theorem_3_2_bits",
 ]
 
-_REGISTRY = {}
+_REGISTRY = Registry("solver", Compressor, "a Compressor")
 
 
 def register_compressor(name, factory):
@@ -68,24 +69,17 @@ def register_compressor(name, factory):
     A new name is one call, for instance
     ``register_compressor("qsgd4", lambda est: QSGD(bits=4))``.
     """
-    _REGISTRY[name] = factory
+    _REGISTRY.register(name, factory)
 
 
 def available_compressors():
     """Names accepted by ``ReLURegressor(solver=...)``, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_compressor(solver, estimator):
     """A fresh compressor for ``solver``: a registered name, or the instance itself."""
-    if isinstance(solver, Compressor):
-        return solver
-    if isinstance(solver, str) and solver in _REGISTRY:
-        return _REGISTRY[solver](estimator)
-    raise ValueError(
-        f"solver must be one of {available_compressors()} or a Compressor "
-        f"instance, got {solver!r}"
-    )
+    return _REGISTRY.get(solver, estimator)
 
 
 def _with_feedback(compressor, estimator):

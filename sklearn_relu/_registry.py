@@ -1,0 +1,50 @@
+"""One name-to-factory registry, used for backends, compressors and aggregators.
+
+A parameter (``backend=``, ``solver=``, ``aggregation=``) takes either a name
+registered here or an instance of the strategy's base class.
+"""
+
+__all__ = ["Registry"]
+
+
+class Registry:
+    """Names a user may pass for ``parameter``, each mapped to a factory.
+
+    Parameters
+    ----------
+    parameter : str
+        The estimator parameter the names are for, as error messages say it.
+    base : type
+        Instances of it are accepted as they are.
+    described : str
+        ``base`` with its article, for error messages ("a Backend").
+
+    Examples
+    --------
+    >>> registry = Registry("size", int, "an int")
+    >>> registry.register("small", lambda: 1)
+    >>> registry.names(), registry.get("small"), registry.get(7)
+    (['small'], 1, 7)
+    """
+
+    def __init__(self, parameter, base, described):
+        self.parameter, self.base, self.described = parameter, base, described
+        self._factories = {}
+
+    def register(self, name, factory):
+        self._factories[name] = factory
+
+    def names(self):
+        return sorted(self._factories)
+
+    def get(self, value, *args):
+        """``value`` itself if an instance of ``base``, else a fresh object from
+        the factory registered as ``value``, called with ``args``."""
+        if isinstance(value, self.base):
+            return value
+        if isinstance(value, str) and value in self._factories:
+            return self._factories[value](*args)
+        raise ValueError(
+            f"{self.parameter} must be one of {self.names()} or {self.described} "
+            f"instance, got {value!r}"
+        )
