@@ -9,7 +9,9 @@ Every ratio is against SGD over allreduce in the same cell (same ranks, same
 rate, same run): what a user would run instead.
 """
 
+import csv
 import json
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -79,12 +81,13 @@ def rate_mbit(rate):
 
 
 def table(cells):
-    lines = [
-        "| rate per rank | ranks | scheme | steps to 1e-6 | comm ms/step (mean / max over ranks)"
-        " | time to 1e-6 (s) | MB received per rank to 1e-6 | bytes received per rank per step"
-        " | vs SGD allreduce: comm/step, bytes, time |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    """The study's table: a header row, then one row per (rate, ranks, scheme)."""
+    rows = [[
+        "rate per rank", "ranks", "scheme", "steps to 1e-6",
+        "comm ms/step (mean / max over ranks)", "time to 1e-6 (s)",
+        "MB received per rank to 1e-6", "bytes received per rank per step",
+        "vs SGD allreduce: comm/step, bytes, time",
+    ]]
     for (rate, ranks) in sorted(cells, key=lambda k: (-rate_mbit(k[0]), k[1])):
         cell = cells[rate, ranks]
         base = cell.get(BASELINE)
@@ -103,28 +106,28 @@ def table(cells):
                 ratios = "1 (baseline)" if scheme == BASELINE else ""
             steps = row["steps_total"]
             capped = "" if row["reached"] else f" (capped at {row['steps']})"
-            lines.append(
-                f"| {rate} | {ranks} | {LABELS[scheme]} | "
-                f"{steps if steps else 'n/a'}{capped} | "
-                f"{row['comm_ms_per_step_mean']:.2f} / {row['comm_ms_per_step_max']:.2f} | "
-                f"{row['time_s']:.1f}{est} | {row['rx_total'] / 1e6:.1f}{est} | "
-                f"{row['rx_bytes_per_step_mean']:.0f} | {ratios} |"
-            )
-    return lines
+            rows.append([
+                rate, str(ranks), LABELS[scheme], f"{steps if steps else 'n/a'}{capped}",
+                f"{row['comm_ms_per_step_mean']:.2f} / {row['comm_ms_per_step_max']:.2f}",
+                f"{row['time_s']:.1f}{est}", f"{row['rx_total'] / 1e6:.1f}{est}",
+                f"{row['rx_bytes_per_step_mean']:.0f}", ratios,
+            ])
+    return rows
 
 
 def targets(cells):
+    """The issue's targets with PASS/FAIL: a header row, then one row each."""
     out = []
 
     def check(name, value, op, bound, detail):
         ok = value >= bound if op == ">=" else value <= bound
-        out.append(f"| {name} | {detail} = {value:.2f} | {op} {bound} | "
-                   f"{'PASS' if ok else 'FAIL'} |")
+        out.append([name, f"{detail} = {value:.2f}", f"{op} {bound}",
+                    "PASS" if ok else "FAIL"])
 
-    def best(cell, key, lower=True):
+    def best(cell, key):
         rows = [cell[s] for s in COMPRESSED if s in cell]
         rows = [r for r in rows if r[key] == r[key]]  # not NaN
-        return min(rows, key=lambda r: r[key]) if lower else max(rows, key=lambda r: r[key])
+        return min(rows, key=lambda r: r[key])
 
     cell = cells.get(("10mbit", 4))
     if cell and BASELINE in cell:
@@ -156,7 +159,13 @@ def targets(cells):
               "16 ranks / 8 ranks")
     if not out:
         return []
-    return ["| target | measured | bound | |", "|---|---|---|---|", *out]
+    return [["target", "measured", "bound", ""], *out]
+
+
+def markdown(rows):
+    """``rows`` (a header row first) as markdown table lines."""
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    return lines[:1] + ["|" + "---|" * len(rows[0])] + lines[1:]
 
 
 def figure(cells, path):
@@ -206,27 +215,21 @@ def main(argv=None):
              "or else the same scheme's steps at the nearest number of ranks. "
              "Ranks wait with `MPIBackend(wait='auto')`: they yield the core when they "
              "outnumber it (4 ranks and more here).", ""]
-    lines += table(cells) + [""] + targets(cells)
-    out = source.with_suffix(".md")
-    out.write_text("\n".join(lines) + "\n")
+    study, goals = table(cells), targets(cells)
+    lines += markdown(study) + [""] + (markdown(goals) if goals else [])
+    source.with_suffix(".md").write_text("\n".join(lines) + "\n")
     figure(cells, source.with_suffix(".png"))
     docs = Path(__file__).resolve().parent.parent / "docs" / "figures"
-    for name, rows in (("scaling.csv", table(cells)), ("scaling_targets.csv", targets(cells))):
-        write_csv(docs / name, rows)
-    figure(cells, docs / "scaling.png")
+    write_csv(docs / "scaling.csv", study)
+    write_csv(docs / "scaling_targets.csv", goals)
+    shutil.copyfile(source.with_suffix(".png"), docs / "scaling.png")
     print("\n".join(lines))
 
 
-def write_csv(path, markdown_rows):
-    """A markdown table (header, rule, rows) as CSV, for Sphinx's csv-table."""
-    import csv
-
+def write_csv(path, rows):
+    """``rows`` (a header row first) as CSV, for Sphinx's csv-table."""
     with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        for k, line in enumerate(markdown_rows):
-            if k == 1:
-                continue  # the |---| rule
-            writer.writerow([cell.strip() for cell in line.strip().strip("|").split("|")])
+        csv.writer(file).writerows(rows)
 
 
 if __name__ == "__main__":
