@@ -17,7 +17,12 @@ fit is stopped there). Reported per scheme, from every rank:
   the spectral start's collectives included);
 - communication time per step (``comm_record_.communicate_seconds`` over the
   steps; mean and max over ranks): the time inside collectives, which is what
-  the network decides when the 2 cores cannot host W ranks' computation;
+  the network decides when the 2 cores cannot host W ranks' computation. With
+  ``--synchronize`` (the default) the ranks meet in a barrier once their part
+  of a step is computed, before its first collective, and the barrier's time
+  is reported apart as "skew" (waiting for ranks still computing: with more
+  ranks than cores, the CPU's doing, not the network's); without it, that
+  wait is inside the collectives' time;
 - bytes received per rank to the target, counted at the rank's NIC
   (``/sys/class/net/eth0/statistics/rx_bytes`` in its namespace: frames with
   their TCP/IP headers), mean and max over ranks; and bytes sent as counted by
@@ -71,15 +76,24 @@ def nic_rx_bytes():
 class TracedMPIBackend(MPIBackend):
     """Checks the relative error after every step; stops the fit at the target."""
 
-    def __init__(self, *, w_star, target, max_seconds, **kwargs):
+    def __init__(self, *, w_star, target, max_seconds, synchronize, **kwargs):
         # max_seconds: when to give up (the run's row then says "capped").
         super().__init__(**kwargs)
         self.w_star, self.target, self.max_seconds = w_star, target, max_seconds
+        self.synchronize = synchronize
         self.result = None
 
     def arm(self, rx_start, wall_start):
         self.rx_start, self.wall_start, self.steps = rx_start, wall_start, 0
         self.step_comm_start = None
+        self.skew_seconds = 0.0
+
+    def _before_collective(self):
+        # Inside the step's communication time: subtracted from it below.
+        if self.synchronize and self.step_comm_start is not None:
+            start = time.perf_counter()
+            self._comm.Barrier()
+            self.skew_seconds += time.perf_counter() - start
 
     def step(self, params, update):
         if self.steps == 0:
@@ -107,7 +121,11 @@ class TracedMPIBackend(MPIBackend):
                 wall_seconds=elapsed,
                 rx_bytes=rx - self.rx_start,
                 rx_bytes_steps=rx - self.step_bytes_start,
-                comm_seconds_steps=self.record.communicate_seconds - self.step_comm_start,
+                comm_seconds_steps=(
+                    self.record.communicate_seconds - self.step_comm_start
+                    - self.skew_seconds
+                ),
+                skew_seconds_steps=self.skew_seconds,
                 compute_seconds=self.record.compute_seconds,
                 bytes_sent=self.record.bytes_sent,
                 n_messages=self.record.n_messages,
@@ -123,7 +141,7 @@ def run_scheme(name, X, y, w_star, args, comm):
     cap = args.cap_sgd_allgather if name == "sgd-allgather" else args.max_seconds
     backend = TracedMPIBackend(
         w_star=w_star, target=args.target, max_seconds=cap, topology=topology,
-        wait=args.wait,
+        wait=args.wait, synchronize=args.synchronize,
     )
     est = ReLURegressor(
         solver=solver, **params, batch_size=args.batch_size, max_iter=100_000,
@@ -161,6 +179,8 @@ def run_scheme(name, X, y, w_star, args, comm):
         wall_seconds=over_ranks("wall_seconds", np.max),
         comm_ms_per_step_mean=over_ranks("comm_seconds_steps", np.mean) / steps * 1e3,
         comm_ms_per_step_max=over_ranks("comm_seconds_steps", np.max) / steps * 1e3,
+        skew_ms_per_step=over_ranks("skew_seconds_steps", np.mean) / steps * 1e3,
+        synchronized=args.synchronize,
         compute_ms_per_step=over_ranks("compute_seconds", np.mean) / steps * 1e3,
         rx_bytes_per_rank_mean=over_ranks("rx_bytes", np.mean),
         rx_bytes_per_rank_max=over_ranks("rx_bytes", np.max),
@@ -188,6 +208,9 @@ def main(argv=None):
                         "then its per-step figures times SGD over allreduce's steps")
     parser.add_argument("--wait", choices=["auto", "busy", "yield"], default="auto",
                         help="MPIBackend(wait=...): how ranks wait in collectives")
+    parser.add_argument("--synchronize", action=argparse.BooleanOptionalAction,
+                        default=True, help="a barrier before each step's first "
+                        "collective, timed apart from the communication")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="JSON lines to append to")
     args = parser.parse_args(argv)
