@@ -391,7 +391,8 @@ def _add_fit(subparsers):
     fit = subparsers.add_parser(
         "fit",
         help="fit a ReLURegressor to a data file and save it (skops or joblib)",
-        description="Fit ReLURegressor (SGD or QSGD) to a data file and save it.",
+        description="Fit ReLURegressor (SGD, or any compressed SGD of --solver) to "
+        "a data file and save it.",
         epilog=DATA_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -433,7 +434,15 @@ def _add_fit(subparsers):
         "--bits", type=int, default=8,
         help="qsgd: bits a coordinate, 2..16; intsgd: 8, 16 or 32 (default 8)",
     )
-    model.add_argument("--bucket-size", type=_optional_int, default=None)
+    model.add_argument(
+        "--bucket-size", type=_optional_int, default=None,
+        help="qsgd: coordinates sharing one norm (default: the whole vector)",
+    )
+    model.add_argument(
+        "--encoding", choices=["packed", "elias"], default="packed",
+        help="qsgd wire format: bits a coordinate, or Elias coding of the "
+        "nonzero levels (smaller at few bits; default packed)",
+    )
     model.add_argument("--momentum", type=float, default=0.9, help="signum (default 0.9)")
     model.add_argument(
         "--k", type=_top_k, default=0.1,
@@ -529,6 +538,7 @@ def _run_fit(args):
             solver=args.solver,
             bits=args.bits,
             bucket_size=args.bucket_size,
+            encoding=args.encoding,
             momentum=args.momentum,
             k=args.k,
             error_feedback=args.error_feedback,
