@@ -240,7 +240,8 @@ def main(argv=None):
                   f"{row['steps']} steps{'' if row['reached'] else ' (capped)'}, "
                   f"{row['wall_seconds']:.1f} s, comm {row['comm_ms_per_step_mean']:.2f} "
                   f"ms/step (network {row['network_ms_per_step_mean']:.2f}, skew "
-                  f"{row['skew_ms_per_step']:.2f}), rx {row['rx_bytes_per_rank_mean'] / 1e6:.1f} MB/rank",
+                  f"{row['skew_ms_per_step']:.2f}), "
+                  f"rx {row['rx_bytes_per_rank_mean'] / 1e6:.1f} MB/rank",
                   flush=True)
             with open(args.out, "a") as file:
                 file.write(json.dumps(row) + "\n")
