@@ -206,6 +206,7 @@ def test_the_next_scale_bounds_the_largest_entry_and_an_excess_is_flagged(
         return
     # A bound on this step's largest entry, within one band and the headroom
     # of it.
+    assert compressor.headroom == HEADROOM
     assert predicted >= exact * HEADROOM * (1 - 1e-12)
     assert predicted <= exact * HEADROOM * 2 ** (1 / BANDS_PER_OCTAVE) * (1 + 1e-12)
     # The next step: gradients grown by `growth`. Whoever outgrew the scale
@@ -236,12 +237,20 @@ def make_fit(backend, **params):
     return ReLURegressor(backend=backend, **{**defaults, **params}).fit(X, y)
 
 
+class NoHeadroom(IntSGD):
+    """IntSGD whose predicted scale has no room to grow: many steps are redone."""
+
+    headroom = 1.0
+
+
 @pytest.mark.parametrize("joblib_backend", ["threading", "loky"])
-@pytest.mark.parametrize("bits", [8, 32])
-def test_joblib_gives_the_in_process_model_bit_for_bit(joblib_backend, bits):
-    reference = make_fit("inprocess", bits=bits)
+@pytest.mark.parametrize("solver", [IntSGD(bits=8), IntSGD(bits=32), NoHeadroom()])
+def test_joblib_gives_the_in_process_model_bit_for_bit(joblib_backend, solver):
+    reference = make_fit("inprocess", solver=solver)
+    if isinstance(solver, NoHeadroom):  # the redone steps are exercised
+        assert reference.comm_record_.exact_scale_rounds > reference.t_ / 4
     with joblib.parallel_config(backend=joblib_backend):
-        est = make_fit("joblib", bits=bits)
+        est = make_fit("joblib", solver=solver)
     assert_array_equal(est.coef_, reference.coef_)
     assert est.intercept_ == reference.intercept_
     assert est.loss_curve_ == reference.loss_curve_

@@ -117,6 +117,9 @@ class IntSGD(Compressor):
     needs_scale = True
     #: Only summed messages exist: each worker's integers mean nothing alone.
     summed_only = True
+    #: The next step's scale over the bound on this step's largest entry
+    #: (:data:`HEADROOM`).
+    headroom = HEADROOM
 
     def __init__(self, bits=8):
         if isinstance(bits, bool) or bits not in _WIRE_TYPES:
@@ -169,7 +172,7 @@ class IntSGD(Compressor):
         """
         d, s = max(int(n_values), 1), self.levels(n_workers)
         worst = min(d / (4 * s**2), math.sqrt(d) / s)
-        slack = 2.0 ** (1 / (2 * BANDS_PER_OCTAVE)) * HEADROOM
+        slack = 2.0 ** (1 / (2 * BANDS_PER_OCTAVE)) * self.headroom
         spread = 2 * math.log(2 * d * n_workers) * slack**2
         typical = min(spread / (4 * s**2), math.sqrt(spread) * math.sqrt(2 / math.pi) / s)
         return min(worst, typical)
@@ -255,14 +258,14 @@ class IntSGD(Compressor):
     def next_scale(self, total, scale):
         """The scale for the next step, the same on every worker: the bound the
         summed band counts give on this step's largest entry over all workers,
-        times :data:`HEADROOM`. ``None`` (agree on the exact scale) when there
+        times :attr:`headroom`. ``None`` (agree on the exact scale) when there
         is no bound to start from."""
         bands = np.asarray(total)[-N_BANDS:]
         occupied = np.flatnonzero(bands)
         if scale == 0 or occupied.size == 0:
             return None
         bound = scale * 2.0 ** (-int(occupied[0]) / BANDS_PER_OCTAVE)
-        return bound * HEADROOM
+        return bound * self.headroom
 
     def message_nbytes(self, n_values):
         """Bytes a worker sends in a step that keeps the agreed scale: its

@@ -19,6 +19,7 @@ from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._worker import shard_bounds
 from sklearn_relu.backends import MPIBackend
 from sklearn_relu.backends._mpi import RemoteWorkerError
+from sklearn_relu.compression import IntSGD
 from sklearn_relu.compression._intsgd import TRAILER_LENGTH
 
 comm = MPI.COMM_WORLD
@@ -75,6 +76,19 @@ for bits in (8, 16, 32):
         exact = got.exact_scale_rounds
         assert exact >= 1
         assert got.bytes_sent == size * (est.t_ * part + exact * 8 + (exact - 1) * part)
+
+
+class NoHeadroom(IntSGD):
+    """No room for the scale to grow: many steps are redone on the exact one."""
+
+    headroom = 1.0
+
+
+est = fit("mpi", solver=NoHeadroom()).fit(X, y)
+reference = fit("inprocess", solver=NoHeadroom(), n_workers=size).fit(X, y)
+np.testing.assert_array_equal(est.coef_, reference.coef_)
+assert est.comm_record_.exact_scale_rounds == reference.comm_record_.exact_scale_rounds
+assert est.comm_record_.exact_scale_rounds > est.t_ / 4
 est = fit("mpi", solver="intsgd", fit_intercept=False, max_iter=200, tol=1e-4).fit(X, y)
 same_on_every_rank(est.coef_)
 assert np.linalg.norm(est.coef_ - w_star) / np.linalg.norm(w_star) < 1e-6
