@@ -200,6 +200,17 @@ class MPIBackend(Backend):
     def size(self):
         return self._comm.Get_size()
 
+    def sum_over_ranks(self, values):
+        """The sum over all ranks of a float64 array, on every rank.
+
+        For launchers that report figures over every rank's rows (the command
+        line's scores under ``data="local"``); floats are added in MPI's order.
+        """
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        total = np.empty_like(values)
+        self._comm.Allreduce(values, total, op=self._MPI.SUM)
+        return total
+
     # -- agreement before the fit ------------------------------------------------
     def resolve_n_workers(self, n_workers):
         size = self.size
