@@ -11,7 +11,8 @@ run (``_timing.compare`` interleaves them), so a busy machine slows both sides.
 Sections: ``step`` (one gradient step vs the memory floor, float32 vs float64,
 codec time), ``memory`` (peak memory of ``fit`` above ``X``), ``fit`` (time to
 relative error 1e-6 vs naive NumPy and PyTorch loops), ``wire`` (bytes on the
-wire), ``backends`` (joblib / MPI per-step time vs in-process).
+wire), ``backends`` (joblib / MPI per-step time vs in-process), ``elias``
+(Elias-coded QSGD decode and encode vs packed, every width; benchmarks/elias_codec.py).
 """
 
 import argparse
@@ -40,11 +41,13 @@ from sklearn_relu._gradient import (
 from sklearn_relu.backends import InProcessBackend, available_backends, get_backend
 from sklearn_relu.compression import QSGD, Identity, theorem_3_2_bits
 
-from . import baselines
+from . import baselines, elias_codec
 from ._timing import compare, settle
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("step", "memory", "fit", "wire", "backends")
+SECTIONS = ("step", "memory", "fit", "wire", "backends", "elias")
+# Sections that build their own inputs: no planted data set is generated for them.
+_NO_DATA = {"elias"}
 
 
 class Report:
@@ -535,6 +538,14 @@ def _mpi_step_times(n_rows, m, d, args, report):
     )
 
 
+def section_elias(data, args, report, state):
+    d = 10**5 if args.quick else 10**6
+    report.note(f"elias section: d={d}, the package's Elias path is "
+                f"{elias_codec.ELIAS_KERNEL!r}")
+    for name, target, measured, passed in elias_codec.measure(d, rounds=args.rounds):
+        report.figure(name, target, measured, passed, "elias")
+
+
 # -- plots -----------------------------------------------------------------------
 def _pyplot():
     try:
@@ -630,7 +641,7 @@ def main(argv=None):
 
     header = machine_header(args)
     report = Report(out.parent)
-    data = Data(args.n, args.d)
+    data = Data(args.n, args.d) if set(sections) - _NO_DATA else None
     state = {}
     started = time.perf_counter()
     for section in SECTIONS:

@@ -7,22 +7,45 @@ of its level ``s * xi_i``. At low precision most levels are zero (at most
 ``s (s + sqrt(d))`` are nonzero in expectation, Lemma 3.1), so the message is far
 shorter than ``d`` fixed-width fields: Theorem 3.2 bounds its expected length.
 
-Everything here is vectorized: encoding builds all codes at once, and decoding
-first decodes "a code starting at bit ``p``" for every ``p`` at once, then follows
-the chain of codes from bit 0, which touches one table entry per code.
+Two implementations of the sparse code, giving the same bytes and levels:
+
+- a compiled loop in the optional C extension (``_kernels.c``, its Elias
+  section), which reads or writes each code once; :data:`ELIAS_KERNEL` is
+  ``"c"`` when it is built;
+- the NumPy path (:func:`encode_sparse_levels_numpy`,
+  :func:`decode_sparse_levels_numpy`), the fallback and the reference the
+  tests compare the loop against. Encoding builds all codes at once; decoding
+  first decodes "a code starting at bit ``p``" for every ``p`` at once, then
+  follows the chain of codes from bit 0. That table costs time and memory in
+  proportion to the message's bits, which is why the loop exists: at 16 bits
+  and d = 1e6 the NumPy path takes seconds and hundreds of MiB.
 """
 
 import math
 
 import numpy as np
 
+try:
+    from .. import _kernels
+except ImportError:  # the optional extension was not built: the NumPy path
+    _kernels = None
+
 __all__ = [
+    "ELIAS_KERNEL",
     "omega_encode",
     "omega_decode",
     "encode_sparse_levels",
     "decode_sparse_levels",
+    "encode_sparse_levels_numpy",
+    "decode_sparse_levels_numpy",
     "theorem_3_2_bits",
 ]
+
+# An extension built from an older source lacks these functions: NumPy then.
+_c_encode = getattr(_kernels, "elias_encode_sparse", None)
+_c_decode = getattr(_kernels, "elias_decode_sparse", None)
+#: The sparse code's implementation in use: ``"c"`` (compiled loop) or ``"numpy"``.
+ELIAS_KERNEL = "c" if _c_encode is not None and _c_decode is not None else "numpy"
 
 # Codes are assembled in uint64 words, so every group read while decoding must
 # fit one: values up to 2**32 need groups of at most 33 bits.
@@ -174,7 +197,9 @@ def encode_sparse_levels(levels):
     of the gap to it, its sign bit (1 for negative), the omega code of ``|level|``.
 
     Returns the packed bytes (padded with ones to a whole byte) and the number of
-    nonzero levels, which the decoder needs to know where to stop.
+    nonzero levels, which the decoder needs to know where to stop. Magnitudes
+    must be at most ``2**32``. Runs the compiled loop when it is built
+    (:data:`ELIAS_KERNEL`), else :func:`encode_sparse_levels_numpy`: same bytes.
 
     Examples
     --------
@@ -185,6 +210,20 @@ def encode_sparse_levels(levels):
     >>> decode_sparse_levels(packed, n_nonzero, 5).tolist()
     [0, 0, -1, 0, 3]
     """
+    levels = np.asarray(levels)
+    if levels.dtype.kind not in "iu":
+        raise ValueError(f"levels must be integers, got dtype {levels.dtype}")
+    if levels.dtype not in (np.int32, np.int64):
+        levels = levels.astype(np.int64)
+    if levels.size and max(int(levels.max()), -int(levels.min())) > _MAX_VALUE:
+        raise ValueError(f"Elias-omega codes magnitudes up to {_MAX_VALUE}")
+    if _c_encode is not None:
+        return _c_encode(np.ascontiguousarray(levels.ravel()))
+    return encode_sparse_levels_numpy(levels)
+
+
+def encode_sparse_levels_numpy(levels):
+    """:func:`encode_sparse_levels` on the NumPy path (the reference)."""
     levels = np.asarray(levels)
     where = np.flatnonzero(levels)
     gaps = np.diff(where, prepend=-1)
@@ -200,10 +239,11 @@ def encode_sparse_levels(levels):
     return _pack(_codes_to_bits(codes, lengths)), int(where.shape[0])
 
 
-def decode_sparse_levels(packed, n_nonzero, n_values):
-    """Inverse of :func:`encode_sparse_levels`; ``ValueError`` if malformed."""
-    bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8))
-    n_bits = bits.shape[0]
+def _check_declared(packed, n_nonzero, n_values):
+    """Reject a declared count the message cannot hold, before any allocation;
+    return the message as bytes."""
+    raw = np.frombuffer(packed, dtype=np.uint8)
+    n_bits = 8 * raw.shape[0]
     if n_nonzero > n_values:
         raise ValueError(f"{n_nonzero} nonzeros declared for {n_values} values")
     # Each nonzero takes at least 3 bits (a gap, a sign, a level): a count the
@@ -213,6 +253,46 @@ def decode_sparse_levels(packed, n_nonzero, n_values):
             f"{n_nonzero} nonzeros declared, but {n_bits} bits hold at most "
             f"{n_bits // 3}"
         )
+    return raw
+
+
+def _malformed(status, index, n_nonzero, n_values):
+    """The error of a malformed message, worded as the NumPy path words it."""
+    if status == 1:
+        return ValueError(f"gap of nonzero {index} is truncated or malformed")
+    if status == 2:
+        return ValueError(f"level of nonzero {index} is truncated or malformed")
+    if status == 3:
+        return ValueError(
+            f"{index} bits follow the last code; expected fewer than 8 "
+            "padding bits, all ones"
+        )
+    return ValueError(f"nonzero at position {index} is outside a vector of {n_values}")
+
+
+def decode_sparse_levels(packed, n_nonzero, n_values):
+    """Inverse of :func:`encode_sparse_levels`; ``ValueError`` if malformed.
+
+    The declared counts are checked against the message's length and
+    ``n_values`` before anything of their size is allocated. Runs the compiled
+    loop when it is built (:data:`ELIAS_KERNEL`), else
+    :func:`decode_sparse_levels_numpy`: same levels, same errors.
+    """
+    if _c_decode is None:
+        return decode_sparse_levels_numpy(packed, n_nonzero, n_values)
+    raw = _check_declared(packed, n_nonzero, n_values)
+    levels = np.zeros(n_values, dtype=np.int64)
+    status, index = _c_decode(raw, n_nonzero, levels)
+    if status:
+        raise _malformed(status, index, n_nonzero, n_values)
+    return levels
+
+
+def decode_sparse_levels_numpy(packed, n_nonzero, n_values):
+    """:func:`decode_sparse_levels` on the NumPy path (the reference)."""
+    raw = _check_declared(packed, n_nonzero, n_values)
+    bits = np.unpackbits(raw)
+    n_bits = bits.shape[0]
     result, end = _decode_table(bits)
     result_list, end_list, bit_list = result.tolist(), end.tolist(), bits.tolist()
     gaps = np.empty(n_nonzero, dtype=np.int64)
