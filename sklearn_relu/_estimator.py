@@ -20,6 +20,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._checkpoint import check_checkpoint_params, open_checkpoint
 from ._ensemble import select_consistent_run
 from ._gradient import divergence_error, split_params
 from ._init import check_init, initial_params
@@ -35,10 +36,10 @@ __all__ = ["ReLURegressor"]
 
 logger = logging.getLogger("sklearn_relu")
 
-def _sgd_update(learning_rate):
-    """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call
-    (a schedule from :mod:`._schedule`), checked."""
-    steps = itertools.count()
+def _sgd_update(learning_rate, first=0):
+    """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call,
+    counting from ``first`` (a schedule from :mod:`._schedule`), checked."""
+    steps = itertools.count(first)
 
     def update(params, gradient):
         # A Python float, not a NumPy float64 scalar: under NumPy's promotion
@@ -190,6 +191,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         since takes effect. Each worker's compressor state (error-feedback
         memory, momentum) continues too, when the solver and the number of
         workers are unchanged; so does it between ``partial_fit`` calls.
+    checkpoint : str, path-like or None, default=None
+        A file where ``fit`` saves its state every ``checkpoint_every`` epochs,
+        atomically: the model, the step counters, curves and stopping rule,
+        every worker's random stream and compressor state, the aggregator's
+        state, and fingerprints of the data and parameters. If the file exists
+        when ``fit`` starts, the fit resumes from it and ends with the model an
+        uninterrupted fit would have, to the last bit; the file is removed when
+        the fit completes. A file written by a fit of other data or other
+        parameters is refused (``ValueError``). Under MPI only rank 0 reads and
+        writes it. Not for ``partial_fit``. See :ref:`checkpoints`.
+    checkpoint_every : int, default=1
+        Epochs between checkpoints; a killed fit redoes at most this many.
 
     Attributes
     ----------
@@ -265,6 +278,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         random_state=None,
         verbose=0,
         warm_start=False,
+        checkpoint=None,
+        checkpoint_every=1,
     ):
         self.solver = solver
         self.bits = bits
@@ -289,6 +304,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
 
     # -- public API -------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -396,6 +413,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 "validation_fraction must be a float in (0, 1), got "
                 f"{self.validation_fraction!r}"
             )
+        check_checkpoint_params(self.checkpoint, self.checkpoint_every)
         return compressor, get_aggregator(self.aggregation)
 
     def _validate_input(self, X, y, sample_weight, reset):
@@ -449,12 +467,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         compressor, aggregator = self._validate_params()
         continuing = (partial or self.warm_start) and hasattr(self, "coef_")
         backend = get_backend(self.backend)
-        backend.agree("estimator parameters", _shared_parameters(self, partial))
+        shared = _shared_parameters(self, partial)
+        backend.agree("estimator parameters", shared)
         # Processes sharing a fit (MPI ranks) must draw the same numbers.
         rng = backend.common(check_random_state(self.random_state))
         # Private until the fit succeeds: a public ``n_workers_`` would make a
         # failed first fit look fitted to check_is_fitted.
         self._n_workers = backend.resolve_n_workers(self.n_workers)
+        # Before rng is first used: resuming sets it back to where it started.
+        checkpoint = open_checkpoint(self, backend, rng, shared, partial, continuing)
         validating = self.early_stopping and not partial
         split_seed = rng.randint(np.iinfo(np.int32).max) if validating else None
         data = backend.prepare_data(
@@ -479,10 +500,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             batch_size=batch_size, compressor=compressor, aggregator=aggregator,
         )
         try:
+            if checkpoint is not None:
+                checkpoint.check_data()
             result = self._fit_runs(
                 backend, data.X.shape[1], data.X.dtype, batch_size, compressor, rng,
                 continuing, partial, validating, data.validation, n_samples,
-                data,
+                data, checkpoint,
             )
         except FloatingPointError as error:
             if self.learning_rate != "auto" or not hasattr(error, "reason"):
@@ -491,6 +514,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         finally:
             backend.stop()
         self._store(result, backend.record, data.X.shape[1], continuing)
+        if checkpoint is not None:
+            checkpoint.remove()
         return self
 
     def _training_set(self, X, y, sample_weight, *, reset, split_seed):
@@ -605,7 +630,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,
-        continuing, partial, validating, validation, n_samples, data,
+        continuing, partial, validating, validation, n_samples, data, checkpoint,
     ):
         zero_loss = data.zero_loss
         params0, learning_rate = self._start_point(
@@ -634,16 +659,24 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             backend.reseed(rng.randint(np.iinfo(np.int32).max))
             if continuing:
                 self._restore_compressor_states(backend, compressor)
+            finished = checkpoint and checkpoint.finished_run(run)
+            if finished:  # by the fit this one resumes
+                runs.append(dict(finished, compressor_states=(
+                    compressor, self._n_workers, finished["compressor_states"]
+                )))
+                continue
             runs.append(
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
                     1 if partial else self.max_iter, validating, validation, run,
-                    (floor, ceiling, start_loss),
+                    (floor, ceiling, start_loss), checkpoint,
                 )
             )
             runs[-1]["compressor_states"] = (
                 compressor, self._n_workers, backend.compressor_states()
             )
+            if checkpoint is not None:
+                checkpoint.run_finished(run, runs[-1], n_runs)
         chosen = select_consistent_run([r["params"] for r in runs])
         result = runs[chosen]
         final_loss = _full_loss(backend, result["params"].astype(np.float64))
@@ -682,10 +715,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _run_sgd(
         self, backend, params, learning_rate, steps_per_epoch, max_epochs,
-        validating, validation, run, loss_bounds,
+        validating, validation, run, loss_bounds, checkpoint=None,
     ):
         """One SGD run; returns its final (or best validated) parameters and curves."""
-        update = _sgd_update(learning_rate)
         floor, ceiling, start_loss = loss_bounds
         check_loss = self.tol is not None and max_epochs > 1
         tol = self.tol or 0.0
@@ -697,9 +729,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 functools.partial(_full_loss, backend), start_loss,
             )
         losses, scores = [], []
+        first_epoch = 0
+        resumed = checkpoint and checkpoint.resume(run, rule)
+        if resumed:
+            params, first_epoch, losses, saved_scores = resumed
+            scores = saved_scores if validating else scores
+            if self.verbose:
+                _log(f"run {run}: resumed from checkpoint {checkpoint.path} after "
+                     f"epoch {first_epoch} ({first_epoch * steps_per_epoch} steps)")
+        update = _sgd_update(learning_rate, first=first_epoch * steps_per_epoch)
         converged = False
         started = time.perf_counter()
-        for epoch in range(max_epochs):
+        for epoch in range(first_epoch, max_epochs):
             for _ in range(steps_per_epoch):
                 params = backend.step(params, update)
             loss_sum, draws = backend.reduce("batch_loss")
@@ -734,6 +775,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if check_loss and stop:
                 converged = True
                 break
+            # Not after the last epoch: a checkpoint must leave work to resume.
+            if checkpoint and epoch + 1 < max_epochs and checkpoint.due(epoch + 1):
+                checkpoint.save(run, epoch + 1, steps_per_epoch, params, rule,
+                                losses, scores if validating else None)
         if check_loss and not converged:
             warnings.warn(
                 f"ReLURegressor stopped after max_iter={max_epochs} epochs without "
@@ -895,15 +940,19 @@ def _full_loss(backend, params):
     return loss_sum / weight_sum
 
 
-def _log_epoch(run, epoch, steps, loss, scores, elapsed):
+def _log(message):
     if not logger.handlers and not logging.getLogger().handlers:
         # verbose=1 must print something even where logging was never set up.
         logger.addHandler(logging.StreamHandler())
         logger.setLevel(logging.INFO)
+    logger.info(message)
+
+
+def _log_epoch(run, epoch, steps, loss, scores, elapsed):
     message = (
         f"run {run}, epoch {epoch + 1} ({steps} steps, {elapsed:.1f} s): "
         f"loss {loss:.6g}"
     )
     if scores:
         message += f", validation R^2 {scores[-1]:.6g}"
-    logger.info(message)
+    _log(message)

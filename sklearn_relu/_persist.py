@@ -13,7 +13,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-__all__ = ["TRUSTED_TYPES", "model_format", "save_model", "load_model"]
+__all__ = ["TRUSTED_TYPES", "atomic_write", "model_format", "save_model", "load_model"]
 
 def _package_types():
     """The estimator, its record, and every compressor of this package: a
@@ -64,6 +64,17 @@ def save_model(model, path):
     only once complete: readers never see a partly written file, and an
     earlier file at ``path`` stays as it was if writing fails.
     """
+    atomic_write(path, lambda temporary: _dump(model, temporary, model_format(path)))
+
+
+def atomic_write(path, write):
+    """Call ``write(temporary)`` to fill a temporary file next to ``path``, then
+    move it over ``path`` in one step (``os.replace``).
+
+    Readers see the old file or the complete new one, never a part; a writer
+    killed midway leaves a temporary file named after its host and process,
+    which the next write to ``path`` removes once that process is gone.
+    """
     path = Path(path)
     _remove_stale_temporaries(path)
     fd, temporary = tempfile.mkstemp(
@@ -76,7 +87,7 @@ def save_model(model, path):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
-        _dump(model, temporary, model_format(path))
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -84,6 +84,18 @@ class LossPlateau:
         self.best_params = mean_params if mean_loss < last_loss else params
         return True
 
+    _STATE = ("checked_loss", "best_epoch_loss", "no_change", "best_params",
+              "_window_sum", "_window_size")
+
+    def get_state(self):
+        """What the rule has seen so far, as a dict (for a checkpoint)."""
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def set_state(self, state):
+        """Continue from ``state``, a dict :meth:`get_state` returned."""
+        for name in self._STATE:
+            setattr(self, name, state[name])
+
 
 class ValidationPlateau:
     """Stop when the validation R^2 has not risen by ``tol`` for
@@ -107,3 +119,8 @@ class ValidationPlateau:
             self.best_score, self.best_params = score, params
         self.no_change = 0 if improved else self.no_change + 1
         return self.no_change >= self.n_iter_no_change
+
+    _STATE = ("best_score", "best_params", "no_change")
+
+    get_state = LossPlateau.get_state
+    set_state = LossPlateau.set_state

@@ -5,6 +5,7 @@ calls the methods below by name and never does arithmetic on the data itself.
 """
 
 import copy
+import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -150,6 +151,46 @@ class ShardWorker:
     def restore_compressor_state(self, states):
         """Continue from ``states[index]``, the states of all workers in order."""
         self.compressor.set_state(np.array(states[self.index], dtype=np.float64))
+
+    # PCG64's state: two 128-bit integers and a cached 32-bit half, as uint64.
+    _MASK64 = (1 << 64) - 1
+
+    def random_state(self):
+        """Where this worker's random stream is, as 6 uint64 (for a checkpoint)."""
+        state = self._rng.bit_generator.state
+        if state["bit_generator"] != "PCG64":
+            raise TypeError(f"cannot save a {state['bit_generator']} stream")
+        inner = state["state"]
+        return np.array(
+            [inner["state"] >> 64, inner["state"] & self._MASK64,
+             inner["inc"] >> 64, inner["inc"] & self._MASK64,
+             state["has_uint32"], state["uinteger"]],
+            dtype=np.uint64,
+        )
+
+    def restore_random_state(self, states):
+        """Continue the random stream from ``states[index]`` (:meth:`random_state`
+        of every worker, in order)."""
+        high, low, inc_high, inc_low, has_uint32, uinteger = (
+            int(value) for value in states[self.index]
+        )
+        self._rng.bit_generator.state = {
+            "bit_generator": "PCG64",
+            "state": {"state": high << 64 | low, "inc": inc_high << 64 | inc_low},
+            "has_uint32": has_uint32,
+            "uinteger": uinteger,
+        }
+
+    def fingerprint(self):
+        """SHA-256 of this shard's rows (``X``, ``y``, sample weights), as 32 uint8."""
+        digest = hashlib.sha256()
+        for array in (self.X, self.y, self.sample_weight):
+            if array is None:
+                digest.update(b"None")
+                continue
+            digest.update(f"{array.shape} {array.dtype.str}".encode())
+            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        return np.frombuffer(digest.digest(), dtype=np.uint8)
 
     def _draw_gradient(self, params):
         """Draw a batch and return its gradient at ``params`` (this worker's share)."""

@@ -30,6 +30,15 @@ class Aggregator(ABC):
     def from_sum(self, total, n_workers, compressor):
         """The direction from the sum of ``n_workers`` decoded vectors."""
 
+    def get_state(self):
+        """What the aggregator keeps from step to step (a 1-D float64 array), or
+        None when it keeps nothing, as the aggregators here. A checkpoint saves
+        it and a resumed fit hands it to :meth:`set_state`."""
+        return None
+
+    def set_state(self, state):
+        """Continue from ``state``, which :meth:`get_state` returned."""
+
     def sign_units(self, compressor):
         """Whether the direction is a unit per coordinate (the sign schedule's
         business) rather than a gradient."""

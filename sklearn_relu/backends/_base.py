@@ -133,6 +133,11 @@ class Backend(ABC):
         """
         return value
 
+    def main_process(self):
+        """Whether this process writes the fit's files (a checkpoint): the only
+        process here; one of the processes that each run ``fit`` (MPI's rank 0)."""
+        return True
+
     def agree(self, what, value):
         """Raise on every process unless ``value`` is the same on all of them.
 

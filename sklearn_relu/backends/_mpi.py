@@ -227,6 +227,9 @@ class MPIBackend(Backend):
     def common(self, value):
         return self._comm.bcast(value, root=0)
 
+    def main_process(self):
+        return self.rank == 0
+
     def agree(self, what, value):
         values = self._comm.allgather(value)
         differ = [rank for rank, other in enumerate(values) if other != values[0]]
