@@ -471,6 +471,16 @@ def _add_fit(subparsers):
     model.add_argument("--validation-fraction", type=float, default=0.1)
     model.add_argument("--random-state", type=_optional_int, default=None)
     model.add_argument("--verbose", type=int, default=0)
+    model.add_argument(
+        "--checkpoint", metavar="PATH", default=None,
+        help="save the fit's state to PATH every --checkpoint-every epochs; the "
+        "same command run again after a crash resumes from it (bit-identical "
+        "model) and removes it at the end",
+    )
+    model.add_argument(
+        "--checkpoint-every", metavar="K", type=int, default=1,
+        help="epochs between checkpoints (default 1): a killed fit redoes at most K",
+    )
     where = fit.add_argument_group("where the workers run")
     where.add_argument(
         "--backend",
@@ -557,6 +567,8 @@ def _run_fit(args):
             backend=backend,
             random_state=args.random_state,
             verbose=args.verbose,
+            checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every,
         )
         # Under --data local each rank holds only its rows: the scaler's
         # statistics and the reported scores are summed over all ranks.

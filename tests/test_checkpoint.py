@@ -1,0 +1,412 @@
+"""Checkpoints: a fit interrupted and started again ends with the model, to the
+last bit, of a fit that was never interrupted (issue 12). The MPI target (a rank
+killed by SIGKILL under ``mpiexec -n 3``) is in ``test_mpi.py``."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import joblib
+import numpy as np
+import pytest
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._checkpoint import _read
+from sklearn_relu._persist import atomic_write
+from sklearn_relu.compression import QSGD, ErrorFeedback, Identity, IntSGD, Signum, TopK
+
+
+class Interrupt:
+    """A compressor that raises in its worker's ``_fail_at``-th message.
+
+    Private attributes: not parameters, so the fit that resumes (with
+    ``_fail_at`` None) has the same fingerprint as the one interrupted.
+    """
+
+    _fail_at = None
+    _calls = 0
+
+    def _tick(self):
+        self._calls += 1
+        if self._fail_at is not None and self._calls == self._fail_at:
+            raise RuntimeError("injected interruption")
+
+    def compress(self, vector, random_state=None):
+        self._tick()
+        return super().compress(vector, random_state)
+
+    def encode(self, vector, scale, n_workers, random_state=None):
+        self._tick()
+        return super().encode(vector, scale, n_workers, random_state)
+
+
+class InterruptIdentity(Interrupt, Identity):
+    pass
+
+
+class InterruptQSGD(Interrupt, QSGD):
+    pass
+
+
+class InterruptSignum(Interrupt, Signum):
+    pass
+
+
+class InterruptTopK(Interrupt, TopK):
+    pass
+
+
+class InterruptIntSGD(Interrupt, IntSGD):
+    pass
+
+
+SOLVERS = {
+    "sgd": lambda: InterruptIdentity(),
+    "qsgd": lambda: InterruptQSGD(bits=3, bucket_size=4),
+    "signum": lambda: InterruptSignum(momentum=0.9),
+    "topk-error-feedback": lambda: ErrorFeedback(InterruptTopK(k=3)),
+    "intsgd": lambda: InterruptIntSGD(bits=16),
+}
+
+
+def interrupting(solver, fail_at):
+    compressor = SOLVERS[solver]()
+    inner = getattr(compressor, "compressor", compressor)
+    inner._fail_at = fail_at
+    return compressor
+
+
+def make_data(n_samples=600, n_features=8, seed=0):
+    return make_relu_regression(
+        n_samples=n_samples, n_features=n_features, noise=0.1, random_state=seed
+    )
+
+
+COMMON = dict(batch_size=60, n_workers=3, random_state=0, max_iter=40)
+
+
+def assert_same_fit(est, reference):
+    np.testing.assert_array_equal(est.coef_, reference.coef_)
+    assert est.intercept_ == reference.intercept_
+    assert (est.n_iter_, est.t_) == (reference.n_iter_, reference.t_)
+    assert est.loss_curve_ == reference.loss_curve_
+    assert est.validation_scores_ == reference.validation_scores_
+    np.testing.assert_array_equal(est.ensemble_coef_, reference.ensemble_coef_)
+    assert est.comm_record_.n_messages == reference.comm_record_.n_messages
+    assert est.comm_record_.bytes_sent == reference.comm_record_.bytes_sent
+
+
+def interrupt_then_resume(path, X, y, solver, fail_at, every, **params):
+    """Fit until a worker raises at its ``fail_at``-th message, then fit again
+    with the same parameters; return the resumed estimator and the checkpoint
+    the interruption left."""
+    first = ReLURegressor(
+        solver=interrupting(solver, fail_at), checkpoint=path, checkpoint_every=every,
+        **params,
+    )
+    with pytest.raises(Exception, match="injected interruption"):
+        first.fit(X, y)
+    left = _read(path)
+    resumed = ReLURegressor(
+        solver=interrupting(solver, None), checkpoint=path, checkpoint_every=every,
+        **params,
+    ).fit(X, y)
+    return resumed, left
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_an_interrupted_fit_resumes_bit_identically(solver, tmp_path):
+    X, y = make_data()
+    reference = ReLURegressor(solver=interrupting(solver, None), **COMMON).fit(X, y)
+    steps_per_epoch = 10
+    # Interrupted mid-epoch, about two thirds through the reference fit.
+    fail_at = (2 * reference.n_iter_ // 3) * steps_per_epoch + 4
+    assert reference.n_iter_ >= 6
+    path = tmp_path / "fit.ckpt"
+    resumed, left = interrupt_then_resume(path, X, y, solver, fail_at, 2, **COMMON)
+    assert_same_fit(resumed, reference)
+    # The last checkpoint before the interruption: at most one interval lost.
+    epochs_done = (fail_at - 1) // steps_per_epoch
+    assert left["epoch"] == epochs_done - epochs_done % 2
+    assert left["t"] == left["epoch"] * steps_per_epoch
+    assert not path.exists()  # removed at the end
+
+
+def test_checkpointing_does_not_change_the_fit(tmp_path):
+    X, y = make_data()
+    reference = ReLURegressor(solver="qsgd", bits=4, **COMMON).fit(X, y)
+    path = tmp_path / "fit.ckpt"
+    est = ReLURegressor(solver="qsgd", bits=4, checkpoint=path, **COMMON).fit(X, y)
+    assert_same_fit(est, reference)
+    assert not path.exists()
+
+
+def test_early_stopping_ensemble_and_weights_resume_in_a_later_run(tmp_path):
+    # The interruption falls in the second of three runs: the first, finished,
+    # is not redone; the validation rule's state and the weights carry over.
+    X, y = make_data()
+    weights = np.random.default_rng(1).uniform(0.2, 3, X.shape[0])
+    # tol=None: every run takes all 15 epochs of 9 steps (540 training rows),
+    # and keeps the parameters of its best validation score.
+    params = dict(COMMON, n_ensemble=3, early_stopping=True, max_iter=15, tol=None)
+    reference = ReLURegressor(solver=interrupting("qsgd", None), **params).fit(
+        X, y, weights
+    )
+    first = ReLURegressor(
+        solver=interrupting("qsgd", 135 + 9 * 5 + 3), checkpoint=tmp_path / "c",
+        **params,
+    )
+    with pytest.raises(Exception, match="injected interruption"):
+        first.fit(X, y, weights)
+    left = _read(tmp_path / "c")
+    assert (left["run"], left["epoch"], len(left["finished"])) == (1, 5, 1)
+    resumed = ReLURegressor(
+        solver=interrupting("qsgd", None), checkpoint=tmp_path / "c", **params
+    ).fit(X, y, weights)
+    assert_same_fit(resumed, reference)
+    assert resumed.best_validation_score_ == reference.best_validation_score_
+
+
+def test_random_state_none_resumes_the_interrupted_stream(tmp_path):
+    # Without a seed the fit cannot be redone, but it can be continued: the
+    # checkpoint keeps the random stream the interrupted fit started from.
+    X, y = make_data()
+    path = tmp_path / "fit.ckpt"
+    params = dict(COMMON, random_state=None, tol=None)
+    resumed, left = interrupt_then_resume(path, X, y, "qsgd", 95, 3, **params)
+    key, position, has_gauss, cached = left["rng_start"]
+    start = np.random.RandomState()
+    start.set_state(("MT19937", key, position, has_gauss, cached))
+    reference = ReLURegressor(
+        solver=interrupting("qsgd", None), **dict(params, random_state=start)
+    ).fit(X, y)
+    assert_same_fit(resumed, reference)
+
+
+@pytest.mark.parametrize("joblib_backend", ["loky", "threading"])
+def test_joblib_fit_interrupted_by_a_worker_resumes_bit_identically(
+    joblib_backend, tmp_path
+):
+    X, y = make_data()
+    params = dict(COMMON, max_iter=12, tol=None)
+    reference = ReLURegressor(solver=interrupting("signum", None), **params).fit(X, y)
+    path = tmp_path / "fit.ckpt"
+    with joblib.parallel_config(backend=joblib_backend):
+        resumed, left = interrupt_then_resume(
+            path, X, y, "signum", 75, 2, backend="joblib", **params
+        )
+    assert left["epoch"] == 6
+    assert_same_fit(resumed, reference)
+    assert not path.exists()
+
+
+def test_a_checkpoint_moves_between_backends(tmp_path):
+    # All backends give the same model, so the backend is not part of the
+    # fingerprint: a fit interrupted on joblib resumes in-process.
+    X, y = make_data()
+    params = dict(COMMON, max_iter=12, tol=None)
+    reference = ReLURegressor(solver=interrupting("qsgd", None), **params).fit(X, y)
+    path = tmp_path / "fit.ckpt"
+    first = ReLURegressor(solver=interrupting("qsgd", 55), checkpoint=path,
+                          backend="joblib", **params)
+    with joblib.parallel_config(backend="threading"):
+        with pytest.raises(Exception, match="injected interruption"):
+            first.fit(X, y)
+    resumed = ReLURegressor(solver=interrupting("qsgd", None), checkpoint=path,
+                            **params).fit(X, y)
+    assert_same_fit(resumed, reference)
+
+
+# -- refusals ------------------------------------------------------------------------
+@pytest.fixture
+def left_checkpoint(tmp_path):
+    X, y = make_data()
+    path = tmp_path / "fit.ckpt"
+    with pytest.raises(Exception, match="injected interruption"):
+        ReLURegressor(solver=interrupting("qsgd", 45), checkpoint=path, **COMMON).fit(
+            X, y
+        )
+    return path, X, y
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(max_iter=41),
+        dict(batch_size=30),
+        dict(random_state=1),
+        dict(n_workers=2),
+        dict(solver="qsgd-4"),
+    ],
+    ids=lambda change: ",".join(change),
+)
+def test_a_checkpoint_of_other_parameters_is_refused(left_checkpoint, change):
+    path, X, y = left_checkpoint
+    params = dict(COMMON, solver=interrupting("qsgd", None))
+    if change.get("solver") == "qsgd-4":
+        change = dict(solver=QSGD(bits=4, bucket_size=4))
+    est = ReLURegressor(checkpoint=path, **dict(params, **change))
+    with pytest.raises(ValueError, match="written by a fit with other parameters"):
+        est.fit(X, y)
+    assert path.exists() and not hasattr(est, "coef_")
+
+
+@pytest.mark.parametrize("change", ["y", "X", "weights", "float32"])
+def test_a_checkpoint_of_other_data_is_refused(left_checkpoint, change):
+    path, X, y = left_checkpoint
+    weights = None
+    if change == "y":
+        y = y.copy()
+        y[7] += 1e-9
+    elif change == "X":
+        X = X[::-1]
+    elif change == "weights":
+        weights = np.ones(X.shape[0])
+        weights[0] = 2
+    else:
+        X = X.astype(np.float32)
+    est = ReLURegressor(solver=interrupting("qsgd", None), checkpoint=path, **COMMON)
+    with pytest.raises(ValueError, match="written by a fit on other data"):
+        est.fit(X, y, weights)
+    assert path.exists()
+
+
+def test_a_warm_start_checkpoint_is_refused_by_a_fresh_fit(tmp_path):
+    X, y = make_data()
+    path = tmp_path / "fit.ckpt"
+    est = ReLURegressor(solver=interrupting("qsgd", None), warm_start=True, **COMMON)
+    est.fit(X, y)
+    est.set_params(solver=interrupting("qsgd", 25), checkpoint=path)
+    with pytest.raises(Exception, match="injected interruption"):
+        est.fit(X, y)
+    fresh = ReLURegressor(solver=interrupting("qsgd", None), warm_start=True,
+                          checkpoint=path, **COMMON)
+    with pytest.raises(ValueError, match="another starting model"):
+        fresh.fit(X, y)
+    # The warm-started estimator itself continues from it.
+    est.set_params(solver=interrupting("qsgd", None))
+    est.fit(X, y)
+    assert not path.exists()
+
+
+def test_an_unreadable_checkpoint_is_refused_with_its_reason(tmp_path):
+    X, y = make_data()
+    path = tmp_path / "fit.ckpt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a checkpoint this version can read"):
+        ReLURegressor(checkpoint=path, **COMMON).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1"),
+        (dict(checkpoint_every=1.5), "checkpoint_every must be an integer >= 1"),
+        (dict(checkpoint=3), "checkpoint must be None or a file path"),
+        (dict(checkpoint=""), "checkpoint must be None or a file path"),
+        (dict(checkpoint="/nonexistent/folder/fit.ckpt"),
+         "the folder '/nonexistent/folder' does not exist or is not writable"),
+    ],
+)
+def test_bad_checkpoint_parameters_are_named(params, message):
+    X, y = make_data(n_samples=60)
+    with pytest.raises(ValueError, match=message):
+        ReLURegressor(**params).fit(X, y)
+
+
+def test_partial_fit_refuses_a_checkpoint(tmp_path):
+    X, y = make_data(n_samples=60)
+    with pytest.raises(ValueError, match="checkpoint applies to fit"):
+        ReLURegressor(checkpoint=tmp_path / "c").partial_fit(X, y)
+
+
+# -- atomicity ---------------------------------------------------------------------
+def test_a_failed_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    path.write_bytes(b"the previous checkpoint")
+
+    def half_then_fail(temporary):
+        with open(temporary, "wb") as file:
+            file.write(b"half of a new one")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_bytes() == b"the previous checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.ckpt"]
+
+
+CLI_DATA = dict(n_samples=20000, n_features=100)
+CLI_ARGS = ["--solver", "qsgd", "--bits", "4", "--batch-size", "100", "--max-iter",
+            "60", "--tol", "none", "--random-state", "0", "--checkpoint-every", "2",
+            "--verbose", "1"]
+
+
+def _checkpoint_epoch(path):
+    try:
+        return _read(path)["epoch"]
+    except ValueError:  # not written yet
+        return None
+
+
+def test_a_cli_fit_killed_again_and_again_resumes_bit_identically(tmp_path):
+    # SIGKILL at any moment, a checkpoint being written included: the file on
+    # disk is always a whole checkpoint, and the same command run again ends
+    # with the model of a fit never killed.
+    X, y = make_relu_regression(random_state=0, **CLI_DATA)
+    data = tmp_path / "data.npz"
+    np.savez(data, X=X, y=y)
+    out, path = tmp_path / "model.joblib", tmp_path / "fit.ckpt"
+    command = [sys.executable, "-m", "sklearn_relu", "fit", str(data), "--out",
+               str(out), "--checkpoint", str(path), *CLI_ARGS]
+    resumed_at = []
+    for kill_after in (4, 14):
+        with open(tmp_path / "log", "wb") as log:
+            run = subprocess.Popen(command, stderr=log)
+            deadline = time.monotonic() + 120
+            while (_checkpoint_epoch(path) or 0) < kill_after:
+                assert run.poll() is None, (tmp_path / "log").read_text()
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+        resumed_at.append(_read(path)["epoch"])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from checkpoint {path} after epoch {resumed_at[-1]}" in done.stderr
+    assert resumed_at[0] >= 4 and resumed_at[1] >= 14
+    reference = ReLURegressor(
+        solver="qsgd", bits=4, batch_size=100, max_iter=60, tol=None, random_state=0
+    ).fit(X, y)
+    est = joblib.load(out)
+    np.testing.assert_array_equal(est.coef_, reference.coef_)
+    assert est.intercept_ == reference.intercept_
+    assert est.loss_curve_ == reference.loss_curve_
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "log", "model.joblib"]
+
+
+def test_cli_checkpoint_options_reach_the_estimator(tmp_path):
+    X, y = make_relu_regression(n_samples=200, n_features=4, random_state=0)
+    data = tmp_path / "data.npz"
+    np.savez(data, X=X, y=y)
+    out = tmp_path / "m.joblib"
+    done = subprocess.run(
+        [sys.executable, "-m", "sklearn_relu", "fit", str(data), "--out", str(out),
+         "--checkpoint", str(tmp_path / "c"), "--checkpoint-every", "3", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    json.loads(done.stdout)
+    params = joblib.load(out).get_params()
+    assert (params["checkpoint"], params["checkpoint_every"]) == (str(tmp_path / "c"), 3)
+    bad = subprocess.run(
+        [sys.executable, "-m", "sklearn_relu", "fit", str(data), "--out", str(out),
+         "--checkpoint", str(tmp_path / "no" / "c")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode != 0
+    assert "does not exist or is not writable" in bad.stderr
+    assert not os.path.exists(tmp_path / "no")
