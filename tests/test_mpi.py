@@ -9,6 +9,7 @@ one fails.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -226,3 +227,104 @@ def test_cli_data_local_reads_only_its_rows_and_fits_the_same_model(tmp_path):
     done, _ = mpiexec(2, *args, timeout=60)
     assert done.returncode != 0
     assert "--data local reads each rank's rows from a memory-mapped .npy" in done.stderr
+
+
+# -- a fit that survives being killed (issue 12) ------------------------------------
+def _rank_pid(marker, rank):
+    """The pid of MPI rank ``rank`` of the job whose command line has ``marker``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours
+            continue
+        if marker.encode() in command and f"PMI_RANK={rank}".encode() in environment:
+            return int(entry.name)
+    return None
+
+
+def _logged_epochs(log):
+    """The epochs the ranks logged (``run 0, epoch N (...)``), in order."""
+    return [
+        int(line.split("epoch ", 1)[1].split(" ", 1)[0])
+        for line in log.splitlines()
+        if line.startswith("run 0, epoch ")
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_rank_killed_mid_fit_resumes_bit_identically(tmp_path):
+    # The target of issue 12: under mpiexec -n 3, SIGKILL of one rank mid-run
+    # ends the job; the same command run again resumes from the checkpoint
+    # rank 0 wrote and ends with the model of a fit never killed, having
+    # redone at most one checkpoint interval.
+    from sklearn_relu import ReLURegressor
+    from sklearn_relu._checkpoint import _read
+
+    X, y = make_relu_regression(n_samples=3000, n_features=30, noise=0.1,
+                                random_state=0)
+    data = tmp_path / "data.npz"
+    np.savez(data, X=X, y=y)
+    out, checkpoint = tmp_path / "model.joblib", tmp_path / "fit.ckpt"
+    every, steps_per_epoch, epochs = 3, 50, 30
+    command = [
+        str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "sklearn_relu",
+        "fit", str(data), "--out", str(out), "--solver", "signum", "--batch-size",
+        "60", "--max-iter", str(epochs), "--tol", "none", "--random-state", "0",
+        "--checkpoint", str(checkpoint), "--checkpoint-every", str(every),
+        "--verbose", "1",
+    ]
+
+    def saved():
+        try:
+            return _read(checkpoint)
+        except ValueError:  # not written yet
+            return None
+
+    with open(tmp_path / "killed.log", "w+") as log:
+        job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while (saved() or {"epoch": 0})["epoch"] < 2 * every:
+                assert job.poll() is None, log.read()
+                assert time.monotonic() < deadline, "no checkpoint within 120 s"
+                time.sleep(0.005)
+            victim = _rank_pid(str(checkpoint), 1)
+            assert victim is not None
+            os.kill(victim, signal.SIGKILL)
+            job.wait(timeout=60)
+        finally:
+            if job.poll() is None:
+                job.kill()
+        log.seek(0)
+        killed_log = log.read()
+    assert job.returncode != 0
+    assert "signal 9" in killed_log or "KILLED" in killed_log, killed_log
+    left = saved()
+    assert left is not None and left["t"] == left["epoch"] * steps_per_epoch
+    reached = max(_logged_epochs(killed_log))
+    assert reached < epochs, "the fit ended before it was killed"
+    # Epochs the killed job had done beyond its last checkpoint: redone below.
+    assert 0 <= reached - left["epoch"] <= every
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr.count(
+        f"resumed from checkpoint {checkpoint} after epoch {left['epoch']}"
+    ) == 3  # every rank resumed
+    assert min(_logged_epochs(done.stderr)) == left["epoch"] + 1
+    reference = ReLURegressor(
+        solver="signum", batch_size=60, max_iter=epochs, tol=None, random_state=0,
+        n_workers=3,
+    ).fit(X, y)
+    est = joblib.load(out)
+    np.testing.assert_array_equal(est.coef_, reference.coef_)
+    assert est.intercept_ == reference.intercept_
+    assert (est.n_iter_, est.t_) == (reference.n_iter_, reference.t_)
+    assert est.loss_curve_ == reference.loss_curve_
+    # The checkpoint is gone, and so is any temporary file of the killed write.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data.npz", "killed.log", "model.joblib"
+    ]
