@@ -3,6 +3,7 @@
 Run::
 
     .venv/bin/python -m benchmarks.elias_codec            # d = 1e6, widths 2..16
+                                                          # -> results/elias_codec.md
     .venv/bin/python -m benchmarks --only elias           # the same rows in results.md
 
 For every width ``bits`` in [2, 16], one float64 vector of ``d`` standard
@@ -25,7 +26,10 @@ loop of ``_kernels.c`` when it is built, else the NumPy path).
 """
 
 import argparse
+import datetime
+import os
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
@@ -109,6 +113,9 @@ def main(argv=None):
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--d", type=float, default=1e6, help="vector length")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"
+                                             / "elias_codec.md"),
+                        help="markdown table of the results (default %(default)s)")
     args = parser.parse_args(argv)
     print(f"Elias path in use: {ELIAS_KERNEL!r}", flush=True)
     rows = measure(int(args.d), rounds=args.rounds, progress=True)
@@ -117,6 +124,21 @@ def main(argv=None):
         print(f"[{'PASS' if passed else 'FAIL'}] {name}: {measured} (target {target})")
     failed = sum(not row[3] for row in rows)
     print(f"{len(rows) - failed} of {len(rows)} PASS")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        "# Elias-coded QSGD against packed: decode, encode, memory", "",
+        f"- date: {now:%Y-%m-%d %H:%M} UTC; command: `python -m benchmarks.elias_codec"
+        f" --d {args.d:g} --rounds {args.rounds}`; Elias path: {ELIAS_KERNEL!r}; "
+        f"{os.cpu_count()} cores, load average at the end {load:.2f}",
+        "- every ratio is between timings interleaved in the same run (medians over "
+        "rounds); the machine may be shared, so expect noise.",
+        f"- {len(rows) - failed} of {len(rows)} PASS", "",
+        "| figure | target | measured | pass |", "|---|---|---|---|",
+    ] + [f"| {name} | {target} | {measured} | {'PASS' if passed else 'FAIL'} |"
+         for name, target, measured, passed in rows]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
     return 1 if failed else 0
 
 
