@@ -16,8 +16,9 @@ What is saved, and why it is enough:
   counter drives the sign methods' schedule), the epoch losses and validation
   scores, the stopping rule's state, every worker's random stream, every
   worker's compressor state (error-feedback memory, momentum), the
-  aggregator's state and the communication record; and the runs of an
-  ensemble already finished.
+  aggregator's state, the scale a summable compressor (IntSGD) agreed on for
+  the next step, and the communication record; and the runs of an ensemble
+  already finished.
 - A fingerprint: a SHA-256 of the parameters (those that change the model),
   of the number of workers and of a warm start's starting point, and one of
   every worker's rows. A checkpoint whose fingerprint differs from the fit's
@@ -271,6 +272,8 @@ class FitCheckpoint:
             backend.restore_compressor_states(found["compressor_states"])
         if found["aggregator_state"] is not None:
             backend.aggregator.set_state(found["aggregator_state"])
+        # A summable compressor's scale, agreed in the last step for the next.
+        backend.agreed_scale = found["agreed_scale"]
         rule.set_state(found["rule"])
         return (
             found["params"], found["epoch"], list(found["losses"]),
@@ -306,6 +309,7 @@ class FitCheckpoint:
             "worker_rngs": worker_rngs,
             "compressor_states": compressor_states,
             "aggregator_state": aggregator_state,
+            "agreed_scale": backend.agreed_scale,
             "record": asdict(backend.record),
             "finished": self.finished,
         })

@@ -255,7 +255,8 @@ def _logged_epochs(log):
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
-def test_a_rank_killed_mid_fit_resumes_bit_identically(tmp_path):
+@pytest.mark.parametrize("solver", ["signum", "intsgd"])  # allgather, allreduce
+def test_a_rank_killed_mid_fit_resumes_bit_identically(solver, tmp_path):
     # The target of issue 12: under mpiexec -n 3, SIGKILL of one rank mid-run
     # ends the job; the same command run again resumes from the checkpoint
     # rank 0 wrote and ends with the model of a fit never killed, having
@@ -271,7 +272,7 @@ def test_a_rank_killed_mid_fit_resumes_bit_identically(tmp_path):
     every, steps_per_epoch, epochs = 3, 50, 30
     command = [
         str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py", "-m", "sklearn_relu",
-        "fit", str(data), "--out", str(out), "--solver", "signum", "--batch-size",
+        "fit", str(data), "--out", str(out), "--solver", solver, "--batch-size",
         "60", "--max-iter", str(epochs), "--tol", "none", "--random-state", "0",
         "--checkpoint", str(checkpoint), "--checkpoint-every", str(every),
         "--verbose", "1",
@@ -316,7 +317,7 @@ def test_a_rank_killed_mid_fit_resumes_bit_identically(tmp_path):
     ) == 3  # every rank resumed
     assert min(_logged_epochs(done.stderr)) == left["epoch"] + 1
     reference = ReLURegressor(
-        solver="signum", batch_size=60, max_iter=epochs, tol=None, random_state=0,
+        solver=solver, batch_size=60, max_iter=epochs, tol=None, random_state=0,
         n_workers=3,
     ).fit(X, y)
     est = joblib.load(out)
