@@ -261,7 +261,6 @@ def test_a_rank_killed_mid_fit_resumes_bit_identically(solver, tmp_path):
     # ends the job; the same command run again resumes from the checkpoint
     # rank 0 wrote and ends with the model of a fit never killed, having
     # redone at most one checkpoint interval.
-    from sklearn_relu import ReLURegressor
     from sklearn_relu._checkpoint import _read
 
     X, y = make_relu_regression(n_samples=3000, n_features=30, noise=0.1,
@@ -316,16 +315,19 @@ def test_a_rank_killed_mid_fit_resumes_bit_identically(solver, tmp_path):
         f"resumed from checkpoint {checkpoint} after epoch {left['epoch']}"
     ) == 3  # every rank resumed
     assert min(_logged_epochs(done.stderr)) == left["epoch"] + 1
-    reference = ReLURegressor(
-        solver=solver, batch_size=60, max_iter=epochs, tol=None, random_state=0,
-        n_workers=3,
-    ).fit(X, y)
-    est = joblib.load(out)
-    np.testing.assert_array_equal(est.coef_, reference.coef_)
-    assert est.intercept_ == reference.intercept_
-    assert (est.n_iter_, est.t_) == (reference.n_iter_, reference.t_)
-    assert est.loss_curve_ == reference.loss_curve_
     # The checkpoint is gone, and so is any temporary file of the killed write.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "data.npz", "killed.log", "model.joblib"
     ]
+    # The uninterrupted fit: the same command without a checkpoint.
+    uninterrupted = tmp_path / "uninterrupted.joblib"
+    plain = [str(uninterrupted) if part == str(out) else part for part in command]
+    at = plain.index("--checkpoint")
+    del plain[at : at + 2]
+    done = subprocess.run(plain, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    est, reference = joblib.load(out), joblib.load(uninterrupted)
+    np.testing.assert_array_equal(est.coef_, reference.coef_)
+    assert est.intercept_ == reference.intercept_
+    assert (est.n_iter_, est.t_) == (reference.n_iter_, reference.t_)
+    assert est.loss_curve_ == reference.loss_curve_
