@@ -31,6 +31,9 @@ def _package_types():
         "sklearn_relu._estimator.ReLURegressor",
         "sklearn_relu.backends._base.CommunicationRecord",
         *compressors,
+        # ReLURegressor(checkpoint=Path(...)): a path is only its string.
+        "pathlib.PosixPath",
+        "pathlib.WindowsPath",
     )
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._checkpoint import _read
-from sklearn_relu._persist import atomic_write
+from sklearn_relu._persist import atomic_write, load_model, save_model
 from sklearn_relu.compression import QSGD, ErrorFeedback, Identity, IntSGD, Signum, TopK
 
 
@@ -431,3 +431,11 @@ def test_cli_checkpoint_options_reach_the_estimator(tmp_path):
     assert bad.returncode != 0
     assert "does not exist or is not writable" in bad.stderr
     assert not os.path.exists(tmp_path / "no")
+
+
+def test_a_model_with_a_path_as_checkpoint_saves_and_loads_safely(tmp_path):
+    # skops refuses types it does not trust; a pathlib path is only its string.
+    X, y = make_data(n_samples=60)
+    est = ReLURegressor(checkpoint=tmp_path / "c", max_iter=2, tol=None).fit(X, y)
+    save_model(est, tmp_path / "m.skops")
+    assert load_model(tmp_path / "m.skops").checkpoint == tmp_path / "c"
