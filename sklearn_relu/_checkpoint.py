@@ -71,8 +71,8 @@ def _digest(value):
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def _parameter_fingerprint(estimator, shared, continuing):
-    """SHA-256 of what the model depends on besides the data."""
+def _described_parameters(estimator, shared, continuing):
+    """What the model depends on besides the data, as strings by name."""
     described = {
         name: value for name, value in shared.items() if name not in _NOT_IN_FINGERPRINT
     }
@@ -93,7 +93,14 @@ def _parameter_fingerprint(estimator, shared, continuing):
             hashlib.sha256(start.tobytes()).hexdigest(), int(estimator.t_),
             repr(getattr(estimator, "_curvature", None)),
         ]
-    return _digest({str(k): str(v) for k, v in described.items()})
+    return {str(k): str(v) for k, v in described.items()}
+
+
+def _first_difference(saved, described):
+    for name in sorted(set(saved) | set(described)):
+        if saved.get(name) != described.get(name):
+            return f"{name}={described.get(name)} instead of {saved.get(name)}"
+    return "the same parameters under another fingerprint"
 
 
 # -- the file: arrays, and the rest as JSON ------------------------------------------
@@ -183,21 +190,25 @@ def open_checkpoint(estimator, backend, rng, shared, partial, continuing):
     found, problem = backend.common((found, problem))
     if problem:
         raise ValueError(problem)
-    fingerprint = backend.common(_parameter_fingerprint(estimator, shared, continuing))
+    described = backend.common(_described_parameters(estimator, shared, continuing))
+    fingerprint = _digest(described)
     if found is not None:
         if found["fingerprint"]["parameters"] != fingerprint:
             raise ValueError(
                 f"checkpoint {str(path)!r} was written by a fit with other "
                 "parameters (or another number of workers, or another starting "
-                "model); it cannot continue this fit. Remove it, or give this fit "
-                "another checkpoint path"
+                f"model): this fit has "
+                f"{_first_difference(found['parameters'], described)}; it cannot "
+                "continue this fit. Remove it, or give this fit another checkpoint "
+                "path"
             )
         key, position, has_gauss, cached = found["rng_start"]
         rng.set_state(("MT19937", key, position, has_gauss, cached))
     _, key, position, has_gauss, cached = rng.get_state()
     rng_start = [key, int(position), int(has_gauss), float(cached)]
     return FitCheckpoint(
-        path, estimator.checkpoint_every, backend, fingerprint, rng_start, found
+        path, estimator.checkpoint_every, backend, fingerprint, described, rng_start,
+        found,
     )
 
 
@@ -212,25 +223,21 @@ class FitCheckpoint:
     backend : Backend
     fingerprint : str
         The parameters' fingerprint.
+    described : dict
+        The parameters behind it, kept to say which one differs.
     rng_start : list
         The estimator's random stream at the start of the fit.
     found : dict or None
         The content of the file this fit resumes from.
     """
 
-    def __init__(self, path, every, backend, fingerprint, rng_start, found):
+    def __init__(self, path, every, backend, fingerprint, described, rng_start, found):
         self.path, self.every, self.backend = path, every, backend
         self.fingerprint = {"parameters": fingerprint, "data": None}
+        self.described = described
         self.rng_start = rng_start
         self.found = found
         self.finished = [] if found is None else found["finished"]
-
-    @property
-    def resumed_from(self):
-        """``(run, epoch, step)`` this fit resumed from, or None."""
-        if self.found is None:
-            return None
-        return self.found["run"], self.found["epoch"], self.found["t"]
 
     def check_data(self):
         """Fingerprint every worker's rows (after ``backend.start``); refuse a
@@ -298,6 +305,7 @@ class FitCheckpoint:
         _write(self.path, {
             "format": FORMAT,
             "fingerprint": self.fingerprint,
+            "parameters": self.described,
             "rng_start": self.rng_start,
             "run": run,
             "epoch": epochs_done,

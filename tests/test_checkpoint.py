@@ -248,24 +248,25 @@ def left_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "change",
+    "change, named",
     [
-        dict(max_iter=41),
-        dict(batch_size=30),
-        dict(random_state=1),
-        dict(n_workers=2),
-        dict(solver="qsgd-4"),
+        (dict(max_iter=41), "max_iter=41 instead of 40"),
+        (dict(batch_size=30), "batch_size=30 instead of 60"),
+        (dict(random_state=1), "random_state=1 instead of 0"),
+        (dict(n_workers=2), "n_workers=2 instead of 3"),
+        (dict(solver="qsgd-4"), "solver=QSGD"),
     ],
-    ids=lambda change: ",".join(change),
+    ids=lambda value: ",".join(value) if isinstance(value, dict) else None,
 )
-def test_a_checkpoint_of_other_parameters_is_refused(left_checkpoint, change):
+def test_a_checkpoint_of_other_parameters_is_refused(left_checkpoint, change, named):
     path, X, y = left_checkpoint
     params = dict(COMMON, solver=interrupting("qsgd", None))
     if change.get("solver") == "qsgd-4":
         change = dict(solver=QSGD(bits=4, bucket_size=4))
     est = ReLURegressor(checkpoint=path, **dict(params, **change))
-    with pytest.raises(ValueError, match="written by a fit with other parameters"):
+    with pytest.raises(ValueError, match="written by a fit with other parameters") as info:
         est.fit(X, y)
+    assert named in str(info.value)
     assert path.exists() and not hasattr(est, "coef_")
 
 
