@@ -23,7 +23,8 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-8):
 
     Each iteration replaces ``z`` by ``sum_i a_i x_i / sum_i a_i`` with
     ``a_i = 1 / max(nu * s, ||z - x_i||)``, where ``s`` is the median distance
-    of the points from their medoid: the smoothing and the tolerance are
+    of the points from their medoid (when it is 0, at least half the points
+    are the medoid, which is then returned): the smoothing and the tolerance are
     relative to the honest points' spread, so that the result scales with the
     points (gradients shrink a million-fold during a fit). The iterations
     start at the medoid and run in the ``n``-dimensional space of weights on
@@ -61,9 +62,9 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-8):
     squared = np.maximum(np.diag(gram), 0)
     scale = float(np.sqrt(np.median(squared)))
     if scale == 0:
-        scale = float(np.sqrt(squared.max()))
-        if scale == 0:
-            return origin.copy()  # all points are the same
+        # At least half the points are the medoid: it is a geometric median
+        # (their unit ball of subgradients holds the others' pull).
+        return origin.copy()
     floor = nu * scale
     weights = np.zeros(points.shape[0])  # z = origin + weights @ centred
     for _ in range(max_iter):
