@@ -96,7 +96,7 @@ def test_geometric_median_minimizes_the_sum_of_distances_as_plain_weiszfeld_does
     fast = geometric_median(points)
     reference = weiszfeld_reference(points)
     spread = np.median(np.linalg.norm(points - reference, axis=1))
-    assert np.linalg.norm(fast - reference) <= 1e-6 * spread
+    assert np.linalg.norm(fast - reference) <= 1e-5 * spread
     assert sum_of_distances(points, fast) <= sum_of_distances(points, reference) * (1 + 1e-12)
 
 
@@ -268,7 +268,7 @@ def test_breakdown_points(rule, n_workers, tolerated):
 
 def test_a_rule_refuses_as_many_byzantine_workers_as_its_breakdown_point():
     with pytest.raises(ValueError, match=r"aggregation=GeometricMedian\(nu=1e-06, max_iter=100, "
-                       r"tol=1e-08\) withstands at most 4 Byzantine worker\(s\) of 10 \(breakdown "
+                       r"tol=1e-06\) withstands at most 4 Byzantine worker\(s\) of 10 \(breakdown "
                        r"point 1/2\); n_byzantine=5 is at or beyond it"):
         GeometricMedian().check_byzantine(5, 10)
     with pytest.raises(ValueError, match=r"withstands at most 1 Byzantine worker\(s\) of 10 "

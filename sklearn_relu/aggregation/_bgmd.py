@@ -45,7 +45,7 @@ class BlockGeometricMedian(RobustAggregator):
     array([0., 0., 6.])
     """
 
-    def __init__(self, block_size=0.1, nu=1e-6, max_iter=100, tol=1e-8):
+    def __init__(self, block_size=0.1, nu=1e-6, max_iter=100, tol=1e-6):
         valid = (
             isinstance(block_size, numbers.Integral) and not isinstance(block_size, bool)
             and block_size >= 1
@@ -89,7 +89,7 @@ class BlockGeometricMedian(RobustAggregator):
         length = self._block_length(points.shape[1])
         column_norms = np.einsum("ij,ij->j", rows, rows)
         if length < points.shape[1]:
-            block = np.sort(np.argpartition(-column_norms, length - 1)[:length])
+            block = np.sort(np.argpartition(column_norms, -length)[-length:])
         else:
             block = np.arange(points.shape[1])
         direction = np.zeros(points.shape[1])

@@ -13,12 +13,12 @@ __all__ = ["GeometricMedian", "geometric_median"]
 def _robust_origin(gram):
     """Index of the point with the smallest sum of distances to the others
     (the medoid), from the Gram matrix of the points."""
-    squared = np.diag(gram)
+    squared = gram.diagonal()
     distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0))
     return int(np.argmin(distances.sum(axis=1)))
 
 
-def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-8):
+def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
     """The point minimizing ``sum_i ||z - x_i||``, by smoothed Weiszfeld.
 
     Each iteration replaces ``z`` by ``sum_i a_i x_i / sum_i a_i`` with
@@ -39,7 +39,7 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-8):
         Smoothing, relative to the spread ``s``: distances below ``nu * s``
         count as ``nu * s``.
     max_iter : int, default=100
-    tol : float, default=1e-8
+    tol : float, default=1e-6
 
     Returns
     -------
@@ -59,24 +59,43 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-8):
     # cancellation: centred on the medoid, those norms are the spread itself.
     centred = points - origin
     gram = centred @ centred.T
-    squared = np.maximum(np.diag(gram), 0)
-    scale = float(np.sqrt(np.median(squared)))
+    squared = np.maximum(gram.diagonal(), 0)
+    scale = float(np.sqrt(_median(squared)))
     if scale == 0:
         # At least half the points are the medoid: it is a geometric median
         # (their unit ball of subgradients holds the others' pull).
         return origin.copy()
-    floor = nu * scale
-    weights = np.zeros(points.shape[0])  # z = origin + weights @ centred
+    floor_squared = (nu * scale) ** 2
+    enough = (tol * scale) ** 2
+    # z = origin + weights @ centred. From the medoid itself the smoothed
+    # weights barely move (its own weight is 1 / floor): start one clipped
+    # step away, every point within the spread weighing alike.
+    weights = 1.0 / np.maximum(np.sqrt(squared), scale)
+    weights /= weights.sum()
+    # Few points, so NumPy's per-call overhead is the cost: an iteration
+    # reuses G w for the move of the previous one, |w' - w|_G^2 =
+    # w'Gw' - 2 w Gw' + wGw.
+    image = gram @ weights
+    quadratic = weights @ image
     for _ in range(max_iter):
-        image = gram @ weights
-        distances = np.sqrt(np.maximum(weights @ image - 2 * image + squared, 0))
-        inverse = 1.0 / np.maximum(distances, floor)
+        inverse = 1.0 / np.sqrt(
+            np.maximum(squared - 2 * image + quadratic, floor_squared)
+        )
         new = inverse / inverse.sum()
-        step = new - weights
-        weights = new
-        if step @ gram @ step <= (tol * scale) ** 2:
+        new_image = gram @ new
+        new_quadratic = new @ new_image
+        move = new_quadratic - 2 * (weights @ new_image) + quadratic
+        weights, image, quadratic = new, new_image, new_quadratic
+        if move <= enough:
             break
     return origin + weights @ centred
+
+
+def _median(values):
+    """``np.median`` of a short 1-D array, without its overhead."""
+    ordered = np.sort(values)
+    n = ordered.shape[0]
+    return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
 
 
 class GeometricMedian(RobustAggregator):
@@ -95,7 +114,7 @@ class GeometricMedian(RobustAggregator):
         Smoothing of the Weiszfeld weights, relative to the vectors' spread.
     max_iter : int, default=100
         Weiszfeld iterations at most.
-    tol : float, default=1e-8
+    tol : float, default=1e-6
         Stop when an iteration moves the estimate by less than ``tol`` times
         the vectors' spread.
 
@@ -111,7 +130,7 @@ class GeometricMedian(RobustAggregator):
     array([1., 1.])
     """
 
-    def __init__(self, nu=1e-6, max_iter=100, tol=1e-8):
+    def __init__(self, nu=1e-6, max_iter=100, tol=1e-6):
         for name, value in (("nu", nu), ("tol", tol)):
             if not (isinstance(value, numbers.Real) and 0 < value < 1):
                 raise ValueError(f"{name} must be a float in (0, 1), got {value!r}")
