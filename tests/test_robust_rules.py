@@ -199,7 +199,9 @@ def honest_and_byzantine(max_points=11, max_dim=5):
 def test_median_and_trimmed_mean_stay_in_the_honest_hull(rule, sets):
     honest, byzantine = sets
     points = np.concatenate([byzantine, honest])
-    center = STATELESS[rule]().center(points)
+    # The trimmed mean withstands as many as it trims.
+    rule = CoordinateMedian() if rule == "median" else TrimmedMean(n_trimmed=len(byzantine))
+    center = rule.center(points)
     assert np.all(center >= honest.min(axis=0) - 1e-9)
     assert np.all(center <= honest.max(axis=0) + 1e-9)
 
@@ -258,7 +260,7 @@ def test_bgmd_selects_the_coordinates_of_largest_norm():
     "rule, n_workers, tolerated",
     [
         ("mean", 10, 9), ("majority", 10, 4), ("geometric_median", 10, 4), ("bgmd", 10, 4),
-        ("median", 10, 4), ("trimmed_mean", 10, 4), ("krum", 10, 3), ("krum", 9, 3),
+        ("median", 10, 4), ("trimmed_mean", 10, 2), ("trimmed_mean", 7, 1), ("krum", 10, 3), ("krum", 9, 3),
         ("centered_clip", 11, 5), ("geometric_median", 2, 0),
     ],
 )

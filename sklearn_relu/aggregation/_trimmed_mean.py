@@ -15,14 +15,14 @@ class TrimmedMean(RobustAggregator):
 
     It withstands ``f <= n_trimmed`` Byzantine workers (each coordinate then
     stays between the smallest and the largest honest value), and needs
-    ``2 n_trimmed < n``; breakdown point ``n_trimmed / n``, at most 1/2.
+    ``2 n_trimmed < n``; breakdown point ``n_trimmed / n``, below 1/2.
 
     Parameters
     ----------
     n_trimmed : int or None, default=None
-        Values dropped at each end of every coordinate. ``None`` drops as many
-        as the number of workers allows, ``(n - 1) // 2`` (for an odd ``n``
-        the coordinate-wise median).
+        Values dropped at each end of every coordinate. ``None`` drops a
+        quarter, ``n // 4`` (the interquartile mean; breakdown point 1/4).
+        At ``(n - 1) // 2`` it is the coordinate-wise median.
 
     Examples
     --------
@@ -34,7 +34,7 @@ class TrimmedMean(RobustAggregator):
     array([2.])
     """
 
-    breakdown_point = "n_trimmed / n (at most 1/2)"
+    breakdown_point = "n_trimmed / n (default 1/4)"
 
     def __init__(self, n_trimmed=None):
         if n_trimmed is not None and (
@@ -48,7 +48,7 @@ class TrimmedMean(RobustAggregator):
         return {"n_trimmed": self.n_trimmed}
 
     def _trimmed(self, n_points):
-        trimmed = (n_points - 1) // 2 if self.n_trimmed is None else self.n_trimmed
+        trimmed = n_points // 4 if self.n_trimmed is None else self.n_trimmed
         if 2 * trimmed >= n_points:
             raise ValueError(
                 f"TrimmedMean(n_trimmed={trimmed}) needs more than {2 * trimmed} "
