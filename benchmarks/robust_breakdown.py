@@ -79,7 +79,7 @@ def plot(rows, path):
         ax.set_title(f'attack="{attack}"')
         ax.set_xlabel("Byzantine workers of 10")
     axes[0].set_ylabel(f"final relative error (diverged: {CEILING:g})")
-    axes[-1].legend(fontsize=7, loc="center right")
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -88,10 +88,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--out", default="docs/figures")
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw the figure from the CSV of the last run")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.replot:
+        with open(out / "robust_breakdown.csv", newline="") as handle:
+            rows = [
+                dict(attack=r["attack"], rule=r["rule"], n_byzantine=int(r["n_byzantine"]),
+                     error=None if r["final_relative_error"] == "refused"
+                     else float(r["final_relative_error"]))
+                for r in csv.DictReader(handle)
+            ]
+        plot(rows, out / "robust_breakdown.png")
+        return
     X, y, w = make_relu_regression(n_samples=20000, n_features=100, coef=True,
                                    random_state=0)
-    out = Path(args.out)
     rows = []
     start = time.perf_counter()
     for attack in ATTACKS:
