@@ -17,7 +17,14 @@ fit is stopped there). Reported per scheme, from every rank:
   the spectral start's collectives included);
 - communication time per step (``comm_record_.communicate_seconds`` over the
   steps; mean and max over ranks): the time inside collectives, which is what
-  the network decides when the 2 cores cannot host W ranks' computation;
+  the network decides when the 2 cores cannot host W ranks' computation. It
+  includes waiting for ranks still computing, which with more ranks than
+  cores is the CPU's doing, not the network's. So after the fit a second,
+  short pass (``--sync-steps`` steps, the same start) meets in a barrier once
+  each rank's part of a step is computed, before the step's first
+  collective, and times the collectives from there: "network ms/step"; the
+  barrier's wait is reported as "skew". Bytes and times to the target come
+  from the first pass, which has no barrier;
 - bytes received per rank to the target, counted at the rank's NIC
   (``/sys/class/net/eth0/statistics/rx_bytes`` in its namespace: frames with
   their TCP/IP headers), mean and max over ranks; and bytes sent as counted by
@@ -71,15 +78,28 @@ def nic_rx_bytes():
 class TracedMPIBackend(MPIBackend):
     """Checks the relative error after every step; stops the fit at the target."""
 
-    def __init__(self, *, w_star, target, max_seconds, **kwargs):
-        # max_seconds: when to give up (the run's row then says "capped").
+    def __init__(self, *, w_star, target, max_seconds, max_steps=None,
+                 synchronize=False, **kwargs):
+        # max_seconds: when to give up (the run's row then says "capped");
+        # max_steps: a timing pass's length.
         super().__init__(**kwargs)
         self.w_star, self.target, self.max_seconds = w_star, target, max_seconds
+        self.max_steps, self.synchronize = max_steps, synchronize
         self.result = None
 
     def arm(self, rx_start, wall_start):
         self.rx_start, self.wall_start, self.steps = rx_start, wall_start, 0
         self.step_comm_start = None
+        self.skew_seconds = 0.0
+
+    def _before_collective(self):
+        # Inside the step's communication time: subtracted from it below.
+        if self.synchronize and self.step_comm_start is not None:
+            start = time.perf_counter()
+            # Waiting as the collectives do (yielding the core when ranks
+            # outnumber cores): a spinning barrier would starve the others.
+            self._wait(self._comm.Ibarrier())
+            self.skew_seconds += time.perf_counter() - start
 
     def step(self, params, update):
         if self.steps == 0:
@@ -97,7 +117,7 @@ class TracedMPIBackend(MPIBackend):
         capped = (
             not reached and self.steps % 20 == 0
             and self.common(elapsed > self.max_seconds)
-        )
+        ) or self.steps == self.max_steps
         if reached or capped:
             rx = nic_rx_bytes()[0]
             self.result = dict(
@@ -107,7 +127,11 @@ class TracedMPIBackend(MPIBackend):
                 wall_seconds=elapsed,
                 rx_bytes=rx - self.rx_start,
                 rx_bytes_steps=rx - self.step_bytes_start,
-                comm_seconds_steps=self.record.communicate_seconds - self.step_comm_start,
+                comm_seconds_steps=(
+                    self.record.communicate_seconds - self.step_comm_start
+                    - self.skew_seconds
+                ),
+                skew_seconds_steps=self.skew_seconds,
                 compute_seconds=self.record.compute_seconds,
                 bytes_sent=self.record.bytes_sent,
                 n_messages=self.record.n_messages,
@@ -121,24 +145,30 @@ def run_scheme(name, X, y, w_star, args, comm):
     # SGD over allgather computes what SGD over allreduce does, only moved
     # differently: a short run measures its per-step cost.
     cap = args.cap_sgd_allgather if name == "sgd-allgather" else args.max_seconds
-    backend = TracedMPIBackend(
-        w_star=w_star, target=args.target, max_seconds=cap, topology=topology,
-        wait=args.wait,
-    )
-    est = ReLURegressor(
-        solver=solver, **params, batch_size=args.batch_size, max_iter=100_000,
-        tol=None, fit_intercept=False, backend=backend, random_state=args.seed,
-    )
-    comm.Barrier()
-    rx_start = nic_rx_bytes()[0]
-    backend.arm(rx_start, time.perf_counter())
-    try:
-        est.fit(X, y)
-    except _Stop:
-        pass
-    result = backend.result
-    if result is None:
-        raise RuntimeError(f"{name}: the fit ended before reaching {args.target}")
+
+    def traced_fit(**options):
+        backend = TracedMPIBackend(
+            w_star=w_star, target=args.target, topology=topology, wait=args.wait,
+            **options,
+        )
+        est = ReLURegressor(
+            solver=solver, **params, batch_size=args.batch_size, max_iter=100_000,
+            tol=None, fit_intercept=False, backend=backend, random_state=args.seed,
+        )
+        comm.Barrier()
+        backend.arm(nic_rx_bytes()[0], time.perf_counter())
+        try:
+            est.fit(X, y)
+        except _Stop:
+            pass
+        if backend.result is None:
+            raise RuntimeError(f"{name}: the fit ended before reaching {args.target}")
+        return backend.result
+
+    result = traced_fit(max_seconds=cap)
+    timing = traced_fit(max_seconds=cap, max_steps=args.sync_steps, synchronize=True)
+    result["network_seconds"] = timing["comm_seconds_steps"] / timing["steps"]
+    result["skew_seconds"] = timing["skew_seconds_steps"] / timing["steps"]
     everyone = comm.allgather(result)
     if comm.Get_rank() != 0:
         return None
@@ -161,6 +191,10 @@ def run_scheme(name, X, y, w_star, args, comm):
         wall_seconds=over_ranks("wall_seconds", np.max),
         comm_ms_per_step_mean=over_ranks("comm_seconds_steps", np.mean) / steps * 1e3,
         comm_ms_per_step_max=over_ranks("comm_seconds_steps", np.max) / steps * 1e3,
+        network_ms_per_step_mean=over_ranks("network_seconds", np.mean) * 1e3,
+        network_ms_per_step_max=over_ranks("network_seconds", np.max) * 1e3,
+        skew_ms_per_step=over_ranks("skew_seconds", np.mean) * 1e3,
+        sync_steps=args.sync_steps,
         compute_ms_per_step=over_ranks("compute_seconds", np.mean) / steps * 1e3,
         rx_bytes_per_rank_mean=over_ranks("rx_bytes", np.mean),
         rx_bytes_per_rank_max=over_ranks("rx_bytes", np.max),
@@ -188,6 +222,9 @@ def main(argv=None):
                         "then its per-step figures times SGD over allreduce's steps")
     parser.add_argument("--wait", choices=["auto", "busy", "yield"], default="auto",
                         help="MPIBackend(wait=...): how ranks wait in collectives")
+    parser.add_argument("--sync-steps", type=int, default=100,
+                        help="steps of the pass that times the network alone (a "
+                        "barrier before each step's collectives)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="JSON lines to append to")
     args = parser.parse_args(argv)
@@ -202,7 +239,9 @@ def main(argv=None):
             print(f"[scaling] {row['ranks']} ranks {row['rate']} {name}: "
                   f"{row['steps']} steps{'' if row['reached'] else ' (capped)'}, "
                   f"{row['wall_seconds']:.1f} s, comm {row['comm_ms_per_step_mean']:.2f} "
-                  f"ms/step, rx {row['rx_bytes_per_rank_mean'] / 1e6:.1f} MB/rank",
+                  f"ms/step (network {row['network_ms_per_step_mean']:.2f}, skew "
+                  f"{row['skew_ms_per_step']:.2f}), "
+                  f"rx {row['rx_bytes_per_rank_mean'] / 1e6:.1f} MB/rank",
                   flush=True)
             with open(args.out, "a") as file:
                 file.write(json.dumps(row) + "\n")

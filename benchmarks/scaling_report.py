@@ -7,6 +7,12 @@ next to the input, and the same table, targets and figure for the docs to
 ``docs/figures/scaling.csv``, ``scaling_targets.csv`` and ``scaling.png``.
 Every ratio is against SGD over allreduce in the same cell (same ranks, same
 rate, same run): what a user would run instead.
+
+Communication per step is given two ways: inside the fit (the time in the
+collectives, which includes waiting for ranks still computing: with more ranks
+than cores, the CPU's doing), and as network time, from a short pass whose
+ranks meet in a barrier before each step's collectives (the barrier's wait is
+the "skew"). The communication targets are judged on the network time.
 """
 
 import csv
@@ -17,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 BASELINE = "sgd-allreduce"
+NETWORK = "network_ms_per_step_mean"
 LABELS = {
     "sgd-allgather": "SGD, allgather (the paper's setting)",
     "sgd-allreduce": "SGD, allreduce (baseline)",
@@ -84,9 +91,10 @@ def table(cells):
     """The study's table: a header row, then one row per (rate, ranks, scheme)."""
     rows = [[
         "rate per rank", "ranks", "scheme", "steps to 1e-6",
-        "comm ms/step (mean / max over ranks)", "time to 1e-6 (s)",
+        "comm ms/step in the fit (mean / max over ranks)",
+        "network ms/step (mean / max; skew)", "time to 1e-6 (s)",
         "MB received per rank to 1e-6", "bytes received per rank per step",
-        "vs SGD allreduce: comm/step, bytes, time",
+        "vs SGD allreduce: network/step, bytes, time",
     ]]
     for (rate, ranks) in sorted(cells, key=lambda k: (-rate_mbit(k[0]), k[1])):
         cell = cells[rate, ranks]
@@ -98,7 +106,7 @@ def table(cells):
             est = " (est.)" if row["estimated"] else ""
             if base is not None and scheme != BASELINE:
                 ratios = (
-                    f"{ratio(base['comm_ms_per_step_mean'], row['comm_ms_per_step_mean']):.1f}x"
+                    f"{ratio(base[NETWORK], row[NETWORK]):.1f}x"
                     f" / {ratio(base['rx_total'], row['rx_total']):.1f}x"
                     f" / {ratio(base['time_s'], row['time_s']):.1f}x"
                 )
@@ -109,6 +117,8 @@ def table(cells):
             rows.append([
                 rate, str(ranks), LABELS[scheme], f"{steps if steps else 'n/a'}{capped}",
                 f"{row['comm_ms_per_step_mean']:.2f} / {row['comm_ms_per_step_max']:.2f}",
+                f"{row[NETWORK]:.2f} / {row['network_ms_per_step_max']:.2f}; "
+                f"{row['skew_ms_per_step']:.2f}",
                 f"{row['time_s']:.1f}{est}", f"{row['rx_total'] / 1e6:.1f}{est}",
                 f"{row['rx_bytes_per_step_mean']:.0f}", ratios,
             ])
@@ -137,10 +147,9 @@ def targets(cells):
               f"SGD allreduce / {LABELS[winner['scheme']]}")
     cell = cells.get(("10mbit", 16))
     if cell and BASELINE in cell:
-        winner = best(cell, "comm_ms_per_step_mean")
-        check("comm time per step, 16 ranks, 10 Mbit/s",
-              ratio(cell[BASELINE]["comm_ms_per_step_mean"],
-                    winner["comm_ms_per_step_mean"]),
+        winner = best(cell, NETWORK)
+        check("network time per step, 16 ranks, 10 Mbit/s",
+              ratio(cell[BASELINE][NETWORK], winner[NETWORK]),
               ">=", 5, f"SGD allreduce / {LABELS[winner['scheme']]}")
         winner = best(cell, "rx_total")
         check("bytes received per rank to 1e-6, 16 ranks, 10 Mbit/s",
@@ -153,9 +162,9 @@ def targets(cells):
                   "SGD allreduce / IntSGD 8-bit (at the NIC)")
     small, large = cells.get(("10mbit", 8)), cells.get(("10mbit", 16))
     if small and large and "intsgd8-allreduce" in small and "intsgd8-allreduce" in large:
-        check("IntSGD comm time per step, 8 -> 16 ranks, 10 Mbit/s",
-              ratio(large["intsgd8-allreduce"]["comm_ms_per_step_mean"],
-                    small["intsgd8-allreduce"]["comm_ms_per_step_mean"]), "<=", 1.3,
+        check("IntSGD network time per step, 8 -> 16 ranks, 10 Mbit/s",
+              ratio(large["intsgd8-allreduce"][NETWORK],
+                    small["intsgd8-allreduce"][NETWORK]), "<=", 1.3,
               "16 ranks / 8 ranks")
     if not out:
         return []
@@ -185,10 +194,10 @@ def figure(cells, path):
                 continue
             style = dict(marker="o", label=label, lw=2 if scheme == BASELINE else 1.2)
             axes[0, column].plot([r for r, _ in points],
-                                 [p["comm_ms_per_step_mean"] for _, p in points], **style)
+                                 [p[NETWORK] for _, p in points], **style)
             axes[1, column].plot([r for r, _ in points],
                                  [p["rx_total"] / 1e6 for _, p in points], **style)
-        for row, ylabel in enumerate(["communication ms per step",
+        for row, ylabel in enumerate(["network ms per step (synchronized)",
                                       "MB received per rank to 1e-6"]):
             ax = axes[row, column]
             ax.set(xscale="log", yscale="log", xlabel="MPI ranks", ylabel=ylabel,

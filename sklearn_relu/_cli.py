@@ -391,7 +391,8 @@ def _add_fit(subparsers):
     fit = subparsers.add_parser(
         "fit",
         help="fit a ReLURegressor to a data file and save it (skops or joblib)",
-        description="Fit ReLURegressor (SGD or QSGD) to a data file and save it.",
+        description="Fit ReLURegressor (SGD, or any compressed SGD of --solver) to "
+        "a data file and save it.",
         epilog=DATA_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -433,7 +434,15 @@ def _add_fit(subparsers):
         "--bits", type=int, default=8,
         help="qsgd: bits a coordinate, 2..16; intsgd: 8, 16 or 32 (default 8)",
     )
-    model.add_argument("--bucket-size", type=_optional_int, default=None)
+    model.add_argument(
+        "--bucket-size", type=_optional_int, default=None,
+        help="qsgd: coordinates sharing one norm (default: the whole vector)",
+    )
+    model.add_argument(
+        "--encoding", choices=["packed", "elias"], default="packed",
+        help="qsgd wire format: bits a coordinate, or Elias coding of the "
+        "nonzero levels (smaller at few bits; default packed)",
+    )
     model.add_argument("--momentum", type=float, default=0.9, help="signum (default 0.9)")
     model.add_argument(
         "--k", type=_top_k, default=0.1,
@@ -529,6 +538,7 @@ def _run_fit(args):
             solver=args.solver,
             bits=args.bits,
             bucket_size=args.bucket_size,
+            encoding=args.encoding,
             momentum=args.momentum,
             k=args.k,
             error_feedback=args.error_feedback,
@@ -548,17 +558,25 @@ def _run_fit(args):
             random_state=args.random_state,
             verbose=args.verbose,
         )
-        if args.standardize:
+        # Under --data local each rank holds only its rows: the scaler's
+        # statistics and the reported scores are summed over all ranks.
+        ranks = mpi if shard is not None else None
+        if args.standardize and ranks is not None:
+            scaler = _standard_scaler_over_ranks(X, ranks)
+            est.fit(scaler.transform(X), y, sample_weight)
+            model = Pipeline([("scale", scaler), ("relu", est)])
+        elif args.standardize:
             model = Pipeline([("scale", StandardScaler()), ("relu", est)])
             model.fit(X, y, relu__sample_weight=sample_weight)
         else:
             model = est.fit(X, y, sample_weight)
+        scores = _scores(model, (X, y, sample_weight), test, ranks)
         if writer:
             # The backend object (a communicator, a socket) is not part of the
             # model: keep its name, which any process can use again.
             est.set_params(backend=_backend_name(args))
             save_atomically(model, args.out)
-            _report(model, (X, y, sample_weight), test, args, started)
+            _report(model, scores, args, started)
     except Exception as exc:
         if mpi is not None and mpi.size > 1:
             # One failing rank must not leave the others waiting in a
@@ -575,40 +593,82 @@ def _backend_name(args):
     return args.backend
 
 
-def _report(model, train, test, args, started):
+def _standard_scaler_over_ranks(X, ranks):
+    """A StandardScaler fitted to the rows of every rank (each holds its own)."""
+    from sklearn.preprocessing import StandardScaler
+
+    totals = ranks.sum_over_ranks(np.concatenate([[X.shape[0]], X.sum(axis=0)]))
+    n, mean = totals[0], totals[1:] / totals[0]
+    var = ranks.sum_over_ranks(((X - mean) ** 2).sum(axis=0)) / n
+    scaler = StandardScaler().fit(X[:1])  # the attributes, then the real values
+    scaler.mean_, scaler.var_, scaler.n_samples_seen_ = mean, var, int(n)
+    # Constant columns are left unscaled, as StandardScaler does.
+    scale = np.sqrt(var)
+    scale[scale < 10 * np.finfo(scale.dtype).eps] = 1.0
+    scaler.scale_ = scale
+    return scaler
+
+
+def _r2(model, X, y, sample_weight, ranks):
+    """R^2 (sample-weighted, as ``model.score``), over every rank's rows when
+    ``ranks`` is given."""
+    if ranks is None:
+        return model.score(X, y, sample_weight)
+    w = np.ones(y.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
+    total, weighted_y = ranks.sum_over_ranks([w.sum(), w @ y])
+    mean = weighted_y / total
+    residual, spread = ranks.sum_over_ranks(
+        [w @ (y - model.predict(X)) ** 2, w @ (y - mean) ** 2]
+    )
+    if spread == 0:  # as scikit-learn's r2_score: 1 if perfect, else 0
+        return 1.0 if residual == 0 else 0.0
+    return 1.0 - residual / spread
+
+
+def _scores(model, train, test, ranks):
+    """Rows and R^2 of the training and held-out sets (over every rank's rows
+    when ``ranks`` is given: every rank must call this)."""
+
+    def rows(X):
+        n = X.shape[0]
+        return int(n if ranks is None else ranks.sum_over_ranks([n])[0])
+
+    scores = {"n_samples": rows(train[0]), "training_r2": _r2(model, *train, ranks)}
+    if test is not None:
+        scores.update(n_test=rows(test[0]), test_r2=_r2(model, *test, ranks))
+    return scores
+
+
+def _report(model, scores, args, started):
     est = model[-1] if hasattr(model, "steps") else model
-    X, y, sample_weight = train
     record = est.comm_record_
     summary = {
-        "n_samples": int(X.shape[0]),
-        "n_features": int(X.shape[1]),
+        "n_samples": scores["n_samples"],
+        "n_features": int(est.n_features_in_),
         "n_workers": est.n_workers_,
         "steps": est.t_,
         "epochs": est.n_iter_,
         "final_loss": est.loss_curve_[-1],
-        "training_r2": model.score(X, y, sample_weight),
+        "training_r2": scores["training_r2"],
         **record.as_dict(),
         "seconds": time.perf_counter() - started,
         "out": str(args.out),
     }
-    if test is not None:
-        summary["n_test"] = int(test[0].shape[0])
-        summary["test_r2"] = model.score(*test)
+    if "test_r2" in scores:
+        summary["n_test"], summary["test_r2"] = scores["n_test"], scores["test_r2"]
     if args.json:
         print(json.dumps(summary))
         return
     held_out = (
         f", held-out R^2 {summary['test_r2']:.4f} on {summary['n_test']} rows"
-        if test is not None
+        if "test_r2" in summary
         else " (no held-out score: see --test-size)"
     )
-    # Under --data local this process read only its own shard of the rows.
-    shard = " of rank 0's shard" if getattr(args, "data_mode", "all") == "local" else ""
     print(
         f"fitted {args.solver} on {summary['n_samples']} x {summary['n_features']}"
-        f"{shard} with {est.n_workers_} worker(s) in {summary['seconds']:.1f} s: {est.t_} "
+        f" with {est.n_workers_} worker(s) in {summary['seconds']:.1f} s: {est.t_} "
         f"steps ({est.n_iter_} epochs), loss {summary['final_loss']:.4g}, "
-        f"training R^2{shard} {summary['training_r2']:.4f}{held_out}\n"
+        f"training R^2 {summary['training_r2']:.4f}{held_out}\n"
         f"workers sent {record.n_messages} messages, {record.bytes_sent} bytes "
         f"({_share_of_float64(record)}); compute "
         f"{record.compute_seconds:.3f} s, communication "

@@ -376,10 +376,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             )
         compressor = get_compressor(self.solver, self)
         # bits, bucket_size and encoding are checked whatever the solver, so
-        # that a bad value is reported even where it is not used yet; bits by
-        # the solver that reads it (IntSGD takes 8, 16 or 32).
+        # that a bad value is reported even where it is not used yet. A
+        # compressor that reads bits (QSGD: 2..16, IntSGD: 8, 16 or 32) checked
+        # it when it was built; for the others, QSGD's range applies.
+        inner = getattr(compressor, "compressor", compressor)  # error feedback's
+        reads_bits = getattr(inner, "bits", None) is not None
         check_quantizer_params(
-            bits=8 if self.solver == "intsgd" else self.bits,
+            bits=None if reads_bits else self.bits,
             bucket_size=self.bucket_size, encoding=self.encoding,
         )
         for name in ("fit_intercept", "early_stopping", "warm_start"):

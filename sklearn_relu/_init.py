@@ -23,16 +23,17 @@ def shard_moments(X, y, sample_weight, center=True):
     """``[X^T (s*y), X^T s, sum(s*y), sum(s)]`` on one shard, as one float64 vector.
 
     ``X^T s`` (the column sums, for centring) costs a pass over the shard of its
-    own; without ``center`` it is left at zero.
+    own, and as many values again on the wire; without ``center`` it is left
+    out: ``[X^T (s*y), sum(s*y), sum(s)]``.
     """
     s = _weights(sample_weight, X.shape[0]).astype(np.float64)
     # Overflow on absurd scales surfaces as inf here and is reported, with
     # advice, by the line search that consumes these sums.
     with np.errstate(over="ignore", invalid="ignore"):
         sy = s * y
-        column_sums = X.T @ s.astype(X.dtype) if center else np.zeros(X.shape[1])
+        column_sums = [X.T @ s.astype(X.dtype)] if center else []
         return np.concatenate(
-            [X.T @ sy.astype(X.dtype), column_sums, [sy.sum(), s.sum()]]
+            [X.T @ sy.astype(X.dtype), *column_sums, [sy.sum(), s.sum()]]
         ).astype(np.float64)
 
 
@@ -98,11 +99,10 @@ def initial_params(init, reduce, n_features, fit_intercept, random_state):
     # intercept, centre X first so that the direction is not dominated by the
     # mean of y, and let the intercept undo the centring.
     moments = reduce("moments", fit_intercept)
-    xty, xts = moments[:n_features], moments[n_features : 2 * n_features]
-    sum_sy, sum_s = moments[-2], moments[-1]
+    xty, sum_sy, sum_s = moments[:n_features], moments[-2], moments[-1]
     direction = np.zeros(n_params)
     if fit_intercept:
-        x_mean = xts / sum_s
+        x_mean = moments[n_features : 2 * n_features] / sum_s
         with np.errstate(over="ignore", invalid="ignore"):  # reported below
             direction[:n_features] = xty - x_mean * sum_sy
             direction[n_features] = -direction[:n_features] @ x_mean

@@ -106,7 +106,7 @@ def measure_curvature(reduce, params, random_state):
     eigenvalue = 0.0
     for _ in range(_POWER_ITERATIONS):
         vector /= np.linalg.norm(vector)
-        image = reduce("hessian_matvec", params, vector) / total
+        image = reduce("hessian_matvec", params, vector).astype(np.float64) / total
         eigenvalue = float(vector @ image)
         vector = image
         if not np.any(vector):

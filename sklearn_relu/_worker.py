@@ -200,18 +200,22 @@ class ShardWorker:
             # e.g. a QSGD norm beyond float32: the step size is the cause.
             raise divergence_error(str(error)) from error
 
-    # A summable compressor's step has two halves, so that the workers can agree
-    # on a scale between them: the gradient and its scale statistic, then the
-    # vector to be summed.
-    def gradient_statistic(self, params):
-        """Draw a batch, keep its gradient, return the compressor's scale statistic."""
-        self._pending = self._draw_gradient(params)
+    # A summable compressor's step: the vector to be summed, encoded on a scale
+    # the workers agreed on. The gradient is kept until the next draw, so that
+    # a step can be redone on an exact scale (the MAX of the statistics).
+    def gradient_statistic(self, params=None):
+        """The compressor's scale statistic of the kept gradient; with
+        ``params``, of a new batch's gradient at ``params``, which is kept."""
+        if params is not None:
+            self._pending = self._draw_gradient(params)
         return self.compressor.scale_statistic(self._pending)
 
-    def summand(self, scale):
-        """This worker's encoded vector of the kept gradient, to be summed."""
-        gradient, self._pending = self._pending, None
-        return self.compressor.encode(gradient, scale, self.n_workers, self._rng)
+    def summand(self, scale, params=None):
+        """This worker's encoded vector of the kept gradient, to be summed;
+        with ``params``, of a new batch's gradient at ``params``, which is kept."""
+        if params is not None:
+            self._pending = self._draw_gradient(params)
+        return self.compressor.encode(self._pending, scale, self.n_workers, self._rng)
 
     def _send(self, vector):
         """What this worker sends for ``vector``: the attack's version of it
@@ -249,7 +253,11 @@ class ShardWorker:
 
     @_sent
     def hessian_matvec(self, params, vector):
-        return shard_hessian_matvec(self.X, self.sample_weight, params, vector)
+        # The power iteration needs a few digits of the largest eigenvalue, not
+        # sixteen: float32 halves what the start sends (8 vectors of d values).
+        return shard_hessian_matvec(
+            self.X, self.sample_weight, params, vector
+        ).astype(np.float32)
 
     @_sent
     def loss(self, params):

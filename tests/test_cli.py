@@ -218,3 +218,20 @@ def test_reproduce_runs_the_example_script(tmp_path):
     assert status == 0
     written = {p.suffix for p in tmp_path.iterdir()}
     assert ".png" in written and ".csv" in written
+
+
+def test_encoding_and_bucket_size_reach_the_estimator(data, capsys):
+    tmp_path, X, y = data
+    out = tmp_path / "model.joblib"
+    args = ["fit", *write(tmp_path, X, y, "npz"), "--solver", "qsgd", "--bits", "2",
+            "--encoding", "elias", "--bucket-size", "4", "--random-state", "0",
+            "--out", str(out), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    est = joblib.load(out)
+    assert (est.encoding, est.bucket_size) == ("elias", 4)
+    direct = ReLURegressor(
+        solver="qsgd", bits=2, encoding="elias", bucket_size=4, random_state=0
+    ).fit(X, y)
+    assert_array_equal(est.coef_, direct.coef_)
+    assert summary["bytes_sent"] == direct.comm_record_.bytes_sent

@@ -18,6 +18,7 @@ from numpy.testing import assert_array_equal
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu.compression import IntSGD
+from sklearn_relu.compression._intsgd import BANDS_PER_OCTAVE, HEADROOM, TRAILER_LENGTH
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 FAILURE_PROBABILITY = 1e-9
@@ -37,10 +38,11 @@ def worker_vectors(max_workers=6, max_size=40):
     )
 
 
-def draws(compressor, vectors, n_draws, seed=0):
-    """``n_draws`` decoded sums of the workers' vectors, shape (n_draws, d)."""
+def draws(compressor, vectors, n_draws, seed=0, slack=1.0):
+    """``n_draws`` decoded sums of the workers' vectors, shape (n_draws, d), on
+    the exact scale times ``slack`` (a predicted scale is >= the exact one)."""
     n_workers = vectors.shape[0]
-    scale = max(compressor.scale_statistic(v) for v in vectors)
+    scale = slack * max(compressor.scale_statistic(v) for v in vectors)
     rng = np.random.default_rng(seed)
     out = np.empty((n_draws, vectors.shape[1]))
     for k in range(n_draws):
@@ -53,10 +55,15 @@ def draws(compressor, vectors, n_draws, seed=0):
 
 
 @SETTINGS
-@given(bits=bits_st, vectors=worker_vectors())
-def test_the_decoded_sum_is_unbiased(bits, vectors):
+@given(
+    bits=bits_st, vectors=worker_vectors(),
+    slack=st.one_of(st.just(1.0), st.floats(1.0, 4.0)),
+)
+def test_the_decoded_sum_is_unbiased(bits, vectors, slack):
+    # On the exact scale, and on any larger one (a scale predicted from the
+    # last step, which the gradient did not outgrow).
     compressor = IntSGD(bits=bits)
-    sums, scale = draws(compressor, vectors, N_DRAWS)
+    sums, scale = draws(compressor, vectors, N_DRAWS, slack=slack)
     n_workers, d = vectors.shape
     # Each coordinate of the sum is alpha times a sum of W independent draws,
     # each within an interval of length 1: Hoeffding on their mean.
@@ -77,14 +84,18 @@ def test_values_stay_in_range_and_on_the_grid(bits, vectors):
     s = compressor.levels(n_workers)
     scale = max(compressor.scale_statistic(v) for v in vectors)
     for v in vectors:
-        part = compressor.encode(v, scale, n_workers, random_state=1)
-        assert part.dtype == compressor.wire_dtype
+        encoded = compressor.encode(v, scale, n_workers, random_state=1)
+        assert encoded.dtype == compressor.wire_dtype
+        assert encoded.shape == (v.shape[0] + TRAILER_LENGTH,)
+        part, trailer = encoded[:-TRAILER_LENGTH], encoded[-TRAILER_LENGTH:]
         assert np.abs(part.astype(np.int64)).max(initial=0) <= s
         # Each value is floor or ceil of v / alpha: within one level of it.
         if scale > 0:
             assert np.all(np.abs(part - v * (s / scale)) < 1 + 1e-9)
         else:
             assert not part.any()
+        # The trailer: no failure, no excess, and exactly one band.
+        assert trailer[:2].tolist() == [0, 0] and trailer[2:].sum() == 1
 
 
 @SETTINGS
@@ -161,10 +172,60 @@ def test_intsgd_reaches_1e_6_on_the_planted_model(bits):
         solver="intsgd", bits=bits, n_workers=4, fit_intercept=False, random_state=0
     ).fit(X, y)
     assert np.linalg.norm(est.coef_ - w) / np.linalg.norm(w) < 1e-6
-    # Bytes as sent: each message is d integers of bits/8 bytes and one float64.
+    # Bytes as sent: each step, each worker's d integers of bits/8 bytes and
+    # the trailer; in a step that agrees on the exact scale its float64
+    # statistic too, and in a redone step (all but the first of those) its
+    # integers again.
     record = est.comm_record_
+    part = (30 + TRAILER_LENGTH) * bits // 8
+    exact = record.exact_scale_rounds
     assert record.n_messages == 4 * est.t_
-    assert record.bytes_sent == record.n_messages * (30 * bits // 8 + 8)
+    assert record.bytes_sent == 4 * (est.t_ * part + exact * 8 + (exact - 1) * part)
+    # The predicted scale holds on almost every step.
+    assert 1 <= exact <= 0.05 * est.t_
+
+
+@SETTINGS
+@given(
+    bits=bits_st, vectors=worker_vectors(),
+    growth=st.floats(0.01, 3.0), seed=st.integers(0, 2**32 - 1),
+)
+def test_the_next_scale_bounds_the_largest_entry_and_an_excess_is_flagged(
+    bits, vectors, growth, seed
+):
+    compressor = IntSGD(bits=bits)
+    n_workers = vectors.shape[0]
+    exact = max(compressor.scale_statistic(v) for v in vectors)
+    parts = [compressor.encode(v, exact, n_workers, seed) for v in vectors]
+    total = np.sum(parts, axis=0, dtype=compressor.wire_dtype)
+    assert not compressor.needs_exact_scale(total)
+    assert not compressor.sum_failed(total)
+    predicted = compressor.next_scale(total, exact)
+    if exact == 0:
+        assert predicted is None
+        return
+    # A bound on this step's largest entry, within one band and the headroom
+    # of it.
+    assert compressor.headroom == HEADROOM
+    assert predicted >= exact * HEADROOM * (1 - 1e-12)
+    assert predicted <= exact * HEADROOM * 2 ** (1 / BANDS_PER_OCTAVE) * (1 + 1e-12)
+    # The next step: gradients grown by `growth`. Whoever outgrew the scale
+    # sends only a flag, and the step is redone on the exact scale.
+    grown = vectors * growth
+    parts = [compressor.encode(v, predicted, n_workers, seed) for v in grown]
+    total = np.sum(parts, axis=0, dtype=compressor.wire_dtype)
+    outgrown = [compressor.scale_statistic(v) > predicted for v in grown]
+    assert compressor.needs_exact_scale(total) == any(outgrown)
+    for part, out in zip(parts, outgrown):
+        if out:
+            assert not part[:-TRAILER_LENGTH].any()
+
+
+def test_a_failed_worker_is_seen_in_the_sum():
+    compressor = IntSGD(bits=8)
+    good = compressor.encode(np.array([0.5, -1.0]), 1.0, 2, random_state=0)
+    total = good + compressor.failed_summand(2)
+    assert compressor.sum_failed(total) and not compressor.sum_failed(good)
 
 
 def make_fit(backend, **params):
@@ -176,12 +237,20 @@ def make_fit(backend, **params):
     return ReLURegressor(backend=backend, **{**defaults, **params}).fit(X, y)
 
 
+class NoHeadroom(IntSGD):
+    """IntSGD whose predicted scale has no room to grow: many steps are redone."""
+
+    headroom = 1.0
+
+
 @pytest.mark.parametrize("joblib_backend", ["threading", "loky"])
-@pytest.mark.parametrize("bits", [8, 32])
-def test_joblib_gives_the_in_process_model_bit_for_bit(joblib_backend, bits):
-    reference = make_fit("inprocess", bits=bits)
+@pytest.mark.parametrize("solver", [IntSGD(bits=8), IntSGD(bits=32), NoHeadroom()])
+def test_joblib_gives_the_in_process_model_bit_for_bit(joblib_backend, solver):
+    reference = make_fit("inprocess", solver=solver)
+    if isinstance(solver, NoHeadroom):  # the redone steps are exercised
+        assert reference.comm_record_.exact_scale_rounds > reference.t_ / 4
     with joblib.parallel_config(backend=joblib_backend):
-        est = make_fit("joblib", bits=bits)
+        est = make_fit("joblib", solver=solver)
     assert_array_equal(est.coef_, reference.coef_)
     assert est.intercept_ == reference.intercept_
     assert est.loss_curve_ == reference.loss_curve_

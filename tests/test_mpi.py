@@ -6,6 +6,7 @@ rank's model equals the in-process one with K workers) and exit non-zero when
 one fails.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -202,6 +203,29 @@ def test_cli_data_local_reads_only_its_rows_and_fits_the_same_model(tmp_path):
         models[mode] = joblib.load(out)
     np.testing.assert_array_equal(models["local"].coef_, models["all"].coef_)
     assert models["local"].n_workers_ == 2
+    # The scaler and the printed scores cover every rank's rows, not rank 0's.
+    X = X * np.arange(1, 9) + 3.0
+    np.save(tmp_path / "X.npy", X)
+    summaries = {}
+    for mode in ("all", "local"):
+        out = tmp_path / f"{mode}-standardized.joblib"
+        args = ["-m", "sklearn_relu", "fit", str(tmp_path / "X.npy"), "--target",
+                str(tmp_path / "y.npy"), "--standardize", "--random-state", "0",
+                "--data", mode, "--out", str(out), "--json"]
+        done, _ = mpiexec(2, *args, timeout=60)
+        assert done.returncode == 0, done.stderr
+        models[mode] = joblib.load(out)
+        summaries[mode] = json.loads(done.stdout)
+    scalers = [models[mode].named_steps["scale"] for mode in ("all", "local")]
+    np.testing.assert_allclose(scalers[1].mean_, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(scalers[1].scale_, X.std(axis=0), rtol=1e-12)
+    assert scalers[1].n_samples_seen_ == scalers[0].n_samples_seen_ == 300
+    np.testing.assert_allclose(models["local"][-1].coef_, models["all"][-1].coef_,
+                               rtol=1e-6)
+    assert summaries["local"]["n_samples"] == summaries["all"]["n_samples"] == 300
+    assert summaries["local"]["training_r2"] == pytest.approx(
+        models["local"].score(X, y), abs=1e-12
+    )
     # Anything but .npy cannot be read a shard at a time: a clear error.
     np.savez(tmp_path / "data.npz", X=X, y=y)
     args = ["-m", "sklearn_relu", "fit", str(tmp_path / "data.npz"), "--data", "local",

@@ -29,6 +29,11 @@ class CommunicationRecord:
     control_bytes : int
         Bytes of exact control traffic (initialization statistics, losses,
         model broadcasts), not part of the compressed gradient messages.
+    exact_scale_rounds : int
+        Steps in which the workers agreed on an exact scale (the MAX of their
+        statistics) before encoding: IntSGD's first step of each run, and any
+        step redone because a gradient outgrew the scale predicted from the
+        step before. Their bytes are in ``bytes_sent``.
     compute_seconds : float
         Time spent computing and compressing gradients.
     communicate_seconds : float
@@ -39,6 +44,7 @@ class CommunicationRecord:
     bytes_sent: int = 0
     float64_bytes: int = 0
     control_bytes: int = 0
+    exact_scale_rounds: int = 0
     compute_seconds: float = 0.0
     communicate_seconds: float = 0.0
 
@@ -183,6 +189,10 @@ class Backend(ABC):
                 "aggregation='mean'"
             )
         self.n_byzantine, self.attack = n_byzantine, attack
+        self.n_workers = n_workers
+        # The scale the workers agreed on for the next summed step; None: agree
+        # on the exact one (the MAX of their statistics) first.
+        self.agreed_scale = None
         self._start(
             X, y, sample_weight, n_workers=n_workers, batch_size=batch_size,
             compressor=compressor,
@@ -210,8 +220,9 @@ class Backend(ABC):
 
     def reseed(self, entropy):
         """Restart every worker's random stream and the aggregator's memory
-        (before each run of a fit)."""
+        (before each run of a fit); a run agrees on its first scale afresh."""
         self.aggregator.reset()
+        self.agreed_scale = None
         self.call("reseed", entropy)
 
     def compressor_states(self):
@@ -242,27 +253,64 @@ class Backend(ABC):
         vectors = [self.compressor.decompress(message, n_values) for message in messages]
         return self.aggregator.aggregate(vectors, self.compressor)
 
-    def sum_encoded(self, parts, scale, dtype):
-        """Add summable compressors' vectors in the order given; decode the sum.
+    def sum_encoded(self, parts):
+        """Add summable compressors' vectors in the order given, in their type.
 
         For integer vectors (:class:`~sklearn_relu.compression.IntSGD`) the sum
         is exact in any order, so this gives the same bits as MPI's integer
         ``Allreduce``. The sum stays in the wire type: the compressor chose its
-        levels so that it cannot overflow. ``dtype`` is the model's.
+        levels so that it cannot overflow.
         """
         total = parts[0].copy()
         for part in parts[1:]:
             total += part
-        return self.aggregator.from_sum(
-            self.compressor.decode_sum(total, scale, len(parts), dtype), len(parts),
-            self.compressor,
-        )
+        return total
 
-    def record_summands(self, n_workers, part_nbytes, n_values):
-        """Count one summed step: each worker's vector, and its scale statistic
-        (one float64) when the compressor needs a scale."""
-        extra = 8 if self.compressor.needs_scale else 0
-        self.record.add_messages([part_nbytes + extra] * n_workers, n_values)
+    def summed_step(self, params, update):
+        """One step of a summable compressor, the same on every backend.
+
+        The workers encode their gradients on the scale they agreed on in the
+        last step (:attr:`agreed_scale`), and their vectors are summed while
+        encoded. A compressor that needs a scale agrees on the exact one, the
+        MAX of the workers' statistics, on the first step, and again when the
+        sum says that a worker's gradient outgrew the agreed scale (the step is
+        then redone on the same gradients); otherwise the sum itself gives the
+        next step's scale. Each worker's bytes are counted as one message a
+        step: its vector (twice in a redone step) and its 8-byte statistic in a
+        step that agrees on the exact scale.
+        """
+        compressor, n_values = self.compressor, params.shape[0]
+        scale, sent, draw = self.agreed_scale, 0, True
+        if compressor.needs_scale and scale is None:
+            scale, draw = self._max_statistic(params, draw=True), False
+            sent += 8
+            self.record.exact_scale_rounds += 1
+        total, part_nbytes = self._sum_summands(scale, params, draw=draw)
+        sent += part_nbytes
+        if compressor.needs_scale:
+            if compressor.needs_exact_scale(total):
+                self.record.exact_scale_rounds += 1
+                scale = self._max_statistic(params, draw=False)
+                total, part_nbytes = self._sum_summands(scale, params, draw=False)
+                sent += 8 + part_nbytes
+            self.agreed_scale = compressor.next_scale(total, scale)
+        self.record.add_messages([sent] * self.n_workers, n_values)
+        gradient = self.aggregator.from_sum(
+            compressor.decode_sum(total, scale, self.n_workers, params.dtype),
+            self.n_workers, compressor,
+        )
+        return update(params, gradient)
+
+    def _max_statistic(self, params, draw):
+        """The MAX over workers of ``worker.gradient_statistic(params)`` (of
+        the gradient each worker kept, without ``draw``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sum encoded vectors")
+
+    def _sum_summands(self, scale, params, draw):
+        """The sum, in worker order, of ``worker.summand(scale, params)`` over
+        all workers (of the gradient each worker kept, without ``draw``), and
+        the bytes of one worker's vector."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sum encoded vectors")
 
     def stop(self):
         """Release the workers. Safe to call more than once."""

@@ -32,7 +32,7 @@ class InProcessBackend(Backend):
 
     def step(self, params, update):
         if self.compressor.summed_only:
-            return self._summed_step(params, update)
+            return self.summed_step(params, update)
         with Timer(self.record, "compute_seconds"):
             messages = [w.gradient_message(params) for w in self.workers]
         self.record.add_messages(messages, params.shape[0])
@@ -40,16 +40,17 @@ class InProcessBackend(Backend):
             gradient = self.sum_decoded(messages, params.shape[0])
         return update(params, gradient)
 
-    def _summed_step(self, params, update):
-        compressor = self.compressor
+    def _max_statistic(self, params, draw):
+        params = params if draw else None
         with Timer(self.record, "compute_seconds"):
-            statistics = [w.gradient_statistic(params) for w in self.workers]
-            scale = max(statistics) if compressor.needs_scale else None
-            parts = [w.summand(scale) for w in self.workers]
-        self.record_summands(len(parts), parts[0].nbytes, params.shape[0])
+            return max(w.gradient_statistic(params) for w in self.workers)
+
+    def _sum_summands(self, scale, params, draw):
+        params = params if draw else None
+        with Timer(self.record, "compute_seconds"):
+            parts = [w.summand(scale, params) for w in self.workers]
         with Timer(self.record, "communicate_seconds"):
-            gradient = self.sum_encoded(parts, scale, params.dtype)
-        return update(params, gradient)
+            return self.sum_encoded(parts), parts[0].nbytes
 
     def stop(self):
         self.workers = []

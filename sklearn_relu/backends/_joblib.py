@@ -397,7 +397,7 @@ class JoblibBackend(Backend):
 
     def step(self, params, update):
         if self.compressor.summed_only:
-            return self._summed_step(params, update)
+            return self.summed_step(params, update)
         start = time.perf_counter()
         messages, compute = self._request("gradient_message", (params,))
         self.record.add_messages(messages, params.shape[0])
@@ -408,18 +408,24 @@ class JoblibBackend(Backend):
         self.record.communicate_seconds += time.perf_counter() - start - compute
         return update(params, gradient)
 
-    def _summed_step(self, params, update):
-        # Two round trips: the workers' scale statistics, then, once the scale
-        # is agreed, their encoded vectors, summed here in worker order.
-        compressor = self.compressor
+    # Each primitive is one round trip; a step of a compressor that needs a
+    # scale takes one (the agreed scale) or two (the exact one first).
+    def _max_statistic(self, params, draw):
+        params = params if draw else None
         start = time.perf_counter()
         statistics, compute = self._request("gradient_statistic", (params,))
-        scale = max(statistics) if compressor.needs_scale else None
-        parts, encode = self._request("summand", (scale,), message=True)
-        self.record_summands(len(parts), parts[0].nbytes, params.shape[0])
-        gradient = self.sum_encoded(parts, scale, params.dtype)
-        self.record.compute_seconds += compute + encode
-        self.record.communicate_seconds += (
-            time.perf_counter() - start - compute - encode
-        )
-        return update(params, gradient)
+        self.record.compute_seconds += compute
+        self.record.communicate_seconds += time.perf_counter() - start - compute
+        return max(statistics)
+
+    def _sum_summands(self, scale, params, draw):
+        params = params if draw else None
+        start = time.perf_counter()
+        parts, compute = self._request("summand", (scale, params), message=True)
+        sizes = {(part.shape, part.dtype.str) for part in parts}
+        if len(sizes) != 1:
+            raise WorkerError(f"workers sent vectors of different shapes to sum: {sizes}")
+        total = self.sum_encoded(parts)
+        self.record.compute_seconds += compute
+        self.record.communicate_seconds += time.perf_counter() - start - compute
+        return total, parts[0].nbytes

@@ -200,6 +200,17 @@ class MPIBackend(Backend):
     def size(self):
         return self._comm.Get_size()
 
+    def sum_over_ranks(self, values):
+        """The sum over all ranks of a float64 array, on every rank.
+
+        For launchers that report figures over every rank's rows (the command
+        line's scores under ``data="local"``); floats are added in MPI's order.
+        """
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        total = np.empty_like(values)
+        self._comm.Allreduce(values, total, op=self._MPI.SUM)
+        return total
+
     # -- agreement before the fit ------------------------------------------------
     def resolve_n_workers(self, n_workers):
         size = self.size
@@ -466,6 +477,12 @@ class MPIBackend(Backend):
             if time.perf_counter() - start > _SPIN_SECONDS:
                 time.sleep(_POLL_SECONDS)
 
+    def _before_collective(self):
+        """Called by every rank once its part of a step is computed, before the
+        step's first collective. A measurement hook (the scaling benchmark
+        synchronizes the ranks here, to time the network apart from waiting
+        for ranks still computing); nothing by default."""
+
     def _agree_on_status(self, nbytes, error):
         """Exchange every rank's message size, or -1 from a rank that failed."""
         comm = self._comm
@@ -540,15 +557,17 @@ class MPIBackend(Backend):
         # Every rank holds the same entropy (the estimator's random stream is
         # common), so each reseeds its own worker without talking.
         self.aggregator.reset()
+        self.agreed_scale = None
         self._worker.reseed(entropy)
 
     def step(self, params, update):
         if self._topology == "allreduce":
-            return self._allreduce_step(params, update)
+            return self.summed_step(params, update)
         comm, MPI = self._comm, self._MPI
         start = time.perf_counter()
         message, error = self._local("gradient_message", params)
         computed = time.perf_counter()
+        self._before_collective()
         nbytes = 0 if message is None else len(message)
         sizes = self._agree_on_status(nbytes, error)
         displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -581,55 +600,51 @@ class MPIBackend(Backend):
         self.record.communicate_seconds += time.perf_counter() - computed
         return params
 
-    def _allreduce_step(self, params, update):
-        """Sum the workers' encoded vectors with ``Allreduce``; every rank steps.
-
-        No size exchange precedes it: a rank whose gradient failed takes part
-        with a poisoned contribution instead (an infinite scale statistic, or a
-        NaN float vector), so that every rank sees the failure in the result
-        and raises, rather than waiting for it in a collective.
-        """
-        comm, MPI, compressor = self._comm, self._MPI, self.compressor
-        n_workers = comm.Get_size()
+    # The summed step (Backend.summed_step) over MPI's Allreduce. No status
+    # exchange precedes a collective: a rank whose gradient failed takes part
+    # with a poisoned contribution instead (an infinite statistic, or the
+    # compressor's failed vector), so that every rank sees the failure in the
+    # result and raises, rather than waiting for it in a collective.
+    def _max_statistic(self, params, draw):
+        comm, MPI = self._comm, self._MPI
         start = time.perf_counter()
-        statistic, error = self._local("gradient_statistic", params)
+        statistic, error = self._local("gradient_statistic", params if draw else None)
         compute = time.perf_counter() - start
-        scale = None
-        if compressor.needs_scale:
-            agreed = np.array([math.inf if error is not None else statistic])
-            self._wait(comm.Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX))
-            if error is not None:
-                raise error
-            scale = float(agreed[0])
-            if not math.isfinite(scale):
-                raise RemoteWorkerError(
-                    "another MPI rank failed to compute its gradient during the "
-                    "fit; see the error reported by that rank"
-                )
-        encoded = time.perf_counter()
-        if error is None:
-            part = self._worker.summand(scale)
-        else:  # float vectors only: integer ones stopped above
-            part = np.full(params.shape[0], np.nan, dtype=params.dtype)
-        compute += time.perf_counter() - encoded
-        total = np.empty_like(part)
-        self._wait(comm.Iallreduce(part, total, op=MPI.SUM))
+        self._before_collective()
+        agreed = np.array([math.inf if error is not None else statistic])
+        self._wait(comm.Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX))
+        self.record.compute_seconds += compute
+        self.record.communicate_seconds += time.perf_counter() - start - compute
         if error is not None:
             raise error
-        self.record_summands(n_workers, part.nbytes, params.shape[0])
-        gradient = self.aggregator.from_sum(
-            compressor.decode_sum(total, scale, n_workers, params.dtype), n_workers,
-            compressor,
-        )
-        if not np.all(np.isfinite(gradient)):
+        if not math.isfinite(agreed[0]):
+            raise RemoteWorkerError(
+                "another MPI rank failed to compute its gradient during the "
+                "fit; see the error reported by that rank"
+            )
+        return float(agreed[0])
+
+    def _sum_summands(self, scale, params, draw):
+        comm, MPI, compressor = self._comm, self._MPI, self.compressor
+        start = time.perf_counter()
+        part, error = self._local("summand", scale, params if draw else None)
+        if error is not None:
+            part = compressor.failed_summand(params.shape[0], params.dtype)
+        compute = time.perf_counter() - start
+        self._before_collective()
+        total = np.empty_like(part)
+        self._wait(comm.Iallreduce(part, total, op=MPI.SUM))
+        self.record.compute_seconds += compute
+        self.record.communicate_seconds += time.perf_counter() - start - compute
+        if error is not None:
+            raise error
+        if compressor.sum_failed(total):
             raise RemoteWorkerError(
                 "the summed gradient is not finite: another MPI rank failed (see "
                 "its error) or the gradients overflowed; if SGD diverged, use "
                 "learning_rate='auto' or a smaller learning_rate"
             )
-        self.record.compute_seconds += compute
-        self.record.communicate_seconds += time.perf_counter() - start - compute
-        return update(params, gradient)
+        return total, part.nbytes
 
     def _master_update(self, params, decode_and_update):
         """Rank 0 steps and broadcasts the model; a failed step reaches all ranks."""

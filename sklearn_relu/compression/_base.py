@@ -34,10 +34,13 @@ class Compressor(ABC):
 
     #: Whether the workers' encoded vectors can be summed while compressed
     #: (by an allreduce): such a compressor also has ``scale_statistic``,
-    #: ``encode`` and ``decode_sum``.
+    #: ``encode``, ``decode_sum``, and ``failed_summand`` / ``sum_failed`` (what
+    #: a failed worker adds so that the others see it in the sum).
     summable = False
-    #: Whether the workers must agree on a scale before encoding (the MAX over
-    #: workers of ``scale_statistic``); only for summable compressors.
+    #: Whether the workers must agree on a scale before encoding: the MAX over
+    #: workers of ``scale_statistic`` at first, then the one ``next_scale``
+    #: derives from the last sum, unless ``needs_exact_scale`` says a worker
+    #: outgrew it; only for summable compressors.
     needs_scale = False
     #: Whether only the sum of the workers' vectors can be decoded (no
     #: self-describing per-worker message exists).

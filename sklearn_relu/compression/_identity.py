@@ -39,6 +39,14 @@ class Identity(Compressor):
     def decode_sum(self, total, scale, n_workers, dtype=None):
         return total if dtype is None else total.astype(dtype, copy=False)
 
+    def failed_summand(self, n_values, dtype=np.float64):
+        """NaN: a sum with a failed worker's vector is not finite."""
+        return np.full(n_values, np.nan, dtype=dtype)
+
+    def sum_failed(self, total):
+        """Whether a worker failed (or the gradients overflowed)."""
+        return not np.all(np.isfinite(total))
+
     def compress(self, vector, random_state=None):
         vector = _as_vector(vector)
         little = vector.astype(vector.dtype.newbyteorder("<"), copy=False)

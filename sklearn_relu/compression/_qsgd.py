@@ -60,9 +60,11 @@ def check_quantizer_params(bits, bucket_size, encoding):
     """Raise ``ValueError`` for a bad QSGD ``bits``, ``bucket_size`` or ``encoding``.
 
     The estimator checks them whatever its solver, so that a bad value is
-    reported even where it is not used yet.
+    reported even where it is not used yet; ``bits=None`` skips ``bits`` (a
+    solver that reads it with another range checked it already).
     """
-    _check_bits(bits)
+    if bits is not None:
+        _check_bits(bits)
     _check_bucket_size(bucket_size)
     if encoding not in _MAGICS:
         raise ValueError(f"encoding must be one of {sorted(_MAGICS)}, got {encoding!r}")
@@ -165,6 +167,7 @@ class QSGD(Compressor):
     """
 
     def __init__(self, bits=8, bucket_size=None, encoding="packed"):
+        _check_bits(bits)
         check_quantizer_params(bits, bucket_size, encoding)
         self.bits = int(bits)
         self.bucket_size = None if bucket_size is None else int(bucket_size)

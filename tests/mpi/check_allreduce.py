@@ -19,6 +19,8 @@ from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._worker import shard_bounds
 from sklearn_relu.backends import MPIBackend
 from sklearn_relu.backends._mpi import RemoteWorkerError
+from sklearn_relu.compression import IntSGD
+from sklearn_relu.compression._intsgd import TRAILER_LENGTH
 
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
@@ -67,7 +69,26 @@ for bits in (8, 16, 32):
         assert est.loss_curve_ == reference.loss_curve_
         got, want = est.comm_record_, reference.comm_record_
         assert (got.n_messages, got.bytes_sent) == (want.n_messages, want.bytes_sent)
-        assert got.bytes_sent == got.n_messages * ((X.shape[1] + 1) * bits // 8 + 8)
+        # Each step every rank's integers and trailer; in a step that agreed on
+        # the exact scale its 8-byte maximum too, and the integers again when
+        # the step was redone (every one but the first).
+        part = (X.shape[1] + 1 + TRAILER_LENGTH) * bits // 8
+        exact = got.exact_scale_rounds
+        assert exact >= 1
+        assert got.bytes_sent == size * (est.t_ * part + exact * 8 + (exact - 1) * part)
+
+
+class NoHeadroom(IntSGD):
+    """No room for the scale to grow: many steps are redone on the exact one."""
+
+    headroom = 1.0
+
+
+est = fit("mpi", solver=NoHeadroom()).fit(X, y)
+reference = fit("inprocess", solver=NoHeadroom(), n_workers=size).fit(X, y)
+np.testing.assert_array_equal(est.coef_, reference.coef_)
+assert est.comm_record_.exact_scale_rounds == reference.comm_record_.exact_scale_rounds
+assert est.comm_record_.exact_scale_rounds > est.t_ / 4
 est = fit("mpi", solver="intsgd", fit_intercept=False, max_iter=200, tol=1e-4).fit(X, y)
 same_on_every_rank(est.coef_)
 assert np.linalg.norm(est.coef_ - w_star) / np.linalg.norm(w_star) < 1e-6
@@ -100,18 +121,23 @@ for backend, solver, match in (
     else:
         raise AssertionError(f"{solver} over {backend.topology} was accepted")
 
-# A rank whose gradient fails: every rank raises (no hang), also when caught.
-for solver in ("sgd", "intsgd"):
+# A rank whose gradient fails: every rank raises (no hang), also when caught;
+# in IntSGD's first step (the exact scale's MAX) and in a later one (the
+# integers alone).
+for solver, failing_draw in (("sgd", 0), ("intsgd", 0), ("intsgd", 3)):
     est = fit(MPIBackend(topology="allreduce"), solver=solver, max_iter=2)
     if rank == size - 1:
         from sklearn_relu._worker import ShardWorker
 
-        original = ShardWorker.gradient_statistic
+        original = ShardWorker._draw_gradient
+        draws = iter(range(10**6))
 
-        def failing(self, params):
-            raise ArithmeticError("injected failure on the last rank")
+        def failing(self, params, _draws=draws, _at=failing_draw):
+            if next(_draws) >= _at:
+                raise ArithmeticError("injected failure on the last rank")
+            return original(self, params)
 
-        ShardWorker.gradient_statistic = failing
+        ShardWorker._draw_gradient = failing
     try:
         est.fit(X, y)
     except ArithmeticError:
@@ -124,7 +150,7 @@ for solver in ("sgd", "intsgd"):
         raise AssertionError("a failing rank went unnoticed")
     finally:
         if rank == size - 1:
-            ShardWorker.gradient_statistic = original
+            ShardWorker._draw_gradient = original
 comm.Barrier()
 
 # data="local": each rank passes only its own rows. With data="all"'s shards
