@@ -317,3 +317,7 @@ def test_robust_rules_keep_the_dtype_and_combine_statistics_as_a_total():
     np.testing.assert_array_equal(CoordinateMedian().combine_statistics(statistics), [3.0, 30.0])
     np.testing.assert_array_equal(Mean().combine_statistics(statistics), [-48.0, 1e9 + 20])
     np.testing.assert_array_equal(MajorityVote().combine_statistics(statistics), [3.0, 30.0])
+    # In the statistics' type, as MPI's reduce returns them.
+    single = [s.astype(np.float32) for s in statistics]
+    assert CoordinateMedian().combine_statistics(single).dtype == np.float32
+    assert MajorityVote().combine_statistics(single).dtype == np.float32

@@ -138,7 +138,10 @@ class RobustAggregator(Aggregator):
 
     def combine_statistics(self, statistics):
         points = np.array(statistics, dtype=np.float64)
-        return points.shape[0] * self.center(points)
+        # In the statistics' type (float32 for some), as MPI's reduce returns it.
+        return (points.shape[0] * self.center(points)).astype(
+            np.asarray(statistics[0]).dtype, copy=False
+        )
 
     def max_byzantine(self, n_workers):
         # Fewer than half.

@@ -43,7 +43,9 @@ class MajorityVote(SumAggregator):
 
     def combine_statistics(self, statistics):
         points = np.array(statistics, dtype=np.float64)
-        return points.shape[0] * np.median(points, axis=0)
+        return (points.shape[0] * np.median(points, axis=0)).astype(
+            np.asarray(statistics[0]).dtype, copy=False
+        )
 
     def max_byzantine(self, n_workers):
         return (n_workers - 1) // 2
