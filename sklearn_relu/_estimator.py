@@ -29,6 +29,7 @@ from ._step_size import auto_learning_rate, measure_curvature
 from ._stopping import LossPlateau, ValidationPlateau
 from ._worker import TrainingSet
 from .aggregation import get_aggregator
+from .attacks import get_attack
 from .backends import get_backend
 from .compression import check_quantizer_params, get_compressor
 
@@ -109,11 +110,27 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         (:class:`~sklearn_relu.compression.ErrorFeedback`). With
         ``"signsgd"`` it sends the scaled sign ``||p||_1 / d * sign(p)``
         (EF-signSGD), a step in gradient units.
-    aggregation : {"mean", "majority"} or Aggregator, default="mean"
+    aggregation : {"mean", "majority", "geometric_median", "bgmd", "median", \
+            "trimmed_mean", "krum", "centered_clip"} or Aggregator, default="mean"
         How the workers' decoded vectors combine: their mean (for gradients,
         the batch gradient), or ``"majority"``, the sign of their sum (with
-        signs, a majority vote; a tie votes +1). See
-        :mod:`sklearn_relu.aggregation`.
+        signs, a majority vote; a tie votes +1), or a Byzantine-robust rule:
+        the geometric median, its block-coordinate version with memory
+        (BGMD), the coordinate-wise median or trimmed mean, Krum, or centered
+        clipping. A robust rule combines the workers' start statistics too.
+        See :mod:`sklearn_relu.aggregation` and :doc:`/robust`.
+    n_byzantine : int, default=0
+        Workers ``0 .. n_byzantine - 1`` are Byzantine: they send ``attack``'s
+        version of every vector (gradients, before their compressor encodes
+        them, and their start statistics and losses). Must be below the
+        number the ``aggregation`` rule withstands (its breakdown point);
+        with ``"mean"``, which withstands none, a fit warns.
+    attack : {"sign_flip", "scaled", "gaussian", "zero"}, Attack or callable, \
+            default="sign_flip"
+        What the Byzantine workers send: ``-g``, ``-4 g``, ``N(0, 100^2)``
+        noise a coordinate, zeros, an :class:`~sklearn_relu.attacks.Attack`
+        (``Scaled(c=10)``), or ``attack(vector, rng) -> vector`` with the
+        worker's own random generator. Unused when ``n_byzantine=0``.
     batch_size : int or "auto", default="auto"
         Points per step over all workers; ``"auto"`` is ``min(200, n_samples)``.
         Larger values are clipped to the number of training samples.
@@ -263,6 +280,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         k=0.1,
         error_feedback=False,
         aggregation="mean",
+        n_byzantine=0,
+        attack="sign_flip",
         batch_size="auto",
         learning_rate="auto",
         max_iter=200,
@@ -289,6 +308,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.k = k
         self.error_feedback = error_feedback
         self.aggregation = aggregation
+        self.n_byzantine = n_byzantine
+        self.attack = attack
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -405,6 +426,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         _check_int("n_iter_no_change", self.n_iter_no_change, 1)
         _check_int("n_ensemble", self.n_ensemble, 1)
         _check_int("n_workers", self.n_workers, 1, allow_none=True)
+        _check_int("n_byzantine", self.n_byzantine, 0)
+        get_attack(self.attack)
         if not (
             isinstance(self.validation_fraction, numbers.Real)
             and 0 < self.validation_fraction < 1
@@ -474,6 +497,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # Private until the fit succeeds: a public ``n_workers_`` would make a
         # failed first fit look fitted to check_is_fitted.
         self._n_workers = backend.resolve_n_workers(self.n_workers)
+        aggregator.check_byzantine(self.n_byzantine, self._n_workers)
         # Before rng is first used: resuming sets it back to where it started.
         checkpoint = open_checkpoint(self, backend, rng, shared, partial, continuing)
         validating = self.early_stopping and not partial
@@ -498,6 +522,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         backend.start(
             data.X, data.y, data.sample_weight, n_workers=self._n_workers,
             batch_size=batch_size, compressor=compressor, aggregator=aggregator,
+            n_byzantine=self.n_byzantine, attack=get_attack(self.attack),
         )
         try:
             if checkpoint is not None:
@@ -624,9 +649,12 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             self._sign_step = sign_step
             return params, HalvingStep(sign_step, first=first)
         delta = compressor.variance_factor(params.shape[0], self._n_workers)
+        # A rule with memory (BGMD) delays part of the aggregated step, not of
+        # one worker's: its factor is not averaged over the workers.
+        memory = get_aggregator(self.aggregation).variance_factor(params.shape[0])
         return params, ConstantStep(auto_learning_rate(
             curvature, batch_size, variance_factor=delta, n_workers=self._n_workers
-        ))
+        ) / (1 + memory))
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,

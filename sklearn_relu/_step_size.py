@@ -92,6 +92,15 @@ def measure_curvature(reduce, params, random_state):
         # derivative is 1/2, so that the step stays finite and meaningful.
         params = np.zeros_like(params)
         weighted_norms, active, total, all_norms = reduce("curvature", params)
+    if not (active > 0 and total > 0):
+        # Honest shards always report rows, and at zero all of them active:
+        # only workers that lie (Byzantine, under a rule without defence)
+        # report otherwise.
+        raise ValueError(
+            "learning_rate='auto' cannot measure a curvature: the workers report "
+            f"{total:.3g} rows, {active:.3g} of them active; with Byzantine workers "
+            "use a robust aggregation, or give a learning_rate"
+        )
     mean_row_norm = max(weighted_norms / active, all_norms / total)
     vector = random_state.standard_normal(params.shape[0])
     eigenvalue = 0.0

@@ -5,6 +5,7 @@ calls the methods below by name and never does arithmetic on the data itself.
 """
 
 import copy
+import functools
 import hashlib
 from dataclasses import dataclass, replace
 
@@ -73,12 +74,13 @@ def shard_bounds(n_samples, n_workers, index):
 
 
 def worker_arguments(
-    X, y, sample_weight, *, index, n_workers, batch_size, compressor
+    X, y, sample_weight, *, index, n_workers, batch_size, compressor, attack=None
 ):
     """Keyword arguments of worker ``index``'s :class:`ShardWorker` on the full data.
 
     The shard is a view of ``index``'s rows (nothing is copied); every backend
-    builds its workers from this, wherever it then sends them.
+    builds its workers from this, wherever it then sends them. ``attack`` is
+    this worker's (None for an honest one).
     """
     start, stop = shard_bounds(X.shape[0], n_workers, index)
     return dict(
@@ -90,6 +92,7 @@ def worker_arguments(
         n_samples=X.shape[0],
         batch_size=batch_size,
         compressor=compressor,
+        attack=attack,
     )
 
 
@@ -97,6 +100,17 @@ def batch_share(batch_size, n_workers, index):
     """How many of the ``batch_size`` points of a step worker ``index`` draws."""
     base, extra = divmod(batch_size, n_workers)
     return base + (index < extra)
+
+
+def _sent(statistic):
+    """Mark a shard statistic as sent to the other workers: a Byzantine worker
+    sends its attack's version of it."""
+
+    @functools.wraps(statistic)
+    def sent(self, *args):
+        return self._send(statistic(self, *args))
+
+    return sent
 
 
 class ShardWorker:
@@ -120,17 +134,22 @@ class ShardWorker:
     compressor : Compressor
         Copied: the worker owns its copy and the state it keeps from step to
         step (error-feedback memory, momentum), on every backend alike.
+    attack : Attack or None, default=None
+        Makes this worker Byzantine: every vector it sends (its gradient,
+        before the compressor encodes it, and its exact statistics) is
+        ``attack(vector, rng)``, with a random stream of the worker's own.
     """
 
     def __init__(
         self, X, y, sample_weight, *, index, n_workers, n_samples, batch_size,
-        compressor,
+        compressor, attack=None,
     ):
         self.X, self.y, self.sample_weight = X, y, sample_weight
         self.index = index
         self.n_workers = n_workers
         self.n_samples = n_samples
         self.compressor = copy.deepcopy(compressor)
+        self.attack = attack
         self.batch_size = batch_share(batch_size, n_workers, index)
         # E[sum over workers] = sum_w (n_w / n) * (shard mean) = full mean, even
         # when shards or shares differ by one row.
@@ -141,6 +160,11 @@ class ShardWorker:
         """Restart this worker's random stream from ``(entropy, index)``."""
         seed = np.random.SeedSequence(entropy, spawn_key=(self.index,))
         self._rng = np.random.default_rng(seed)
+        # Its own stream, so that an attack leaves the batches and the
+        # quantization noise as an honest worker would draw them.
+        self._attack_rng = np.random.default_rng(
+            np.random.SeedSequence(entropy, spawn_key=(self.index, 1))
+        )
         self._batch_loss = np.zeros(2)
         self.compressor.reset()
 
@@ -201,6 +225,7 @@ class ShardWorker:
             )
         if not np.isfinite(gradient).all():
             raise divergence_error("the gradient overflowed")
+        gradient = self._send(gradient)
         # Per draw, not per unit of weight: weights are scaled to mean 1, so this
         # estimates the same mean loss, and a batch whose rows all weigh zero
         # adds 0/1 rather than making the epoch's mean 0/0.
@@ -233,12 +258,21 @@ class ShardWorker:
             self._pending = self._draw_gradient(params)
         return self.compressor.encode(self._pending, scale, self.n_workers, self._rng)
 
+    def _send(self, vector):
+        """What this worker sends for ``vector``: the attack's version of it
+        if the worker is Byzantine."""
+        if self.attack is None:
+            return vector
+        return self.attack(np.asarray(vector), self._attack_rng)
+
+    @_sent
     def batch_loss(self):
         """``[loss_sum, draws]`` of the batches since the last call; resets."""
         out, self._batch_loss = self._batch_loss, np.zeros(2)
         return out
 
     # Exact shard statistics, summed over workers by the backend's ``reduce``.
+    @_sent
     def gradient(self, params):
         """This shard's part of the full training gradient at ``params``."""
         rows = np.arange(self.X.shape[0])
@@ -246,15 +280,19 @@ class ShardWorker:
             self.X, self.y, self.sample_weight, params, rows, 1.0 / self.n_samples
         )[0]
 
+    @_sent
     def moments(self, center):
         return shard_moments(self.X, self.y, self.sample_weight, center)
 
+    @_sent
     def line_search(self, direction):
         return shard_line_search(self.X, self.y, self.sample_weight, direction)
 
+    @_sent
     def curvature(self, params):
         return shard_curvature(self.X, self.sample_weight, params)
 
+    @_sent
     def hessian_matvec(self, params, vector):
         # The power iteration needs a few digits of the largest eigenvalue, not
         # sixteen: float32 halves what the start sends (8 vectors of d values).
@@ -262,6 +300,7 @@ class ShardWorker:
             self.X, self.sample_weight, params, vector
         ).astype(np.float32)
 
+    @_sent
     def loss(self, params):
         # An overflow is reported by the caller, which sees the infinite sum.
         with np.errstate(over="ignore", invalid="ignore"):

@@ -94,7 +94,9 @@ def test_a_warm_start_continues_the_sign_schedule_and_the_momentum():
         (dict(solver="signum", momentum=-0.1),
          r"momentum must be a float in \[0, 1\), got -0.1"),
         (dict(solver="topk", k=0), "k must be an integer >= 1 or a fraction in"),
-        (dict(aggregation="vote"), r"aggregation must be one of \['majority', 'mean'\]"),
+        (dict(aggregation="vote"),
+         r"aggregation must be one of \['bgmd', 'centered_clip', 'geometric_median', "
+         r"'krum', 'majority', 'mean', 'median', 'trimmed_mean'\]"),
     ],
 )
 def test_bad_method_parameters_are_rejected(params, match):

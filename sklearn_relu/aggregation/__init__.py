@@ -4,18 +4,38 @@
 ``register_aggregator(name, factory)`` (``factory()`` returns a fresh
 aggregator) or an :class:`Aggregator` instance. Every aggregator sees the
 workers' vectors in worker order, so that every backend gives the same bits.
+
+``"mean"`` and ``"majority"`` depend on the messages only through their sum;
+the robust rules (``"geometric_median"``, ``"bgmd"``, ``"median"``,
+``"trimmed_mean"``, ``"krum"``, ``"centered_clip"``) need every message and
+withstand a minority of Byzantine workers (see :doc:`/robust`).
 """
 
 from .._registry import Registry
-from ._base import Aggregator
+from ._base import Aggregator, RobustAggregator, SumAggregator
+from ._bgmd import BlockGeometricMedian
+from ._centered_clip import CenteredClip
+from ._geometric_median import GeometricMedian, geometric_median
+from ._krum import Krum
 from ._majority import MajorityVote
 from ._mean import Mean
+from ._median import CoordinateMedian
+from ._trimmed_mean import TrimmedMean
 
 __all__ = [
     "Aggregator",
+    "BlockGeometricMedian",
+    "CenteredClip",
+    "CoordinateMedian",
+    "GeometricMedian",
+    "Krum",
     "MajorityVote",
     "Mean",
+    "RobustAggregator",
+    "SumAggregator",
+    "TrimmedMean",
     "available_aggregators",
+    "geometric_median",
     "get_aggregator",
     "register_aggregator",
 ]
@@ -40,3 +60,9 @@ def get_aggregator(aggregation):
 
 register_aggregator("mean", Mean)
 register_aggregator("majority", MajorityVote)
+register_aggregator("geometric_median", GeometricMedian)
+register_aggregator("bgmd", BlockGeometricMedian)
+register_aggregator("median", CoordinateMedian)
+register_aggregator("trimmed_mean", TrimmedMean)
+register_aggregator("krum", Krum)
+register_aggregator("centered_clip", CenteredClip)

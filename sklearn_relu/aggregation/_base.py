@@ -1,26 +1,116 @@
-"""The aggregator interface."""
+"""The aggregator interface, and the two families behind it.
 
+A :class:`SumAggregator` depends on the workers' messages only through their
+sum, which a backend may compute while the messages are compressed (an
+allreduce). A :class:`RobustAggregator` needs every message: it takes a robust
+centre of the workers' vectors, so that a minority of Byzantine workers cannot
+move the step arbitrarily (see :doc:`/robust`).
+"""
+
+import warnings
 from abc import ABC, abstractmethod
 
-__all__ = ["Aggregator"]
+import numpy as np
+
+__all__ = ["Aggregator", "RobustAggregator", "SumAggregator"]
 
 
 class Aggregator(ABC):
     """Combines the workers' decoded vectors (in worker order) into the step
-    direction.
+    direction, and the workers' exact statistics (the start's, the losses)
+    into one.
 
-    Both aggregators here are functions of the workers' sum, which a backend
-    may have computed while the vectors were compressed (an allreduce): they
-    implement :meth:`from_sum`, and :meth:`aggregate` adds the vectors in
-    worker order first.
+    Every rule is deterministic: given the same vectors in the same order, it
+    returns the same bits on every backend and every MPI rank.
     """
 
     #: Whether the direction is a sign (``+1`` or ``-1`` a coordinate), so that
     #: a master can send it back as one bit a coordinate.
     returns_signs = False
+    #: Whether the direction depends on the messages only through their sum
+    #: (:meth:`SumAggregator.from_sum`): only then may a backend sum the
+    #: messages while compressed (MPI's allreduce, IntSGD).
+    summable = False
+    #: The largest share of Byzantine workers the rule withstands, in words
+    #: (for error messages and the documentation).
+    breakdown_point = "0"
 
+    @abstractmethod
     def aggregate(self, vectors, compressor):
         """The direction from the workers' decoded vectors, in worker order."""
+
+    def combine_statistics(self, statistics):
+        """The total of the workers' exact statistics (one 1-D array each, in
+        worker order): their sum, added in worker order."""
+        total = np.array(statistics[0], copy=True)
+        for statistic in statistics[1:]:
+            total += statistic
+        return total
+
+    def max_byzantine(self, n_workers):
+        """The most Byzantine workers among ``n_workers`` the rule withstands."""
+        return 0
+
+    def check_byzantine(self, n_byzantine, n_workers):
+        """Raise a ``ValueError`` if ``n_byzantine`` of ``n_workers`` workers is
+        at or beyond the rule's breakdown point."""
+        if n_byzantine >= n_workers:
+            raise ValueError(
+                f"n_byzantine={n_byzantine} must be below n_workers={n_workers}: "
+                "at least one worker must be honest"
+            )
+        tolerated = self.max_byzantine(n_workers)
+        if n_byzantine > tolerated:
+            raise ValueError(
+                f"aggregation={self!r} withstands at most {tolerated} Byzantine "
+                f"worker(s) of {n_workers} (breakdown point {self.breakdown_point}); "
+                f"n_byzantine={n_byzantine} is at or beyond it"
+            )
+
+    def reset(self):
+        """Forget the state of earlier steps (a new run starts)."""
+
+    def get_state(self):
+        """What the aggregator keeps from step to step (a 1-D float64 array), or
+        None when it keeps nothing. A checkpoint saves it and a resumed fit
+        hands it to :meth:`set_state`."""
+        return None
+
+    def set_state(self, state):
+        """Continue from ``state``, which :meth:`get_state` returned."""
+
+    def variance_factor(self, n_values):
+        """What a rule with memory delays of each step, relative to the step's
+        squared norm: ``learning_rate="auto"`` plans for it as for a
+        compressor's error feedback (0 for a rule without memory)."""
+        return 0.0
+
+    def sign_units(self, compressor):
+        """Whether the direction is a unit per coordinate (the sign schedule's
+        business) rather than a gradient."""
+        return self.returns_signs or compressor.sign_units
+
+    def _parameters(self):
+        return {}
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self._parameters().items())
+        return f"{type(self).__name__}({arguments})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._parameters() == other._parameters()
+
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(self._parameters().items()))))
+
+
+class SumAggregator(Aggregator):
+    """A function of the workers' sum: :meth:`aggregate` adds the vectors in
+    worker order and hands the sum to :meth:`from_sum`."""
+
+    summable = True
+
+    def aggregate(self, vectors, compressor):
         total = vectors[0].copy()
         for vector in vectors[1:]:
             total += vector
@@ -30,25 +120,50 @@ class Aggregator(ABC):
     def from_sum(self, total, n_workers, compressor):
         """The direction from the sum of ``n_workers`` decoded vectors."""
 
-    def get_state(self):
-        """What the aggregator keeps from step to step (a 1-D float64 array), or
-        None when it keeps nothing, as the aggregators here. A checkpoint saves
-        it and a resumed fit hands it to :meth:`set_state`."""
-        return None
 
-    def set_state(self, state):
-        """Continue from ``state``, which :meth:`get_state` returned."""
+class RobustAggregator(Aggregator):
+    """A robust centre of the workers' vectors, scaled as their mean would be.
 
-    def sign_units(self, compressor):
-        """Whether the direction is a unit per coordinate (the sign schedule's
-        business) rather than a gradient."""
-        return self.returns_signs or compressor.sign_units
+    Subclasses implement :meth:`center` on a 2-D float64 array, one row a
+    worker. For gradients (each worker's message is its share of the batch
+    gradient) the direction is ``n_workers`` times the centre, as the mean's
+    is the sum; for signs it is the centre itself
+    (:meth:`~sklearn_relu.compression.Compressor.mean_of_sum`). The workers'
+    exact statistics are combined the same way: ``n_workers`` times their
+    centre, so that a Byzantine worker cannot steer the start either.
+    """
 
-    def __repr__(self):
-        return f"{type(self).__name__}()"
+    breakdown_point = "1/2"
 
-    def __eq__(self, other):
-        return type(self) is type(other)
+    @abstractmethod
+    def center(self, points):
+        """The robust centre of ``points``, an ``(n, d)`` float64 array."""
 
-    def __hash__(self):
-        return hash(type(self))
+    def aggregate(self, vectors, compressor):
+        points = np.array(vectors, dtype=np.float64)
+        n_workers = points.shape[0]
+        direction = compressor.mean_of_sum(n_workers * self.center(points), n_workers)
+        return direction.astype(vectors[0].dtype, copy=False)
+
+    def combine_statistics(self, statistics):
+        points = np.array(statistics, dtype=np.float64)
+        # In the statistics' type (float32 for some), as MPI's reduce returns it.
+        return (points.shape[0] * self.center(points)).astype(
+            np.asarray(statistics[0]).dtype, copy=False
+        )
+
+    def max_byzantine(self, n_workers):
+        # Fewer than half.
+        return (n_workers - 1) // 2
+
+
+def warn_no_defence(aggregator, n_byzantine):
+    """The mean's check: any Byzantine worker moves it arbitrarily, but running
+    it under attack is how one sees that, so it warns rather than refuses."""
+    if n_byzantine > 0:
+        warnings.warn(
+            f"aggregation={aggregator!r} has breakdown point 0: a single "
+            f"Byzantine worker can move it arbitrarily, and n_byzantine="
+            f"{n_byzantine}. Use a robust rule such as 'geometric_median'.",
+            UserWarning,
+        )

@@ -4,18 +4,25 @@ ICLR 2019)."""
 
 import numpy as np
 
-from ._base import Aggregator
+from ._base import SumAggregator
 
 __all__ = ["MajorityVote"]
 
 
-class MajorityVote(Aggregator):
+class MajorityVote(SumAggregator):
     """The sign of the sum of the workers' vectors, coordinate by coordinate.
 
     With :class:`~sklearn_relu.compression.SignSGD` each worker votes with its
     sign. A tie (an even number of workers split evenly) votes ``+1``, so the
     vote is one bit a coordinate: in MPI's master-worker topology rank 0 sends
     it back as ``ceil(d / 8)`` bytes.
+
+    The vote is its own defence against fewer than half Byzantine workers
+    (breakdown point 1/2): a coordinate's sign follows the honest majority
+    when the honest workers mostly agree. The workers' exact statistics (the
+    start) are combined by its real-valued counterpart, ``n_workers`` times
+    their coordinate-wise median (the sign of the median of an odd number of
+    values is the majority of their signs).
 
     Examples
     --------
@@ -29,6 +36,16 @@ class MajorityVote(Aggregator):
     """
 
     returns_signs = True
+    breakdown_point = "1/2"
 
     def from_sum(self, total, n_workers, compressor):
         return np.where(total >= 0, 1.0, -1.0).astype(total.dtype)
+
+    def combine_statistics(self, statistics):
+        points = np.array(statistics, dtype=np.float64)
+        return (points.shape[0] * np.median(points, axis=0)).astype(
+            np.asarray(statistics[0]).dtype, copy=False
+        )
+
+    def max_byzantine(self, n_workers):
+        return (n_workers - 1) // 2

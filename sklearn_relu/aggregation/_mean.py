@@ -1,17 +1,21 @@
 """The mean of the workers' estimates: what distributed SGD steps along."""
 
-from ._base import Aggregator
+from ._base import SumAggregator, warn_no_defence
 
 __all__ = ["Mean"]
 
 
-class Mean(Aggregator):
+class Mean(SumAggregator):
     """The mean of the workers' estimates.
 
     A worker's gradient is its share of the batch's, so for gradients the mean
     is the sum; for signs (each worker's a whole estimate) it is the sum over
     the number of workers. The compressor says which
     (:meth:`~sklearn_relu.compression.Compressor.mean_of_sum`).
+
+    The mean has no defence: its breakdown point is 0, a single Byzantine
+    worker moves it arbitrarily. With ``n_byzantine > 0`` a fit warns instead
+    of refusing, so that an attack's effect can be seen.
 
     Examples
     --------
@@ -27,3 +31,10 @@ class Mean(Aggregator):
 
     def from_sum(self, total, n_workers, compressor):
         return compressor.mean_of_sum(total, n_workers)
+
+    def max_byzantine(self, n_workers):
+        return n_workers - 1
+
+    def check_byzantine(self, n_byzantine, n_workers):
+        super().check_byzantine(n_byzantine, n_workers)
+        warn_no_defence(self, n_byzantine)

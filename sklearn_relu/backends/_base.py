@@ -1,5 +1,6 @@
 """The backend interface: where workers run and how their messages travel."""
 
+import copy
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -170,7 +171,7 @@ class Backend(ABC):
 
     def start(
         self, X, y, sample_weight, *, n_workers, batch_size, compressor,
-        aggregator=None,
+        aggregator=None, n_byzantine=0, attack=None,
     ):
         """Split the rows into ``n_workers`` shards and start one worker on each.
 
@@ -178,11 +179,21 @@ class Backend(ABC):
         all workers; ``compressor`` turns each worker's gradient into its message
         (each worker owns a copy); ``aggregator`` combines the decoded messages
         into the step direction (default: their mean,
-        :class:`~sklearn_relu.aggregation.Mean`).
+        :class:`~sklearn_relu.aggregation.Mean`; this backend keeps a copy of
+        it, with any memory it has), and the workers' exact statistics in
+        :meth:`reduce`. The first ``n_byzantine`` workers are Byzantine: they
+        send ``attack``'s version of every vector (see :meth:`worker_attack`).
         """
         self.record = CommunicationRecord()
         self.compressor = compressor
-        self.aggregator = Mean() if aggregator is None else aggregator
+        self.aggregator = Mean() if aggregator is None else copy.deepcopy(aggregator)
+        if compressor.summed_only and not self.aggregator.summable:
+            raise ValueError(
+                f"aggregation={self.aggregator!r} needs every worker's message, but "
+                f"{compressor!r} messages only exist summed; use another solver or "
+                "aggregation='mean'"
+            )
+        self.n_byzantine, self.attack = n_byzantine, attack
         self.n_workers = n_workers
         # The scale the workers agreed on for the next summed step; None: agree
         # on the exact one (the MAX of their statistics) first.
@@ -196,21 +207,26 @@ class Backend(ABC):
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         """Place the workers; called by :meth:`start`."""
 
+    def worker_attack(self, index):
+        """The attack worker ``index`` runs: the fit's for the first
+        ``n_byzantine`` workers, None for the others."""
+        return self.attack if index < self.n_byzantine else None
+
     @abstractmethod
     def call(self, method, *args):
         """Call ``worker.method(*args)`` on every worker; results in worker order."""
 
     def reduce(self, method, *args):
-        """Sum of ``worker.method(*args)`` over all workers, in worker order."""
-        results = self.call(method, *args)
-        total = results[0].copy()
-        for result in results[1:]:
-            total += result
-        return total
+        """The total of ``worker.method(*args)`` over all workers, combined in
+        worker order by the aggregator
+        (:meth:`~sklearn_relu.aggregation.Aggregator.combine_statistics`: the
+        sum for the mean, a robust estimate of it for the robust rules)."""
+        return self.aggregator.combine_statistics(self.call(method, *args))
 
     def reseed(self, entropy):
-        """Restart every worker's random stream (before each run of a fit); a
-        run agrees on its first scale afresh."""
+        """Restart every worker's random stream and the aggregator's memory
+        (before each run of a fit); a run agrees on its first scale afresh."""
+        self.aggregator.reset()
         self.agreed_scale = None
         self.call("reseed", entropy)
 

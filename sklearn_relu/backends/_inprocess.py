@@ -21,6 +21,7 @@ class InProcessBackend(Backend):
                 **worker_arguments(
                     X, y, sample_weight, index=index, n_workers=n_workers,
                     batch_size=batch_size, compressor=compressor,
+                    attack=self.worker_attack(index),
                 )
             )
             for index in range(n_workers)
