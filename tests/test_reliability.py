@@ -417,3 +417,22 @@ def test_a_temporary_file_left_by_a_killed_save_is_removed(tmp_path):
     leftover.write_bytes(b"half a model")
     save_atomically({"a": 1}, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.joblib"]
+
+
+def test_a_norm_exponent_beyond_float64_is_a_message_error_not_a_warning():
+    # Found by hypothesis: an exponent within the allowed range whose norm
+    # overflows float64 (inf, and inf times a zero level is NaN) warned from
+    # NumPy instead of raising MessageError.
+    from sklearn_relu.compression._qsgd import _EXPONENT
+
+    quantizer = QSGD(bits=8, bucket_size=3)
+    vector = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 3.821209730505696e-124])
+    message = bytearray(quantizer.compress(vector, random_state=0))
+    # The exponent follows the 8-byte header and the 4-byte bucket size.
+    (exponent,) = _EXPONENT.unpack_from(message, 12)
+    assert exponent != 0  # the message is a scaled one
+    _EXPONENT.pack_into(message, 12, 1100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(MessageError, match="beyond the float64 range"):
+            quantizer.decompress(bytes(message), vector.shape[0])

@@ -328,8 +328,11 @@ class QSGD(Compressor):
             norms, levels = sender._read_packed(body, n_values, scaled)
         if not (np.all(np.isfinite(norms)) and np.all(norms >= 0)):
             raise MessageError("QSGD message carries a negative or non-finite norm")
-        norms = np.ldexp(norms.astype(np.float64), exponent)
-        with np.errstate(over="ignore"):
+        # A corrupted exponent can push a norm beyond float64 (inf, and inf
+        # times a zero level is NaN): caught below as a vector that is not
+        # finite, not warned about here.
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.ldexp(norms.astype(np.float64), exponent)
             vector = sender.dequantize(norms, levels, dtype=dtype)
         if not np.all(np.isfinite(vector)):
             raise MessageError(
