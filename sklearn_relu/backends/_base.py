@@ -214,6 +214,17 @@ class Backend(ABC):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
         them in worker order, and return ``update(params, gradient)``."""
 
+    def run_steps(self, params, update, n_steps):
+        """``n_steps`` calls of :meth:`step`; the parameters after the last.
+
+        The estimator runs an epoch through here, so that a backend may take
+        many steps at once where it gives the same model (the in-process
+        backend's compiled loop, :mod:`sklearn_relu._steps`).
+        """
+        for _ in range(n_steps):
+            params = self.step(params, update)
+        return params
+
     def sum_decoded(self, messages, n_values):
         """Decode ``messages`` and aggregate them in the order given (worker order).
 
