@@ -11,7 +11,8 @@ run (``_timing.compare`` interleaves them), so a busy machine slows both sides.
 Sections: ``step`` (one gradient step vs the memory floor, float32 vs float64,
 codec time), ``memory`` (peak memory of ``fit`` above ``X``), ``fit`` (time to
 relative error 1e-6 vs naive NumPy and PyTorch loops), ``wire`` (bytes on the
-wire), ``backends`` (joblib / MPI per-step time vs in-process).
+wire), ``backends`` (joblib / MPI per-step time vs in-process), ``small`` (an
+epoch of a small problem vs scikit-learn's ``SGDRegressor``).
 """
 
 import argparse
@@ -44,7 +45,7 @@ from . import baselines
 from ._timing import compare, settle
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("step", "memory", "fit", "wire", "backends")
+SECTIONS = ("step", "memory", "fit", "wire", "backends", "small")
 
 
 class Report:
@@ -533,6 +534,85 @@ def _mpi_step_times(n_rows, m, d, args, report):
         f"{ratio:.2f} ({result['mpi'] * 1e3:.2f} ms / "
         f"{result['inprocess'] * 1e3:.2f} ms)", ratio <= 1.3, "backends",
     )
+
+
+def _epoch_seconds(fit, rounds, epochs=3):
+    """Median seconds per epoch of ``fit(max_iter)``, from the difference of an
+    ``epochs``-epoch and a 1-epoch fit: what the fit adds per epoch, without its
+    validation, start and step size (the same in both)."""
+    long, short = [], []
+    for _ in range(rounds):
+        for max_iter, samples in ((epochs, long), (1, short)):
+            start = time.perf_counter()
+            fit(max_iter)
+            samples.append(time.perf_counter() - start)
+    return (np.median(long) - np.median(short)) / (epochs - 1), float(np.median(short))
+
+
+def section_small(data, args, report, state):
+    """One epoch of a small problem (n = 200000, d = 100, batch 200, one
+    in-process worker) against one epoch of scikit-learn's SGDRegressor on the
+    same data, both as fits see it; the package with its compiled loop of
+    steps and with the step-by-step path it replaces."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import SGDRegressor
+
+    n, d = (20000, 100) if args.quick else (200000, 100)
+    X, y = make_relu_regression(n_samples=n, n_features=d, random_state=0)
+    settle(lambda: X @ np.ones(d))
+
+    def ours(solver, fused=True):
+        def fit(max_iter):
+            backend = InProcessBackend()
+            backend._fused_steps = fused
+            ReLURegressor(solver=solver, bits=8, batch_size=200, max_iter=max_iter,
+                          tol=None, backend=backend, random_state=0).fit(X, y)
+        return fit
+
+    def sklearn_fit(max_iter):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            SGDRegressor(max_iter=max_iter, tol=None, random_state=0).fit(X, y)
+
+    contenders = {
+        "SGDRegressor": sklearn_fit,
+        "sgd": ours("sgd"),
+        "qsgd": ours("qsgd"),
+        "sgd, step by step": ours("sgd", fused=False),
+        "qsgd, step by step": ours("qsgd", fused=False),
+    }
+    rounds = 3 if args.quick else 7
+    epoch, whole = {}, {}
+    # Interleaved: each round times every contender's two fits in turn.
+    samples = {name: ([], []) for name in contenders}
+    for _ in range(rounds):
+        for name, fit in contenders.items():
+            long_, short_ = _epoch_seconds(fit, 1)
+            samples[name][0].append(long_)
+            samples[name][1].append(short_)
+    for name, (long_, short_) in samples.items():
+        epoch[name], whole[name] = float(np.median(long_)), float(np.median(short_))
+    reference = epoch["SGDRegressor"]
+    report.note(
+        f"small section (n={n}, d={d}, batch 200, one in-process worker): seconds "
+        "per epoch from the difference of 3-epoch and 1-epoch fits, medians of "
+        f"{rounds} interleaved rounds: " + "; ".join(
+            f"{name} {epoch[name] * 1e3:.1f} ms an epoch ({whole[name] * 1e3:.0f} ms "
+            "for a whole 1-epoch fit)" for name in contenders
+        )
+    )
+    for solver, target in (("sgd", 0.4), ("qsgd", 0.6)):
+        label = "SGD" if solver == "sgd" else "8-bit QSGD"
+        ratio = epoch[solver] / reference
+        report.figure(
+            f"one epoch, {label} (n={n}, d={d}, batch 200, in-process) / one "
+            "SGDRegressor epoch", f"<= {target}",
+            f"{ratio:.2f} ({epoch[solver] * 1e3:.1f} ms / {reference * 1e3:.1f} ms; "
+            f"step by step: {epoch[solver + ', step by step'] / reference:.2f})",
+            ratio <= target, "small",
+        )
 
 
 # -- plots -----------------------------------------------------------------------
