@@ -223,13 +223,14 @@ def section_step(data, args, report, state):
     step32 = times["gradient step float32 (package)"]
     ratio = step64 / floor64
     report.figure(
-        f"one SGD step, float64 (n={n}, d={d}, m={m}) / one m x d matvec",
+        f"one SGD step back to back, float64 (n={n}, d={d}, m={m}) / one m x d "
+        "matvec",
         "<= 1.5", f"{ratio:.2f} ({step64 * 1e3:.2f} ms / {floor64 * 1e3:.2f} ms)",
         ratio <= 1.5, "step",
     )
     ratio32 = step32 / step64
     report.figure(
-        "float32 step / float64 step", "<= 0.6",
+        "float32 step / float64 step, back to back", "<= 0.6",
         f"{ratio32:.2f} ({step32 * 1e3:.2f} ms / {step64 * 1e3:.2f} ms)",
         ratio32 <= 0.6, "step",
     )
@@ -241,11 +242,78 @@ def section_step(data, args, report, state):
             "<= 0.5", f"{codec_ratio:.3f} ({times[name] * 1e3:.3f} ms)",
             codec_ratio <= 0.5, "step",
         )
+    _steps_inside_fit(data, args, report, floor(X, w), floor(X32, w32))
     naive = times["gradient step float64 (naive gather + 2 matvecs)"]
     report.note(
         f"naive NumPy step {naive * 1e3:.2f} ms = {naive / step64:.2f}x the package's"
     )
     _plot_steps(times, report)
+
+
+def _steps_inside_fit(data, args, report, floor64, floor32):
+    """A step as a fit takes it: the time difference of a 4-epoch and a 1-epoch
+    fit over the steps between them, interleaved round by round with the floor
+    (back to back, as above); the fits at a fixed step from zeros, so that
+    only the steps differ. Also the step-by-step path that the compiled loop
+    of steps replaced (sklearn_relu._steps), in the same rounds."""
+    m = args.m
+    n = data.X.shape[0]
+    steps = 3 * math.ceil(n / m)  # the 3 epochs between the two fits
+
+    def fit(X, y, epochs, fused=True):
+        backend = InProcessBackend()
+        backend._fused_steps = fused
+        ReLURegressor(batch_size=m, max_iter=epochs, tol=None, learning_rate=0.2,
+                      init="zeros", fit_intercept=False, backend=backend,
+                      random_state=0).fit(X, y)
+
+    def timed(function, *args_):
+        start = time.perf_counter()
+        function(*args_)
+        return time.perf_counter() - start
+
+    def back_to_back(function, calls=50):
+        function()
+        return timed(lambda: [function() for _ in range(calls)]) / calls
+
+    X32, y32 = data.X32, data.y32
+    contenders = {
+        "float64": (data.X, data.y, True),
+        "float32": (X32, y32, True),
+        "float64, step by step": (data.X, data.y, False),
+    }
+    samples = {name: [] for name in ("floor float64", "floor float32", *contenders)}
+    rounds = 3 if args.quick else 7
+    for _ in range(rounds + 1):  # the first round warms up
+        samples["floor float64"].append(back_to_back(floor64))
+        samples["floor float32"].append(back_to_back(floor32))
+        for name, (X, y, fused) in contenders.items():
+            time.sleep(0.1)
+            long_ = timed(fit, X, y, 4, fused)
+            time.sleep(0.1)
+            short = timed(fit, X, y, 1, fused)
+            samples[name].append((long_ - short) / steps)
+    times = {name: float(np.median(values[1:])) for name, values in samples.items()}
+    report.note(
+        f"step section, inside fit (n={n}, d={data.X.shape[1]}, m={m}; per step from "
+        f"the difference of 4-epoch and 1-epoch fits, {rounds} interleaved rounds): "
+        + "; ".join(f"{name} {seconds * 1e3:.3f} ms" for name, seconds in times.items())
+    )
+    floor = times["floor float64"]
+    inside = times["float64"]
+    ratio = inside / floor
+    report.figure(
+        f"one SGD step inside fit, float64 (n={n}, d={data.X.shape[1]}, m={m}) / one "
+        "m x d matvec", "<= 1.3",
+        f"{ratio:.2f} ({inside * 1e3:.2f} ms / {floor * 1e3:.2f} ms; step by step "
+        f"{times['float64, step by step'] / floor:.2f})", ratio <= 1.3, "step",
+    )
+    ratio32 = times["float32"] / inside
+    report.figure(
+        "float32 step / float64 step, inside fit", "<= 0.6",
+        f"{ratio32:.2f} ({times['float32'] * 1e3:.2f} ms / {inside * 1e3:.2f} ms)",
+        ratio32 <= 0.6, "step",
+    )
 
 
 def section_memory(data, args, report, state):
@@ -483,19 +551,79 @@ def section_backends(data, args, report, state):
             f"{times['inprocess'] * 1e3:.2f} ms)", ratio <= 1.3, "backends",
         )
     _mpi_step_times(n_rows, m, d, args, report)
+    _mpi_oversubscribed(args, report)
 
 
-def _mpi_step_times(n_rows, m, d, args, report):
-    """``mpiexec -n 2`` runs benchmarks/mpi_step.py, which times the MPI step and
-    the in-process step side by side in that job (see its docstring)."""
-    name = "mpi backend, 2 ranks (mpiexec -n 2)"
+def _mpiexec():
+    """The mpiexec beside this Python (pip's mpich), else on the PATH; None
+    without mpi4py or mpiexec."""
     mpiexec = Path(sys.executable).parent / "mpiexec"
     if not mpiexec.exists():
         mpiexec = shutil.which("mpiexec")
     try:
         import mpi4py  # noqa: F401
     except ImportError:
-        mpiexec = None
+        return None
+    return str(mpiexec) if mpiexec else None
+
+
+def _mpi_oversubscribed(args, report):
+    """One rank more than the cores against as many ranks as cores, per step
+    (d = 100): benchmarks/mpi_oversubscribed.py, one job, interleaved."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1
+    )
+    ranks = cores + 1
+    name = f"mpi backend, {ranks} ranks on {cores} cores (wait='auto') / {cores} ranks"
+    mpiexec = _mpiexec()
+    if mpiexec is None:
+        report.figure(f"{name}, per step", "<= 1.3", "mpi4py/mpiexec not installed",
+                      None, "backends")
+        return
+    script = Path(__file__).parent / "mpi_oversubscribed.py"
+    options = ["--rounds", "3" if args.quick else "7",
+               "--steps", "200" if args.quick else "1000"]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "over.json"
+        command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py",
+                   str(script), *options, "--out", str(out)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+            result = json.loads(out.read_text()) if done.returncode == 0 else None
+        except (subprocess.TimeoutExpired, OSError, ValueError) as error:
+            done, result = None, repr(error)
+    if not isinstance(result, dict):
+        detail = result or (done.stderr.strip().splitlines() or ["?"])[-1]
+        report.note(f"backends: the oversubscribed MPI job failed: {detail}")
+        report.figure(f"{name}, per step", "<= 1.3", "MPI job failed", False,
+                      "backends")
+        return
+    more, fewer = f"{ranks} ranks", f"{cores} ranks"
+    report.note(
+        f"backends: MPI steps, SGD, d={result['d']}, {result['m']} points a step, one "
+        f"thread a rank, {result['ranks']} ranks on {result['cores']} cores against "
+        f"{cores} ranks (the last rank sleeping) in one job: " + "; ".join(
+            f"wait='{policy}' {result[f'{policy}, {more}'] * 1e3:.3f} ms vs "
+            f"{result[f'{policy}, {fewer}'] * 1e3:.3f} ms"
+            for policy in ("busy", "yield", "auto")
+        ) + f" (auto yields here: {result['auto_yields']}). Command: mpiexec -n "
+        f"{ranks} python -m mpi4py benchmarks/mpi_oversubscribed.py " + " ".join(options)
+    )
+    ratio = result[f"auto, {more}"] / result[f"auto, {fewer}"]
+    busy = result[f"busy, {more}"] / result[f"busy, {fewer}"]
+    report.figure(
+        f"{name}, per step (SGD, d={result['d']}, m={result['m']})", "<= 1.3",
+        f"{ratio:.2f} ({result[f'auto, {more}'] * 1e3:.3f} ms / "
+        f"{result[f'auto, {fewer}'] * 1e3:.3f} ms; wait='busy': {busy:.2f})",
+        ratio <= 1.3, "backends",
+    )
+
+
+def _mpi_step_times(n_rows, m, d, args, report):
+    """``mpiexec -n 2`` runs benchmarks/mpi_step.py, which times the MPI step and
+    the in-process step side by side in that job (see its docstring)."""
+    name = "mpi backend, 2 ranks (mpiexec -n 2)"
+    mpiexec = _mpiexec()
     if not mpiexec:
         report.note("backends: mpi4py or mpiexec missing (pip install "
                     '"sklearn-relu[mpi]"); MPI step not timed')

@@ -12,10 +12,14 @@ reference, and what every other case runs):
 
 - the in-process backend, the mean aggregation, a constant step;
 - exact gradients (``solver="sgd"``) or QSGD with the packed wire format;
-- the C kernel built, every shard's rows contiguous, and batches below
-  :data:`~sklearn_relu._gradient.PARALLEL_MIN_BYTES` (larger ones are split
-  across threads by the per-step path, and its Python is a small share of
-  their time).
+- the C kernel built, every shard's rows contiguous.
+
+A worker's batch of :data:`~sklearn_relu._gradient.PARALLEL_MIN_BYTES` or more
+is split in the same two parts as the per-step path splits it, the second
+computed by a helper thread that lives for the call and waits between steps
+without sleeping through them (the per-step path's pooled thread sleeps between
+steps, and waking it cost about what it saved): :data:`~sklearn_relu._gradient.N_THREADS`
+threads, the same bits on one or two.
 """
 
 import itertools
@@ -100,9 +104,6 @@ def fusable(backend, params, update):
             or not hasattr(worker._rng.bit_generator, "capsule")
         ):
             return False
-        batch_bytes = worker.batch_size * X.shape[1] * X.dtype.itemsize
-        if _gradient.N_THREADS > 1 and batch_bytes >= _gradient.PARALLEL_MIN_BYTES:
-            return False
     return True
 
 
@@ -132,7 +133,8 @@ def run_steps(backend, params, update, n_steps):
         status, done, which, value, n_scaled, compute, communicate = (
             _gradient._kernels.sgd_steps(
                 arguments, params, n_steps, float(update.learning_rate),
-                workers[0].X.shape[1], levels, bucket,
+                workers[0].X.shape[1], levels, bucket, _gradient.N_THREADS,
+                _gradient.PARALLEL_MIN_BYTES,
             )
         )
     finally:

@@ -209,9 +209,21 @@ def test_other_compressors_and_aggregators_take_the_step_by_step_path(
     assert fused_calls == []
 
 
-def test_large_batches_stay_with_the_threaded_step(fused_calls, monkeypatch):
-    monkeypatch.setattr(_gradient, "PARALLEL_MIN_BYTES", 1000)
-    monkeypatch.setattr(_gradient, "N_THREADS", 2)
-    X, y, _ = _data()
-    ReLURegressor(batch_size=50, max_iter=1, tol=None, random_state=0).fit(X, y)
-    assert fused_calls == []
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_large_batches_split_between_two_threads_give_the_same_bits(
+    fused_calls, monkeypatch, solver, n_threads
+):
+    # Every batch counts as large: the loop's helper thread computes the
+    # second half of each, as the per-step path's pooled thread does.
+    monkeypatch.setattr(_gradient, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_gradient, "N_THREADS", n_threads)
+    X, y, sample_weight = _data(weighted=True)
+    params = dict(n_workers=2, batch_size=50, max_iter=3, tol=None, random_state=0,
+                  **solver)
+    fast = ReLURegressor(backend=_backend(True), **params).fit(X, y, sample_weight)
+    assert sum(fused_calls) == fast.t_
+    reference = ReLURegressor(backend=_backend(False), **params).fit(
+        X, y, sample_weight
+    )
+    _assert_same_fit(fast, reference)
