@@ -22,6 +22,7 @@ steps, and waking it cost about what it saved): :data:`~sklearn_relu._gradient.N
 threads, the same bits on one or two.
 """
 
+import functools
 import itertools
 
 import numpy as np
@@ -107,9 +108,28 @@ def fusable(backend, params, update):
     return True
 
 
+#: Steps per compiled call at most: Python handles signals (Ctrl-C) between
+#: calls, a fraction of a second apart even for large batches.
+MAX_STEPS_PER_CALL = 256
+
+
 def run_steps(backend, params, update, n_steps):
-    """``n_steps`` steps of the in-process ``backend`` from ``params`` in one
-    compiled call; the new parameters. The caller checks :func:`fusable`."""
+    """``n_steps`` steps of the in-process ``backend`` from ``params`` by the
+    compiled loop; the new parameters. The caller checks :func:`fusable`."""
+    params = np.array(params, order="C")  # the loop updates it in place
+    for start in range(0, n_steps, MAX_STEPS_PER_CALL):
+        _run_call(backend, params, update, min(MAX_STEPS_PER_CALL, n_steps - start))
+    return params
+
+
+@functools.lru_cache(maxsize=64)
+def _message_nbytes(compressor, dtype, n_values):
+    """The size of a message of ``n_values`` of ``dtype``: a zero vector's
+    (but for QSGD messages with a norm exponent, 2 bytes more)."""
+    return len(compressor.compress(np.zeros(n_values, dtype), _ZERO_SEED))
+
+
+def _run_call(backend, params, update, n_steps):
     workers = backend.workers
     compressor = backend.compressor
     levels = _quantizer(compressor)
@@ -117,7 +137,6 @@ def run_steps(backend, params, update, n_steps):
     bucket = n_values
     if levels and compressor.bucket_size is not None:
         bucket = compressor.bucket_size
-    params = np.array(params, order="C")  # the loop updates it in place
     arguments = [
         (
             worker.X, worker.y, worker.sample_weight, worker._rng.bit_generator.capsule,
@@ -144,15 +163,12 @@ def run_steps(backend, params, update, n_steps):
     record = backend.record
     record.compute_seconds += compute
     record.communicate_seconds += communicate
-    # The messages of the completed steps, and of the failed step's workers
-    # before the failure, as the per-step path counts them (after its
-    # compute phase, so a step that failed there counts none).
+    # The per-step path counts a step's messages once every worker has sent
+    # its own: a step that failed while decoding or updating counts them too.
     n_messages = done * len(workers)
     if status in (_DECODED_OVERFLOW, _UPDATE_OVERFLOW):
         n_messages += len(workers)
-    # A zero vector's message has the size of every message of this dtype (but
-    # those with a norm exponent, counted by the loop, 2 bytes more).
-    size = len(compressor.compress(np.zeros(n_values, params.dtype), _ZERO_SEED))
+    size = _message_nbytes(compressor, params.dtype, n_values)
     record.n_messages += n_messages
     record.bytes_sent += n_messages * size + 2 * n_scaled
     record.float64_bytes += n_messages * 8 * n_values
@@ -164,7 +180,8 @@ def run_steps(backend, params, update, n_steps):
             f"range ({float(np.finfo(np.float32).max):.3g})"
         )
     if status == _DECODED_OVERFLOW:
-        raise MessageError(f"QSGD message decodes to values beyond the {params.dtype} range")
+        raise MessageError(
+            f"QSGD message decodes to values beyond the {params.dtype} range"
+        )
     if status == _UPDATE_OVERFLOW:
         raise divergence_error(update.divergence_reason())
-    return params

@@ -227,3 +227,21 @@ def test_large_batches_split_between_two_threads_give_the_same_bits(
         X, y, sample_weight
     )
     _assert_same_fit(fast, reference)
+
+
+def test_an_epoch_longer_than_one_call_continues_across_calls(monkeypatch):
+    monkeypatch.setattr(_steps, "MAX_STEPS_PER_CALL", 7)
+    calls = []
+    run_call = _steps._run_call
+
+    def counting(backend, params, update, n_steps):
+        calls.append(n_steps)
+        return run_call(backend, params, update, n_steps)
+
+    monkeypatch.setattr(_steps, "_run_call", counting)
+    X, y, _ = _data()
+    params = dict(solver="qsgd", batch_size=40, max_iter=2, tol=None, random_state=0)
+    fast = ReLURegressor(backend=_backend(True), **params).fit(X, y)
+    assert calls == [7, 7, 7, 2] * 2  # 23 steps an epoch
+    reference = ReLURegressor(backend=_backend(False), **params).fit(X, y)
+    _assert_same_fit(fast, reference)
