@@ -245,3 +245,16 @@ def test_an_epoch_longer_than_one_call_continues_across_calls(monkeypatch):
     assert calls == [7, 7, 7, 2] * 2  # 23 steps an epoch
     reference = ReLURegressor(backend=_backend(False), **params).fit(X, y)
     _assert_same_fit(fast, reference)
+
+
+@pytest.mark.parametrize("d, bucket_size", [(7, None), (129, None), (300, None),
+                                            (1000, 512), (130, 129)])
+def test_qsgd_norms_of_long_buckets_add_up_as_numpy_does(d, bucket_size):
+    # NumPy sums a bucket's squares pairwise (blocks of 128, eight accumulators);
+    # the loop must round the same way for buckets of every length.
+    X, y, _ = _data(n=400, d=d)
+    params = dict(solver="qsgd", bits=5, bucket_size=bucket_size, batch_size=50,
+                  max_iter=2, tol=None, random_state=0)
+    fast = ReLURegressor(backend=_backend(True), **params).fit(X, y)
+    reference = ReLURegressor(backend=_backend(False), **params).fit(X, y)
+    _assert_same_fit(fast, reference)
