@@ -88,7 +88,8 @@ class Backend(ABC):
     :meth:`start` places one :class:`~sklearn_relu._worker.ShardWorker` per shard,
     :meth:`reduce` sums an exact shard statistic over all workers,
     :meth:`step` has every worker send its compressed gradient and applies
-    ``update`` to the decoded sum, and :meth:`stop` releases the workers.
+    ``update`` to the decoded sum (an epoch of steps at a time, through
+    :meth:`run_steps`), and :meth:`stop` releases the workers.
     A backend moves and sums; it never computes a gradient itself.
 
     Four hooks with single-process defaults let a backend whose workers are
@@ -219,7 +220,7 @@ class Backend(ABC):
 
         The estimator runs an epoch through here, so that a backend may take
         many steps at once where it gives the same model (the in-process
-        backend's compiled loop, :mod:`sklearn_relu._steps`).
+        backend's compiled loop, ``sklearn_relu/_steps.py``).
         """
         for _ in range(n_steps):
             params = self.step(params, update)

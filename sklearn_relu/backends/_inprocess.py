@@ -14,7 +14,7 @@ class InProcessBackend(Backend):
     of ``X``: nothing is copied.
 
     Where it gives the same model, :meth:`run_steps` takes an epoch's steps in
-    one call of the compiled loop (:mod:`sklearn_relu._steps`) instead of one
+    one call of the compiled loop (``sklearn_relu/_steps.py``) instead of one
     :meth:`step` at a time; a subclass that overrides :meth:`step` keeps
     getting every step.
     """
