@@ -100,6 +100,10 @@ def fusable(backend, params, update):
         if (
             not _gradient._kernel_layout(X)
             or X.dtype != params.dtype
+            or not all(
+                v.dtype == X.dtype and v.flags.c_contiguous
+                for v in (worker.y, worker.sample_weight) if v is not None
+            )
             or not 1 <= X.shape[0] < 2**32 - 1
             or worker.compressor.stateful
             or not hasattr(worker._rng.bit_generator, "capsule")
