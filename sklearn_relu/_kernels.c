@@ -310,10 +310,14 @@ bucket_norms(const double *magnitude, Py_ssize_t p, Py_ssize_t bucket,
  * hands the second half of a batch to a pooled Python thread, which sleeps
  * between steps; waking it costs about what it saves (inside a fit a step at
  * d = 4000, m = 1000 took 1.8x a contiguous matrix-vector product over as
- * many rows, back to back 1.2x). Here the helper lives for one run of steps
- * and waits between them by spinning, then yielding, then sleeping, so that
- * it neither sleeps through a step nor takes a core from other processes for
- * long. It computes the same half into its own buffer: the same bits. */
+ * many rows, back to back 1.2x). Here one helper thread per process, started
+ * on first use and kept (a thread started per call ran on the caller's core
+ * for the first steps), waits between steps by spinning, then yielding, then
+ * sleeping on a condition variable, so that it neither sleeps through the
+ * steps of a fit nor takes a core from other processes for long. It computes
+ * the same half into its own buffer: the same bits. One run of steps uses it
+ * at a time; a concurrent run (another Python thread) computes both halves
+ * itself. */
 #if !defined(_WIN32)
 #include <pthread.h>
 #include <sched.h>
@@ -322,7 +326,7 @@ bucket_norms(const double *magnitude, Py_ssize_t p, Py_ssize_t bucket,
 #define HAVE_STEP_HELPER 0
 #endif
 
-enum { HELPER_IDLE, HELPER_WORK, HELPER_DONE, HELPER_EXIT };
+enum { HELPER_IDLE, HELPER_WORK, HELPER_DONE };
 
 typedef struct {
     int phase;                      /* HELPER_*, accessed atomically */
@@ -334,28 +338,25 @@ typedef struct {
     const Py_ssize_t *rows;
     void *out;
     double sums[3];
-#if HAVE_STEP_HELPER
-    pthread_t thread;
-#endif
 } step_helper;
 
-/* Waiting: a few thousand pauses (about 100 us), then yields, then sleeps
- * of 50 us. */
+/* Spinning: a few thousand pauses (about 100 us), then yields; past
+ * YIELD_LIMIT the helper sleeps until work arrives. */
+#define PAUSE_LIMIT 2000
+#define YIELD_LIMIT 6000
+
 static inline void
 wait_a_little(long *spins)
 {
     ++*spins;
-    if (*spins < 2000) {
+    if (*spins < PAUSE_LIMIT) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
     }
 #if HAVE_STEP_HELPER
-    else if (*spins < 20000) {
+    else {
         sched_yield();
-    } else {
-        struct timespec nap = {0, 50000};
-        nanosleep(&nap, NULL);
     }
 #endif
 }
@@ -372,27 +373,78 @@ helper_run(step_helper *h)
 }
 
 #if HAVE_STEP_HELPER
+static step_helper the_helper;
+static int helper_started = 0;      /* under helper_owner */
+static pthread_mutex_t helper_owner = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t helper_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t helper_wake = PTHREAD_COND_INITIALIZER;
+
 static void *
 helper_main(void *arg)
 {
     step_helper *h = arg;
     long spins = 0;
     for (;;) {
-        int phase = __atomic_load_n(&h->phase, __ATOMIC_ACQUIRE);
-        if (phase == HELPER_WORK) {
+        if (__atomic_load_n(&h->phase, __ATOMIC_ACQUIRE) == HELPER_WORK) {
             helper_run(h);
             __atomic_store_n(&h->phase, HELPER_DONE, __ATOMIC_RELEASE);
             spins = 0;
-        } else if (phase == HELPER_EXIT) {
-            return NULL;
-        } else {
+        } else if (spins < YIELD_LIMIT) {
             wait_a_little(&spins);
+        } else {
+            pthread_mutex_lock(&helper_lock);
+            while (__atomic_load_n(&h->phase, __ATOMIC_ACQUIRE) != HELPER_WORK)
+                pthread_cond_wait(&helper_wake, &helper_lock);
+            pthread_mutex_unlock(&helper_lock);
         }
     }
+    return NULL;
+}
+
+/* A forked child has no helper thread, whatever the parent had. */
+static void
+helper_after_fork(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t fresh_cond = PTHREAD_COND_INITIALIZER;
+    helper_owner = fresh;
+    helper_lock = fresh;
+    helper_wake = fresh_cond;
+    helper_started = 0;
+    memset(&the_helper, 0, sizeof the_helper);
+}
+
+/* The process's helper for this run of steps, or NULL (another run holds
+ * it, or no thread could be started). Release with helper_release. */
+static step_helper *
+helper_acquire(void)
+{
+    if (pthread_mutex_trylock(&helper_owner) != 0)
+        return NULL;
+    if (!helper_started) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&thread, &attr, helper_main, &the_helper) != 0) {
+            pthread_attr_destroy(&attr);
+            pthread_mutex_unlock(&helper_owner);
+            return NULL;
+        }
+        pthread_attr_destroy(&attr);
+        helper_started = 1;
+    }
+    return &the_helper;
+}
+
+static void
+helper_release(void)
+{
+    pthread_mutex_unlock(&helper_owner);
 }
 #endif
 
-/* Hand the helper one part (or, without a helper, compute it here). */
+/* Hand the helper one part. */
 static void
 helper_post(step_helper *h, int is_f32, const char *X, Py_ssize_t row_stride,
             Py_ssize_t d, const void *y, const void *weight, const void *coef,
@@ -402,7 +454,12 @@ helper_post(step_helper *h, int is_f32, const char *X, Py_ssize_t row_stride,
     h->is_f32 = is_f32; h->X = X; h->row_stride = row_stride; h->d = d;
     h->y = y; h->weight = weight; h->coef = coef; h->b = b; h->rows = rows;
     h->n_rows = n_rows; h->scale = scale; h->out = out;
+#if HAVE_STEP_HELPER
+    pthread_mutex_lock(&helper_lock);
     __atomic_store_n(&h->phase, HELPER_WORK, __ATOMIC_RELEASE);
+    pthread_cond_signal(&helper_wake);
+    pthread_mutex_unlock(&helper_lock);
+#endif
 }
 
 static void
@@ -725,7 +782,6 @@ sgd_steps(PyObject *self, PyObject *args)
     steps_worker *workers = calloc(n_workers > 0 ? n_workers : 1, sizeof(steps_worker));
     Py_buffer params = {0};
     steps_setup su = {0};
-    step_helper helper = {0};
     void *scratch = NULL;
     PyObject *result = NULL;
     if (workers == NULL) { PyErr_NoMemory(); goto done; }
@@ -805,9 +861,8 @@ sgd_steps(PyObject *self, PyObject *args)
     for (int w = 0; w < n_workers; w++)
         large |= workers[w].m * n_features * size >= parallel_min_bytes;
 #if HAVE_STEP_HELPER
-    if (n_threads > 1 && large && n_steps > 0
-        && pthread_create(&helper.thread, NULL, helper_main, &helper) == 0)
-        su.helper = &helper;
+    if (n_threads > 1 && large && n_steps > 0)
+        su.helper = helper_acquire();
 #else
     (void)n_threads; (void)large;
 #endif
@@ -823,13 +878,11 @@ sgd_steps(PyObject *self, PyObject *args)
         status = steps_f32(workers, n_workers, &su, params.buf, n_steps, parts,
                            vectors, total, &steps_done, &value, &n_scaled, &which,
                            seconds);
-#if HAVE_STEP_HELPER
-    if (su.helper != NULL) {
-        __atomic_store_n(&helper.phase, HELPER_EXIT, __ATOMIC_RELEASE);
-        pthread_join(helper.thread, NULL);
-    }
-#endif
     Py_END_ALLOW_THREADS
+#if HAVE_STEP_HELPER
+    if (su.helper != NULL)
+        helper_release();
+#endif
     result = Py_BuildValue("inidndd", status, steps_done, which, value, n_scaled,
                            seconds[0], seconds[1]);
 
@@ -859,5 +912,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__kernels(void)
 {
+#if HAVE_STEP_HELPER
+    pthread_atfork(NULL, NULL, helper_after_fork);
+#endif
     return PyModule_Create(&module);
 }

@@ -16,10 +16,11 @@ reference, and what every other case runs):
 
 A worker's batch of :data:`~sklearn_relu._gradient.PARALLEL_MIN_BYTES` or more
 is split in the same two parts as the per-step path splits it, the second
-computed by a helper thread that lives for the call and waits between steps
-without sleeping through them (the per-step path's pooled thread sleeps between
-steps, and waking it cost about what it saved): :data:`~sklearn_relu._gradient.N_THREADS`
-threads, the same bits on one or two.
+computed by the process's helper thread (started on first use), which waits
+between steps without sleeping through them (the per-step path's pooled thread
+sleeps between steps, and waking it cost about what it saved) and sleeps once
+the steps stop: :data:`~sklearn_relu._gradient.N_THREADS` threads, the same
+bits on one or two.
 """
 
 import functools
