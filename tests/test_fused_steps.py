@@ -1,6 +1,9 @@
 """The compiled loop of many steps (sklearn_relu._steps) gives the model of the
 step-by-step path, bit for bit, and is used where it says it is."""
 
+import multiprocessing
+import os
+
 import numpy as np
 import pytest
 from joblib import parallel_config
@@ -258,3 +261,29 @@ def test_qsgd_norms_of_long_buckets_add_up_as_numpy_does(d, bucket_size):
     fast = ReLURegressor(backend=_backend(True), **params).fit(X, y)
     reference = ReLURegressor(backend=_backend(False), **params).fit(X, y)
     _assert_same_fit(fast, reference)
+
+
+def _fit_in_child(queue):
+    X, y, _ = _data()
+    est = ReLURegressor(backend=_backend(True), batch_size=50, max_iter=2, tol=None,
+                        random_state=0).fit(X, y)
+    queue.put(est.coef_)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_helper_thread(monkeypatch):
+    # The parent's helper thread does not exist in a forked child: the child
+    # must start its own rather than wait for it forever.
+    monkeypatch.setattr(_gradient, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_gradient, "N_THREADS", 2)
+    X, y, _ = _data()
+    parent = ReLURegressor(backend=_backend(True), batch_size=50, max_iter=2, tol=None,
+                           random_state=0).fit(X, y)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_fit_in_child, args=(queue,))
+    child.start()
+    coef = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(coef, parent.coef_)
