@@ -342,8 +342,8 @@ typedef struct {
 
 /* Spinning: a few thousand pauses (about 100 us), then yields; past
  * YIELD_LIMIT the helper sleeps until work arrives. */
-#define PAUSE_LIMIT 2000
-#define YIELD_LIMIT 6000
+#define PAUSE_LIMIT 100
+#define YIELD_LIMIT 20000
 
 static inline void
 wait_a_little(long *spins)
