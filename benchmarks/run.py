@@ -285,7 +285,9 @@ def _steps_inside_fit(data, args, report, floor64, floor32):
     samples = {name: [] for name in ("floor float64", "floor float32", *contenders)}
     rounds = 3 if args.quick else 7
     for _ in range(rounds + 1):  # the first round warms up
+        time.sleep(0.1)
         samples["floor float64"].append(back_to_back(floor64))
+        time.sleep(0.1)
         samples["floor float32"].append(back_to_back(floor32))
         for name, (X, y, fused) in contenders.items():
             time.sleep(0.1)

@@ -314,7 +314,8 @@ bucket_norms(const double *magnitude, Py_ssize_t p, Py_ssize_t bucket,
  * on first use and kept (a thread started per call ran on the caller's core
  * for the first steps), waits between steps by spinning, then yielding, then
  * sleeping on a condition variable, so that it neither sleeps through the
- * steps of a fit nor takes a core from other processes for long. It computes
+ * steps of a fit nor takes a core from other processes for long; between
+ * runs of steps it sleeps. It computes
  * the same half into its own buffer: the same bits. One run of steps uses it
  * at a time; a concurrent run (another Python thread) computes both halves
  * itself. */
@@ -330,6 +331,7 @@ enum { HELPER_IDLE, HELPER_WORK, HELPER_DONE };
 
 typedef struct {
     int phase;                      /* HELPER_*, accessed atomically */
+    int parked;                     /* no run of steps holds the helper */
     int is_f32;
     const char *X;
     Py_ssize_t row_stride, d, n_rows;
@@ -389,13 +391,15 @@ helper_main(void *arg)
             helper_run(h);
             __atomic_store_n(&h->phase, HELPER_DONE, __ATOMIC_RELEASE);
             spins = 0;
-        } else if (spins < YIELD_LIMIT) {
+        } else if (spins < YIELD_LIMIT
+                   && !__atomic_load_n(&h->parked, __ATOMIC_ACQUIRE)) {
             wait_a_little(&spins);
         } else {
             pthread_mutex_lock(&helper_lock);
             while (__atomic_load_n(&h->phase, __ATOMIC_ACQUIRE) != HELPER_WORK)
                 pthread_cond_wait(&helper_wake, &helper_lock);
             pthread_mutex_unlock(&helper_lock);
+            spins = 0;
         }
     }
     return NULL;
@@ -434,12 +438,17 @@ helper_acquire(void)
         pthread_attr_destroy(&attr);
         helper_started = 1;
     }
+    __atomic_store_n(&the_helper.parked, 0, __ATOMIC_RELEASE);
     return &the_helper;
 }
 
+/* The run of steps is over: the helper goes to sleep at once rather than
+ * keep a core busy (a BLAS call right after a fit ran 7x slower while it
+ * yielded). */
 static void
 helper_release(void)
 {
+    __atomic_store_n(&the_helper.parked, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&helper_owner);
 }
 #endif
