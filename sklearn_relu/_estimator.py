@@ -35,10 +35,11 @@ __all__ = ["ReLURegressor"]
 
 logger = logging.getLogger("sklearn_relu")
 
-def _sgd_update(learning_rate):
-    """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call
-    (a schedule from :mod:`._schedule`), checked."""
-    return SGDUpdate(learning_rate)
+def _sgd_update(learning_rate, first=0):
+    """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call,
+    counting from ``first`` (a schedule from :mod:`._schedule`), checked; an
+    object the in-process backend's compiled loop can read."""
+    return SGDUpdate(learning_rate, first)
 
 
 def _check_int(name, value, low, allow_none=False):

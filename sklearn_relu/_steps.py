@@ -39,11 +39,12 @@ __all__ = ["SGDUpdate", "run_steps"]
 
 class SGDUpdate:
     """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call,
-    checked; ``learning_rate`` is a schedule from :mod:`._schedule`."""
+    counting from ``first``, checked; ``learning_rate`` is a schedule from
+    :mod:`._schedule`."""
 
-    def __init__(self, learning_rate):
+    def __init__(self, learning_rate, first=0):
         self.learning_rate = learning_rate
-        self._steps = itertools.count()
+        self._steps = itertools.count(first)
 
     def __call__(self, params, gradient):
         # A Python float, not a NumPy float64 scalar: under NumPy's promotion

@@ -287,3 +287,12 @@ def test_a_forked_child_starts_its_own_helper_thread(monkeypatch):
     child.join(timeout=60)
     assert child.exitcode == 0
     np.testing.assert_array_equal(coef, parent.coef_)
+
+
+def test_an_update_counts_its_steps_from_first_through_the_loop():
+    # A halving schedule reads the step count: the loop must advance it.
+    from sklearn_relu._schedule import HalvingStep
+
+    update = _steps.SGDUpdate(HalvingStep(1.0, half_life=1), first=3)
+    update.skip(2)
+    np.testing.assert_array_equal(update(np.zeros(1), np.ones(1)), [-(2.0 ** -5)])
