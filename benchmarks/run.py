@@ -283,7 +283,9 @@ def _steps_inside_fit(data, args, report, floor64, floor32):
         "float64, step by step": (data.X, data.y, False),
     }
     samples = {name: [] for name in ("floor float64", "floor float32", *contenders)}
-    rounds = 3 if args.quick else 7
+    # 60 steps of a float32 fit are about 40 ms against fits of 100 ms or more:
+    # many rounds, so that the medians of the differences settle.
+    rounds = 3 if args.quick else 15
     for _ in range(rounds + 1):  # the first round warms up
         time.sleep(0.1)
         samples["floor float64"].append(back_to_back(floor64))

@@ -306,6 +306,14 @@ bucket_norms(const double *magnitude, Py_ssize_t p, Py_ssize_t bucket,
     }
 }
 
+static double
+seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* A second thread for the large batches of a run of steps. The per-step path
  * hands the second half of a batch to a pooled Python thread, which sleeps
  * between steps; waking it costs about what it saves (inside a fit a step at
@@ -332,6 +340,7 @@ enum { HELPER_IDLE, HELPER_WORK, HELPER_DONE };
 typedef struct {
     int phase;                      /* HELPER_*, accessed atomically */
     int parked;                     /* no run of steps holds the helper */
+    double parked_at;               /* since when (seconds_now) */
     int is_f32;
     const char *X;
     Py_ssize_t row_stride, d, n_rows;
@@ -346,6 +355,7 @@ typedef struct {
  * YIELD_LIMIT the helper sleeps until work arrives. */
 #define PAUSE_LIMIT 100
 #define YIELD_LIMIT 20000
+#define PARK_GRACE 2e-3
 
 static inline void
 wait_a_little(long *spins)
@@ -392,7 +402,8 @@ helper_main(void *arg)
             __atomic_store_n(&h->phase, HELPER_DONE, __ATOMIC_RELEASE);
             spins = 0;
         } else if (spins < YIELD_LIMIT
-                   && !__atomic_load_n(&h->parked, __ATOMIC_ACQUIRE)) {
+                   && !(__atomic_load_n(&h->parked, __ATOMIC_ACQUIRE)
+                        && seconds_now() - h->parked_at > PARK_GRACE)) {
             wait_a_little(&spins);
         } else {
             pthread_mutex_lock(&helper_lock);
@@ -442,12 +453,16 @@ helper_acquire(void)
     return &the_helper;
 }
 
-/* The run of steps is over: the helper goes to sleep at once rather than
- * keep a core busy (a BLAS call right after a fit ran 7x slower while it
- * yielded). */
+/* The run of steps is over: the helper goes to sleep PARK_GRACE seconds
+ * later rather than keep a core busy (a BLAS call right after a fit ran 7x
+ * slower while it yielded), but not at once: the next epoch of a fit starts
+ * within that time, and a helper woken from sleep ran on its caller's core
+ * for the first milliseconds (a float32 step inside a fit took 1.7x its time
+ * back to back). */
 static void
 helper_release(void)
 {
+    the_helper.parked_at = seconds_now();
     __atomic_store_n(&the_helper.parked, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&helper_owner);
 }
@@ -512,14 +527,6 @@ typedef struct {
     Py_ssize_t *rows;
     double *magnitude, *squares, *norms, *norms32;
 } steps_setup;
-
-static double
-seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Written once for float and double, as the kernel is. worker_vectors holds
  * n_workers vectors of p; parts two of d. Returns a STEPS_ status and the
