@@ -2,7 +2,6 @@
 
 import functools
 import hashlib
-import itertools
 import logging
 import math
 import numbers
@@ -26,6 +25,7 @@ from ._gradient import divergence_error, split_params
 from ._init import check_init, initial_params
 from ._schedule import ConstantStep, HalvingStep, initial_sign_step
 from ._step_size import auto_learning_rate, measure_curvature
+from ._steps import SGDUpdate
 from ._stopping import LossPlateau, ValidationPlateau
 from ._worker import TrainingSet
 from .aggregation import get_aggregator
@@ -39,20 +39,9 @@ logger = logging.getLogger("sklearn_relu")
 
 def _sgd_update(learning_rate, first=0):
     """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call,
-    counting from ``first`` (a schedule from :mod:`._schedule`), checked."""
-    steps = itertools.count(first)
-
-    def update(params, gradient):
-        # A Python float, not a NumPy float64 scalar: under NumPy's promotion
-        # rules the scalar would turn float32 parameters into float64.
-        new = params - learning_rate.at(next(steps)) * gradient
-        if not np.all(np.isfinite(new)):
-            raise divergence_error(
-                f"learning_rate={learning_rate:.3g} is too large for this data"
-            )
-        return new
-
-    return update
+    counting from ``first`` (a schedule from :mod:`._schedule`), checked; an
+    object the in-process backend's compiled loop can read."""
+    return SGDUpdate(learning_rate, first)
 
 
 def _check_int(name, value, low, allow_none=False):
@@ -769,8 +758,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         converged = False
         started = time.perf_counter()
         for epoch in range(first_epoch, max_epochs):
-            for _ in range(steps_per_epoch):
-                params = backend.step(params, update)
+            params = backend.run_steps(params, update, steps_per_epoch)
             loss_sum, draws = backend.reduce("batch_loss")
             loss = loss_sum / draws
             if not loss <= ceiling:

@@ -159,6 +159,512 @@ DISPATCH static void NAME(                                                     \
 DEFINE_KERNEL(gradient_f64, double, vdouble, 4)
 DEFINE_KERNEL(gradient_f32, float, vfloat, 8)
 
+/* -- Many SGD steps in one call ------------------------------------------------
+ *
+ * The in-process fast path of _steps.py. For a small batch (d = 100, 200 rows)
+ * the arithmetic of a step takes about 10 us, and the Python around it (drawing
+ * the batch, sorting it, calling the kernel, compressing, decoding, checking,
+ * updating) took ten times that. sgd_steps runs n_steps whole steps here, with
+ * the same operations in the same order as the per-step Python path, so that
+ * the model is the same to the last bit:
+ *
+ * - the batch is drawn as numpy.random.Generator.integers(0, n, m) draws it
+ *   (Lemire's bounded 32-bit method on the generator's own bit generator), and
+ *   QSGD's uniforms as Generator.random(d) does (next_double), from the very
+ *   generator the worker owns, which the Python path then continues from;
+ * - the gradient is the kernel above, on the same two parts added in order;
+ * - QSGD quantizes as QSGD._quantize does (bucket norms with NumPy's pairwise
+ *   summation, rounded up to float32, levels drawn against uniforms) and the
+ *   message decodes as QSGD.decompress would decode it;
+ * - the workers' vectors are summed in worker order in the model's dtype, and
+ *   the step params - lr * direction is taken in that dtype.
+ *
+ * No fused multiply-add may merge lr * g into the subtraction (NumPy rounds
+ * the product first): this section is compiled without contraction.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <float.h>
+#include <time.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+/* NumPy's public bitgen_t (numpy/random/bitgen.h), whose layout is part of
+ * NumPy's C API: a BitGenerator's .capsule holds a pointer to one. */
+typedef struct {
+    void *state;
+    uint64_t (*next_uint64)(void *st);
+    uint32_t (*next_uint32)(void *st);
+    double (*next_double)(void *st);
+    uint64_t (*next_raw)(void *st);
+} relu_bitgen_t;
+
+/* Generator.integers(0, rng + 1) for rng < 2**32 - 1: NumPy's
+ * buffered_bounded_lemire_uint32 (rng = 0 draws nothing). */
+static inline uint32_t
+bounded_uint32(relu_bitgen_t *gen, uint32_t rng)
+{
+    if (rng == 0)
+        return 0;
+    const uint32_t rng_excl = rng + 1;
+    uint64_t m = (uint64_t)gen->next_uint32(gen->state) * rng_excl;
+    uint32_t leftover = (uint32_t)(m & 0xFFFFFFFFUL);
+    if (leftover < rng_excl) {
+        const uint32_t threshold = (UINT32_MAX - rng) % rng_excl;
+        while (leftover < threshold) {
+            m = (uint64_t)gen->next_uint32(gen->state) * rng_excl;
+            leftover = (uint32_t)(m & 0xFFFFFFFFUL);
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
+/* Sort a batch of row indices (any correct sort gives the same array). */
+static void
+sort_rows(Py_ssize_t *a, Py_ssize_t n)
+{
+    while (n > 16) {
+        Py_ssize_t mid = n / 2, last = n - 1, t;
+        /* median of three to a[mid] */
+        if (a[mid] < a[0]) { t = a[mid]; a[mid] = a[0]; a[0] = t; }
+        if (a[last] < a[0]) { t = a[last]; a[last] = a[0]; a[0] = t; }
+        if (a[last] < a[mid]) { t = a[last]; a[last] = a[mid]; a[mid] = t; }
+        Py_ssize_t pivot = a[mid], i = 0, j = last;
+        for (;;) {
+            while (a[i] < pivot) i++;
+            while (a[j] > pivot) j--;
+            if (i >= j) break;
+            t = a[i]; a[i] = a[j]; a[j] = t;
+            i++; j--;
+        }
+        /* recurse on the smaller side, loop on the larger */
+        if (j + 1 < n - j - 1) { sort_rows(a, j + 1); a += j + 1; n -= j + 1; }
+        else { sort_rows(a + j + 1, n - j - 1); n = j + 1; }
+    }
+    for (Py_ssize_t i = 1; i < n; i++) {
+        Py_ssize_t v = a[i], k = i;
+        for (; k > 0 && a[k - 1] > v; k--) a[k] = a[k - 1];
+        a[k] = v;
+    }
+}
+
+/* NumPy's pairwise summation (loops_utils.h.src), as add.reduce runs it on a
+ * contiguous float64 segment. */
+static double
+pairwise_sum(const double *a, Py_ssize_t n)
+{
+    if (n < 8) {
+        double res = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8], res;
+        Py_ssize_t i;
+        for (int k = 0; k < 8; k++) r[k] = a[k];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int k = 0; k < 8; k++) r[k] += a[i + k];
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    Py_ssize_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
+
+/* np.add.reduceat over one segment: its first item, then the rest added. */
+static double
+segment_sum(const double *a, Py_ssize_t n)
+{
+    return a[0] + pairwise_sum(a + 1, n - 1);
+}
+
+/* _bucket_norms: each bucket divided by its peak, squared, summed, rooted. */
+static void
+bucket_norms(const double *magnitude, Py_ssize_t p, Py_ssize_t bucket,
+             double *squares, double *norms)
+{
+    Py_ssize_t k = 0;
+    for (Py_ssize_t start = 0; start < p; start += bucket, k++) {
+        Py_ssize_t stop = start + bucket < p ? start + bucket : p;
+        double peak = magnitude[start];
+        for (Py_ssize_t i = start + 1; i < stop; i++)
+            if (magnitude[i] > peak) peak = magnitude[i];
+        double divisor = peak > 0 ? peak : 1.0;
+        for (Py_ssize_t i = start; i < stop; i++) {
+            double v = magnitude[i] / divisor;
+            squares[i] = v * v;
+        }
+        norms[k] = peak * sqrt(segment_sum(squares + start, stop - start));
+    }
+}
+
+static double
+seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* A second thread for the large batches of a run of steps. The per-step path
+ * hands the second half of a batch to a pooled Python thread, which sleeps
+ * between steps; waking it costs about what it saves (inside a fit a step at
+ * d = 4000, m = 1000 took 1.8x a contiguous matrix-vector product over as
+ * many rows, back to back 1.2x). Here one helper thread per process, started
+ * on first use and kept (a thread started per call ran on the caller's core
+ * for the first steps), waits between steps by spinning, then yielding, then
+ * sleeping on a condition variable, so that it neither sleeps through the
+ * steps of a fit nor takes a core from other processes for long; between
+ * runs of steps it sleeps. It computes
+ * the same half into its own buffer: the same bits. One run of steps uses it
+ * at a time; a concurrent run (another Python thread) computes both halves
+ * itself. */
+#if !defined(_WIN32)
+#include <pthread.h>
+#include <sched.h>
+#define HAVE_STEP_HELPER 1
+#else
+#define HAVE_STEP_HELPER 0
+#endif
+
+enum { HELPER_IDLE, HELPER_WORK, HELPER_DONE };
+
+typedef struct {
+    int phase;                      /* HELPER_*, accessed atomically */
+    int parked;                     /* no run of steps holds the helper */
+    double parked_at;               /* since when (seconds_now) */
+    int is_f32;
+    const char *X;
+    Py_ssize_t row_stride, d, n_rows;
+    const void *y, *weight, *coef;
+    double b, scale;
+    const Py_ssize_t *rows;
+    void *out;
+    double sums[3];
+} step_helper;
+
+/* Spinning: a few thousand pauses (about 100 us), then yields; past
+ * YIELD_LIMIT the helper sleeps until work arrives. */
+#define PAUSE_LIMIT 100
+#define YIELD_LIMIT 20000
+#define PARK_GRACE 2e-3
+
+static inline void
+wait_a_little(long *spins)
+{
+    ++*spins;
+    if (*spins < PAUSE_LIMIT) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+#if HAVE_STEP_HELPER
+    else {
+        sched_yield();
+    }
+#endif
+}
+
+static void
+helper_run(step_helper *h)
+{
+    if (h->is_f32)
+        gradient_f32(h->X, h->row_stride, h->d, h->y, h->weight, h->coef, h->b,
+                     h->rows, h->n_rows, h->scale, h->out, h->sums);
+    else
+        gradient_f64(h->X, h->row_stride, h->d, h->y, h->weight, h->coef, h->b,
+                     h->rows, h->n_rows, h->scale, h->out, h->sums);
+}
+
+#if HAVE_STEP_HELPER
+static step_helper the_helper;
+static int helper_started = 0;      /* under helper_owner */
+static pthread_mutex_t helper_owner = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t helper_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t helper_wake = PTHREAD_COND_INITIALIZER;
+
+static void *
+helper_main(void *arg)
+{
+    step_helper *h = arg;
+    long spins = 0;
+    for (;;) {
+        if (__atomic_load_n(&h->phase, __ATOMIC_ACQUIRE) == HELPER_WORK) {
+            helper_run(h);
+            __atomic_store_n(&h->phase, HELPER_DONE, __ATOMIC_RELEASE);
+            spins = 0;
+        } else if (spins < YIELD_LIMIT
+                   && !(__atomic_load_n(&h->parked, __ATOMIC_ACQUIRE)
+                        && seconds_now() - h->parked_at > PARK_GRACE)) {
+            wait_a_little(&spins);
+        } else {
+            pthread_mutex_lock(&helper_lock);
+            while (__atomic_load_n(&h->phase, __ATOMIC_ACQUIRE) != HELPER_WORK)
+                pthread_cond_wait(&helper_wake, &helper_lock);
+            pthread_mutex_unlock(&helper_lock);
+            spins = 0;
+        }
+    }
+    return NULL;
+}
+
+/* A forked child has no helper thread, whatever the parent had. */
+static void
+helper_after_fork(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t fresh_cond = PTHREAD_COND_INITIALIZER;
+    helper_owner = fresh;
+    helper_lock = fresh;
+    helper_wake = fresh_cond;
+    helper_started = 0;
+    memset(&the_helper, 0, sizeof the_helper);
+}
+
+/* The process's helper for this run of steps, or NULL (another run holds
+ * it, or no thread could be started). Release with helper_release. */
+static step_helper *
+helper_acquire(void)
+{
+    if (pthread_mutex_trylock(&helper_owner) != 0)
+        return NULL;
+    if (!helper_started) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&thread, &attr, helper_main, &the_helper) != 0) {
+            pthread_attr_destroy(&attr);
+            pthread_mutex_unlock(&helper_owner);
+            return NULL;
+        }
+        pthread_attr_destroy(&attr);
+        helper_started = 1;
+    }
+    __atomic_store_n(&the_helper.parked, 0, __ATOMIC_RELEASE);
+    return &the_helper;
+}
+
+/* The run of steps is over: the helper goes to sleep PARK_GRACE seconds
+ * later rather than keep a core busy (a BLAS call right after a fit ran 7x
+ * slower while it yielded), but not at once: the next epoch of a fit starts
+ * within that time, and a helper woken from sleep ran on its caller's core
+ * for the first milliseconds (a float32 step inside a fit took 1.7x its time
+ * back to back). */
+static void
+helper_release(void)
+{
+    the_helper.parked_at = seconds_now();
+    __atomic_store_n(&the_helper.parked, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&helper_owner);
+}
+#endif
+
+/* Hand the helper one part. */
+static void
+helper_post(step_helper *h, int is_f32, const char *X, Py_ssize_t row_stride,
+            Py_ssize_t d, const void *y, const void *weight, const void *coef,
+            double b, const Py_ssize_t *rows, Py_ssize_t n_rows, double scale,
+            void *out)
+{
+    h->is_f32 = is_f32; h->X = X; h->row_stride = row_stride; h->d = d;
+    h->y = y; h->weight = weight; h->coef = coef; h->b = b; h->rows = rows;
+    h->n_rows = n_rows; h->scale = scale; h->out = out;
+#if HAVE_STEP_HELPER
+    pthread_mutex_lock(&helper_lock);
+    __atomic_store_n(&h->phase, HELPER_WORK, __ATOMIC_RELEASE);
+    pthread_cond_signal(&helper_wake);
+    pthread_mutex_unlock(&helper_lock);
+#endif
+}
+
+static void
+helper_wait(step_helper *h, double sums[3])
+{
+    long spins = 0;
+    while (__atomic_load_n(&h->phase, __ATOMIC_ACQUIRE) != HELPER_DONE)
+        wait_a_little(&spins);
+    memcpy(sums, h->sums, sizeof h->sums);
+    __atomic_store_n(&h->phase, HELPER_IDLE, __ATOMIC_RELAXED);
+}
+
+/* Why a run of steps stopped early; the Python side raises what the
+ * per-step path raises at that point. */
+enum {
+    STEPS_DONE = 0,
+    STEPS_GRADIENT_OVERFLOW = 1,    /* a worker's gradient is not finite */
+    STEPS_NORM_BEYOND_FLOAT32 = 2,  /* QSGD: a float32 vector's bucket norm */
+    STEPS_DECODED_OVERFLOW = 3,     /* QSGD: a message decodes beyond the dtype */
+    STEPS_UPDATE_OVERFLOW = 4,      /* the new parameters are not finite */
+};
+
+typedef struct {
+    const char *X;
+    Py_ssize_t row_stride, n_rows, m;
+    const void *y, *weight;
+    relu_bitgen_t *gen;
+    double scale;
+    double *batch_loss;             /* [loss_sum, draws], carried on */
+    Py_buffer views[4];             /* X, y, weight, batch_loss */
+} steps_worker;
+
+typedef struct {
+    Py_ssize_t d, p;                /* features; parameters (d or d + 1) */
+    int levels;                     /* QSGD's s, or 0: the exact gradient */
+    Py_ssize_t bucket;              /* QSGD bucket length (p: one bucket) */
+    double learning_rate;
+    Py_ssize_t parallel_min_bytes;  /* batches this large use the helper */
+    step_helper *helper;            /* or NULL: one thread */
+    /* scratch */
+    Py_ssize_t *rows;
+    double *magnitude, *squares, *norms, *norms32;
+} steps_setup;
+
+/* Written once for float and double, as the kernel is. worker_vectors holds
+ * n_workers vectors of p; parts two of d. Returns a STEPS_ status and the
+ * steps completed; on a stop, params holds the last good parameters. */
+#define DEFINE_STEPS(NAME, T, KERNEL, IS_FLOAT32)                              \
+static int                                                                     \
+NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
+     Py_ssize_t n_steps, T *parts, T *worker_vectors, T *total,                \
+     Py_ssize_t *done, double *value, Py_ssize_t *n_scaled, int *which,        \
+     double *seconds)                                                          \
+{                                                                              \
+    const Py_ssize_t d = su->d, p = su->p;                                     \
+    const T lr = (T)su->learning_rate;                                         \
+    for (Py_ssize_t step = 0; step < n_steps; step++) {                       \
+        double t0 = seconds_now();                                             \
+        for (int w = 0; w < n_workers; w++) {                                  \
+            steps_worker *wk = &workers[w];                                    \
+            T *g = worker_vectors + (Py_ssize_t)w * p;                         \
+            Py_ssize_t m = wk->m;                                              \
+            uint32_t rng = (uint32_t)(wk->n_rows - 1);                         \
+            for (Py_ssize_t i = 0; i < m; i++)                                 \
+                su->rows[i] = (Py_ssize_t)bounded_uint32(wk->gen, rng);        \
+            sort_rows(su->rows, m);                                            \
+            double sums[2][3];                                                 \
+            Py_ssize_t half = m / 2;                                           \
+            double b = p > d ? (double)params[d] : 0.0;                        \
+            int split = su->helper != NULL                                     \
+                && m * d * (Py_ssize_t)sizeof(T) >= su->parallel_min_bytes;    \
+            if (split)                                                         \
+                helper_post(su->helper, IS_FLOAT32, wk->X, wk->row_stride, d,  \
+                            wk->y, wk->weight, params, b, su->rows + half,     \
+                            m - half, wk->scale, parts + d);                   \
+            KERNEL(wk->X, wk->row_stride, d, (const T *)wk->y,                 \
+                   (const T *)wk->weight, params, b, su->rows, half,           \
+                   wk->scale, parts, sums[0]);                                 \
+            if (split)                                                         \
+                helper_wait(su->helper, sums[1]);                              \
+            else                                                               \
+                KERNEL(wk->X, wk->row_stride, d, (const T *)wk->y,             \
+                       (const T *)wk->weight, params, b, su->rows + half,      \
+                       m - half, wk->scale, parts + d, sums[1]);               \
+            for (Py_ssize_t j = 0; j < d; j++) g[j] = parts[j] + parts[d + j]; \
+            if (p > d) g[d] = (T)(sums[0][0] + sums[1][0]);                    \
+            wk->batch_loss[0] += sums[0][1] + sums[1][1];                      \
+            wk->batch_loss[1] += (double)m;                                    \
+            for (Py_ssize_t j = 0; j < p; j++)                                 \
+                if (!isfinite((double)g[j])) {                                 \
+                    *done = step; *which = w;                                  \
+                    return STEPS_GRADIENT_OVERFLOW;                            \
+                }                                                              \
+            if (su->levels == 0) continue;                                     \
+            /* QSGD: quantize g and replace it by what its message decodes */ \
+            double *mag = su->magnitude;                                       \
+            double s = (double)su->levels;                                     \
+            Py_ssize_t n_buckets = (p + su->bucket - 1) / su->bucket;          \
+            for (Py_ssize_t j = 0; j < p; j++) mag[j] = fabs((double)g[j]);    \
+            bucket_norms(mag, p, su->bucket, su->squares, su->norms);          \
+            double largest = 0.0, smallest = INFINITY;                         \
+            for (Py_ssize_t k = 0; k < n_buckets; k++)                         \
+                if (su->norms[k] > 0) {                                        \
+                    if (su->norms[k] > largest) largest = su->norms[k];        \
+                    if (su->norms[k] < smallest) smallest = su->norms[k];      \
+                }                                                              \
+            int exponent = 0;                                                  \
+            if (largest > 0 && !(largest <= FLT_MAX && smallest >= FLT_MIN)) { \
+                double peak = 0.0;                                             \
+                for (Py_ssize_t j = 0; j < p; j++)                             \
+                    if (mag[j] > peak) peak = mag[j];                          \
+                frexp(peak, &exponent);                                        \
+            }                                                                  \
+            if (exponent) {                                                    \
+                if (IS_FLOAT32 && largest > FLT_MAX) {                         \
+                    *done = step; *which = w; *value = largest;                \
+                    return STEPS_NORM_BEYOND_FLOAT32;                          \
+                }                                                              \
+                for (Py_ssize_t j = 0; j < p; j++)                             \
+                    mag[j] = ldexp(mag[j], -exponent);                         \
+                bucket_norms(mag, p, su->bucket, su->squares, su->norms);      \
+                (*n_scaled)++;                                                 \
+            }                                                                  \
+            for (Py_ssize_t k = 0; k < n_buckets; k++) {                       \
+                float r = (float)su->norms[k];                                 \
+                if ((double)r < su->norms[k]) r = nextafterf(r, INFINITY);     \
+                su->norms32[k] = (double)r;                                    \
+            }                                                                  \
+            for (Py_ssize_t j = 0; j < p; j++) {                               \
+                double norm = su->norms32[j / su->bucket];                     \
+                double scaled = (norm > 0 ? mag[j] / norm : 0.0) * s;          \
+                double low = floor(scaled);                                    \
+                double u = wk->gen->next_double(wk->gen->state);               \
+                double level = low + (double)(u < scaled - low);               \
+                if (level > s) level = s;                                      \
+                int32_t l = (int32_t)level;                                    \
+                if (g[j] < 0) l = -l;                                          \
+                /* the decoded coordinate: norm * 2**exponent * (l / s) */    \
+                double decoded_norm = exponent ? ldexp(norm, exponent) : norm; \
+                g[j] = (T)(decoded_norm * ((double)l / s));                    \
+            }                                                                  \
+        }                                                                      \
+        double t1 = seconds_now();                                             \
+        seconds[0] += t1 - t0;                                                 \
+        for (int w = 0; w < n_workers; w++) {                                  \
+            const T *v = worker_vectors + (Py_ssize_t)w * p;                   \
+            if (su->levels)                                                    \
+                for (Py_ssize_t j = 0; j < p; j++)                             \
+                    if (!isfinite((double)v[j])) {                             \
+                        *done = step; *which = w;                              \
+                        return STEPS_DECODED_OVERFLOW;                         \
+                    }                                                          \
+            if (w == 0) memcpy(total, v, (size_t)p * sizeof(T));               \
+            else for (Py_ssize_t j = 0; j < p; j++) total[j] += v[j];          \
+        }                                                                      \
+        double t2 = seconds_now();                                             \
+        seconds[1] += t2 - t1;                                                 \
+        int finite = 1;                                                        \
+        for (Py_ssize_t j = 0; j < p; j++) {                                   \
+            T product = lr * total[j];                                         \
+            T updated = params[j] - product;                                   \
+            finite &= isfinite((double)updated) != 0;                          \
+            total[j] = updated;                                                \
+        }                                                                      \
+        if (!finite) {                                                         \
+            *done = step;                                                      \
+            return STEPS_UPDATE_OVERFLOW;                                      \
+        }                                                                      \
+        memcpy(params, total, (size_t)p * sizeof(T));                          \
+    }                                                                          \
+    *done = n_steps;                                                           \
+    return STEPS_DONE;                                                         \
+}
+
+DEFINE_STEPS(steps_f64, double, gradient_f64, 0)
+DEFINE_STEPS(steps_f32, float, gradient_f32, 1)
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
 /* -- Python binding -------------------------------------------------------- */
 
 static int
@@ -256,8 +762,163 @@ done:
 /* Defined in the Elias-coding section at the end of this file. */
 static int add_elias_functions(PyObject *module);
 
+PyDoc_STRVAR(sgd_steps_doc,
+"sgd_steps(workers, params, n_steps, learning_rate, n_features, levels, bucket,\n"
+"          n_threads, parallel_min_bytes)\n"
+"--\n\n"
+"Run ``n_steps`` SGD steps of an in-process fit, updating ``params`` (float32\n"
+"or float64, the dtype of every X) in place. ``workers`` is a sequence of\n"
+"``(X, y, sample_weight or None, bit_generator_capsule, m, scale, batch_loss)``\n"
+"in worker order, ``batch_loss`` a float64 array of 2 that the batch losses\n"
+"and draws are added to. ``levels`` is QSGD's s (0: exact gradients),\n"
+"``bucket`` its bucket length. A worker's batch of ``parallel_min_bytes`` or\n"
+"more is split between two threads when ``n_threads`` > 1. Returns ``(status, steps_done, worker,\n"
+"value, n_scaled, compute_seconds, communicate_seconds)``; status 0 when\n"
+"all steps ran, else why they stopped (see STEPS_* in the source).");
+
+static void
+release_workers(steps_worker *workers, int n)
+{
+    for (int w = 0; w < n; w++)
+        for (int k = 0; k < 4; k++) PyBuffer_Release(&workers[w].views[k]);
+}
+
+static PyObject *
+sgd_steps(PyObject *self, PyObject *args)
+{
+    PyObject *workers_obj, *params_obj;
+    Py_ssize_t n_steps, n_features, bucket, parallel_min_bytes;
+    double learning_rate;
+    int levels, n_threads;
+    if (!PyArg_ParseTuple(args, "OOndninin", &workers_obj, &params_obj, &n_steps,
+                          &learning_rate, &n_features, &levels, &bucket, &n_threads,
+                          &parallel_min_bytes))
+        return NULL;
+    PyObject *seq = PySequence_Fast(workers_obj, "workers: expected a sequence");
+    if (seq == NULL)
+        return NULL;
+    int n_workers = (int)PySequence_Fast_GET_SIZE(seq);
+    steps_worker *workers = calloc(n_workers > 0 ? n_workers : 1, sizeof(steps_worker));
+    Py_buffer params = {0};
+    steps_setup su = {0};
+    void *scratch = NULL;
+    PyObject *result = NULL;
+    if (workers == NULL) { PyErr_NoMemory(); goto done; }
+    if (PyObject_GetBuffer(params_obj, &params, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
+                           | PyBUF_WRITABLE) < 0)
+        goto done;
+    const char *format = params.format;
+    Py_ssize_t size = params.itemsize, p = params.ndim == 1 ? params.shape[0] : -1;
+    if (!(strcmp(format, "d") == 0 || strcmp(format, "f") == 0)
+        || n_workers < 1 || n_features < 1
+        || !(p == n_features || p == n_features + 1) || levels < 0
+        || bucket < 1 || n_steps < 0) {
+        PyErr_SetString(PyExc_ValueError, "sgd_steps: bad arguments");
+        goto done;
+    }
+    Py_ssize_t max_m = 1;
+    for (int w = 0; w < n_workers; w++) {
+        steps_worker *wk = &workers[w];
+        PyObject *X_obj, *y_obj, *weight_obj, *capsule, *loss_obj;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, w), "OOOOndO",
+                              &X_obj, &y_obj, &weight_obj, &capsule, &wk->m,
+                              &wk->scale, &loss_obj))
+            goto done;
+        if (PyObject_GetBuffer(X_obj, &wk->views[0], PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0)
+            goto done;
+        Py_buffer *X = &wk->views[0];
+        if (X->ndim != 2 || strcmp(X->format, format) != 0 || X->shape[1] != n_features
+            || X->strides[1] != size || X->strides[0] % size != 0
+            || X->shape[0] < 1 || X->shape[0] > (Py_ssize_t)UINT32_MAX || wk->m < 1) {
+            PyErr_SetString(PyExc_ValueError,
+                            "sgd_steps: X must have the dtype of params, n_features "
+                            "contiguous columns and 1 to 2**32 - 1 rows");
+            goto done;
+        }
+        Py_ssize_t n = X->shape[0];
+        if (get_vector(y_obj, &wk->views[1], "y", 0, format, size, n) < 0
+            || (weight_obj != Py_None
+                && get_vector(weight_obj, &wk->views[2], "sample_weight", 0, format,
+                              size, n) < 0)
+            || get_vector(loss_obj, &wk->views[3], "batch_loss", 1, "d", 8, 2) < 0)
+            goto done;
+        wk->gen = PyCapsule_GetPointer(capsule, "BitGenerator");
+        if (wk->gen == NULL)
+            goto done;
+        wk->X = X->buf;
+        wk->row_stride = X->strides[0];
+        wk->n_rows = n;
+        wk->y = wk->views[1].buf;
+        wk->weight = weight_obj == Py_None ? NULL : wk->views[2].buf;
+        wk->batch_loss = wk->views[3].buf;
+        if (wk->m > max_m) max_m = wk->m;
+    }
+    su.d = n_features;
+    su.p = p;
+    su.levels = levels;
+    su.bucket = bucket;
+    su.learning_rate = learning_rate;
+    su.parallel_min_bytes = parallel_min_bytes;
+    /* rows, magnitude, squares, norms, norms32, parts, worker vectors, total */
+    size_t n_buckets = (size_t)((p + bucket - 1) / bucket);
+    size_t bytes = (size_t)max_m * sizeof(Py_ssize_t) + 2 * (size_t)p * sizeof(double)
+        + 2 * n_buckets * sizeof(double)
+        + ((size_t)(2 + n_workers) * (size_t)p + (size_t)p) * (size_t)size + 64;
+    scratch = malloc(bytes);
+    if (scratch == NULL) { PyErr_NoMemory(); goto done; }
+    char *cursor = scratch;
+    su.rows = (Py_ssize_t *)cursor; cursor += (size_t)max_m * sizeof(Py_ssize_t);
+    su.magnitude = (double *)cursor; cursor += (size_t)p * sizeof(double);
+    su.squares = (double *)cursor; cursor += (size_t)p * sizeof(double);
+    su.norms = (double *)cursor; cursor += n_buckets * sizeof(double);
+    su.norms32 = (double *)cursor; cursor += n_buckets * sizeof(double);
+    void *parts = cursor; cursor += 2 * (size_t)p * (size_t)size;
+    void *vectors = cursor; cursor += (size_t)n_workers * (size_t)p * (size_t)size;
+    void *total = cursor;
+
+    int large = 0;
+    for (int w = 0; w < n_workers; w++)
+        large |= workers[w].m * n_features * size >= parallel_min_bytes;
+#if HAVE_STEP_HELPER
+    if (n_threads > 1 && large && n_steps > 0)
+        su.helper = helper_acquire();
+#else
+    (void)n_threads; (void)large;
+#endif
+    Py_ssize_t steps_done = 0, n_scaled = 0;
+    int which = -1, status;
+    double value = 0.0, seconds[2] = {0.0, 0.0};
+    Py_BEGIN_ALLOW_THREADS
+    if (size == 8)
+        status = steps_f64(workers, n_workers, &su, params.buf, n_steps, parts,
+                           vectors, total, &steps_done, &value, &n_scaled, &which,
+                           seconds);
+    else
+        status = steps_f32(workers, n_workers, &su, params.buf, n_steps, parts,
+                           vectors, total, &steps_done, &value, &n_scaled, &which,
+                           seconds);
+    Py_END_ALLOW_THREADS
+#if HAVE_STEP_HELPER
+    if (su.helper != NULL)
+        helper_release();
+#endif
+    result = Py_BuildValue("inidndd", status, steps_done, which, value, n_scaled,
+                           seconds[0], seconds[1]);
+
+done:
+    if (workers != NULL) {
+        release_workers(workers, n_workers);
+        free(workers);
+    }
+    free(scratch);
+    PyBuffer_Release(&params);
+    Py_DECREF(seq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"gradient_part", gradient_part, METH_VARARGS, gradient_part_doc},
+    {"sgd_steps", sgd_steps, METH_VARARGS, sgd_steps_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -270,6 +931,9 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__kernels(void)
 {
+#if HAVE_STEP_HELPER
+    pthread_atfork(NULL, NULL, helper_after_fork);
+#endif
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && add_elias_functions(m) < 0) {
         Py_DECREF(m);

@@ -95,7 +95,8 @@ class Backend(ABC):
     :meth:`start` places one :class:`~sklearn_relu._worker.ShardWorker` per shard,
     :meth:`reduce` sums an exact shard statistic over all workers,
     :meth:`step` has every worker send its compressed gradient and applies
-    ``update`` to the decoded sum, and :meth:`stop` releases the workers.
+    ``update`` to the decoded sum (an epoch of steps at a time, through
+    :meth:`run_steps`), and :meth:`stop` releases the workers.
     A backend moves and sums; it never computes a gradient itself.
 
     Four hooks with single-process defaults let a backend whose workers are
@@ -246,6 +247,17 @@ class Backend(ABC):
     def step(self, params, update):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
         them in worker order, and return ``update(params, gradient)``."""
+
+    def run_steps(self, params, update, n_steps):
+        """``n_steps`` calls of :meth:`step`; the parameters after the last.
+
+        The estimator runs an epoch through here, so that a backend may take
+        many steps at once where it gives the same model (the in-process
+        backend's compiled loop, ``sklearn_relu/_steps.py``).
+        """
+        for _ in range(n_steps):
+            params = self.step(params, update)
+        return params
 
     def sum_decoded(self, messages, n_values):
         """Decode ``messages`` and aggregate them in the order given (worker order).

@@ -1,5 +1,6 @@
 """The reference backend: every worker in this process, one after another."""
 
+from .. import _steps
 from .._worker import ShardWorker, worker_arguments
 from ._base import Backend, Timer
 
@@ -11,9 +12,17 @@ class InProcessBackend(Backend):
 
     This is the reference every other backend must agree with. Shards are views
     of ``X``: nothing is copied.
+
+    Where it gives the same model, :meth:`run_steps` takes an epoch's steps in
+    one call of the compiled loop (``sklearn_relu/_steps.py``) instead of one
+    :meth:`step` at a time; a subclass that overrides :meth:`step` keeps
+    getting every step.
     """
 
     name = "inprocess"
+    #: Whether :meth:`run_steps` may use the compiled loop (the tests turn it
+    #: off to compare against the step-by-step reference).
+    _fused_steps = True
 
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         self.workers = [
@@ -39,6 +48,15 @@ class InProcessBackend(Backend):
         with Timer(self.record, "communicate_seconds"):
             gradient = self.sum_decoded(messages, params.shape[0])
         return update(params, gradient)
+
+    def run_steps(self, params, update, n_steps):
+        if (
+            self._fused_steps
+            and type(self).step is InProcessBackend.step
+            and _steps.fusable(self, params, update)
+        ):
+            return _steps.run_steps(self, params, update, n_steps)
+        return super().run_steps(params, update, n_steps)
 
     def _max_statistic(self, params, draw):
         params = params if draw else None

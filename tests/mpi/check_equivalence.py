@@ -12,7 +12,7 @@ from mpi4py import MPI
 from sklearn.base import clone
 
 from sklearn_relu import ReLURegressor, make_relu_regression
-from sklearn_relu.backends import MPIBackend
+from sklearn_relu.backends import InProcessBackend, MPIBackend
 
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
@@ -26,6 +26,13 @@ def fit(backend, **params):
 
 for solver in ("sgd", "qsgd"):
     reference = fit("inprocess", solver=solver, bits=4).fit(X, y)
+    # The in-process fit runs its epochs in the compiled loop; the
+    # step-by-step path gives the same model, and so must MPI.
+    stepwise = InProcessBackend()
+    stepwise._fused_steps = False
+    np.testing.assert_array_equal(
+        fit(stepwise, solver=solver, bits=4).fit(X, y).coef_, reference.coef_
+    )
     for topology in ("allgather", "master-worker"):
         est = fit(MPIBackend(topology=topology), solver=solver, bits=4).fit(X, y)
         np.testing.assert_array_equal(est.coef_, reference.coef_)

@@ -1,0 +1,112 @@
+"""More MPI ranks than cores: run by the suite's ``backends`` section as
+
+    mpiexec -n 3 python -m mpi4py benchmarks/mpi_oversubscribed.py --out F
+
+(on a 2-core machine: 3 ranks on 2 cores). In that one job, interleaved round
+by round, it times one ``MPIBackend`` step (SGD, d = 100, 200 points a step)
+
+- with all ranks (more ranks than cores), and
+- with all ranks but the last, on a sub-communicator, while the last rank
+  sleeps (polling a non-blocking barrier every millisecond): as many ranks as
+  cores,
+
+under each waiting policy (``MPIBackend(wait="busy")``, MPI's blocking calls,
+which poll; ``wait="yield"``; and ``wait="auto"``, the default, which yields
+when the ranks on a host outnumber its cores), and writes the medians to
+``F`` (JSON). Every rank computes on one thread.
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("SKLEARN_RELU_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from sklearn_relu import make_relu_regression  # noqa: E402
+from sklearn_relu.backends import MPIBackend  # noqa: E402
+from sklearn_relu.compression import Identity  # noqa: E402
+
+POLICIES = ("busy", "yield", "auto")
+
+
+def _sleep_until_released(comm):
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(0.001)
+
+
+def _timed_steps(backend, params, steps):
+    def update(p, g):
+        return p  # time the backend's step, not the drift of the model
+
+    for _ in range(steps // 5):  # settle
+        backend.step(params, update)
+    start = time.perf_counter()
+    for _ in range(steps):
+        backend.step(params, update)
+    return (time.perf_counter() - start) / steps
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--d", type=int, default=100)
+    parser.add_argument("--m", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    world = MPI.COMM_WORLD
+    rank, size = world.Get_rank(), world.Get_size()
+    fewer = world.Split(0 if rank < size - 1 else MPI.UNDEFINED, rank)
+
+    X, y = make_relu_regression(n_samples=args.rows, n_features=args.d, random_state=0)
+    params = np.full(args.d + 1, 0.01)
+    backends = {}
+    for policy in POLICIES:
+        for label, comm in ((f"{size} ranks", world), (f"{size - 1} ranks", fewer)):
+            if comm == MPI.COMM_NULL:
+                continue
+            backend = MPIBackend(comm, wait=policy)
+            backend.start(X, y, None, n_workers=comm.Get_size(), batch_size=args.m,
+                          compressor=Identity())
+            backend.reseed(0)
+            backends[policy, label] = backend
+
+    samples = {}
+    with threadpool_limits(1):
+        for round_ in range(args.rounds + 1):  # the first round warms up
+            for policy in POLICIES:
+                for label in (f"{size} ranks", f"{size - 1} ranks"):
+                    world.Barrier()
+                    backend = backends.get((policy, label))
+                    if backend is None:  # the rank left out sleeps
+                        _sleep_until_released(world)
+                        continue
+                    seconds = _timed_steps(backend, params, args.steps)
+                    if label == f"{size - 1} ranks":
+                        world.Ibarrier().Wait()
+                    if round_:
+                        samples.setdefault(f"{policy}, {label}", []).append(seconds)
+    choices = {policy: backends[policy, f"{size} ranks"]._yield_cpu
+               for policy in POLICIES}
+    for backend in backends.values():
+        backend.stop()
+    if rank == 0:
+        result = {name: float(np.median(values)) for name, values in samples.items()}
+        result.update(
+            ranks=size, cores=len(os.sched_getaffinity(0)), d=args.d, m=args.m,
+            rows=args.rows, rounds=args.rounds, steps=args.steps,
+            auto_yields=bool(choices["auto"]),
+        )
+        with open(args.out, "w") as file:
+            json.dump(result, file)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Many SGD steps in one call: the in-process fast path of a fit.
+
+On a small problem (d = 100, 200 rows a batch) a step's arithmetic takes about
+ten microseconds, and the Python around it -- drawing and sorting the batch,
+calling the kernel, compressing and decoding the message, summing, updating,
+checking -- took ten times as long. :func:`run_steps` hands a whole epoch of
+steps to the compiled loop ``_kernels.sgd_steps``, which does the same
+operations in the same order on the workers' own random generators, so the
+model is the same to the last bit as the step-by-step path of
+:meth:`Backend.step <sklearn_relu.backends.Backend.step>` (which stays the
+reference, and what every other case runs):
+
+- the in-process backend, the mean aggregation, a constant step;
+- exact gradients (``solver="sgd"``) or QSGD with the packed wire format;
+- the C kernel built, every shard's rows contiguous.
+
+A worker's batch of :data:`~sklearn_relu._gradient.PARALLEL_MIN_BYTES` or more
+is split in the same two parts as the per-step path splits it, the second
+computed by the process's helper thread (started on first use), which waits
+between steps without sleeping through them (the per-step path's pooled thread
+sleeps between steps, and waking it cost about what it saved) and sleeps once
+the steps stop: :data:`~sklearn_relu._gradient.N_THREADS` threads, the same
+bits on one or two.
+"""
+
+import functools
+import itertools
+
+import numpy as np
+
+from . import _gradient
+from ._gradient import divergence_error
+from ._schedule import ConstantStep
+from .aggregation import Mean
+from .compression import QSGD, Identity, MessageError
+
+__all__ = ["SGDUpdate", "run_steps"]
+
+
+class SGDUpdate:
+    """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call,
+    counting from ``first``, checked; ``learning_rate`` is a schedule from
+    :mod:`._schedule`."""
+
+    def __init__(self, learning_rate, first=0):
+        self.learning_rate = learning_rate
+        self._steps = itertools.count(first)
+
+    def __call__(self, params, gradient):
+        # A Python float, not a NumPy float64 scalar: under NumPy's promotion
+        # rules the scalar would turn float32 parameters into float64.
+        new = params - self.learning_rate.at(next(self._steps)) * gradient
+        if not np.all(np.isfinite(new)):
+            raise divergence_error(self.divergence_reason())
+        return new
+
+    def skip(self, n_steps):
+        """Count ``n_steps`` steps taken elsewhere (by the compiled loop)."""
+        next(itertools.islice(self._steps, n_steps, n_steps), None)
+
+    def divergence_reason(self):
+        return f"learning_rate={self.learning_rate:.3g} is too large for this data"
+
+
+# What the compiled loop reports when it stops early (STEPS_* in _kernels.c).
+_GRADIENT_OVERFLOW, _NORM_BEYOND_FLOAT32, _DECODED_OVERFLOW, _UPDATE_OVERFLOW = (
+    1, 2, 3, 4,
+)
+
+
+_ZERO_SEED = 0
+
+
+def _quantizer(compressor):
+    """QSGD's levels for the compiled loop: 0 for exact gradients, None when the
+    compiled loop does not run this compressor."""
+    if type(compressor) is Identity:
+        return 0
+    if type(compressor) is QSGD and compressor.encoding == "packed":
+        return compressor.levels
+    return None
+
+
+def fusable(backend, params, update):
+    """Whether :func:`run_steps` gives ``backend``'s steps (see the module
+    documentation for the cases it covers)."""
+    kernels = _gradient._kernels
+    workers = getattr(backend, "workers", None)
+    if (
+        kernels is None
+        or not hasattr(kernels, "sgd_steps")
+        or not workers
+        or not isinstance(update, SGDUpdate)
+        or type(update.learning_rate) is not ConstantStep
+        or type(backend.aggregator) is not Mean
+        or _quantizer(backend.compressor) is None
+        or params.dtype not in (np.float32, np.float64)
+    ):
+        return False
+    for worker in workers:
+        X = worker.X
+        if (
+            not _gradient._kernel_layout(X)
+            or X.dtype != params.dtype
+            or not all(
+                v.dtype == X.dtype and v.flags.c_contiguous
+                for v in (worker.y, worker.sample_weight) if v is not None
+            )
+            or not 1 <= X.shape[0] < 2**32 - 1
+            or worker.compressor.stateful
+            or worker.attack is not None  # a Byzantine worker lies step by step
+            or not hasattr(worker._rng.bit_generator, "capsule")
+        ):
+            return False
+    return True
+
+
+#: Steps per compiled call at most: Python handles signals (Ctrl-C) between
+#: calls, a fraction of a second apart even for large batches.
+MAX_STEPS_PER_CALL = 256
+
+
+def run_steps(backend, params, update, n_steps):
+    """``n_steps`` steps of the in-process ``backend`` from ``params`` by the
+    compiled loop; the new parameters. The caller checks :func:`fusable`."""
+    params = np.array(params, order="C")  # the loop updates it in place
+    for start in range(0, n_steps, MAX_STEPS_PER_CALL):
+        _run_call(backend, params, update, min(MAX_STEPS_PER_CALL, n_steps - start))
+    return params
+
+
+@functools.lru_cache(maxsize=64)
+def _message_nbytes(compressor, dtype, n_values):
+    """The size of a message of ``n_values`` of ``dtype``: a zero vector's
+    (but for QSGD messages with a norm exponent, 2 bytes more)."""
+    return len(compressor.compress(np.zeros(n_values, dtype), _ZERO_SEED))
+
+
+def _run_call(backend, params, update, n_steps):
+    workers = backend.workers
+    compressor = backend.compressor
+    levels = _quantizer(compressor)
+    n_values = params.shape[0]
+    bucket = n_values
+    if levels and compressor.bucket_size is not None:
+        bucket = compressor.bucket_size
+    arguments = [
+        (
+            worker.X, worker.y, worker.sample_weight, worker._rng.bit_generator.capsule,
+            worker.batch_size, worker.scale, worker._batch_loss,
+        )
+        for worker in workers
+    ]
+    # The generators' own locks, as Generator's methods take them.
+    locks = [worker._rng.bit_generator.lock for worker in workers]
+    for lock in locks:
+        lock.acquire()
+    try:
+        status, done, which, value, n_scaled, compute, communicate = (
+            _gradient._kernels.sgd_steps(
+                arguments, params, n_steps, float(update.learning_rate),
+                workers[0].X.shape[1], levels, bucket, _gradient.N_THREADS,
+                _gradient.PARALLEL_MIN_BYTES,
+            )
+        )
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+    update.skip(done)
+    record = backend.record
+    record.compute_seconds += compute
+    record.communicate_seconds += communicate
+    # The per-step path counts a step's messages once every worker has sent
+    # its own: a step that failed while decoding or updating counts them too.
+    n_messages = done * len(workers)
+    if status in (_DECODED_OVERFLOW, _UPDATE_OVERFLOW):
+        n_messages += len(workers)
+    size = _message_nbytes(compressor, params.dtype, n_values)
+    record.n_messages += n_messages
+    record.bytes_sent += n_messages * size + 2 * n_scaled
+    record.float64_bytes += n_messages * 8 * n_values
+    if status == _GRADIENT_OVERFLOW:
+        raise divergence_error("the gradient overflowed")
+    if status == _NORM_BEYOND_FLOAT32:
+        raise divergence_error(
+            f"a bucket norm {value:.3g} of a float32 vector exceeds the float32 "
+            f"range ({float(np.finfo(np.float32).max):.3g})"
+        )
+    if status == _DECODED_OVERFLOW:
+        raise MessageError(
+            f"QSGD message decodes to values beyond the {params.dtype} range"
+        )
+    if status == _UPDATE_OVERFLOW:
+        raise divergence_error(update.divergence_reason())
