@@ -58,6 +58,15 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
     # Distances from the Gram matrix lose ~sqrt(eps) of the points' norms to
     # cancellation: centred on the medoid, those norms are the spread itself.
     centred = points - origin
+    largest = float(np.max(np.abs(centred), initial=0.0))
+    if largest == 0:
+        return origin.copy()
+    # At unit scale, by an exact power of two (so the same bits wherever the
+    # squares neither underflow nor overflow): the squared distances of tiny
+    # vectors would underflow to zero and divide by zero below, and those of
+    # huge ones overflow.
+    exponent = int(np.frexp(largest)[1])
+    centred = np.ldexp(centred, -exponent)
     gram = centred @ centred.T
     squared = np.maximum(gram.diagonal(), 0)
     scale = float(np.sqrt(_median(squared)))
@@ -65,7 +74,8 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
         # At least half the points are the medoid: it is a geometric median
         # (their unit ball of subgradients holds the others' pull).
         return origin.copy()
-    floor_squared = (nu * scale) ** 2
+    # Never zero: a spread of 1e-160 squares to below float64's smallest.
+    floor_squared = max((nu * scale) ** 2, np.finfo(np.float64).tiny)
     enough = (tol * scale) ** 2
     # z = origin + weights @ centred. From the medoid itself the smoothed
     # weights barely move (its own weight is 1 / floor): start one clipped
@@ -88,7 +98,7 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
         weights, image, quadratic = new, new_image, new_quadratic
         if move <= enough:
             break
-    return origin + weights @ centred
+    return origin + np.ldexp(weights @ centred, exponent)
 
 
 def _median(values):
