@@ -4,7 +4,7 @@ A parameter (``backend=``, ``solver=``, ``aggregation=``) takes either a name
 registered here or an instance of the strategy's base class.
 """
 
-__all__ = ["Registry"]
+__all__ = ["ParameterIdentity", "Registry"]
 
 
 class Registry:
@@ -48,3 +48,23 @@ class Registry:
             f"{self.parameter} must be one of {self.names()} or {self.described} "
             f"instance, got {value!r}"
         )
+
+
+class ParameterIdentity:
+    """A strategy known by its class and its parameters: ``repr``, ``==`` and
+    ``hash`` from :meth:`_parameters` (a dict of the constructor's
+    arguments; none by default), so that two instances built alike are equal
+    on every process, whatever their state."""
+
+    def _parameters(self):
+        return {}
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self._parameters().items())
+        return f"{type(self).__name__}({arguments})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._parameters() == other._parameters()
+
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(self._parameters().items()))))

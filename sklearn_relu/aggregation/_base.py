@@ -12,10 +12,12 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from .._registry import ParameterIdentity
+
 __all__ = ["Aggregator", "RobustAggregator", "SumAggregator"]
 
 
-class Aggregator(ABC):
+class Aggregator(ParameterIdentity, ABC):
     """Combines the workers' decoded vectors (in worker order) into the step
     direction, and the workers' exact statistics (the start's, the losses)
     into one.
@@ -89,19 +91,6 @@ class Aggregator(ABC):
         """Whether the direction is a unit per coordinate (the sign schedule's
         business) rather than a gradient."""
         return self.returns_signs or compressor.sign_units
-
-    def _parameters(self):
-        return {}
-
-    def __repr__(self):
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self._parameters().items())
-        return f"{type(self).__name__}({arguments})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self._parameters() == other._parameters()
-
-    def __hash__(self):
-        return hash((type(self), tuple(sorted(self._parameters().items()))))
 
 
 class SumAggregator(Aggregator):

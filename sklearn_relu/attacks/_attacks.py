@@ -5,10 +5,12 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from .._registry import ParameterIdentity
+
 __all__ = ["Attack", "FunctionAttack", "Gaussian", "Scaled", "SignFlip", "Zero"]
 
 
-class Attack(ABC):
+class Attack(ParameterIdentity, ABC):
     """What a Byzantine worker sends in place of ``vector``.
 
     Called as ``attack(vector, rng)`` with the true 1-D float vector and the
@@ -19,19 +21,6 @@ class Attack(ABC):
     @abstractmethod
     def __call__(self, vector, rng):
         """The vector sent instead of ``vector``."""
-
-    def _parameters(self):
-        return {}
-
-    def __repr__(self):
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self._parameters().items())
-        return f"{type(self).__name__}({arguments})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self._parameters() == other._parameters()
-
-    def __hash__(self):
-        return hash((type(self), tuple(self._parameters().items())))
 
 
 class SignFlip(Attack):
