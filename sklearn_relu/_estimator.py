@@ -597,15 +597,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return batch_size
 
     def _start_point(self, backend, n_features, batch_size, compressor, rng, continuing):
-        """Initial parameters and step size, or the current parameters when continuing."""
+        """Initial parameters, step size and the training loss at the initial
+        parameters (None where it takes a pass of its own), or the current
+        parameters when continuing."""
         if continuing:
             params = np.append(self.coef_, self.intercept_)[
                 : n_features + int(self.fit_intercept)
             ].astype(np.float64)
             curvature = getattr(self, "_curvature", None)
+            start_loss = None
         else:
             init = check_init(self.init, n_features)
-            params = initial_params(
+            params, start_loss = initial_params(
                 init, backend.reduce, n_features, self.fit_intercept, rng
             )
             curvature = None
@@ -614,10 +617,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             # A sign step shrinks with the steps taken, warm starts included.
             first = self.t_ if continuing else 0
             if self.learning_rate != "auto":
-                return params, HalvingStep(self.learning_rate, first=first)
+                return params, HalvingStep(self.learning_rate, first=first), start_loss
         # A number given since the last fit takes effect, as in scikit-learn's SGD.
         elif self.learning_rate != "auto":
-            return params, ConstantStep(self.learning_rate)
+            return params, ConstantStep(self.learning_rate), start_loss
         # "auto" keeps the curvature measured when the model was initialized, but
         # recomputes the step from it: the batch size, solver, bits or workers of
         # this call (a small partial_fit chunk, a warm start at 2 bits) may need
@@ -636,25 +639,26 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     params.shape[0],
                 )
             self._sign_step = sign_step
-            return params, HalvingStep(sign_step, first=first)
+            return params, HalvingStep(sign_step, first=first), start_loss
         delta = compressor.variance_factor(params.shape[0], self._n_workers)
         # A rule with memory (BGMD) delays part of the aggregated step, not of
         # one worker's: its factor is not averaged over the workers.
         memory = get_aggregator(self.aggregation).variance_factor(params.shape[0])
         return params, ConstantStep(auto_learning_rate(
             curvature, batch_size, variance_factor=delta, n_workers=self._n_workers
-        ) / (1 + memory))
+        ) / (1 + memory)), start_loss
 
     def _fit_runs(
         self, backend, n_features, dtype, batch_size, compressor, rng,
         continuing, partial, validating, validation, n_samples, data, checkpoint,
     ):
         zero_loss = data.zero_loss
-        params0, learning_rate = self._start_point(
+        params0, learning_rate, start_loss = self._start_point(
             backend, n_features, batch_size, compressor, rng, continuing
         )
         steps_per_epoch = math.ceil(n_samples / batch_size)
-        start_loss = _full_loss(backend, params0)
+        if start_loss is None:
+            start_loss = _full_loss(backend, params0)
         if not math.isfinite(start_loss):
             raise ValueError(
                 f"the training loss at the initial point is {start_loss}: the "

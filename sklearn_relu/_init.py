@@ -4,6 +4,7 @@ Statistics are computed per shard (``shard_*`` functions, run where the data liv
 and summed by whoever holds the shards, so the same code serves one process or many.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -38,30 +39,52 @@ def shard_moments(X, y, sample_weight, center=True):
 
 
 def shard_line_search(X, y, sample_weight, direction):
-    """``[sum s*y*p, sum s*p^2]`` with ``p = max(0, <direction, x>)`` on one shard."""
+    """``[sum s*y*p, sum s*p^2, sum s*y^2, sum s]`` with
+    ``p = max(0, <direction, x>)`` on one shard.
+
+    The last two make the loss anywhere on the line known without another
+    pass over ``X`` (:func:`_line_search`).
+    """
     s = _weights(sample_weight, X.shape[0])
     with np.errstate(over="ignore", invalid="ignore"):
         p = np.maximum(_linear(X, direction.astype(X.dtype, copy=False)), 0).astype(
             np.float64
         )
-        return np.array([s @ (y * p), s @ (p * p)])
+        y = y.astype(np.float64, copy=False)
+        return np.array([s @ (y * p), s @ (p * p), s @ (y * y), float(np.sum(s))])
 
 
 def _line_search(reduce, direction):
     """Exact minimizer ``t >= 0`` of the loss along ``t * direction``
-    (docs/theory.rst, "The start").
+    (docs/theory.rst, "The start"), and the training loss there.
 
     For ``t > 0``, ``max(0, t<u, x>) = t max(0, <u, x>)``, so the loss is a quadratic
-    in ``t`` with minimizer ``sum s y p / sum s p^2``.
+    in ``t``, ``(t^2 sum s p^2 - 2 t sum s y p + sum s y^2) / (2 sum s)``, with
+    minimizer ``sum s y p / sum s p^2``. Its value at the minimizer is the start's
+    loss, which the fit needs, without a pass over ``X`` of its own.
+
+    Returns
+    -------
+    params : ndarray
+    loss : float or None
+        The weighted training loss at ``params``, as :func:`loss_sums` defines
+        it; None when the sums give none.
     """
-    yp, pp = reduce("line_search", direction)
+    yp, pp, yy, total_weight = reduce("line_search", direction)
     if not (np.isfinite(yp) and np.isfinite(pp)):
         raise ValueError(
             "the initial line search overflowed: X or y is too large in magnitude "
             "for float arithmetic; rescale them (e.g. StandardScaler) before fitting"
         )
-    t = yp / pp if pp > 0 else 0.0
-    return max(t, 0.0) * direction
+    t = max(yp / pp if pp > 0 else 0.0, 0.0)
+    # At the minimizer the quadratic cancels down to what the start leaves
+    # unexplained; rounding must not make a near-perfect start's loss negative.
+    unexplained = max(yy - t * yp, 0.0) if t > 0 else yy
+    with np.errstate(all="ignore"):
+        loss = 0.5 * unexplained / total_weight if total_weight > 0 else math.nan
+    # Sums that make no loss (workers that lie about theirs, overflow) leave
+    # the loss to a pass of its own, which reports what is wrong.
+    return t * direction, float(loss) if math.isfinite(loss) else None
 
 
 def initial_params(init, reduce, n_features, fit_intercept, random_state):
@@ -81,14 +104,17 @@ def initial_params(init, reduce, n_features, fit_intercept, random_state):
     Returns
     -------
     params : ndarray of shape (n_features + fit_intercept,), float64
+    loss : float or None
+        The weighted training loss at ``params`` where the start's own
+        statistics give it (the spectral and random starts), else None.
     """
     n_params = n_features + int(fit_intercept)
     if not isinstance(init, str):
         params = np.zeros(n_params)
         params[:n_features] = init
-        return params
+        return params, None
     if init == "zeros":
-        return np.zeros(n_params)
+        return np.zeros(n_params), None
     if init == "random":
         # A random direction, then the same exact line search: a random start at
         # the right scale, whatever the scale of X and y.

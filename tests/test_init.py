@@ -13,14 +13,52 @@ from sklearn_relu.backends import InProcessBackend
 from sklearn_relu.compression import Identity
 
 
-def init_params(X, y, init="spectral", fit_intercept=False, sample_weight=None,
-                n_workers=1, seed=0):
-    """The estimator's initial point, computed over real in-process workers."""
+def init_point(X, y, init="spectral", fit_intercept=False, sample_weight=None,
+               n_workers=1, seed=0):
+    """The estimator's initial point and the loss there (None where the start
+    does not give it), computed over real in-process workers."""
     with InProcessBackend() as backend:
         backend.start(X, y, sample_weight, n_workers=n_workers, batch_size=n_workers,
                       compressor=Identity())
         return initial_params(init, backend.reduce, X.shape[1], fit_intercept,
                               np.random.RandomState(seed))
+
+
+def init_params(X, y, init="spectral", **options):
+    return init_point(X, y, init, **options)[0]
+
+
+@pytest.mark.parametrize("init", ["spectral", "random"])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_start_loss_from_the_line_search_is_the_loss_of_a_pass_over_X(
+    init, fit_intercept, weighted, dtype
+):
+    # The fit takes the start's loss from the line search's sums instead of a
+    # pass over X of its own: it must be the loss loss_sums computes there.
+    X, y = make_relu_regression(500, 12, noise=0.3, random_state=5)
+    X = X.astype(dtype)
+    weights = np.random.default_rng(1).uniform(0.2, 3, 500) if weighted else None
+    params, loss = init_point(X, y, init=init, fit_intercept=fit_intercept,
+                              sample_weight=weights, n_workers=3)
+    loss_sum, weight_sum = loss_sums(X, y, weights, params)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert loss == pytest.approx(loss_sum / weight_sum, rel=rtol)
+
+
+def test_a_start_on_a_dead_line_has_the_zero_models_loss():
+    # Every target <= 0: the line search stops at t = 0, the zero model.
+    X, y = make_relu_regression(200, 5, random_state=6)
+    params, loss = init_point(X, -np.abs(y) - 1)
+    assert not np.any(params)
+    assert loss == pytest.approx(0.5 * np.mean(np.square(np.abs(y) + 1)), rel=1e-12)
+
+
+@pytest.mark.parametrize("init", ["zeros", np.arange(5.0)])
+def test_the_other_starts_leave_the_loss_to_a_pass_of_its_own(init):
+    X, y = make_relu_regression(200, 5, random_state=7)
+    assert init_point(X, y, init=init)[1] is None
 
 
 def relative_error(coef, w_star):
