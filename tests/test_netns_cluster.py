@@ -2,7 +2,8 @@
 
 Runs a tiny mpi4py script through the launcher (per-host mode, 100mbit) and checks
 that both ranks ran, that the Allreduce crossed the emulated NICs (each rank's eth0
-rx_bytes grew), and that the launcher removed its namespaces afterwards. Needs root
+rx_bytes grew), and that the launcher removed its namespaces afterwards; and that
+a NIC sends at its rate even after an idle moment (no burst of credit). Needs root
 and ``ip netns``; skipped otherwise.
 """
 
@@ -93,3 +94,42 @@ def test_two_ranks_per_host(tmp_path):
     assert match, done.stderr
     assert not {ns for ns in _namespaces() if ns.startswith(match.group(1) + "r")
                 or ns == match.group(1) + "hub"}
+
+
+PACED_SCRIPT = textwrap.dedent(
+    """
+    import time
+    import numpy as np
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    peer = 1 - comm.rank
+    message = np.ones(100_000, dtype=np.uint8)
+    received = np.empty_like(message)
+    comm.Sendrecv(message[:1000], peer, recvbuf=received[:1000], source=peer)
+    comm.Barrier()
+    time.sleep(0.5)  # idle: whatever credit the shaper gives is refilled
+    start = time.perf_counter()
+    comm.Sendrecv(message, peer, recvbuf=received, source=peer)
+    print(f"rank={comm.rank} seconds={time.perf_counter() - start:.4f}", flush=True)
+    """
+)
+
+
+def test_a_nic_sends_no_faster_than_its_rate_even_after_an_idle_moment(tmp_path):
+    # A NIC serializes every frame at its line rate. 100 kB at 10 Mbit/s take
+    # 80 ms on the wire; a token bucket holding 64 KiB let most of them through
+    # at once after an idle moment (about 30 ms). A lower bound on time: a
+    # loaded machine only makes it longer.
+    script = tmp_path / "paced.py"
+    script.write_text(PACED_SCRIPT)
+    env = dict(os.environ, PYTHON=sys.executable, MPIEXEC=str(MPIEXEC))
+    done = subprocess.run(
+        ["bash", str(LAUNCHER), "--timeout", "20", "--rate", "10mbit", "-n", "2", "--",
+         sys.executable, "-m", "mpi4py", str(script)],
+        capture_output=True, text=True, env=env, timeout=25,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    seconds = [float(s) for s in re.findall(r"seconds=([\d.]+)", done.stdout)]
+    assert len(seconds) == 2, done.stdout
+    assert min(seconds) >= 0.9 * 100_000 * 8 / 10e6, seconds
