@@ -29,11 +29,13 @@ cleanup() { ip netns del "$NS" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
 ip netns add "$NS"
-# An Ethernet-sized MTU: loopback's default 65536-byte packets are larger than the
-# tbf bucket (burst 64kb), so tbf would drop every full-size segment forever and
-# the MPI job would hang inside its first large collective.
+# An Ethernet-sized MTU: loopback's default 65536-byte packets are larger than any
+# sensible tbf bucket, so tbf would drop every full-size segment forever and the
+# MPI job would hang inside its first large collective. The bucket holds one frame:
+# a link sends at its rate, also right after an idle moment (a 64 KiB bucket let
+# every exchange below 64 KiB through at loopback speed).
 ip netns exec "$NS" ip link set lo mtu 1500 up
-ip netns exec "$NS" tc qdisc add dev lo root tbf rate "$RATE" burst 64kb latency 50ms
+ip netns exec "$NS" tc qdisc add dev lo root tbf rate "$RATE" burst 1600 latency 50ms
 echo "[netns] $NS: loopback limited to $RATE; $RANKS ranks over TCP"
 
 # A timeout so that a hung rank cannot keep the namespace alive forever.
