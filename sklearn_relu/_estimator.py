@@ -27,7 +27,7 @@ from ._schedule import ConstantStep, HalvingStep, initial_sign_step
 from ._step_size import auto_learning_rate, measure_curvature
 from ._steps import SGDUpdate
 from ._stopping import LossPlateau, ValidationPlateau
-from ._worker import TrainingSet
+from ._worker import ShardWorker, TrainingSet
 from .aggregation import get_aggregator
 from .attacks import get_attack
 from .backends import get_backend
@@ -632,7 +632,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if sign_step is None:
                 sign_step = initial_sign_step(
                     auto_learning_rate(curvature, batch_size),
-                    np.linalg.norm(backend.reduce("gradient", params)),
+                    np.linalg.norm(backend.reduce(ShardWorker.gradient, params)),
                     params.shape[0],
                 )
             self._sign_step = sign_step
@@ -759,7 +759,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         started = time.perf_counter()
         for epoch in range(first_epoch, max_epochs):
             params = backend.run_steps(params, update, steps_per_epoch)
-            loss_sum, draws = backend.reduce("batch_loss")
+            loss_sum, draws = backend.reduce(ShardWorker.batch_loss)
             loss = loss_sum / draws
             if not loss <= ceiling:
                 raise divergence_error(
@@ -952,7 +952,7 @@ def _r2_from_statistics(parts):
 
 def _full_loss(backend, params):
     """The exact weighted training loss at ``params``, summed over the workers."""
-    loss_sum, weight_sum = backend.reduce("loss", params)
+    loss_sum, weight_sum = backend.reduce(ShardWorker.loss, params)
     return loss_sum / weight_sum
 
 

@@ -10,6 +10,7 @@ from joblib import parallel_config
 
 from sklearn_relu import ReLURegressor, _gradient, _parallel, _steps, make_relu_regression
 from sklearn_relu._schedule import ConstantStep
+from sklearn_relu._worker import ShardWorker
 from sklearn_relu.backends import InProcessBackend
 from sklearn_relu.compression import QSGD, Identity
 
@@ -145,7 +146,9 @@ def test_the_loop_leaves_the_generators_where_the_steps_would(compressor):
     np.testing.assert_array_equal(got, want)
     for a, b in zip(fast.workers, reference.workers):
         assert a._rng.bit_generator.state == b._rng.bit_generator.state
-    np.testing.assert_array_equal(fast.reduce("batch_loss"), reference.reduce("batch_loss"))
+    np.testing.assert_array_equal(
+        fast.reduce(ShardWorker.batch_loss), reference.reduce(ShardWorker.batch_loss)
+    )
     np.testing.assert_array_equal(fast.step(got, update_fast),
                                   reference.step(want, update_ref))
 

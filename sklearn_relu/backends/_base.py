@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._worker import ShardWorker
 from ..aggregation import Mean
 
 __all__ = ["Backend", "CommunicationRecord"]
@@ -214,22 +215,29 @@ class Backend(ABC):
         return self.attack if index < self.n_byzantine else None
 
     @abstractmethod
-    def call(self, method, *args):
-        """Call ``worker.method(*args)`` on every worker; results in worker order."""
+    def call(self, function, *args):
+        """``function(worker, *args)`` on every worker; results in worker order.
 
-    def reduce(self, method, *args):
-        """The total of ``worker.method(*args)`` over all workers, combined in
-        worker order by the aggregator
+        ``function`` is a method of :class:`~sklearn_relu._worker.ShardWorker`
+        taken from the class (``ShardWorker.reseed``) or a module-level function
+        of a worker (a :func:`~sklearn_relu._worker.shard_statistic`): it
+        pickles by reference, for workers in other processes.
+        """
+
+    def reduce(self, statistic, *args):
+        """The total of ``statistic(worker, *args)`` over all workers (a
+        :func:`~sklearn_relu._worker.shard_statistic`), combined in worker
+        order by the aggregator
         (:meth:`~sklearn_relu.aggregation.Aggregator.combine_statistics`: the
         sum for the mean, a robust estimate of it for the robust rules)."""
-        return self.aggregator.combine_statistics(self.call(method, *args))
+        return self.aggregator.combine_statistics(self.call(statistic, *args))
 
     def reseed(self, entropy):
         """Restart every worker's random stream and the aggregator's memory
         (before each run of a fit); a run agrees on its first scale afresh."""
         self.aggregator.reset()
         self.agreed_scale = None
-        self.call("reseed", entropy)
+        self.call(ShardWorker.reseed, entropy)
 
     def compressor_states(self):
         """Every worker's compressor state, in worker order, as a 2-D array; None
@@ -237,11 +245,11 @@ class Backend(ABC):
         :meth:`restore_compressor_states`."""
         if not self.compressor.stateful:
             return None
-        return np.array(self.call("compressor_state"))
+        return np.array(self.call(ShardWorker.compressor_state))
 
     def restore_compressor_states(self, states):
         """Give each worker its row of ``states`` (after :meth:`reseed`)."""
-        self.call("restore_compressor_state", states)
+        self.call(ShardWorker.restore_compressor_state, states)
 
     @abstractmethod
     def step(self, params, update):
@@ -319,12 +327,12 @@ class Backend(ABC):
         return update(params, gradient)
 
     def _max_statistic(self, params, draw):
-        """The MAX over workers of ``worker.gradient_statistic(params)`` (of
+        """The MAX over workers of ``ShardWorker.gradient_statistic`` at ``params`` (of
         the gradient each worker kept, without ``draw``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot sum encoded vectors")
 
     def _sum_summands(self, scale, params, draw):
-        """The sum, in worker order, of ``worker.summand(scale, params)`` over
+        """The sum, in worker order, of ``ShardWorker.summand`` at ``scale, params`` over
         all workers (of the gradient each worker kept, without ``draw``), and
         the bytes of one worker's vector."""
         raise NotImplementedError(f"{type(self).__name__} cannot sum encoded vectors")

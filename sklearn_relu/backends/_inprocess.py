@@ -36,8 +36,8 @@ class InProcessBackend(Backend):
             for index in range(n_workers)
         ]
 
-    def call(self, method, *args):
-        return [getattr(worker, method)(*args) for worker in self.workers]
+    def call(self, function, *args):
+        return [function(worker, *args) for worker in self.workers]
 
     def step(self, params, update):
         if self.compressor.summed_only:
