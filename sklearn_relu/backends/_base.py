@@ -256,16 +256,32 @@ class Backend(ABC):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
         them in worker order, and return ``update(params, gradient)``."""
 
-    def run_steps(self, params, update, n_steps):
+    def run_steps(self, params, update, n_steps, after_step=None):
         """``n_steps`` calls of :meth:`step`; the parameters after the last.
 
         The estimator runs an epoch through here, so that a backend may take
         many steps at once where it gives the same model (the in-process
-        backend's compiled loop, ``sklearn_relu/_steps.py``).
+        backend's compiled loop, ``sklearn_relu/_steps.py``). With
+        ``after_step``, every step is taken here, one at a time, and
+        ``after_step(params)`` is called after each: when it returns True the
+        steps stop there, and those parameters are returned.
         """
         for _ in range(n_steps):
             params = self.step(params, update)
+            if after_step is not None and after_step(params):
+                break
         return params
+
+    def any_process(self, decide):
+        """Whether ``decide()`` is true on any process of the fit, on every one.
+
+        Each process calls its own ``decide`` (the estimator's ``callback``);
+        a backend whose processes each run ``fit`` (MPI ranks) combines their
+        answers, so that all of them stop at the same step, and an error
+        ``decide`` raises on one process reaches every process. A
+        single-process backend returns ``bool(decide())``.
+        """
+        return bool(decide())
 
     def sum_decoded(self, messages, n_values):
         """Decode ``messages`` and aggregate them in the order given (worker order).

@@ -513,6 +513,14 @@ class MPIBackend(Backend):
             )
         return sizes
 
+    def any_process(self, decide):
+        try:
+            stop, error = bool(decide()), None
+        except Exception as exc:  # raised here, reported to every other rank
+            stop, error = False, exc
+        # One collective that both reports errors and ORs the answers.
+        return bool(self._agree_on_status(int(stop), error).any())
+
     def _local(self, function, *args):
         try:
             return function(self._worker, *args), None
