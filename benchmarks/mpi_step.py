@@ -23,7 +23,7 @@ import numpy as np
 from mpi4py import MPI
 from threadpoolctl import threadpool_limits
 
-from sklearn_relu import _gradient, make_relu_regression
+from sklearn_relu import _parallel, make_relu_regression
 from sklearn_relu.backends import InProcessBackend, MPIBackend
 from sklearn_relu.compression import Identity
 
@@ -77,13 +77,13 @@ def main(argv=None):
     for _ in range(args.rounds + 1):  # the first round is a warm-up
         comm.Barrier()
         with threadpool_limits(1):
-            _gradient.N_THREADS = 1
+            _parallel.N_THREADS = 1
             samples["mpi"].append(
                 _timed(lambda: mpi.step(params, update), args.settle_steps, args.repeat)
             )
         if rank == 0:
             with threadpool_limits(two_threads):
-                _gradient.N_THREADS = two_threads
+                _parallel.N_THREADS = two_threads
                 samples["inprocess"].append(_timed(
                     lambda: inprocess.step(params, update), args.settle_steps,
                     args.repeat,

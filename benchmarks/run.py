@@ -351,23 +351,15 @@ def section_memory(data, args, report, state):
             )
 
 
-class _RecordingBackend(InProcessBackend):
-    """In-process backend that stops the fit once the target error is reached."""
+def _reached(w_star, target):
+    """A ``ReLURegressor`` callback that stops the fit at the first step whose
+    relative error to ``w_star`` is at most ``target``."""
+    norm = np.linalg.norm(w_star)
 
-    class Reached(Exception):
-        pass
+    def reached(info):
+        return np.linalg.norm(info.params[: w_star.shape[0]] - w_star) <= target * norm
 
-    def __init__(self, w_star, target):
-        super().__init__()
-        self.w_star, self.target, self.steps = w_star, target, 0
-
-    def step(self, params, update):
-        params = super().step(params, update)
-        self.steps += 1
-        error = np.linalg.norm(params[: self.w_star.shape[0]] - self.w_star)
-        if error <= self.target * np.linalg.norm(self.w_star):
-            raise self.Reached
-        return params
+    return reached
 
 
 def section_fit(data, args, report, state):
@@ -381,14 +373,13 @@ def section_fit(data, args, report, state):
     steps_per_epoch = math.ceil(n / m)
     # Untimed: how many steps this seed needs, so the timed fit runs exactly the
     # epochs it takes (a fit stops at epoch ends).
-    recorder = _RecordingBackend(w_star, target)
-    try:
-        ReLURegressor(backend=recorder, max_iter=args.max_epochs, **common).fit(X, y)
+    recorder = ReLURegressor(
+        max_iter=args.max_epochs, callback=_reached(w_star, target), **common
+    ).fit(X, y)
+    if not recorder.stopped_by_callback_:
         report.note("fit section: the package never reached the target error")
         return
-    except _RecordingBackend.Reached:
-        pass
-    epochs = math.ceil(recorder.steps / steps_per_epoch)
+    epochs = math.ceil(recorder.t_ / steps_per_epoch)
 
     budget = dict(learning_rate=learning_rate, batch_size=m, target=target,
                   max_steps=args.max_epochs * steps_per_epoch)

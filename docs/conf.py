@@ -55,7 +55,8 @@ sphinx_gallery_conf = {
     # (reproduce_*.py) are shown with the figures their last run saved in
     # docs/figures/, and demo.py as code.
     "filename_pattern": r"/plot_",
-    "ignore_pattern": r"__init__\.py",
+    # _tracing.py is the reproductions' shared helper, not an example.
+    "ignore_pattern": r"__init__\.py|_tracing\.py",
     "download_all_examples": False,
     "remove_config_comments": True,
     "plot_gallery": "True",

@@ -15,9 +15,9 @@ noise, no intercept), starting from the spectral initialization:
   at 8 bits it is indistinguishable from SGD while sending an eighth of the bits; fewer
   bits mean a smaller step (the quantizer's variance) and slower convergence.
 
-The error is recorded after every step by a subclass of the reference
-``InProcessBackend`` passed as ``backend=``: the estimator fits exactly as it
-always does, the backend only looks at the parameters it returns.
+The error is recorded at the start and after every step by the estimator's
+``callback`` (``ErrorTrace`` in ``examples/_tracing.py``), which stops the fit
+once the curve is long enough; the estimator fits exactly as it always does.
 ``learning_rate="auto"`` picks each curve's step size from the data.
 
 Run it from the repository root (about a minute on 2 cores)::
@@ -48,7 +48,6 @@ command above:
 # sphinx_gallery_thumbnail_path = 'figures/fig1a.png'
 
 import argparse
-import csv
 import math
 import time
 from pathlib import Path
@@ -58,63 +57,25 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from _tracing import ErrorTrace, first_reaching, write_table  # noqa: E402
 
 from sklearn_relu import ReLURegressor, make_relu_regression  # noqa: E402
-from sklearn_relu.backends import InProcessBackend  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 TARGET = 1e-6  # the error the tables count steps to
 
 
-class ErrorTracingBackend(InProcessBackend):
-    """The reference backend, recording the relative error after every step."""
-
-    def __init__(self, w_star):
-        super().__init__()
-        self.w_star = w_star
-        self.errors = []
-
-    def _error(self, params):
-        coef = params[: self.w_star.shape[0]]
-        return float(np.linalg.norm(coef - self.w_star) / np.linalg.norm(self.w_star))
-
-    def step(self, params, update):
-        if not self.errors:  # the starting point, so every curve begins at step 0
-            self.errors.append(self._error(params))
-        params = super().step(params, update)
-        self.errors.append(self._error(params))
-        return params
-
-
 def trace(X, y, w_star, n_steps, *, random_state, **params):
-    """Fit once for ``n_steps`` steps; return the error curve and the estimator."""
-    backend = ErrorTracingBackend(w_star)
-    # max_iter counts epochs of n/batch_size steps; tol=None runs them all.
+    """Fit for ``n_steps`` steps; return the error curve and the estimator."""
+    tracer = ErrorTrace(w_star, n_steps)
+    # max_iter counts epochs of n/batch_size steps; tol=None runs them all,
+    # and the tracer stops the fit after n_steps.
     epochs = math.ceil(n_steps * params["batch_size"] / X.shape[0])
     est = ReLURegressor(
-        fit_intercept=False, tol=None, max_iter=epochs, backend=backend,
+        fit_intercept=False, tol=None, max_iter=epochs, callback=tracer,
         random_state=random_state, **params,
     ).fit(X, y)
-    return np.array(backend.errors[: n_steps + 1]), est
-
-
-def steps_to(errors, target=TARGET):
-    """First step whose error is at most ``target``, or None."""
-    hits = np.flatnonzero(errors <= target)
-    return int(hits[0]) if hits.size else None
-
-
-def write_table(rows, stem):
-    """Write ``rows`` (a list of dicts) as ``stem.csv`` and a markdown ``stem.md``."""
-    header = list(rows[0])
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, header)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(r[k]) for k in header) + " |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+    return np.array(tracer.errors), est
 
 
 def fmt(value):
@@ -131,7 +92,7 @@ def panel_a(X, y, w_star, args):
             random_state=args.seed,
         )
         seconds = time.perf_counter() - start
-        hit = steps_to(errors)
+        hit = first_reaching(errors, TARGET)
         print(
             f"[fig1a] batch {batch_size:>5}: step size {est.learning_rate_:.3f}, "
             f"error {errors[-1]:.1e} after {len(errors) - 1} steps, "
@@ -168,7 +129,7 @@ def panel_b(X, y, w_star, args):
             bits=bits or 8, n_workers=args.n_workers, random_state=args.seed,
         )
         seconds = time.perf_counter() - start
-        hit = steps_to(errors)
+        hit = first_reaching(errors, TARGET)
         record = est.comm_record_
         message = record.bytes_sent / record.n_messages
         label = "SGD (float64)" if solver == "sgd" else f"QSGD, {bits} bits"

@@ -33,7 +33,6 @@ The figure and table committed with the repository, made by that command:
 # sphinx_gallery_thumbnail_path = 'figures/methods.png'
 
 import argparse
-import csv
 import math
 import time
 from pathlib import Path
@@ -43,9 +42,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from _tracing import ErrorTrace, first_reaching, write_table  # noqa: E402
 
 from sklearn_relu import ReLURegressor, make_relu_regression  # noqa: E402
-from sklearn_relu.backends import InProcessBackend  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 TARGETS = (1e-3, 1e-6)
@@ -61,43 +60,6 @@ METHODS = {
     "TernGrad": dict(solver="terngrad"),
     "top-k (d/10), EF": dict(solver="topk", k=0.1, error_feedback=True),
 }
-
-
-class ErrorTracingBackend(InProcessBackend):
-    """The reference backend, recording the relative error after every step."""
-
-    def __init__(self, w_star):
-        super().__init__()
-        self.w_star = w_star
-        self.errors = []
-
-    def _error(self, params):
-        coef = params[: self.w_star.shape[0]]
-        return float(np.linalg.norm(coef - self.w_star) / np.linalg.norm(self.w_star))
-
-    def step(self, params, update):
-        if not self.errors:
-            self.errors.append(self._error(params))
-        params = super().step(params, update)
-        self.errors.append(self._error(params))
-        return params
-
-
-def first_reaching(errors, target):
-    hits = np.flatnonzero(errors <= target)
-    return int(hits[0]) if hits.size else None
-
-
-def write_table(rows, stem):
-    header = list(rows[0])
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, header)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(r[k]) for k in header) + " |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
 
 
 def main():
@@ -120,13 +82,13 @@ def main():
     rows = []
     for label, params in METHODS.items():
         start = time.perf_counter()
-        backend = ErrorTracingBackend(w_star)
+        trace = ErrorTrace(w_star, args.steps)  # stops the fit after args.steps
         est = ReLURegressor(
             fit_intercept=False, tol=None, max_iter=epochs, batch_size=batch_size,
-            n_workers=args.n_workers, backend=backend, random_state=args.seed,
+            n_workers=args.n_workers, callback=trace, random_state=args.seed,
             **params,
         ).fit(X, y)
-        errors = np.array(backend.errors[: args.steps + 1])
+        errors = np.array(trace.errors)
         record = est.comm_record_
         message = record.bytes_sent // record.n_messages
         sent = np.arange(errors.shape[0]) * message

@@ -6,12 +6,13 @@ Avestimehr, ISIT 2019).
 
 from ._datasets import make_relu_regression
 from ._ensemble import select_consistent_run
-from ._estimator import ReLURegressor
+from ._estimator import ReLURegressor, StepInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ReLURegressor",
+    "StepInfo",
     "__version__",
     "make_relu_regression",
     "select_consistent_run",

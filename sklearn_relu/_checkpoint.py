@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ._persist import atomic_write
+from ._worker import ShardWorker
 from .backends._base import CommunicationRecord
 
 __all__ = ["FitCheckpoint", "open_checkpoint"]
@@ -243,7 +244,7 @@ class FitCheckpoint:
         """Fingerprint every worker's rows (after ``backend.start``); refuse a
         checkpoint of other data."""
         digest = hashlib.sha256()
-        for part in self.backend.call("fingerprint"):
+        for part in self.backend.call(ShardWorker.fingerprint):
             digest.update(np.asarray(part, dtype=np.uint8).tobytes())
         self.fingerprint["data"] = self.backend.common(digest.hexdigest())
         if self.found is not None and self.found["fingerprint"]["data"] != (
@@ -274,7 +275,7 @@ class FitCheckpoint:
         backend.record = CommunicationRecord(**found["record"])
         if found["epoch"] == 0:
             return None
-        backend.call("restore_random_state", found["worker_rngs"])
+        backend.call(ShardWorker.restore_random_state, found["worker_rngs"])
         if found["compressor_states"] is not None:
             backend.restore_compressor_states(found["compressor_states"])
         if found["aggregator_state"] is not None:
@@ -297,7 +298,7 @@ class FitCheckpoint:
         Collective: every process of the fit calls it; one writes.
         """
         backend = self.backend
-        worker_rngs = np.array(backend.call("random_state"), dtype=np.uint64)
+        worker_rngs = np.array(backend.call(ShardWorker.random_state), dtype=np.uint64)
         compressor_states = backend.compressor_states()
         aggregator_state = backend.aggregator.get_state()
         if not backend.main_process():

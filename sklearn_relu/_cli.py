@@ -785,9 +785,15 @@ def _run_reproduce(args):
             f"{script} not found: the reproductions are scripts in the repository's "
             "examples/; run from a source checkout installed with pip install -e ."
         )
-    runpy.run_path(str(script), run_name="sklearn_relu_reproduce")["main"](
-        args.script_args
-    )
+    # As `python examples/<script>` would: its directory first on the path, for
+    # the helpers beside it (examples/_tracing.py).
+    sys.path.insert(0, str(script.parent))
+    try:
+        runpy.run_path(str(script), run_name="sklearn_relu_reproduce")["main"](
+            args.script_args
+        )
+    finally:
+        sys.path.remove(str(script.parent))
     return 0
 
 

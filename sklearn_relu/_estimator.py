@@ -7,6 +7,7 @@ import math
 import numbers
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -27,15 +28,76 @@ from ._schedule import ConstantStep, HalvingStep, initial_sign_step
 from ._step_size import auto_learning_rate, measure_curvature
 from ._steps import SGDUpdate
 from ._stopping import LossPlateau, ValidationPlateau
-from ._worker import TrainingSet
+from ._worker import ShardWorker, TrainingSet
 from .aggregation import get_aggregator
 from .attacks import get_attack
 from .backends import get_backend
 from .compression import check_quantizer_params, get_compressor
 
-__all__ = ["ReLURegressor"]
+__all__ = ["ReLURegressor", "StepInfo"]
 
 logger = logging.getLogger("sklearn_relu")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What ``ReLURegressor(callback=...)`` is told after every SGD step.
+
+    Attributes
+    ----------
+    run : int
+        The run of the ensemble, from 0 (see ``n_ensemble``).
+    step : int
+        Steps taken by the run, as ``t_`` counts them: 1 after its first step
+        (0 at the call before it), counting on through warm starts and
+        ``partial_fit`` calls.
+    epoch : int
+        The epoch the step belongs to, from 1, as ``n_iter_`` counts them
+        (0 at the call before the first step).
+    params : ndarray of shape (n_features,) or (n_features + 1,)
+        The parameters after the step, read-only: the coefficients, then the
+        intercept when it is fitted.
+    bytes_sent : int
+        The workers' gradient messages so far, in bytes, as
+        ``comm_record_.bytes_sent`` counts them.
+    n_messages : int
+        Their number, as ``comm_record_.n_messages`` counts them.
+    """
+
+    run: int
+    step: int
+    epoch: int
+    params: np.ndarray
+    bytes_sent: int
+    n_messages: int
+
+
+class _StepNotifier:
+    """Calls ``callback`` with a :class:`StepInfo` after every step of a run
+    (through ``Backend.run_steps``'s ``after_step``) and says whether the fit
+    stops there; under MPI the ranks' answers are combined (any one stops all)."""
+
+    def __init__(self, callback, backend, run, step, epoch):
+        self.callback, self.backend, self.run = callback, backend, run
+        self.step, self.epoch = step, epoch
+        self.stopped = False
+
+    def after_step(self, params):
+        self.step += 1
+        return self.notify(params)
+
+    def notify(self, params):
+        """Call the callback at ``params``; True if the fit stops there."""
+        view = params.view()
+        view.flags.writeable = False
+        record = self.backend.record
+        info = StepInfo(
+            run=self.run, step=self.step, epoch=self.epoch, params=view,
+            bytes_sent=record.bytes_sent, n_messages=record.n_messages,
+        )
+        self.stopped = self.backend.any_process(lambda: self.callback(info))
+        return self.stopped
+
 
 def _sgd_update(learning_rate, first=0):
     """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call,
@@ -209,6 +271,21 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         writes it. Not for ``partial_fit``. See :ref:`checkpoints`.
     checkpoint_every : int, default=1
         Epochs between checkpoints; a killed fit redoes at most this many.
+    callback : callable or None, default=None
+        ``callback(info)`` is called once at the start of each run and after
+        every SGD step, with a :class:`StepInfo`: the ``run``, the ``step``
+        and ``epoch`` counts, the read-only ``params`` after the step, and
+        the ``bytes_sent`` and ``n_messages`` of ``comm_record_`` so far. If
+        it returns a true value the fit stops there: that step's parameters
+        are the model (not the stopping rule's window mean or best
+        validated ones), ``t_`` and ``n_iter_`` count the steps and epochs
+        taken up to it (the last epoch partly), no further run of the
+        ensemble starts, and ``stopped_by_callback_`` is True. The steps are
+        then taken one at a time (the in-process backend's compiled loop
+        does not run), with the same model otherwise. Under MPI every rank
+        calls its own callback and the fit stops where any rank's returns
+        true (one collective a step). Not part of what the ranks compare, or
+        of a checkpoint's fingerprint.
 
     Attributes
     ----------
@@ -235,6 +312,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     comm_record_ : CommunicationRecord
         What the workers sent: messages, bytes on the wire, the bytes the same
         messages take as float64, and compute versus communication time.
+    stopped_by_callback_ : bool
+        Whether the ``callback`` stopped the fit.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` has string column names.
@@ -256,6 +335,19 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     True
     >>> round(est.comm_record_.compression_ratio, 2)  # 20 bytes + 16 of header
     4.44
+
+    A callback sees every step and may stop the fit; here at relative error
+    1e-3, whose parameters are then the model:
+
+    >>> def close_enough(info):
+    ...     coef = info.params[:20]
+    ...     return np.linalg.norm(coef - w) <= 1e-3 * np.linalg.norm(w)
+    >>> est = ReLURegressor(fit_intercept=False, random_state=0,
+    ...                     callback=close_enough).fit(X, y)
+    >>> est.stopped_by_callback_, est.t_ < 200
+    (True, True)
+    >>> bool(np.linalg.norm(est.coef_ - w) <= 1e-3 * np.linalg.norm(w))
+    True
     """
 
     def __init__(
@@ -288,6 +380,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         warm_start=False,
         checkpoint=None,
         checkpoint_every=1,
+        callback=None,
     ):
         self.solver = solver
         self.bits = bits
@@ -316,6 +409,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
+        self.callback = callback
 
     # -- public API -------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
@@ -426,6 +520,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 f"{self.validation_fraction!r}"
             )
         check_checkpoint_params(self.checkpoint, self.checkpoint_every)
+        if self.callback is not None and not callable(self.callback):
+            raise ValueError(
+                f"callback must be None or a callable, got {self.callback!r}"
+            )
         return compressor, get_aggregator(self.aggregation)
 
     def _validate_input(self, X, y, sample_weight, reset):
@@ -635,7 +733,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if sign_step is None:
                 sign_step = initial_sign_step(
                     auto_learning_rate(curvature, batch_size),
-                    np.linalg.norm(backend.reduce("gradient", params)),
+                    np.linalg.norm(backend.reduce(ShardWorker.gradient, params)),
                     params.shape[0],
                 )
             self._sign_step = sign_step
@@ -675,6 +773,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # which overflows to inf for targets beyond ~1e19 and stops every fit.
         floor = (_PRECISION_FACTOR * float(np.finfo(dtype).eps)) ** 2 * zero_loss
         n_runs = 1 if (partial or continuing) else self.n_ensemble
+        # Where a continuing fit's counts start: what the callback is told.
+        counted = (self.t_, self.n_iter_) if continuing else (0, 0)
         runs = []
         for run in range(n_runs):
             backend.reseed(rng.randint(np.iinfo(np.int32).max))
@@ -690,16 +790,27 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 self._run_sgd(
                     backend, params0.astype(dtype), learning_rate, steps_per_epoch,
                     1 if partial else self.max_iter, validating, validation, run,
-                    (floor, ceiling, start_loss), checkpoint,
+                    (floor, ceiling, start_loss), checkpoint, counted,
                 )
             )
             runs[-1]["compressor_states"] = (
                 compressor, self._n_workers, backend.compressor_states()
             )
+            if runs[-1]["stopped_by_callback"]:
+                break  # the fit ends at the step the callback chose
             if checkpoint is not None:
                 checkpoint.run_finished(run, runs[-1], n_runs)
-        chosen = select_consistent_run([r["params"] for r in runs])
+        # (A run finished by the fit a checkpoint resumes was not stopped.)
+        stopped = runs[-1].get("stopped_by_callback", False)
+        chosen = (
+            len(runs) - 1 if stopped
+            else select_consistent_run([r["params"] for r in runs])
+        )
         result = runs[chosen]
+        if stopped:  # the caller chose this model; the advice below is not for it
+            result["learning_rate"] = learning_rate
+            result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
+            return result
         final_loss = _full_loss(backend, result["params"].astype(np.float64))
         # SGD noise may end a little above a start that was already near the
         # optimum; a rise by more than a tenth (beyond rounding, for a start
@@ -736,9 +847,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _run_sgd(
         self, backend, params, learning_rate, steps_per_epoch, max_epochs,
-        validating, validation, run, loss_bounds, checkpoint=None,
+        validating, validation, run, loss_bounds, checkpoint=None, counted=(0, 0),
     ):
-        """One SGD run; returns its final (or best validated) parameters and curves."""
+        """One SGD run; returns its final (or best validated) parameters and curves.
+
+        ``counted``: the steps and epochs taken before this call (a continuing
+        fit's ``t_`` and ``n_iter_``), from which the callback's counts go on.
+        """
         floor, ceiling, start_loss = loss_bounds
         check_loss = self.tol is not None and max_epochs > 1
         tol = self.tol or 0.0
@@ -760,10 +875,27 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                      f"epoch {first_epoch} ({first_epoch * steps_per_epoch} steps)")
         update = _sgd_update(learning_rate, first=first_epoch * steps_per_epoch)
         converged = False
+        notifier = after_step = None
+        if self.callback is not None:
+            notifier = _StepNotifier(
+                self.callback, backend, run,
+                step=counted[0] + first_epoch * steps_per_epoch,
+                epoch=counted[1] + first_epoch,
+            )
+            after_step = notifier.after_step
+            # At the start of a run (an uninterrupted fit made this call
+            # before the steps a resumed one continues from).
+            if not resumed and notifier.notify(params):
+                return self._run_result(
+                    params, 0, 0, losses, scores if validating else None, None,
+                    converged, stopped_by_callback=True,
+                )
         started = time.perf_counter()
         for epoch in range(first_epoch, max_epochs):
-            params = backend.run_steps(params, update, steps_per_epoch)
-            loss_sum, draws = backend.reduce("batch_loss")
+            if notifier is not None:
+                notifier.epoch = counted[1] + epoch + 1
+            params = backend.run_steps(params, update, steps_per_epoch, after_step)
+            loss_sum, draws = backend.reduce(ShardWorker.batch_loss)
             loss = loss_sum / draws
             if not loss <= ceiling:
                 raise divergence_error(
@@ -780,7 +912,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 )
                 score = _r2_from_statistics(backend.gather_validation(here))
                 scores.append(score)
+                if notifier is not None and notifier.stopped:
+                    break
                 stop = rule.should_stop(score, params) or loss <= floor
+            elif notifier is not None and notifier.stopped:
+                break
             elif check_loss:
                 # Every process sees the same losses, so all of them take the
                 # same branch into the collective exact loss.
@@ -799,6 +935,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if checkpoint and epoch + 1 < max_epochs and checkpoint.due(epoch + 1):
                 checkpoint.save(run, epoch + 1, steps_per_epoch, params, rule,
                                 losses, scores if validating else None)
+        if notifier is not None and notifier.stopped:
+            if self.verbose:
+                _log(f"run {run}: stopped by the callback at step {notifier.step}")
+            return self._run_result(
+                params, epoch + 1, notifier.step - counted[0], losses,
+                scores if validating else None, rule.best_score if validating else None,
+                converged, stopped_by_callback=True,
+            )
         if check_loss and not converged:
             warnings.warn(
                 f"ReLURegressor stopped after max_iter={max_epochs} epochs without "
@@ -807,14 +951,25 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             )
         final = params if rule.best_params is None else rule.best_params
         best_score = rule.best_score if validating else None
+        return self._run_result(
+            final, epoch + 1, (epoch + 1) * steps_per_epoch, losses,
+            scores if validating else None, best_score, converged,
+        )
+
+    @staticmethod
+    def _run_result(
+        params, n_iter, t, losses, scores, best_score, converged,
+        stopped_by_callback=False,
+    ):
         return {
-            "params": final,
-            "n_iter": epoch + 1,
-            "t": (epoch + 1) * steps_per_epoch,
+            "params": params,
+            "n_iter": n_iter,
+            "t": t,
             "loss_curve": losses,
-            "validation_scores": scores if validating else None,
+            "validation_scores": scores,
             "best_validation_score": best_score,
             "converged": converged,
+            "stopped_by_callback": stopped_by_callback,
         }
 
     def _store(self, result, record, n_features, continuing):
@@ -824,6 +979,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.learning_rate_ = float(result["learning_rate"])
         self.ensemble_coef_ = result["ensemble"]
         self.comm_record_ = record
+        self.stopped_by_callback_ = bool(result.get("stopped_by_callback", False))
         # Error-feedback memory and momentum: what warm_start continues from.
         self._compressor_states = result["compressor_states"]
         self.n_workers_ = self._n_workers
@@ -897,7 +1053,8 @@ def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, bud
 def _shared_parameters(estimator, partial):
     """What every process of a fit must agree on, comparable across processes:
     the method and the parameters (``verbose`` and ``random_state`` may differ:
-    the first process's random stream is used everywhere)."""
+    the first process's random stream is used everywhere; each process calls
+    its own ``callback``, a function that cannot be compared across them)."""
 
     def comparable(value):
         if value is None or isinstance(value, (str, numbers.Number)):
@@ -912,7 +1069,7 @@ def _shared_parameters(estimator, partial):
     shared = {
         name: comparable(value)
         for name, value in params.items()
-        if name not in ("verbose", "random_state")
+        if name not in ("verbose", "random_state", "callback")
     }
     return {"method": "partial_fit" if partial else "fit", **shared}
 
@@ -956,7 +1113,7 @@ def _r2_from_statistics(parts):
 
 def _full_loss(backend, params):
     """The exact weighted training loss at ``params``, summed over the workers."""
-    loss_sum, weight_sum = backend.reduce("loss", params)
+    loss_sum, weight_sum = backend.reduce(ShardWorker.loss, params)
     return loss_sum / weight_sum
 
 

@@ -1,7 +1,8 @@
 """Initial points: the spectral start (one full gradient step from zero), zeros, random.
 
-Statistics are computed per shard (``shard_*`` functions, run where the data lives)
-and summed by whoever holds the shards, so the same code serves one process or many.
+Statistics are computed per shard (``shard_*`` functions, run where the data lives,
+by the ``worker_*`` statistics a backend calls on its workers) and summed by
+whoever holds the shards, so the same code serves one process or many.
 """
 
 import math
@@ -10,8 +11,12 @@ import numbers
 import numpy as np
 
 from ._gradient import _linear
+from ._worker import shard_statistic
 
-__all__ = ["shard_moments", "shard_line_search", "initial_params", "INITS"]
+__all__ = [
+    "shard_moments", "shard_line_search", "worker_moments", "worker_line_search",
+    "initial_params", "INITS",
+]
 
 INITS = ("spectral", "zeros", "random")
 
@@ -54,6 +59,18 @@ def shard_line_search(X, y, sample_weight, direction):
         return np.array([s @ (y * p), s @ (p * p), s @ (y * y), float(np.sum(s))])
 
 
+@shard_statistic
+def worker_moments(worker, center):
+    """:func:`shard_moments` of ``worker``'s shard."""
+    return shard_moments(worker.X, worker.y, worker.sample_weight, center)
+
+
+@shard_statistic
+def worker_line_search(worker, direction):
+    """:func:`shard_line_search` of ``worker``'s shard."""
+    return shard_line_search(worker.X, worker.y, worker.sample_weight, direction)
+
+
 def _line_search(reduce, direction):
     """Exact minimizer ``t >= 0`` of the loss along ``t * direction``
     (docs/theory.rst, "The start"), and the training loss there.
@@ -70,7 +87,7 @@ def _line_search(reduce, direction):
         The weighted training loss at ``params``, as :func:`loss_sums` defines
         it; None when the sums give none.
     """
-    yp, pp, yy, total_weight = reduce("line_search", direction)
+    yp, pp, yy, total_weight = reduce(worker_line_search, direction)
     if not (np.isfinite(yp) and np.isfinite(pp)):
         raise ValueError(
             "the initial line search overflowed: X or y is too large in magnitude "
@@ -94,8 +111,9 @@ def initial_params(init, reduce, n_features, fit_intercept, random_state):
     ----------
     init : {"spectral", "zeros", "random"} or array-like of shape (n_features,)
     reduce : callable
-        ``reduce(name, *args)`` returns the sum over all shards of the shard
-        statistic ``name`` (``"moments"`` or ``"line_search"``).
+        ``reduce(statistic, *args)`` returns the sum over all shards of
+        ``statistic(worker, *args)`` (:func:`worker_moments` or
+        :func:`worker_line_search`).
     n_features : int
     fit_intercept : bool
     random_state : numpy.random.RandomState
@@ -124,7 +142,7 @@ def initial_params(init, reduce, n_features, fit_intercept, random_state):
     # Spectral: the first gradient step from zero points along X^T s y. With an
     # intercept, centre X first so that the direction is not dominated by the
     # mean of y, and let the intercept undo the centring.
-    moments = reduce("moments", fit_intercept)
+    moments = reduce(worker_moments, fit_intercept)
     xty, sum_sy, sum_s = moments[:n_features], moments[-2], moments[-1]
     direction = np.zeros(n_params)
     if fit_intercept:

@@ -25,12 +25,15 @@ are ``W`` times noisier), so the step is
 import numpy as np
 
 from ._gradient import _linear, relu_derivative
+from ._worker import shard_statistic
 
 __all__ = [
     "auto_learning_rate",
     "measure_curvature",
     "shard_curvature",
     "shard_hessian_matvec",
+    "worker_curvature",
+    "worker_hessian_matvec",
 ]
 
 _POWER_ITERATIONS = 8
@@ -73,25 +76,42 @@ def shard_hessian_matvec(X, sample_weight, params, vector):
     return out
 
 
+@shard_statistic
+def worker_curvature(worker, params):
+    """:func:`shard_curvature` of ``worker``'s shard."""
+    return shard_curvature(worker.X, worker.sample_weight, params)
+
+
+@shard_statistic
+def worker_hessian_matvec(worker, params, vector):
+    """:func:`shard_hessian_matvec` of ``worker``'s shard, in float32."""
+    # The power iteration needs a few digits of the largest eigenvalue, not
+    # sixteen: float32 halves what the start sends (8 vectors of d values).
+    return shard_hessian_matvec(
+        worker.X, worker.sample_weight, params, vector
+    ).astype(np.float32)
+
+
 def measure_curvature(reduce, params, random_state):
     """``(lambda_max(H), R)`` at ``params``: the two data terms of the step.
 
     Parameters
     ----------
     reduce : callable
-        ``reduce(name, *args)`` sums a shard statistic (``"curvature"``,
-        ``"hessian_matvec"``) over all shards.
+        ``reduce(statistic, *args)`` sums a shard statistic
+        (:func:`worker_curvature`, :func:`worker_hessian_matvec`) over all
+        shards.
     params : ndarray
         The point where the curvature is measured (the initial point).
     random_state : numpy.random.RandomState
         Start vector of the power iteration.
     """
-    weighted_norms, active, total, all_norms = reduce("curvature", params)
+    weighted_norms, active, total, all_norms = reduce(worker_curvature, params)
     if active <= 0:
         # No active row at params: measure at zero instead, where every
         # derivative is 1/2, so that the step stays finite and meaningful.
         params = np.zeros_like(params)
-        weighted_norms, active, total, all_norms = reduce("curvature", params)
+        weighted_norms, active, total, all_norms = reduce(worker_curvature, params)
     if not (active > 0 and total > 0):
         # Honest shards always report rows, and at zero all of them active:
         # only workers that lie (Byzantine, under a rule without defence)
@@ -106,7 +126,7 @@ def measure_curvature(reduce, params, random_state):
     eigenvalue = 0.0
     for _ in range(_POWER_ITERATIONS):
         vector /= np.linalg.norm(vector)
-        image = reduce("hessian_matvec", params, vector).astype(np.float64) / total
+        image = reduce(worker_hessian_matvec, params, vector).astype(np.float64) / total
         eigenvalue = float(vector @ image)
         vector = image
         if not np.any(vector):

@@ -14,12 +14,12 @@ reference, and what every other case runs):
 - exact gradients (``solver="sgd"``) or QSGD with the packed wire format;
 - the C kernel built, every shard's rows contiguous.
 
-A worker's batch of :data:`~sklearn_relu._gradient.PARALLEL_MIN_BYTES` or more
+A worker's batch of :data:`~sklearn_relu._parallel.PARALLEL_MIN_BYTES` or more
 is split in the same two parts as the per-step path splits it, the second
 computed by the process's helper thread (started on first use), which waits
 between steps without sleeping through them (the per-step path's pooled thread
 sleeps between steps, and waking it cost about what it saved) and sleeps once
-the steps stop: :data:`~sklearn_relu._gradient.N_THREADS` threads, the same
+the steps stop: :data:`~sklearn_relu._parallel.N_THREADS` threads, the same
 bits on one or two.
 """
 
@@ -28,7 +28,7 @@ import itertools
 
 import numpy as np
 
-from . import _gradient
+from . import _parallel
 from ._gradient import divergence_error
 from ._schedule import ConstantStep
 from .aggregation import Mean
@@ -84,7 +84,7 @@ def _quantizer(compressor):
 def fusable(backend, params, update):
     """Whether :func:`run_steps` gives ``backend``'s steps (see the module
     documentation for the cases it covers)."""
-    kernels = _gradient._kernels
+    kernels = _parallel._kernels
     workers = getattr(backend, "workers", None)
     if (
         kernels is None
@@ -100,7 +100,7 @@ def fusable(backend, params, update):
     for worker in workers:
         X = worker.X
         if (
-            not _gradient._kernel_layout(X)
+            not _parallel._kernel_layout(X)
             or X.dtype != params.dtype
             or not all(
                 v.dtype == X.dtype and v.flags.c_contiguous
@@ -157,10 +157,10 @@ def _run_call(backend, params, update, n_steps):
         lock.acquire()
     try:
         status, done, which, value, n_scaled, compute, communicate = (
-            _gradient._kernels.sgd_steps(
+            _parallel._kernels.sgd_steps(
                 arguments, params, n_steps, float(update.learning_rate),
-                workers[0].X.shape[1], levels, bucket, _gradient.N_THREADS,
-                _gradient.PARALLEL_MIN_BYTES,
+                workers[0].X.shape[1], levels, bucket, _parallel.N_THREADS,
+                _parallel.PARALLEL_MIN_BYTES,
             )
         )
     finally:

@@ -1,7 +1,10 @@
 """One worker: a shard of the data and everything computed on it.
 
 A backend places workers where their shards live and moves bytes between them; it
-calls the methods below by name and never does arithmetic on the data itself.
+calls functions of a worker (``function(worker, *args)``: a method of
+:class:`ShardWorker`, or a :func:`shard_statistic`) and never does arithmetic on
+the data itself. The functions are module-level, so they pickle by reference: a
+joblib worker in another process is sent a function's name, not its code.
 """
 
 import copy
@@ -12,11 +15,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._gradient import batch_gradient, divergence_error, loss_sums
-from ._init import shard_line_search, shard_moments
-from ._step_size import shard_curvature, shard_hessian_matvec
 
 __all__ = [
-    "ShardWorker", "TrainingSet", "batch_share", "shard_bounds", "worker_arguments",
+    "ShardWorker", "TrainingSet", "batch_share", "shard_bounds", "shard_statistic",
+    "worker_arguments",
 ]
 
 
@@ -102,13 +104,19 @@ def batch_share(batch_size, n_workers, index):
     return base + (index < extra)
 
 
-def _sent(statistic):
-    """Mark a shard statistic as sent to the other workers: a Byzantine worker
-    sends its attack's version of it."""
+def shard_statistic(compute):
+    """A statistic of a worker's shard, ``compute(worker, *args)``, marked as
+    sent to the other workers: a Byzantine worker sends its attack's version
+    of it.
 
-    @functools.wraps(statistic)
-    def sent(self, *args):
-        return self._send(statistic(self, *args))
+    Backends sum statistics with ``backend.reduce(statistic, *args)``. Define
+    one at module level (or as a method of :class:`ShardWorker`), so that it
+    pickles by reference.
+    """
+
+    @functools.wraps(compute)
+    def sent(worker, *args):
+        return worker._send(compute(worker, *args))
 
     return sent
 
@@ -265,14 +273,16 @@ class ShardWorker:
             return vector
         return self.attack(np.asarray(vector), self._attack_rng)
 
-    @_sent
+    @shard_statistic
     def batch_loss(self):
         """``[loss_sum, draws]`` of the batches since the last call; resets."""
         out, self._batch_loss = self._batch_loss, np.zeros(2)
         return out
 
-    # Exact shard statistics, summed over workers by the backend's ``reduce``.
-    @_sent
+    # Exact shard statistics, summed over workers by the backend's ``reduce``;
+    # those of the start and the step size are next to their math, in
+    # _init.py and _step_size.py.
+    @shard_statistic
     def gradient(self, params):
         """This shard's part of the full training gradient at ``params``."""
         rows = np.arange(self.X.shape[0])
@@ -280,27 +290,7 @@ class ShardWorker:
             self.X, self.y, self.sample_weight, params, rows, 1.0 / self.n_samples
         )[0]
 
-    @_sent
-    def moments(self, center):
-        return shard_moments(self.X, self.y, self.sample_weight, center)
-
-    @_sent
-    def line_search(self, direction):
-        return shard_line_search(self.X, self.y, self.sample_weight, direction)
-
-    @_sent
-    def curvature(self, params):
-        return shard_curvature(self.X, self.sample_weight, params)
-
-    @_sent
-    def hessian_matvec(self, params, vector):
-        # The power iteration needs a few digits of the largest eigenvalue, not
-        # sixteen: float32 halves what the start sends (8 vectors of d values).
-        return shard_hessian_matvec(
-            self.X, self.sample_weight, params, vector
-        ).astype(np.float32)
-
-    @_sent
+    @shard_statistic
     def loss(self, params):
         # An overflow is reported by the caller, which sees the infinite sum.
         with np.errstate(over="ignore", invalid="ignore"):

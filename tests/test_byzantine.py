@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._init import worker_moments
+from sklearn_relu._step_size import worker_curvature
+from sklearn_relu._worker import ShardWorker
 from sklearn_relu.aggregation import BlockGeometricMedian
 from sklearn_relu.attacks import (
     FunctionAttack,
@@ -131,9 +134,9 @@ def test_the_first_n_byzantine_workers_lie_in_their_gradients_and_statistics():
     lying.start(X, y, None, n_byzantine=2, attack=Scaled(c=3), **start)
     honest.start(X, y, None, **start)
     params = np.random.default_rng(0).normal(size=4)
-    for method, args in [("gradient", (params,)), ("moments", (True,)),
-                         ("loss", (params,)), ("curvature", (params,))]:
-        told, truth = lying.call(method, *args), honest.call(method, *args)
+    for statistic, args in [(ShardWorker.gradient, (params,)), (worker_moments, (True,)),
+                            (ShardWorker.loss, (params,)), (worker_curvature, (params,))]:
+        told, truth = lying.call(statistic, *args), honest.call(statistic, *args)
         for index in range(5):
             expected = -3 * truth[index] if index < 2 else truth[index]
             np.testing.assert_array_equal(told[index], expected)

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from sklearn_relu import ReLURegressor, _gradient, make_relu_regression
+from sklearn_relu import ReLURegressor, _gradient, _parallel, make_relu_regression
 from sklearn_relu._gradient import (
     batch_gradient,
     batch_gradient_numpy,
@@ -50,8 +50,8 @@ def test_kernel_is_built_where_required():
 @pytest.fixture
 def many_blocks(monkeypatch):
     """Force tiny blocks and the threaded split even on small problems."""
-    monkeypatch.setattr(_gradient, "BLOCK_BYTES", 7 * 40 * 8)
-    monkeypatch.setattr(_gradient, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_parallel, "BLOCK_BYTES", 7 * 40 * 8)
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 0)
 
 
 @pytest.mark.parametrize("gradient", FAST)

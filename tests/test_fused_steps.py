@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from joblib import parallel_config
 
-from sklearn_relu import ReLURegressor, _gradient, _steps, make_relu_regression
+from sklearn_relu import ReLURegressor, _gradient, _parallel, _steps, make_relu_regression
 from sklearn_relu._schedule import ConstantStep
+from sklearn_relu._worker import ShardWorker
 from sklearn_relu.backends import InProcessBackend
 from sklearn_relu.compression import QSGD, Identity
 
@@ -145,7 +146,9 @@ def test_the_loop_leaves_the_generators_where_the_steps_would(compressor):
     np.testing.assert_array_equal(got, want)
     for a, b in zip(fast.workers, reference.workers):
         assert a._rng.bit_generator.state == b._rng.bit_generator.state
-    np.testing.assert_array_equal(fast.reduce("batch_loss"), reference.reduce("batch_loss"))
+    np.testing.assert_array_equal(
+        fast.reduce(ShardWorker.batch_loss), reference.reduce(ShardWorker.batch_loss)
+    )
     np.testing.assert_array_equal(fast.step(got, update_fast),
                                   reference.step(want, update_ref))
 
@@ -219,8 +222,8 @@ def test_large_batches_split_between_two_threads_give_the_same_bits(
 ):
     # Every batch counts as large: the loop's helper thread computes the
     # second half of each, as the per-step path's pooled thread does.
-    monkeypatch.setattr(_gradient, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(_gradient, "N_THREADS", n_threads)
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_parallel, "N_THREADS", n_threads)
     X, y, sample_weight = _data(weighted=True)
     params = dict(n_workers=2, batch_size=50, max_iter=3, tol=None, random_state=0,
                   **solver)
@@ -274,8 +277,8 @@ def _fit_in_child(queue):
 def test_a_forked_child_starts_its_own_helper_thread(monkeypatch):
     # The parent's helper thread does not exist in a forked child: the child
     # must start its own rather than wait for it forever.
-    monkeypatch.setattr(_gradient, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(_gradient, "N_THREADS", 2)
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_parallel, "N_THREADS", 2)
     X, y, _ = _data()
     parent = ReLURegressor(backend=_backend(True), batch_size=50, max_iter=2, tol=None,
                            random_state=0).fit(X, y)

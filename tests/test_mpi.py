@@ -64,6 +64,13 @@ def test_mpi_robust_rules_with_byzantine_ranks_equal_inprocess_on_every_rank(n_r
     assert f"ok: {n_ranks} ranks" in done.stderr
 
 
+@pytest.mark.parametrize("n_ranks", [1, 2])
+def test_a_callback_that_stops_on_one_rank_stops_every_rank_at_that_step(n_ranks):
+    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_callback.py"), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok: {n_ranks} ranks" in done.stderr
+
+
 @pytest.mark.parametrize("mode", ["raise", "kill"])
 def test_a_failing_rank_ends_the_whole_job(mode):
     # No hang: the subprocess timeout is the 30 seconds.

@@ -289,12 +289,12 @@ def test_a_bucket_size_beyond_the_wire_format_is_rejected():
 
 
 def test_a_bad_thread_count_in_the_environment_is_ignored(monkeypatch):
-    from sklearn_relu import _gradient
+    from sklearn_relu import _parallel
 
     monkeypatch.setenv("SKLEARN_RELU_THREADS", "two")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with pytest.warns(UserWarning, match="SKLEARN_RELU_THREADS='two' is not a whole"):
-        assert _gradient._default_threads() == 1
+        assert _parallel._default_threads() == 1
 
 
 # -- 7: vectors of any finite float64 magnitude quantize unbiasedly --------------

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._worker import ShardWorker
 from ..aggregation import Mean
 
 __all__ = ["Backend", "CommunicationRecord"]
@@ -214,22 +215,29 @@ class Backend(ABC):
         return self.attack if index < self.n_byzantine else None
 
     @abstractmethod
-    def call(self, method, *args):
-        """Call ``worker.method(*args)`` on every worker; results in worker order."""
+    def call(self, function, *args):
+        """``function(worker, *args)`` on every worker; results in worker order.
 
-    def reduce(self, method, *args):
-        """The total of ``worker.method(*args)`` over all workers, combined in
-        worker order by the aggregator
+        ``function`` is a method of :class:`~sklearn_relu._worker.ShardWorker`
+        taken from the class (``ShardWorker.reseed``) or a module-level function
+        of a worker (a :func:`~sklearn_relu._worker.shard_statistic`): it
+        pickles by reference, for workers in other processes.
+        """
+
+    def reduce(self, statistic, *args):
+        """The total of ``statistic(worker, *args)`` over all workers (a
+        :func:`~sklearn_relu._worker.shard_statistic`), combined in worker
+        order by the aggregator
         (:meth:`~sklearn_relu.aggregation.Aggregator.combine_statistics`: the
         sum for the mean, a robust estimate of it for the robust rules)."""
-        return self.aggregator.combine_statistics(self.call(method, *args))
+        return self.aggregator.combine_statistics(self.call(statistic, *args))
 
     def reseed(self, entropy):
         """Restart every worker's random stream and the aggregator's memory
         (before each run of a fit); a run agrees on its first scale afresh."""
         self.aggregator.reset()
         self.agreed_scale = None
-        self.call("reseed", entropy)
+        self.call(ShardWorker.reseed, entropy)
 
     def compressor_states(self):
         """Every worker's compressor state, in worker order, as a 2-D array; None
@@ -237,27 +245,43 @@ class Backend(ABC):
         :meth:`restore_compressor_states`."""
         if not self.compressor.stateful:
             return None
-        return np.array(self.call("compressor_state"))
+        return np.array(self.call(ShardWorker.compressor_state))
 
     def restore_compressor_states(self, states):
         """Give each worker its row of ``states`` (after :meth:`reseed`)."""
-        self.call("restore_compressor_state", states)
+        self.call(ShardWorker.restore_compressor_state, states)
 
     @abstractmethod
     def step(self, params, update):
         """One SGD step: gather the workers' messages at ``params``, decode and sum
         them in worker order, and return ``update(params, gradient)``."""
 
-    def run_steps(self, params, update, n_steps):
+    def run_steps(self, params, update, n_steps, after_step=None):
         """``n_steps`` calls of :meth:`step`; the parameters after the last.
 
         The estimator runs an epoch through here, so that a backend may take
         many steps at once where it gives the same model (the in-process
-        backend's compiled loop, ``sklearn_relu/_steps.py``).
+        backend's compiled loop, ``sklearn_relu/_steps.py``). With
+        ``after_step``, every step is taken here, one at a time, and
+        ``after_step(params)`` is called after each: when it returns True the
+        steps stop there, and those parameters are returned.
         """
         for _ in range(n_steps):
             params = self.step(params, update)
+            if after_step is not None and after_step(params):
+                break
         return params
+
+    def any_process(self, decide):
+        """Whether ``decide()`` is true on any process of the fit, on every one.
+
+        Each process calls its own ``decide`` (the estimator's ``callback``);
+        a backend whose processes each run ``fit`` (MPI ranks) combines their
+        answers, so that all of them stop at the same step, and an error
+        ``decide`` raises on one process reaches every process. A
+        single-process backend returns ``bool(decide())``.
+        """
+        return bool(decide())
 
     def sum_decoded(self, messages, n_values):
         """Decode ``messages`` and aggregate them in the order given (worker order).
@@ -319,12 +343,12 @@ class Backend(ABC):
         return update(params, gradient)
 
     def _max_statistic(self, params, draw):
-        """The MAX over workers of ``worker.gradient_statistic(params)`` (of
+        """The MAX over workers of ``ShardWorker.gradient_statistic`` at ``params`` (of
         the gradient each worker kept, without ``draw``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot sum encoded vectors")
 
     def _sum_summands(self, scale, params, draw):
-        """The sum, in worker order, of ``worker.summand(scale, params)`` over
+        """The sum, in worker order, of ``ShardWorker.summand`` at ``scale, params`` over
         all workers (of the gradient each worker kept, without ``draw``), and
         the bytes of one worker's vector."""
         raise NotImplementedError(f"{type(self).__name__} cannot sum encoded vectors")

@@ -36,8 +36,8 @@ class InProcessBackend(Backend):
             for index in range(n_workers)
         ]
 
-    def call(self, method, *args):
-        return [getattr(worker, method)(*args) for worker in self.workers]
+    def call(self, function, *args):
+        return [function(worker, *args) for worker in self.workers]
 
     def step(self, params, update):
         if self.compressor.summed_only:
@@ -49,14 +49,15 @@ class InProcessBackend(Backend):
             gradient = self.sum_decoded(messages, params.shape[0])
         return update(params, gradient)
 
-    def run_steps(self, params, update, n_steps):
+    def run_steps(self, params, update, n_steps, after_step=None):
         if (
-            self._fused_steps
+            after_step is None  # the compiled loop cannot stop after any step
+            and self._fused_steps
             and type(self).step is InProcessBackend.step
             and _steps.fusable(self, params, update)
         ):
             return _steps.run_steps(self, params, update, n_steps)
-        return super().run_steps(params, update, n_steps)
+        return super().run_steps(params, update, n_steps, after_step)
 
     def _max_statistic(self, params, draw):
         params = params if draw else None

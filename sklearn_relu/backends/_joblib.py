@@ -129,10 +129,10 @@ def _serve(address, authkey, index, shard):
                 return  # the driver is gone; nothing left to serve
             if request is None:
                 return
-            method, args = request
+            function, args = request
             try:
                 start = time.perf_counter()
-                result = getattr(worker, method)(*args)
+                result = function(worker, *args)
                 conn.send(("ok", result, time.perf_counter() - start))
             except Exception as exc:
                 conn.send(("error", exc))
@@ -334,9 +334,10 @@ class JoblibBackend(Backend):
             thread.join()
 
     # -- requests -----------------------------------------------------------------
-    def _request(self, method, args, message=False):
-        """Send ``method(*args)`` to every worker; ``(results, slowest seconds)``."""
-        payload = pickle.dumps((method, args), protocol=pickle.HIGHEST_PROTOCOL)
+    def _request(self, function, args, message=False):
+        """Have every worker run ``function(worker, *args)``; ``(results, slowest
+        seconds)``. ``function`` pickles by reference (its name)."""
+        payload = pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)
         for index, conn in enumerate(self._connections):
             try:
                 conn.send_bytes(payload)
@@ -392,14 +393,14 @@ class JoblibBackend(Backend):
             "killed (out of memory?)"
         )
 
-    def call(self, method, *args):
-        return self._request(method, args)[0]
+    def call(self, function, *args):
+        return self._request(function, args)[0]
 
     def step(self, params, update):
         if self.compressor.summed_only:
             return self.summed_step(params, update)
         start = time.perf_counter()
-        messages, compute = self._request("gradient_message", (params,))
+        messages, compute = self._request(ShardWorker.gradient_message, (params,))
         self.record.add_messages(messages, params.shape[0])
         gradient = self.sum_decoded(messages, params.shape[0])
         # Workers compute side by side, so a step's compute time is its slowest
@@ -413,7 +414,7 @@ class JoblibBackend(Backend):
     def _max_statistic(self, params, draw):
         params = params if draw else None
         start = time.perf_counter()
-        statistics, compute = self._request("gradient_statistic", (params,))
+        statistics, compute = self._request(ShardWorker.gradient_statistic, (params,))
         self.record.compute_seconds += compute
         self.record.communicate_seconds += time.perf_counter() - start - compute
         return max(statistics)
@@ -421,7 +422,9 @@ class JoblibBackend(Backend):
     def _sum_summands(self, scale, params, draw):
         params = params if draw else None
         start = time.perf_counter()
-        parts, compute = self._request("summand", (scale, params), message=True)
+        parts, compute = self._request(
+            ShardWorker.summand, (scale, params), message=True
+        )
         sizes = {(part.shape, part.dtype.str) for part in parts}
         if len(sizes) != 1:
             raise WorkerError(f"workers sent vectors of different shapes to sum: {sizes}")

@@ -513,16 +513,24 @@ class MPIBackend(Backend):
             )
         return sizes
 
-    def _local(self, method, *args):
+    def any_process(self, decide):
         try:
-            return getattr(self._worker, method)(*args), None
+            stop, error = bool(decide()), None
+        except Exception as exc:  # raised here, reported to every other rank
+            stop, error = False, exc
+        # One collective that both reports errors and ORs the answers.
+        return bool(self._agree_on_status(int(stop), error).any())
+
+    def _local(self, function, *args):
+        try:
+            return function(self._worker, *args), None
         except Exception as exc:  # reported to every rank, raised here
             return None, exc
 
-    def _local_array(self, method, *args):
-        """This rank's ``method`` result, once every rank computed its own
-        and they agree on its shape and dtype (else all ranks raise)."""
-        result, error = self._local(method, *args)
+    def _local_array(self, function, *args):
+        """This rank's ``function(worker, *args)``, once every rank computed its
+        own and they agree on its shape and dtype (else all ranks raise)."""
+        result, error = self._local(function, *args)
         if result is not None:
             result = np.ascontiguousarray(result)
         self._agree_on_status(0 if error is None else -1, error)
@@ -531,13 +539,13 @@ class MPIBackend(Backend):
         )
         if any(layout != layouts[0] for layout in layouts):
             raise RemoteWorkerError(
-                f"ranks returned different {method} results: {layouts}"
+                f"ranks returned different {function.__name__} results: {layouts}"
             )
         return result
 
-    def call(self, method, *args):
+    def call(self, function, *args):
         comm = self._comm
-        result = self._local_array(method, *args)
+        result = self._local_array(function, *args)
         if result is None:
             return [None] * comm.Get_size()
         gathered = np.empty((comm.Get_size(),) + result.shape, dtype=result.dtype)
@@ -545,13 +553,13 @@ class MPIBackend(Backend):
         self.record.control_bytes += gathered.nbytes
         return list(gathered)
 
-    def reduce(self, method, *args):
+    def reduce(self, statistic, *args):
         # Gathered on rank 0 and combined there in rank order, then broadcast:
         # the same bits as every other backend, and each rank receives about
         # one vector (an allgather would deliver every rank's vector to every
         # rank: 16 x 32 kB per power iteration at d = 4000 and 16 ranks).
         comm = self._comm
-        result = self._local_array(method, *args)
+        result = self._local_array(statistic, *args)
         root = comm.Get_rank() == 0
         gathered = (
             np.empty((comm.Get_size(),) + result.shape, dtype=result.dtype)
@@ -577,7 +585,7 @@ class MPIBackend(Backend):
             return self.summed_step(params, update)
         comm, MPI = self._comm, self._MPI
         start = time.perf_counter()
-        message, error = self._local("gradient_message", params)
+        message, error = self._local(ShardWorker.gradient_message, params)
         computed = time.perf_counter()
         self._before_collective()
         nbytes = 0 if message is None else len(message)
@@ -620,7 +628,9 @@ class MPIBackend(Backend):
     def _max_statistic(self, params, draw):
         comm, MPI = self._comm, self._MPI
         start = time.perf_counter()
-        statistic, error = self._local("gradient_statistic", params if draw else None)
+        statistic, error = self._local(
+            ShardWorker.gradient_statistic, params if draw else None
+        )
         compute = time.perf_counter() - start
         self._before_collective()
         agreed = np.array([math.inf if error is not None else statistic])
@@ -639,7 +649,9 @@ class MPIBackend(Backend):
     def _sum_summands(self, scale, params, draw):
         comm, MPI, compressor = self._comm, self._MPI, self.compressor
         start = time.perf_counter()
-        part, error = self._local("summand", scale, params if draw else None)
+        part, error = self._local(
+            ShardWorker.summand, scale, params if draw else None
+        )
         if error is not None:
             part = compressor.failed_summand(params.shape[0], params.dtype)
         compute = time.perf_counter() - start
