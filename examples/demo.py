@@ -34,6 +34,7 @@ for solver in ("sgd", "qsgd"):
         f"{record.n_messages} messages, {record.bytes_sent / 1e6:.2f} MB "
         f"({100 * record.bytes_sent / record.float64_bytes:.1f}% of float64's bytes)"
     )
-# Every message is self-describing: an 8-byte header (kind, dtype, length)
-# precedes its values, hence SGD's 100.2%.
-print("(every message starts with an 8-byte header: kind, dtype and length)")
+# Every message is self-describing: a header precedes its values, 8 bytes for
+# SGD's float64 vector (kind, dtype, length), hence its 100.2%.
+print("(SGD's float64 messages carry an 8-byte header: kind, dtype and length; "
+      "QSGD's a 12-byte one and the norm)")

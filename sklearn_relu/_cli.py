@@ -355,6 +355,11 @@ def _make_backend(args):
         from .backends import MPIBackend
 
         backend = MPIBackend(topology=args.topology, data=args.data_mode)
+        if backend.size == 1 and not _under_mpi_launcher():
+            # Legal (a one-rank MPI job), but usually a forgotten launcher.
+            print("note: --backend mpi without mpiexec runs one MPI rank, one worker; "
+                  "launch with: mpiexec -n N python -m mpi4py -m sklearn_relu fit ...",
+                  file=sys.stderr, flush=True)
         return backend, backend.rank == 0, backend
     if name == "joblib":
         from .backends import JoblibBackend
@@ -835,9 +840,13 @@ def build_parser():
     """The argument parser of ``python -m sklearn_relu``."""
     parser = argparse.ArgumentParser(
         prog="python -m sklearn_relu",
-        description="Fit ReLU models by SGD and quantized SGD (QSGD), on one "
-        "machine, on joblib workers, or across MPI ranks.",
+        description="Fit ReLU models by SGD and compressed SGD (QSGD, IntSGD, "
+        "signs, TernGrad, top-k), on one machine, on joblib workers, or across "
+        "MPI ranks.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"sklearn_relu {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     for add in COMMANDS.values():
         add(subparsers)

@@ -1030,10 +1030,16 @@ def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, bud
             f"learning_rate={step:.3g} is probably too large: the loss rose from "
             "the initial point. Use learning_rate='auto' or a smaller step"
         )
+    elif budget is not None and learning_rate != "auto":
+        cause = (
+            f"it ran only {budget} epoch(s) and had not converged, at "
+            f"learning_rate={step:.3g}, which may be too small for this data: use "
+            "learning_rate='auto' or a larger step, or raise max_iter"
+        )
     elif budget is not None:
         cause = (
-            f"it ran only {budget} epoch(s) and had not converged: raise max_iter "
-            "(or use tol). If it stays poor, standardize the features: "
+            f"it ran only {budget} epoch(s) and had not converged: raise max_iter. "
+            "If it stays poor, standardize the features: "
             "make_pipeline(StandardScaler(), ReLURegressor())"
         )
     else:

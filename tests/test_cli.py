@@ -196,6 +196,16 @@ def test_command_line_help_and_errors_through_python_m(tmp_path):
     assert usage.returncode == 2 and "fit" in usage.stderr
 
 
+def test_version_prints_the_packages(capsys):
+    import sklearn_relu
+    from sklearn_relu._cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sklearn_relu {sklearn_relu.__version__}"
+
+
 def test_help_lists_the_reproductions(capsys):
     from sklearn_relu._cli import build_parser
 
@@ -235,3 +245,16 @@ def test_encoding_and_bucket_size_reach_the_estimator(data, capsys):
     ).fit(X, y)
     assert_array_equal(est.coef_, direct.coef_)
     assert summary["bytes_sent"] == direct.comm_record_.bytes_sent
+
+
+def test_backend_mpi_without_a_launcher_says_so(data, capsys, monkeypatch):
+    pytest.importorskip("mpi4py")
+    from sklearn_relu._cli import _MPI_LAUNCHER_VARIABLES
+
+    for name in _MPI_LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    tmp_path, X, y = data
+    args = ["fit", *write(tmp_path, X, y, "npz"), "--backend", "mpi", "--max-iter", "2",
+            "--random-state", "0", "--out", str(tmp_path / "model.joblib")]
+    assert main(args) == 0
+    assert "--backend mpi without mpiexec runs one MPI rank" in capsys.readouterr().err

@@ -57,6 +57,17 @@ def test_a_fit_cut_short_by_max_iter_says_so():
         ReLURegressor(batch_size=200, max_iter=1, tol=None, random_state=0).fit(X, y)
 
 
+def test_a_fit_cut_short_at_a_small_given_step_names_the_step():
+    # Standardized features, a step 100x below what they take: the features
+    # are not the problem, and the warning must not send the user to scale them.
+    X, y = make_relu_regression(n_samples=400, n_features=5, random_state=0)
+    y = y + 3.0
+    with pytest.warns(ConvergenceWarning, match=r"learning_rate=0.001, which may be too "
+                      r"small for this data: use learning_rate='auto' or a larger step"):
+        ReLURegressor(learning_rate=1e-3, batch_size=200, max_iter=2, tol=None,
+                      random_state=0).fit(X, y)
+
+
 def test_good_fit_does_not_warn():
     X, y = make_relu_regression(n_samples=400, n_features=5, noise=0.1, random_state=0)
     assert not _fit_recording(ReLURegressor(random_state=0), X, y)
