@@ -902,7 +902,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     f"the mean batch loss reached {loss:.3g} in epoch {epoch + 1} "
                     f"with learning_rate={learning_rate:.3g}"
                 )
-            losses.append(loss)
+            losses.append(float(loss))  # plain floats, as in scikit-learn
             if validating:
                 # Scored where the validation set is (it may be on one process
                 # only) and shared, so every process keeps the same epoch.
