@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -862,4 +863,12 @@ def main(argv=None):
     ValueError: data file 'missing.npz' does not exist
     """
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return args.run(args)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as a command-line user reads it: its message, not the
+    package's source line that raised it."""
+    print(f"warning ({category.__name__}): {message}", file=file or sys.stderr, flush=True)

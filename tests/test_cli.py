@@ -258,3 +258,15 @@ def test_backend_mpi_without_a_launcher_says_so(data, capsys, monkeypatch):
             "--random-state", "0", "--out", str(tmp_path / "model.joblib")]
     assert main(args) == 0
     assert "--backend mpi without mpiexec runs one MPI rank" in capsys.readouterr().err
+
+
+def test_a_warning_prints_its_message_not_the_source_line(data, capsys):
+    tmp_path, X, y = data
+    # Every target below 0: the fit warns that a ReLU can only predict 0 or more.
+    args = ["fit", *write(tmp_path, X, -np.abs(y) - 1, "npz"), "--max-iter", "2",
+            "--random-state", "0", "--out", str(tmp_path / "m.joblib")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning (ConvergenceWarning): The fit predicts the training data worse" in err
+    assert "all targets are <= 0" in err
+    assert "warnings.warn(" not in err
