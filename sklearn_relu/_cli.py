@@ -698,7 +698,13 @@ def _share_of_float64(record):
     """The bytes sent as a share of float64's: "12.5% of float64"."""
     if not record.float64_bytes:
         return "no messages"
-    return f"{100 * record.bytes_sent / record.float64_bytes:.3g}% of float64"
+    share = record.bytes_sent / record.float64_bytes
+    text = f"{100 * share:.3g}% of float64"
+    if share >= 1:
+        # float64_bytes counts the values alone; every message also carries
+        # its header, which at a few features outweighs any compression.
+        text += ": every message's header counts, and at this size it dominates"
+    return text
 
 
 def _add_predict(subparsers):
@@ -868,7 +874,19 @@ def main(argv=None):
         return args.run(args)
 
 
+#: The estimator's advice in Python, and the same advice in this command's flags.
+_CLI_ADVICE = (
+    ("make_pipeline(StandardScaler(), ReLURegressor())", "--standardize"),
+    ("raise max_iter", "raise --max-iter"),
+    ("use learning_rate='auto'", "use --learning-rate auto"),
+    ("Use learning_rate='auto'", "Use --learning-rate auto"),
+)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """A warning as a command-line user reads it: its message, not the
-    package's source line that raised it."""
-    print(f"warning ({category.__name__}): {message}", file=file or sys.stderr, flush=True)
+    """A warning as a command-line user reads it: its message in terms of this
+    command's flags, not the package's source line that raised it."""
+    text = str(message)
+    for python, flag in _CLI_ADVICE:
+        text = text.replace(python, flag)
+    print(f"warning ({category.__name__}): {text}", file=file or sys.stderr, flush=True)

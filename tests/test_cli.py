@@ -270,3 +270,25 @@ def test_a_warning_prints_its_message_not_the_source_line(data, capsys):
     assert "warning (ConvergenceWarning): The fit predicts the training data worse" in err
     assert "all targets are <= 0" in err
     assert "warnings.warn(" not in err
+
+
+def test_a_warning_gives_the_commands_flags_not_python(data, capsys):
+    tmp_path, X, y = data
+    # A tiny step, cut short: the advice names --learning-rate and --max-iter.
+    args = ["fit", *write(tmp_path, X, y + 3.0, "npz"), "--learning-rate", "1e-3",
+            "--max-iter", "1", "--tol", "none", "--random-state", "0",
+            "--out", str(tmp_path / "m.joblib")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "--learning-rate auto" in err and "raise --max-iter" in err, err
+    assert "learning_rate='auto'" not in err and "raise max_iter" not in err
+
+
+
+def test_bytes_above_float64s_say_the_headers_dominate(data, capsys):
+    tmp_path, X, y = data  # 5 features: an 8-byte header on 40 bytes of values
+    args = ["fit", *write(tmp_path, X, y, "npz"), "--max-iter", "1", "--random-state", "0",
+            "--out", str(tmp_path / "m.joblib")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "% of float64: every message's header counts, and at this size it dominates" in out
