@@ -1,4 +1,4 @@
-/* Fused mini-batch gradient of the ReLU loss (the fast path of _gradient.py).
+/* Fused mini-batch gradient of the ReLU loss (the fast path of batch_gradient, dispatched by _parallel.py).
  *
  * One SGD step is memory bound: each sampled row of X is needed twice, once
  * for z = <x, w> + b and once for g += c x. The NumPy path copies the rows into
@@ -924,7 +924,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_kernels",
-    "Fused mini-batch ReLU gradient (optional C extension; see _gradient.py).",
+    "Fused mini-batch ReLU gradient (optional C extension; dispatched by _parallel.py).",
     -1, methods,
 };
 
