@@ -12,6 +12,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
+from _planted import planted_problem, relative_error, steps_to
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._init import worker_moments
@@ -211,11 +212,7 @@ def test_the_mean_under_attack_warns_that_it_has_no_defence():
 # 10 workers draw 200 points each a step (batch 2000): 10 steps an epoch.
 @pytest.fixture(scope="module")
 def planted():
-    return make_relu_regression(n_samples=20000, n_features=100, coef=True, random_state=0)
-
-
-def relative_error(est, w):
-    return np.linalg.norm(est.coef_ - w) / np.linalg.norm(w)
+    return planted_problem()
 
 
 def planted_fit(planted, **params):
@@ -259,20 +256,6 @@ def test_the_start_and_the_automatic_step_withstand_the_attack(planted, attack):
 
 
 # -- targets ------------------------------------------------------------------------------
-def steps_to(planted, target, max_steps, **params):
-    """Steps (counted 100 at a time) until the relative error is below ``target``."""
-    X, y, w = planted
-    est = ReLURegressor(
-        n_workers=10, batch_size=2000, max_iter=10, tol=None, warm_start=True,
-        fit_intercept=False, random_state=0, **params,
-    )
-    while not (hasattr(est, "t_") and relative_error(est, w) < target):
-        if getattr(est, "t_", 0) >= max_steps:
-            return math.inf
-        est.fit(X, y)
-    return est.t_
-
-
 ATTACKS = {"scaled": Scaled(c=4), "gaussian": Gaussian(std=100)}
 # Measured steps to 1e-6 (counted 100 at a time): the geometric median 100
 # in every case; BGMD 200-300 (scaled), 400-800 (gaussian).

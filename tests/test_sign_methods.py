@@ -2,11 +2,11 @@
 estimator: the same bits on every backend, the targets on the planted model,
 and every error message."""
 
-import math
 
 import joblib
 import numpy as np
 import pytest
+from _planted import planted_problem, relative_error, steps_to
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu.aggregation import MajorityVote
@@ -109,25 +109,7 @@ def test_bad_method_parameters_are_rejected(params, match):
 # 10 workers draw 200 points each a step (batch 2000): 10 steps an epoch.
 @pytest.fixture(scope="module")
 def planted():
-    return make_relu_regression(n_samples=20000, n_features=100, coef=True, random_state=0)
-
-
-def relative_error(est, w):
-    return np.linalg.norm(est.coef_ - w) / np.linalg.norm(w)
-
-
-def steps_to(planted, target, max_steps, **params):
-    """Steps (counted 100 at a time) until the relative error is below ``target``."""
-    X, y, w = planted
-    est = ReLURegressor(
-        n_workers=10, batch_size=2000, max_iter=10, tol=None, warm_start=True,
-        fit_intercept=False, random_state=0, **params,
-    )
-    while not (hasattr(est, "t_") and relative_error(est, w) < target):
-        if getattr(est, "t_", 0) >= max_steps:
-            return math.inf
-        est.fit(X, y)
-    return est.t_
+    return planted_problem()
 
 
 def test_signsgd_majority_vote_reaches_1e_4_within_3000_steps(planted):
