@@ -5,6 +5,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from .._registry import ParameterIdentity
+
 __all__ = ["Compressor", "MessageError"]
 
 # Every message starts with: 2-byte magic, 1-byte dtype code, 1-byte parameter
@@ -18,7 +20,7 @@ class MessageError(ValueError):
     """A message that is truncated, malformed, or not of the expected kind."""
 
 
-class Compressor(ABC):
+class Compressor(ParameterIdentity, ABC):
     """Turns a gradient into the bytes a worker sends, and back.
 
     Subclasses implement :meth:`compress` and :meth:`decompress`. A message is
@@ -95,19 +97,9 @@ class Compressor(ABC):
     def set_state(self, state):
         """Continue from ``state``, an array :meth:`get_state` returned."""
 
-    # -- identity: the parameters, never the state ---------------------------------
-    def _params(self):
+    # -- identity (ParameterIdentity): the parameters, never the state ---------
+    def _parameters(self):
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
-
-    def __repr__(self):
-        params = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
-        return f"{type(self).__name__}({params})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self._params() == other._params()
-
-    def __hash__(self):
-        return hash((type(self), tuple(sorted(self._params().items()))))
 
     # -- shared header handling -------------------------------------------------
     def _header(self, vector, param=0):
