@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from ._worker import shard_bounds
 from .aggregation import available_aggregators
 from .backends._mpi import TOPOLOGIES
@@ -851,8 +852,6 @@ def build_parser():
         "signs, TernGrad, top-k), on one machine, on joblib workers, or across "
         "MPI ranks.",
     )
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"sklearn_relu {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     for add in COMMANDS.values():
