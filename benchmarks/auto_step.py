@@ -8,7 +8,7 @@ in-process workers: the arithmetic of the MPI runs, bit for bit) to relative
 error 1e-6 with that step, and with the step planned for ``F * delta`` for
 F = 0.5 and 0 (F = 0 is SGD's own step), and counts the steps::
 
-    python benchmarks/auto_step.py          # a few minutes; writes results/auto_step.md
+    python -m benchmarks.auto_step          # a few minutes; writes results/auto_step.md
 
 Measured 2026-11-29: at 16 workers, 8-bit IntSGD and QSGD take 17-19% more
 steps than SGD at the planned step and 0-1% more at SGD's step; where
@@ -22,13 +22,15 @@ from the random stream that later samples the batches: SGD's 822 steps at
 """
 
 import argparse
+import math
 from pathlib import Path
 
-import numpy as np
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._step_size import auto_learning_rate
 from sklearn_relu.compression import get_compressor
+
+from .run import _reached
 
 RESULTS = Path(__file__).resolve().parent / "results" / "auto_step.md"
 
@@ -42,22 +44,15 @@ CASES = [  # label, estimator parameters, workers
 
 
 def steps_to(X, y, w_star, target, max_steps, **params):
-    """Steps to ``target``; None if not within ``max_steps``; "diverged"."""
-    norm = np.linalg.norm(w_star)
-    reached = []
-
-    def stop(info):
-        if np.linalg.norm(info.params[: w_star.shape[0]] - w_star) <= target * norm:
-            reached.append(info.step)
-            return True
-        return info.step >= max_steps
-
+    """Steps to ``target`` (None if not within ``max_steps``) and the
+    estimator, or ``("diverged", None)``."""
+    epochs = math.ceil(max_steps * params["batch_size"] / X.shape[0])
     try:
-        est = ReLURegressor(max_iter=10_000, tol=None, fit_intercept=False,
-                            random_state=0, callback=stop, **params).fit(X, y)
+        est = ReLURegressor(max_iter=epochs, tol=None, fit_intercept=False, random_state=0,
+                            callback=_reached(w_star, target), **params).fit(X, y)
     except FloatingPointError:
         return "diverged", None
-    return (reached[0] if reached else None), est
+    return (est.t_ if est.stopped_by_callback_ else None), est
 
 
 def main(argv=None):
@@ -92,7 +87,7 @@ def main(argv=None):
         "# Steps to relative error 1e-6 against the step's plan for the compressor's noise",
         "",
         f"Planted model, n = {args.n_samples}, d = {d}, batch {m}, seed 0, in-process "
-        f"workers; at most {args.max_steps} steps. Command: `python benchmarks/auto_step.py`.",
+        f"workers; at most {args.max_steps} steps. Command: `python -m benchmarks.auto_step`.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
