@@ -25,7 +25,6 @@ import argparse
 import math
 from pathlib import Path
 
-
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._step_size import auto_learning_rate
 from sklearn_relu.compression import get_compressor
