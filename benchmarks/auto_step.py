@@ -1,24 +1,20 @@
-"""How much of a compressed fit's extra steps the automatic step's plan for
-the compressor's noise causes, and where that plan is needed.
+"""How many steps a compressed fit takes at the automatic step, against the
+steps at half its largest stable step and at SGD's step.
 
-``learning_rate="auto"`` takes ``1 / ((1 + delta / W) lambda + (1 + delta) R / m)``
-(docs/theory.rst), where ``delta`` is the compressor's ``variance_factor``. This
-study fits the planted model (n = 20000, d = 4000, batch 1000, no noise, seed 0,
-in-process workers: the arithmetic of the MPI runs, bit for bit) to relative
-error 1e-6 with that step, and with the step planned for ``F * delta`` for
-F = 0.5 and 0 (F = 0 is SGD's own step), and counts the steps::
+``learning_rate="auto"`` takes ``min(mu_0 / 2, (2/3) mu_delta)``, where
+``mu_delta = 2 / ((1 + delta / W) lambda + (1 + delta) R / m)`` is the largest
+stable step for the compressor's variance factor ``delta`` (docs/theory.rst,
+"The step under compression"). This study fits the planted model (n = 20000,
+d = 4000, batch 1000, no noise, seed 0, in-process workers: the arithmetic of
+the MPI runs, bit for bit) to relative error 1e-6 at that step, at
+``mu_delta / 2`` (the margin SGD keeps; the plan before 2026-11-29) and at
+SGD's step, and counts the steps::
 
     python -m benchmarks.auto_step          # a few minutes; writes results/auto_step.md
 
-Measured 2026-11-29: at 16 workers, 8-bit IntSGD and QSGD take 17-19% more
-steps than SGD at the planned step and 0-1% more at SGD's step; where
-``delta`` is large (4-bit QSGD, delta = 9; IntSGD's s = 1 at 64 workers,
-delta = 5.5) SGD's step diverges. Half the plan helps 4-bit QSGD (4394 steps
-where the planned step needs more than 6000) and hurts IntSGD at 64 workers
-(more than 6000 where the planned step needs 4687). The plan is needed, and
-too cautious when ``delta`` is small. (Runs that measure the curvature draw
-from the random stream that later samples the batches: SGD's 822 steps at
-"auto" and 818 at the same step given as a number are the same step size.)
+(Runs that measure the curvature draw from the random stream that later
+samples the batches: a step given as a number and the same step chosen by
+"auto" can differ by a few steps.)
 """
 
 import argparse
@@ -38,6 +34,7 @@ CASES = [  # label, estimator parameters, workers
     ("IntSGD 8-bit", dict(solver="intsgd", bits=8), 16),
     ("QSGD 8-bit", dict(solver="qsgd", bits=8), 16),
     ("QSGD 4-bit", dict(solver="qsgd", bits=4), 16),
+    ("TernGrad", dict(solver="terngrad"), 16),
     ("IntSGD 8-bit, s = 1", dict(solver="intsgd", bits=8), 64),
 ]
 
@@ -52,6 +49,10 @@ def steps_to(X, y, w_star, target, max_steps, **params):
     except FloatingPointError:
         return "diverged", None
     return (est.t_ if est.stopped_by_callback_ else None), est
+
+
+def _steps(steps, max_steps):
+    return str(steps) if steps is not None else f"> {max_steps}"
 
 
 def main(argv=None):
@@ -71,19 +72,21 @@ def main(argv=None):
         planned, est = steps_to(X, y, w_star, 1e-6, args.max_steps, **params)
         delta = get_compressor(params["solver"], est).variance_factor(d, workers)
         row = [label, str(workers), f"{delta:.3g}", f"{est.learning_rate_:.4f}",
-               str(planned) if planned is not None else f"> {args.max_steps}"]
-        for factor in (0.5, 0.0):
-            step = auto_learning_rate(est._curvature, m, delta * factor, workers)
+               _steps(planned, args.max_steps)]
+        sgd_step = auto_learning_rate(est._curvature, m)
+        half_limit = 1 / (1 / sgd_step + delta * (est._curvature[0] / workers
+                                                  + est._curvature[1] / m))
+        for step in (half_limit, sgd_step):
             steps, _ = steps_to(X, y, w_star, 1e-6, args.max_steps,
                                 **dict(params, learning_rate=step))
-            row.append(f"{steps if steps is not None else '> %d' % args.max_steps}"
-                       f" (step {step:.4f})")
+            row.append(f"{_steps(steps, args.max_steps)} (step {step:.4f})")
         rows.append(row)
         print(" | ".join(row), flush=True)
-    header = ["compressor", "workers", "delta", "planned step", "steps to 1e-6",
-              "at the step for delta / 2", "at SGD's step (delta = 0)"]
+    header = ["compressor", "workers", "delta", "auto step", "steps to 1e-6",
+              "at half the stable step", "at SGD's step"]
     lines = [
-        "# Steps to relative error 1e-6 against the step's plan for the compressor's noise",
+        "# Steps to relative error 1e-6 at the automatic step, at half the stable step "
+        "and at SGD's step",
         "",
         f"Planted model, n = {args.n_samples}, d = {d}, batch {m}, seed 0, in-process "
         f"workers; at most {args.max_steps} steps. Command: `python -m benchmarks.auto_step`.",

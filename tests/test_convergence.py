@@ -169,4 +169,34 @@ def test_qsgd_auto_learning_rate_shrinks_with_fewer_bits():
         for b in (2, 4, 8)
     ]
     sgd = ReLURegressor(max_iter=1, tol=None, random_state=0).fit(X, y).learning_rate_
-    assert rates[0] < rates[1] < rates[2] < sgd
+    # 8 bits at d = 31 add a variance factor of 5e-4: SGD's step (its margin
+    # absorbs that noise); 2 and 4 bits need less than SGD's.
+    assert rates[0] < rates[1] < rates[2] == sgd
+
+
+def _compressed_step_reference(eigenvalue, mean_row_norm, m, delta, workers):
+    """The rule of docs/theory.rst, "The step under compression", written out."""
+    sgd = 1 / (eigenvalue + mean_row_norm / m)
+    largest_stable = 2 / (eigenvalue * (1 + delta / workers) + mean_row_norm / m * (1 + delta))
+    return min(sgd, 2 / 3 * largest_stable)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.05, 0.2, 1 / 3, 0.5, 2.38, 9.0])
+@pytest.mark.parametrize("workers", [1, 16])
+def test_auto_step_under_compression_matches_the_documented_rule(delta, workers):
+    from sklearn_relu._step_size import auto_learning_rate
+
+    curvature, m = (1.24, 4000.0), 1000
+    step = auto_learning_rate(curvature, m, variance_factor=delta, n_workers=workers)
+    assert step == pytest.approx(
+        _compressed_step_reference(*curvature, m, delta, workers), rel=1e-12
+    )
+    sgd = auto_learning_rate(curvature, m)
+    # Never above SGD's step; SGD's for a little noise, below it for a lot.
+    assert step <= sgd
+    if delta <= 0.2:
+        assert step == sgd
+    if delta >= 0.5:
+        assert step < sgd
+    # Within two thirds of the compressed fit's largest stable step.
+    assert step <= 2 / 3 * 2 / (1.24 * (1 + delta / workers) + 4 * (1 + delta)) * (1 + 1e-12)

@@ -393,7 +393,9 @@ def test_continuing_fits_recompute_the_auto_step_for_their_settings():
     fresh = ReLURegressor(
         fit_intercept=False, solver="qsgd", bits=2, random_state=0
     ).fit(X, y)
-    assert est.learning_rate_ < sgd_step / 5
+    # (Its variance factor at d = 20 is 4.5: two thirds of its largest stable
+    # step, 0.24 of SGD's.)
+    assert est.learning_rate_ < sgd_step / 3
     assert est.learning_rate_ == pytest.approx(fresh.learning_rate_, rel=0.1)
     assert np.all(np.isfinite(est.coef_))
     # A 5-row partial_fit chunk is a batch of 5: a much smaller step.
