@@ -29,6 +29,8 @@ from .run import _reached
 
 RESULTS = Path(__file__).resolve().parent / "results" / "auto_step.md"
 
+MARGIN_FACTORS = (1.0, 1.3, 1.6, 2.0, 2.5)
+
 CASES = [  # label, estimator parameters, workers
     ("SGD", dict(solver="sgd"), 16),
     ("IntSGD 8-bit", dict(solver="intsgd", bits=8), 16),
@@ -70,6 +72,7 @@ def main(argv=None):
     for label, params, workers in CASES:
         params = dict(params, batch_size=m, n_workers=workers)
         planned, est = steps_to(X, y, w_star, 1e-6, args.max_steps, **params)
+        curvature = est._curvature  # the same for every case: same data and start
         delta = get_compressor(params["solver"], est).variance_factor(d, workers)
         row = [label, str(workers), f"{delta:.3g}", f"{est.learning_rate_:.4f}",
                _steps(planned, args.max_steps)]
@@ -82,6 +85,15 @@ def main(argv=None):
             row.append(f"{_steps(steps, args.max_steps)} (step {step:.4f})")
         rows.append(row)
         print(" | ".join(row), flush=True)
+    # SGD's own margin: its steps at multiples of its step, the evidence that
+    # half the stable step leaves room a compressor's noise may use.
+    sgd_step = auto_learning_rate(curvature, m)
+    margin = []
+    for factor in MARGIN_FACTORS:
+        steps, _ = steps_to(X, y, w_star, 1e-6, args.max_steps, solver="sgd",
+                            batch_size=m, n_workers=16, learning_rate=factor * sgd_step)
+        margin.append(f"{_steps(steps, args.max_steps)}")
+        print(f"SGD at {factor} x its step: {margin[-1]}", flush=True)
     header = ["compressor", "workers", "delta", "auto step", "steps to 1e-6",
               "at half the stable step", "at SGD's step"]
     lines = [
@@ -94,6 +106,12 @@ def main(argv=None):
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+        "SGD (16 workers) at multiples of its own step, steps to 1e-6:",
+        "",
+        "| " + " | ".join(f"{f} x" for f in MARGIN_FACTORS) + " |",
+        "|" + "---|" * len(MARGIN_FACTORS),
+        "| " + " | ".join(margin) + " |",
     ]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"written to {args.out}")

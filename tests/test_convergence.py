@@ -200,3 +200,16 @@ def test_auto_step_under_compression_matches_the_documented_rule(delta, workers)
         assert step < sgd
     # Within two thirds of the compressed fit's largest stable step.
     assert step <= 2 / 3 * 2 / (1.24 * (1 + delta / workers) + 4 * (1 + delta)) * (1 + 1e-12)
+
+
+def test_intsgd_at_16_workers_takes_sgds_step():
+    # s = 7 levels a worker: a rounding variance the margin of SGD's step
+    # absorbs, so the automatic step is SGD's (docs/scaling.rst, "Steps").
+    X, y = make_relu_regression(n_samples=3200, n_features=40, random_state=0)
+    params = dict(n_workers=16, batch_size=320, max_iter=1, tol=None, random_state=0)
+    sgd = ReLURegressor(**params).fit(X, y)
+    intsgd = ReLURegressor(solver="intsgd", bits=8, **params).fit(X, y)
+    assert intsgd.learning_rate_ == sgd.learning_rate_
+    # 2-bit QSGD adds far more noise: a smaller step.
+    qsgd2 = ReLURegressor(solver="qsgd", bits=2, **params).fit(X, y)
+    assert qsgd2.learning_rate_ < 0.7 * sgd.learning_rate_
