@@ -28,3 +28,26 @@ for rate in $RATES; do
     done
 done
 "$PYTHON" benchmarks/scaling_report.py "$OUT"
+
+# IntSGD's growth from 8 to 16 ranks where the emulation is bandwidth-bound:
+# at 10 Mbit/s, 16 ranks taking turns on 2 cores add CPU time to every hop of
+# the allreduce; at 1 Mbit/s the wire dominates it (docs/scaling.rst).
+if [[ "${GROWTH_CHECK:-1}" == 1 ]]; then
+    GROWTH=benchmarks/results/scaling_growth_1mbit.jsonl
+    rm -f "$GROWTH"
+    for ranks in 8 16; do
+        echo "[run_scaling] growth check: $ranks ranks at 1mbit, IntSGD only"
+        PYTHON="$PYTHON" benchmarks/netns_cluster.sh -n "$ranks" --rate 1mbit \
+            --timeout 900 -- python -m mpi4py benchmarks/scaling.py --rate 1mbit \
+            --schemes intsgd8-allreduce --max-seconds 20 --sync-steps 30 --out "$GROWTH"
+    done
+    "$PYTHON" - "$GROWTH" <<'PY'
+import json, sys
+rows = {r["ranks"]: r for r in map(json.loads, open(sys.argv[1]))}
+a, b = rows[8], rows[16]
+print(f"IntSGD network ms/step at 1 Mbit/s: 8 ranks {a['network_ms_per_step_mean']:.2f}, "
+      f"16 ranks {b['network_ms_per_step_mean']:.2f}: growth "
+      f"{b['network_ms_per_step_mean'] / a['network_ms_per_step_mean']:.2f}x "
+      f"(bytes a step {b['rx_bytes_per_step_mean'] / a['rx_bytes_per_step_mean']:.2f}x)")
+PY
+fi
