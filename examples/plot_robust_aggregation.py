@@ -28,9 +28,11 @@ def error_curve(rule, n_byzantine, epochs=25):
     est = ReLURegressor(
         aggregation=rule, n_byzantine=n_byzantine, attack="scaled", n_workers=10,
         batch_size=800, max_iter=1, tol=None, warm_start=True, fit_intercept=False,
-        # With attackers the mean's curvature measurement is itself attacked:
-        # a fixed step shows its divergence instead.
+        # With attackers the mean's start and curvature measurement are
+        # themselves attacked (the fit refuses their statistics): a zero start
+        # and a fixed step show its divergence instead.
         learning_rate=0.5 if rule == "mean" and n_byzantine else "auto", random_state=0,
+        init="zeros" if rule == "mean" and n_byzantine else "spectral",
     )
     steps, errors = [], []
     for _ in range(epochs):

@@ -815,26 +815,43 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # SGD noise may end a little above a start that was already near the
         # optimum; a rise by more than a tenth (beyond rounding, for a start
         # that was already exact) means the step is the problem.
+        attacked = self._undefended_attack()
         if not continuing and final_loss > 1.1 * start_loss + floor:
             warnings.warn(
                 f"The training loss rose from {start_loss:.6g} at the initial point "
-                f"to {final_loss:.6g}: learning_rate={learning_rate:.3g} is probably "
-                "too large. "
+                f"to {final_loss:.6g}: "
                 + (
-                    "Give a smaller learning_rate."
-                    if self.learning_rate == "auto"
-                    else "Use learning_rate='auto' or a smaller learning_rate."
+                    attacked + "."
+                    if attacked
+                    else f"learning_rate={learning_rate:.3g} is probably too large. "
+                    + (
+                        "Give a smaller learning_rate."
+                        if self.learning_rate == "auto"
+                        else "Use learning_rate='auto' or a smaller learning_rate."
+                    )
                 ),
                 ConvergenceWarning,
             )
         if not partial and final_loss > data.mean_loss + floor:
             _warn_worse_than_mean(
                 final_loss, data, self.learning_rate, learning_rate, start_loss,
-                None if result["converged"] else result["n_iter"],
+                None if result["converged"] else result["n_iter"], attacked,
             )
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
         return result
+
+    def _undefended_attack(self):
+        """Why a fit went wrong when Byzantine workers attack an aggregation
+        without defence (the mean), else None."""
+        aggregator = get_aggregator(self.aggregation)
+        if self.n_byzantine > 0 and aggregator.breakdown_point == "0":
+            return (
+                f"n_byzantine={self.n_byzantine} Byzantine worker(s) attack "
+                f"aggregation={aggregator!r}, which has breakdown point 0; use a "
+                "robust aggregation such as 'geometric_median'"
+            )
+        return None
 
     def _restore_compressor_states(self, backend, compressor):
         """Hand the workers the compressor states the last fit ended with, when
@@ -1016,11 +1033,15 @@ def _zero_model_loss(y, sample_weight):
     return loss
 
 
-def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budget):
+def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budget,
+                          attacked=None):
     """Warn that the fit predicts worse than the mean of ``y``, and say why;
-    ``budget`` is the epochs run when the fit did not converge, else None."""
+    ``budget`` is the epochs run when the fit did not converge, else None;
+    ``attacked`` names Byzantine workers the aggregation does not withstand."""
     r2 = 1 - final_loss / data.mean_loss if data.mean_loss > 0 else -np.inf
-    if not data.any_positive_target:
+    if attacked:
+        cause = attacked
+    elif not data.any_positive_target:
         cause = (
             "all targets are <= 0, where a ReLU can only predict 0 or more: its "
             "best fit is w = 0, b <= 0. Fit -y, or a model that can go negative"

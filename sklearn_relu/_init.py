@@ -91,7 +91,8 @@ def _line_search(reduce, direction):
     if not (np.isfinite(yp) and np.isfinite(pp)):
         raise ValueError(
             "the initial line search overflowed: X or y is too large in magnitude "
-            "for float arithmetic; rescale them (e.g. StandardScaler) before fitting"
+            "for float arithmetic; rescale them (e.g. StandardScaler) before fitting "
+            "(or, with Byzantine workers, use a robust aggregation)"
         )
     t = max(yp / pp if pp > 0 else 0.0, 0.0)
     # At the minimizer the quadratic cancels down to what the start leaves
@@ -145,6 +146,15 @@ def initial_params(init, reduce, n_features, fit_intercept, random_state):
     moments = reduce(worker_moments, fit_intercept)
     xty, sum_sy, sum_s = moments[:n_features], moments[-2], moments[-1]
     direction = np.zeros(n_params)
+    if not (sum_s > 0 and math.isfinite(sum_s)):
+        # The estimator checks every weight; honest shards report a positive
+        # total. Only workers that lie (Byzantine, under a rule without
+        # defence) report otherwise.
+        raise ValueError(
+            f"the spectral start cannot use the workers' sums: they report a total "
+            f"sample weight of {sum_s:.3g}; with Byzantine workers use a robust "
+            "aggregation"
+        )
     if fit_intercept:
         x_mean = moments[n_features : 2 * n_features] / sum_s
         with np.errstate(over="ignore", invalid="ignore"):  # reported below

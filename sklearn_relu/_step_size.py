@@ -132,6 +132,12 @@ def measure_curvature(reduce, params, random_state):
             "use a robust aggregation, or give a learning_rate"
         )
     mean_row_norm = max(weighted_norms / active, all_norms / total)
+    if mean_row_norm < 0:
+        raise ValueError(
+            f"learning_rate='auto' cannot measure a curvature: the workers report "
+            f"a negative mean squared row norm ({mean_row_norm:.3g}); with Byzantine "
+            "workers use a robust aggregation, or give a learning_rate"
+        )
     vector = random_state.standard_normal(params.shape[0])
     eigenvalue = 0.0
     for _ in range(_POWER_ITERATIONS):
@@ -141,6 +147,15 @@ def measure_curvature(reduce, params, random_state):
         vector = image
         if not np.any(vector):
             break
+    if eigenvalue < 0 and not -eigenvalue <= 1e-3 * abs(mean_row_norm):
+        # H is positive semi-definite: beyond float32 rounding, a negative
+        # Rayleigh quotient comes only from workers that lie.
+        raise ValueError(
+            f"learning_rate='auto' cannot measure a curvature: the workers' "
+            f"Hessian products give a negative eigenvalue ({eigenvalue:.3g}); with "
+            "Byzantine workers use a robust aggregation, or give a learning_rate"
+        )
+    eigenvalue = max(eigenvalue, 0.0)
     if not (eigenvalue + mean_row_norm > 0 and np.isfinite(eigenvalue + mean_row_norm)):
         raise ValueError(
             "learning_rate='auto' cannot measure a curvature: every row of X is "

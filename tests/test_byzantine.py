@@ -13,6 +13,7 @@ import joblib
 import numpy as np
 import pytest
 from _planted import planted_problem, relative_error, steps_to
+from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._init import worker_moments
@@ -207,6 +208,45 @@ def test_the_mean_under_attack_warns_that_it_has_no_defence():
         small_fit(n_byzantine=1, attack="zero")
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_lies_that_zero_the_weights_name_the_attack_not_the_data(fit_intercept):
+    # Scaled(c=-4) of one worker in five cancels the others' weight sums: the
+    # start's centring divided by 0 and blamed X's magnitude.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)  # the mean's
+        with pytest.raises(ValueError, match="total sample weight of 0; with "
+                           "Byzantine workers use a robust aggregation"):
+            small_fit(n_byzantine=1, attack="scaled", fit_intercept=fit_intercept)
+
+
+def gaussian_liar_fit(**params):
+    """One Gaussian liar among 5 workers, under the mean, on data where its
+    lies reached the start and the step."""
+    X, y = make_relu_regression(n_samples=200, n_features=5, noise=0.05, random_state=0)
+    return ReLURegressor(n_workers=5, n_byzantine=1, attack="gaussian", random_state=0,
+                         max_iter=5, **params).fit(X, y)
+
+
+def test_a_negative_curvature_from_lies_is_refused_not_used_as_a_step():
+    # H is positive semi-definite; a Gaussian liar made the power iteration's
+    # eigenvalue negative and the automatic step negative (-10.9).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ValueError, match="negative eigenvalue"):
+            gaussian_liar_fit(fit_intercept=False)
+
+
+def test_a_fit_ruined_by_an_undefended_attack_blames_the_attack():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gaussian_liar_fit(fit_intercept=True)
+    advice = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert advice and all("n_byzantine=1 Byzantine worker(s) attack aggregation=Mean()"
+                          in message for message in advice)
+    assert not any("standardized" in message for message in advice)
+
+
 # -- the start under attack ---------------------------------------------------------------
 # The planted model of the targets: d = 100, n = 20000, noiseless, seed 0;
 # 10 workers draw 200 points each a step (batch 2000): 10 steps an epoch.
@@ -287,8 +327,9 @@ def test_the_mean_under_the_same_attack_diverges_or_ends_above_1(planted, attack
     try:
         est = planted_fit(planted, max_iter=20, n_byzantine=f, attack=ATTACKS[attack])
     except (FloatingPointError, ValueError) as error:
-        # Diverged, or the lies made the start's statistics meaningless.
-        assert "diverged" in str(error) or "curvature" in str(error)
+        # Diverged, or the lies made the start's statistics meaningless (an
+        # error that says so and names the remedy).
+        assert "diverged" in str(error) or "robust aggregation" in str(error)
         return
     X, y, w = planted
     assert relative_error(est, w) > 1
