@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__
 from ._worker import shard_bounds
 from .aggregation import available_aggregators
+from .attacks import available_attacks
 from .backends._mpi import TOPOLOGIES
 from .compression import available_compressors
 
@@ -462,6 +463,15 @@ def _add_fit(subparsers):
         "--aggregation", choices=available_aggregators(), default="mean",
         help="how the workers' vectors combine (majority: sign of the sum)",
     )
+    model.add_argument(
+        "--n-byzantine", type=int, default=0,
+        help="workers 0..N-1 send --attack's vector instead of their gradient "
+        "(to test a robust --aggregation; default 0)",
+    )
+    model.add_argument(
+        "--attack", choices=available_attacks(), default="sign_flip",
+        help="what the --n-byzantine workers send (default sign_flip)",
+    )
     model.add_argument("--batch-size", type=_positive_int_or_auto, default="auto")
     model.add_argument("--learning-rate", type=_learning_rate, default="auto")
     model.add_argument("--max-iter", type=int, default=200, help="epochs (default 200)")
@@ -560,6 +570,8 @@ def _run_fit(args):
             k=args.k,
             error_feedback=args.error_feedback,
             aggregation=args.aggregation,
+            n_byzantine=args.n_byzantine,
+            attack=args.attack,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             max_iter=args.max_iter,

@@ -247,6 +247,32 @@ def test_encoding_and_bucket_size_reach_the_estimator(data, capsys):
     assert summary["bytes_sent"] == direct.comm_record_.bytes_sent
 
 
+def test_byzantine_workers_and_their_attack_reach_the_estimator(data, capsys):
+    tmp_path, X, y = data
+    out = tmp_path / "model.joblib"
+    args = ["fit", *write(tmp_path, X, y, "npz"), "--n-workers", "5",
+            "--n-byzantine", "1", "--attack", "scaled", "--aggregation", "median",
+            "--random-state", "0", "--max-iter", "5", "--out", str(out)]
+    assert main(args) == 0
+    est = joblib.load(out)
+    assert (est.n_byzantine, est.attack, est.aggregation) == (1, "scaled", "median")
+    direct = ReLURegressor(n_workers=5, n_byzantine=1, attack="scaled",
+                           aggregation="median", random_state=0, max_iter=5).fit(X, y)
+    assert_array_equal(est.coef_, direct.coef_)
+    # The attacker is there: without it the median fit is another one.
+    honest = ReLURegressor(n_workers=5, aggregation="median", random_state=0,
+                           max_iter=5).fit(X, y)
+    assert not np.array_equal(honest.coef_, direct.coef_)
+
+
+def test_an_unknown_attack_is_an_argparse_error(data, capsys):
+    tmp_path, X, y = data
+    with pytest.raises(SystemExit):
+        main(["fit", *write(tmp_path, X, y, "npz"), "--attack", "nonsense",
+              "--out", str(tmp_path / "m.joblib")])
+    assert "--attack: invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
 def test_backend_mpi_without_a_launcher_says_so(data, capsys, monkeypatch):
     pytest.importorskip("mpi4py")
     from sklearn_relu._cli import _MPI_LAUNCHER_VARIABLES
