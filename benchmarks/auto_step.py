@@ -102,6 +102,9 @@ def main(argv=None):
         "",
         f"Planted model, n = {args.n_samples}, d = {d}, batch {m}, seed 0, in-process "
         f"workers; at most {args.max_steps} steps. Command: `python -m benchmarks.auto_step`.",
+        "A step given as a number is the same step as \"auto\"'s but not the same fit: "
+        "measuring the curvature draws from the random stream that then samples the "
+        "batches, so the two trajectories differ in their last bits and a few steps.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -89,3 +89,47 @@ def test_wording_says_share_of_float64_not_times_fewer():
     pattern = re.compile(r"\d(\.\d+)?x " + "fewer")
     for path in _project_files():
         assert not pattern.search(path.read_text(errors="replace")), path
+
+
+def _literal_python_blocks(text):
+    """The ``::`` literal blocks of a reST page that start with an import: the
+    snippets a reader copies whole."""
+    blocks = []
+    for match in re.finditer(r"::\n\n((?:[ ]{4,}.*\n|\n)+)", text):
+        lines = match.group(1).rstrip().splitlines()
+        indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
+        code = "\n".join(line[indent:] for line in lines)
+        if re.match(r"(import|from) \w", code):
+            blocks.append(code)
+    return blocks
+
+
+def _unbound_names(code):
+    """Names a snippet reads but never binds (imports, assignments, defs,
+    arguments, loop and comprehension targets) and are not builtins."""
+    import ast
+    import builtins
+
+    tree = ast.parse(code)
+    bound, read = set(dir(builtins)), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return read - bound
+
+
+@pytest.mark.parametrize("page", ["docs/user_guide.rst", "docs/compressors.rst",
+                                  "docs/robust.rst", "docs/scaling.rst"])
+def test_copied_snippets_name_nothing_they_do_not_import_or_define(page):
+    blocks = _literal_python_blocks((ROOT / page).read_text())
+    problems = {code.splitlines()[-1]: names for code in blocks
+                if (names := _unbound_names(code))}
+    assert problems == {}
+    if page == "docs/user_guide.rst":
+        assert len(blocks) >= 3  # the test finds the snippets
