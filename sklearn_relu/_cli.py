@@ -889,15 +889,29 @@ def main(argv=None):
 _CLI_ADVICE = (
     ("make_pipeline(StandardScaler(), ReLURegressor())", "--standardize"),
     ("raise max_iter", "raise --max-iter"),
-    ("use learning_rate='auto'", "use --learning-rate auto"),
-    ("Use learning_rate='auto'", "Use --learning-rate auto"),
+    ("learning_rate='auto'", "--learning-rate auto"),
+    ("or give a learning_rate", "or give --learning-rate"),
+    ("MPIBackend(topology='allreduce')", "--topology allreduce"),
+    ("topology='allgather'", "--topology allgather"),
+    ("solver='sgd'", "--solver sgd"),
+    ("solver='intsgd'", "--solver intsgd"),
 )
+
+
+def in_cli_words(text):
+    """``text`` (a warning's or an error's message) in this command's flags
+    instead of the estimator's parameters, where it gives advice.
+
+    >>> in_cli_words("use MPIBackend(topology='allreduce') (or 'auto')")
+    "use --topology allreduce (or 'auto')"
+    """
+    for python, flag in _CLI_ADVICE:
+        text = text.replace(python, flag)
+    return text
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """A warning as a command-line user reads it: its message in terms of this
     command's flags, not the package's source line that raised it."""
-    text = str(message)
-    for python, flag in _CLI_ADVICE:
-        text = text.replace(python, flag)
+    text = in_cli_words(str(message))
     print(f"warning ({category.__name__}): {text}", file=file or sys.stderr, flush=True)

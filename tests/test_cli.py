@@ -196,6 +196,25 @@ def test_command_line_help_and_errors_through_python_m(tmp_path):
     assert usage.returncode == 2 and "fit" in usage.stderr
 
 
+def test_an_error_through_python_m_gives_the_commands_flags(data):
+    # The estimator's error says "or give a learning_rate"; the command line's
+    # user gives --learning-rate.
+    tmp_path, _, _ = data
+    X, y = make_relu_regression(n_samples=200, n_features=5, noise=0.05, random_state=0)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    failed = subprocess.run(
+        [sys.executable, "-m", "sklearn_relu", "fit", str(tmp_path / "d.npz"),
+         "--n-workers", "5", "--n-byzantine", "1", "--attack", "gaussian",
+         "--no-intercept", "--random-state", "0", "--out", str(tmp_path / "m.joblib")],
+        capture_output=True, text=True,
+    )
+    assert failed.returncode == 1
+    assert "negative eigenvalue" in failed.stderr
+    assert "or give --learning-rate" in failed.stderr
+    assert "--learning-rate auto cannot measure" in failed.stderr
+    assert "learning_rate" not in failed.stderr
+
+
 def test_version_prints_the_packages(capsys):
     import sklearn_relu
     from sklearn_relu._cli import build_parser
