@@ -612,7 +612,8 @@ def _run_fit(args):
         if mpi is not None and mpi.size > 1:
             # One failing rank must not leave the others waiting in a
             # collective forever: end the whole job.
-            print(f"error on MPI rank {mpi.rank}: {exc}", file=sys.stderr, flush=True)
+            print(f"error on MPI rank {mpi.rank}: {in_cli_words(str(exc))}",
+                  file=sys.stderr, flush=True)
             mpi.abort(1)
         raise
     return 0
@@ -891,6 +892,8 @@ _CLI_ADVICE = (
     ("raise max_iter", "raise --max-iter"),
     ("learning_rate='auto'", "--learning-rate auto"),
     ("or give a learning_rate", "or give --learning-rate"),
+    ("a smaller learning_rate", "a smaller --learning-rate"),
+    ("init='zeros'", "--init zeros"),
     ("MPIBackend(topology='allreduce')", "--topology allreduce"),
     ("topology='allgather'", "--topology allgather"),
     ("solver='sgd'", "--solver sgd"),

@@ -620,7 +620,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 data, checkpoint,
             )
         except FloatingPointError as error:
-            if self.learning_rate != "auto" or not hasattr(error, "reason"):
+            if not hasattr(error, "reason"):
+                raise
+            attacked = self._undefended_attack()
+            if attacked:
+                raise FloatingPointError(
+                    f"SGD diverged: {error.reason}: {attacked}."
+                ) from None
+            if self.learning_rate != "auto":
                 raise
             raise divergence_error(error.reason, auto=True) from None
         finally:
@@ -724,7 +731,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # this call (a small partial_fit chunk, a warm start at 2 bits) may need
         # a smaller one.
         if curvature is None:
-            curvature = measure_curvature(backend.reduce, params, rng)
+            curvature = measure_curvature(
+                backend.reduce, params, rng,
+                summed=get_aggregator(self.aggregation).breakdown_point == "0",
+            )
         self._curvature = curvature
         if sign_units:
             # Measured once, at the initial point, as the curvature is: the

@@ -153,7 +153,7 @@ def initial_params(init, reduce, n_features, fit_intercept, random_state):
         raise ValueError(
             f"the spectral start cannot use the workers' sums: they report a total "
             f"sample weight of {sum_s:.3g}; with Byzantine workers use a robust "
-            "aggregation"
+            "aggregation (or init='zeros')"
         )
     if fit_intercept:
         x_mean = moments[n_features : 2 * n_features] / sum_s

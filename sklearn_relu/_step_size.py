@@ -102,7 +102,7 @@ def worker_hessian_matvec(worker, params, vector):
     ).astype(np.float32)
 
 
-def measure_curvature(reduce, params, random_state):
+def measure_curvature(reduce, params, random_state, summed=True):
     """``(lambda_max(H), R)`` at ``params``: the two data terms of the step.
 
     Parameters
@@ -115,6 +115,12 @@ def measure_curvature(reduce, params, random_state):
         The point where the curvature is measured (the initial point).
     random_state : numpy.random.RandomState
         Start vector of the power iteration.
+    summed : bool, default=True
+        Whether ``reduce`` sums the shards' statistics (the mean's rule): the
+        Hessian products are then those of a positive semi-definite matrix,
+        and a negative eigenvalue can only come from workers that lie. A
+        robust rule's combination (``n`` times a median, say) is not of one,
+        and a negative eigenvalue there is taken as 0.
     """
     weighted_norms, active, total, all_norms = reduce(worker_curvature, params)
     if active <= 0:
@@ -147,7 +153,7 @@ def measure_curvature(reduce, params, random_state):
         vector = image
         if not np.any(vector):
             break
-    if eigenvalue < 0 and not -eigenvalue <= 1e-3 * abs(mean_row_norm):
+    if summed and eigenvalue < 0 and not -eigenvalue <= 1e-3 * abs(mean_row_norm):
         # H is positive semi-definite: beyond float32 rounding, a negative
         # Rayleigh quotient comes only from workers that lie.
         raise ValueError(

@@ -237,6 +237,33 @@ def test_a_negative_curvature_from_lies_is_refused_not_used_as_a_step():
             gaussian_liar_fit(fit_intercept=False)
 
 
+def test_a_negative_curvature_is_refused_only_where_the_statistics_are_summed():
+    # The sum of honest shards' Hessian products is positive semi-definite; a
+    # robust rule's combination (n times a median) need not be, honestly.
+    from sklearn_relu._step_size import measure_curvature, worker_curvature
+
+    def reduce(statistic, *args):
+        if statistic is worker_curvature:
+            return np.array([10.0, 5.0, 5.0, 10.0])  # R = 2
+        return -args[-1]  # Hessian products of -I
+
+    def measure(summed):
+        return measure_curvature(reduce, np.zeros(3), np.random.RandomState(0),
+                                 summed=summed)
+
+    with pytest.raises(ValueError, match=r"negative eigenvalue \(-0.2\)"):
+        measure(summed=True)
+    assert measure(summed=False) == (0.0, 2.0)
+
+
+def test_a_divergence_under_an_undefended_attack_blames_the_attack():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(FloatingPointError, match=r"SGD diverged: .*: n_byzantine=1 "
+                           r"Byzantine worker\(s\) attack aggregation=Mean\(\)"):
+            gaussian_liar_fit(fit_intercept=True, learning_rate=5.0)
+
+
 def test_a_fit_ruined_by_an_undefended_attack_blames_the_attack():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -215,6 +215,19 @@ def test_an_error_through_python_m_gives_the_commands_flags(data):
     assert "learning_rate" not in failed.stderr
 
 
+def test_a_diverged_fit_through_python_m_is_one_line_in_flags(data):
+    tmp_path, X, y = data
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    failed = subprocess.run(
+        [sys.executable, "-m", "sklearn_relu", "fit", str(tmp_path / "d.npz"),
+         "--learning-rate", "50", "--random-state", "0", "--out", str(tmp_path / "m.joblib")],
+        capture_output=True, text=True,
+    )
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "error: SGD diverged" in failed.stderr
+    assert "Use --learning-rate auto or a smaller --learning-rate" in failed.stderr
+
+
 def test_version_prints_the_packages(capsys):
     import sklearn_relu
     from sklearn_relu._cli import build_parser
