@@ -680,6 +680,16 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             )
         X, X_val, y, y_val = split[:4]
         sw, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
+        for part, weights in (("training", sw), ("validation", sw_val)):
+            # Sparse weights can leave one side of the split with none: its
+            # loss or its R^2 would divide by zero.
+            if weights is not None and not weights.sum() > 0:
+                raise ValueError(
+                    f"early_stopping's split (validation_fraction="
+                    f"{self.validation_fraction}) left the {part} rows with a total "
+                    "sample_weight of 0: give more rows a positive weight, or change "
+                    "validation_fraction or random_state"
+                )
         return X, X_val, y, y_val, sw, sw_val
 
     def _effective_batch_size(self, n_samples):

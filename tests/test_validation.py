@@ -186,3 +186,17 @@ def test_encoding_is_checked_whatever_the_solver():
     X, y = make_relu_regression(n_samples=50, n_features=3, random_state=0)
     with pytest.raises(ValueError, match="encoding"):
         ReLURegressor(solver="sgd", encoding="zip").fit(X, y)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_early_stopping_split_without_weight_on_one_side_is_named(seed):
+    # One row of 50 carries all the weight: one side of the split has none,
+    # and its loss or R^2 divided by zero (ZeroDivisionError).
+    X, y = make_relu_regression(n_samples=50, n_features=3, random_state=0)
+    weights = np.zeros(50)
+    weights[0] = 1.0
+    est = ReLURegressor(early_stopping=True, validation_fraction=0.5, random_state=seed,
+                        max_iter=3)
+    with pytest.raises(ValueError, match=r"left the (training|validation) rows with a "
+                       r"total sample_weight of 0"):
+        est.fit(X, y, weights)
