@@ -33,6 +33,18 @@
  * still fit in a core's L2. */
 #define GROUP 8
 
+/* Each row's stream asks for the line this far ahead of the one it reads.
+ * A sampled row is a fresh stream from memory, and the hardware prefetcher
+ * stops at every 4 KiB page; asking ahead keeps lines in flight across them.
+ * Measured on the 2-core AMD EPYC (one thread, 500 random rows of 4000,
+ * variants interleaved in one process): 0.77-0.85x the time without it,
+ * float64 and float32 alike; 256 bytes 0.84-0.86x, 1024 0.85x, 2048 0.91x.
+ * Rows shorter than a page gain nothing and pay the instructions (1.14x at
+ * d = 100), so only rows of PREFETCH_MIN_ROW bytes or more ask ahead (d =
+ * 1000 float64: 0.85x). The arithmetic is unchanged: the same bits. */
+#define PREFETCH_BYTES 512
+#define PREFETCH_MIN_ROW 4096
+
 /* Runtime-dispatched AVX2+FMA clone where GCC and the loader support it (the
  * wheel must run on any x86-64, so no -march=native); elsewhere one plain
  * build. The 32-byte GCC vector types below become 2 SSE registers on the
@@ -73,6 +85,7 @@ NAME##_pass(const T *const x[GROUP], const T *w, Py_ssize_t d, double dots[GROUP
             int update, const T *const xp[GROUP], const T c[GROUP], T *g)      \
 {                                                                              \
     VT acc[GROUP], cv[GROUP];                                                  \
+    const int ahead = (size_t)d * sizeof(T) >= PREFETCH_MIN_ROW;              \
     _Pragma("GCC unroll 16")                                                   \
     for (int k = 0; k < GROUP; k++) { acc[k] = (VT){0}; cv[k] = (VT){0} + c[k]; } \
     Py_ssize_t j = 0;                                                          \
@@ -82,6 +95,8 @@ NAME##_pass(const T *const x[GROUP], const T *w, Py_ssize_t d, double dots[GROUP
             VT gj = NAME##_load(g + j);                                        \
             _Pragma("GCC unroll 16")                                           \
             for (int k = 0; k < GROUP; k++) {                                  \
+                if (ahead && j % (64 / sizeof(T)) == 0) /* once a cache line */         \
+                    __builtin_prefetch(x[k] + j + PREFETCH_BYTES / sizeof(T), 0, 0); \
                 acc[k] += NAME##_load(x[k] + j) * wj;                          \
                 gj += cv[k] * NAME##_load(xp[k] + j);                          \
             }                                                                  \
@@ -93,8 +108,11 @@ NAME##_pass(const T *const x[GROUP], const T *w, Py_ssize_t d, double dots[GROUP
         for (; j + LANES <= d; j += LANES) {                                   \
             VT wj = NAME##_load(w + j);                                        \
             _Pragma("GCC unroll 16")                                           \
-            for (int k = 0; k < GROUP; k++)                                    \
+            for (int k = 0; k < GROUP; k++) {                                  \
+                if (ahead && j % (64 / sizeof(T)) == 0)                        \
+                    __builtin_prefetch(x[k] + j + PREFETCH_BYTES / sizeof(T), 0, 0); \
                 acc[k] += NAME##_load(x[k] + j) * wj;                          \
+            }                                                                  \
         }                                                                      \
     }                                                                          \
     for (int k = 0; k < GROUP; k++) {                                          \
