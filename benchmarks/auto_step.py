@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 
 from sklearn_relu import ReLURegressor, make_relu_regression
-from sklearn_relu._step_size import auto_learning_rate
+from sklearn_relu._step_size import auto_learning_rate, largest_stable_step
 from sklearn_relu.compression import get_compressor
 
 from .run import _reached
@@ -76,10 +76,8 @@ def main(argv=None):
         delta = get_compressor(params["solver"], est).variance_factor(d, workers)
         row = [label, str(workers), f"{delta:.3g}", f"{est.learning_rate_:.4f}",
                _steps(planned, args.max_steps)]
-        sgd_step = auto_learning_rate(est._curvature, m)
-        half_limit = 1 / (1 / sgd_step + delta * (est._curvature[0] / workers
-                                                  + est._curvature[1] / m))
-        for step in (half_limit, sgd_step):
+        half_limit = largest_stable_step(curvature, m, delta, workers) / 2
+        for step in (half_limit, auto_learning_rate(curvature, m)):
             steps, _ = steps_to(X, y, w_star, 1e-6, args.max_steps,
                                 **dict(params, learning_rate=step))
             row.append(f"{_steps(steps, args.max_steps)} (step {step:.4f})")

@@ -743,7 +743,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         if curvature is None:
             curvature = measure_curvature(
                 backend.reduce, params, rng,
-                summed=get_aggregator(self.aggregation).breakdown_point == "0",
+                summed=_sums_statistics(get_aggregator(self.aggregation)),
             )
         self._curvature = curvature
         if sign_units:
@@ -865,7 +865,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         """Why a fit went wrong when Byzantine workers attack an aggregation
         without defence (the mean), else None."""
         aggregator = get_aggregator(self.aggregation)
-        if self.n_byzantine > 0 and aggregator.breakdown_point == "0":
+        if self.n_byzantine > 0 and _sums_statistics(aggregator):
             return (
                 f"n_byzantine={self.n_byzantine} Byzantine worker(s) attack "
                 f"aggregation={aggregator!r}, which has breakdown point 0; use a "
@@ -1051,6 +1051,14 @@ def _zero_model_loss(y, sample_weight):
             "overflow); rescale it before fitting"
         )
     return loss
+
+
+def _sums_statistics(aggregator):
+    """Whether ``aggregator`` is the rule without defence (breakdown point 0,
+    the mean): it sums the workers' statistics, so a Byzantine worker moves
+    them at will, and honest sums keep their signs (a positive semi-definite
+    curvature, a positive total weight)."""
+    return aggregator.breakdown_point == "0"
 
 
 def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budget,

@@ -39,6 +39,7 @@ from ._worker import shard_statistic
 
 __all__ = [
     "auto_learning_rate",
+    "largest_stable_step",
     "measure_curvature",
     "shard_curvature",
     "shard_hessian_matvec",
@@ -176,6 +177,23 @@ def measure_curvature(reduce, params, random_state, summed=True):
 COMPRESSED_STABILITY_SHARE = 2.0 / 3.0
 
 
+def largest_stable_step(curvature, batch_size, variance_factor=0.0, n_workers=1):
+    """``2 / ((1 + delta / W) lambda_max(H) + (1 + delta) R / m)``: the largest
+    step at which a fit with the compressor's variance factor ``delta`` stays
+    stable (see the module documentation); SGD's is ``delta = 0``.
+
+    Examples
+    --------
+    >>> largest_stable_step((0.5, 400), 200)   # 2 / (1/2 + 400/200)
+    0.8
+    """
+    eigenvalue, mean_row_norm = curvature
+    return 2.0 / (
+        eigenvalue * (1.0 + variance_factor / n_workers)
+        + mean_row_norm / batch_size * (1.0 + variance_factor)
+    )
+
+
 def auto_learning_rate(curvature, batch_size, variance_factor=0.0, n_workers=1):
     """``min(1 / (lambda + R / m), (2/3) 2 / ((1 + delta / W) lambda + (1 + delta) R / m))``.
 
@@ -206,12 +224,8 @@ def auto_learning_rate(curvature, batch_size, variance_factor=0.0, n_workers=1):
     >>> round(auto_learning_rate((0.5, d), m, variance_factor=9, n_workers=16) / sgd, 3)
     0.16
     """
-    eigenvalue, mean_row_norm = curvature
-    sgd = 1.0 / (eigenvalue + mean_row_norm / batch_size)
+    sgd = largest_stable_step(curvature, batch_size) / 2
     if variance_factor == 0:
         return sgd
-    stable = 2.0 / (
-        eigenvalue * (1.0 + variance_factor / n_workers)
-        + mean_row_norm / batch_size * (1.0 + variance_factor)
-    )
+    stable = largest_stable_step(curvature, batch_size, variance_factor, n_workers)
     return min(sgd, COMPRESSED_STABILITY_SHARE * stable)
