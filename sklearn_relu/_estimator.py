@@ -24,6 +24,7 @@ from ._checkpoint import check_checkpoint_params, open_checkpoint
 from ._ensemble import select_consistent_run
 from ._gradient import divergence_error, split_params
 from ._init import check_init, initial_params
+from ._parallel import blas_beside_steps
 from ._schedule import ConstantStep, HalvingStep, initial_sign_step
 from ._step_size import auto_learning_rate, measure_curvature
 from ._steps import SGDUpdate
@@ -567,7 +568,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # would no longer match a previous fit's coef_.
         state = dict(self.__dict__)
         try:
-            return self._fit_unguarded(X, y, sample_weight, partial)
+            # BLAS's spinning workers would slow the steps (see blas_beside_steps).
+            with blas_beside_steps:
+                return self._fit_unguarded(X, y, sample_weight, partial)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(state)

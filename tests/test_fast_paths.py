@@ -271,6 +271,52 @@ def test_threaded_gradient_restores_the_blas_thread_count(many_blocks):
     assert [i["num_threads"] for i in threadpoolctl.threadpool_info()] == before
 
 
+def _blas_threads(threadpoolctl):
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+            if i["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("cores, expected", [(2, 1), (3, 2)])
+def test_a_fit_leaves_blas_the_cores_its_step_threads_do_not_use(
+    monkeypatch, cores, expected
+):
+    # BLAS's idle workers spin after each threaded call; during a fit they
+    # would take the cores of the step threads (see _parallel.blas_beside_steps).
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = _blas_threads(threadpoolctl)
+    if not before:
+        pytest.skip("threadpoolctl sees no BLAS library")
+    monkeypatch.setattr(_parallel, "_cores", lambda: cores)
+    monkeypatch.setattr(_parallel, "N_THREADS", 2)
+    seen = []
+
+    def record(info):
+        seen.append(_blas_threads(threadpoolctl))
+
+    X, y, _ = _problem()
+    with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):
+        outer = _blas_threads(threadpoolctl)
+        ReLURegressor(max_iter=2, tol=None, callback=record).fit(X, y)
+        assert seen and all(threads == [expected] * len(outer) for threads in seen)
+        assert _blas_threads(threadpoolctl) == outer  # restored after the fit
+        with pytest.raises(ValueError):
+            ReLURegressor(learning_rate=-1.0).fit(X, y)
+        assert _blas_threads(threadpoolctl) == outer  # and after a failed one
+    assert _blas_threads(threadpoolctl) == before
+
+
+def test_a_fit_never_raises_the_blas_thread_count(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(_parallel, "_cores", lambda: 64)
+    seen = []
+    X, y, _ = _problem()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        ReLURegressor(max_iter=1, tol=None,
+                      callback=lambda info: seen.append(_blas_threads(threadpoolctl))
+                      ).fit(X, y)
+    assert seen and all(set(threads) <= {1} for threads in seen)
+
+
 def _bit_string_pack(levels, bits):
     """The packed format spelled out: sign-magnitude fields, MSB first, in order."""
     from sklearn_relu.compression._bitpack import _to_fields
