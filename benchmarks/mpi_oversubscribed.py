@@ -13,7 +13,9 @@ by round, it times one ``MPIBackend`` step (SGD, d = 100, 200 points a step)
 under each waiting policy (``MPIBackend(wait="busy")``, MPI's blocking calls,
 which poll; ``wait="yield"``; and ``wait="auto"``, the default, which yields
 when the ranks on a host outnumber its cores), and writes the medians to
-``F`` (JSON). Every rank computes on one thread.
+``F`` (JSON): seconds a step, the CPU seconds a step summed over the ranks
+that stepped (``", cpu"``), and the slowest rank's gradient a step
+(``", gradient"``). Every rank computes on one thread.
 """
 
 import argparse
@@ -41,15 +43,22 @@ def _sleep_until_released(comm):
 
 
 def _timed_steps(backend, params, steps):
+    """Seconds a step: wall clock, this rank's CPU, and its gradient's share."""
+
     def update(p, g):
         return p  # time the backend's step, not the drift of the model
 
     for _ in range(steps // 5):  # settle
         backend.step(params, update)
-    start = time.perf_counter()
+    computed = backend.record.compute_seconds
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         backend.step(params, update)
-    return (time.perf_counter() - start) / steps
+    return (
+        (time.perf_counter() - start) / steps,
+        (time.process_time() - cpu) / steps,
+        (backend.record.compute_seconds - computed) / steps,
+    )
 
 
 def main(argv=None):
@@ -88,11 +97,20 @@ def main(argv=None):
                     if backend is None:  # the rank left out sleeps
                         _sleep_until_released(world)
                         continue
-                    seconds = _timed_steps(backend, params, args.steps)
+                    seconds, cpu, compute = _timed_steps(backend, params, args.steps)
+                    # Over the ranks that stepped: the CPU they burnt a step, and
+                    # the longest gradient (the work that cannot be waited away).
+                    comm = world if label == f"{size} ranks" else fewer
+                    cpu = comm.allreduce(cpu)
+                    compute = comm.allreduce(compute, op=MPI.MAX)
                     if label == f"{size - 1} ranks":
                         world.Ibarrier().Wait()
                     if round_:
                         samples.setdefault(f"{policy}, {label}", []).append(seconds)
+                        samples.setdefault(f"{policy}, {label}, cpu", []).append(cpu)
+                        samples.setdefault(
+                            f"{policy}, {label}, gradient", []
+                        ).append(compute)
     choices = {policy: backends[policy, f"{size} ranks"]._yield_cpu
                for policy in POLICIES}
     for backend in backends.values():
