@@ -8,6 +8,7 @@ status.
 import argparse
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -387,6 +388,23 @@ def _optional_float(text):
     return None if text.lower() == "none" else float(text)
 
 
+def _test_size(text):
+    """A share of the rows strictly between 0 and 1, or a whole number of rows
+    (at least 2: the held-out R^2 needs two)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if 0 < value < 1:
+        return value
+    if value >= 2 and value.is_integer():
+        return int(value)
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a share of the rows strictly between 0 and 1 (0.2) "
+        "nor a whole number of rows, at least 2 (the held-out R^2 needs two)"
+    )
+
+
 def _top_k(text):
     """An integer count ("10") or a fraction ("0.1")."""
     try:
@@ -420,10 +438,10 @@ def _add_fit(subparsers):
     )
     fit.add_argument(
         "--test-size",
-        type=float,
+        type=_test_size,
         default=None,
-        help="hold out this share of the rows (0..1), or this many if >= 1, "
-        "and report the held-out R^2 too",
+        help="hold out this share of the rows (strictly between 0 and 1), or this "
+        "many rows (a whole number, at least 2), and report the held-out R^2 too",
     )
     fit.add_argument(
         "--standardize",
@@ -552,11 +570,10 @@ def _run_fit(args):
         )
         test = None
         if args.test_size is not None:
-            size = args.test_size if args.test_size < 1 else int(args.test_size)
             arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
             # Every MPI rank draws the same split from --random-state.
             split = train_test_split(
-                *arrays, test_size=size, random_state=args.random_state or 0
+                *arrays, test_size=args.test_size, random_state=args.random_state or 0
             )
             X, test, y, y_test = split[0], split[1], split[2], split[3]
             test = (test, y_test, split[5] if sample_weight is not None else None)

@@ -180,6 +180,27 @@ def test_test_size_reports_training_and_held_out_r2(tmp_path, planted, capsys):
     assert "% of float64" in text and "fewer than" not in text
 
 
+@pytest.mark.parametrize("size", ["0", "1", "1.0", "1.5", "-0.2", "one"])
+def test_test_size_must_be_a_share_or_a_count_of_two_or_more(
+    tmp_path, planted, capsys, size
+):
+    X, y = planted
+    fit_args, _ = _write(tmp_path, X, y, "npz")
+    with pytest.raises(SystemExit):
+        main(["fit", *fit_args, *FIT, "--test-size", size,
+              "--out", str(tmp_path / "m.skops")])
+    assert "--test-size" in capsys.readouterr().err
+    assert not (tmp_path / "m.skops").exists()
+
+
+def test_test_size_counts_rows_from_two(tmp_path, planted, capsys):
+    X, y = planted
+    fit_args, _ = _write(tmp_path, X, y, "npz")
+    main(["fit", *fit_args, *FIT, "--test-size", "2", "--out",
+          str(tmp_path / "m.skops"), "--json"])
+    assert json.loads(capsys.readouterr().out)["n_test"] == 2
+
+
 def test_standardize_fits_the_pipeline(tmp_path, planted):
     X, y = planted
     X = X * [1.0, 100.0, 0.01] + 5.0
