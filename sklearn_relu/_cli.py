@@ -306,13 +306,24 @@ def _csv_problem(path, skip):
                 try:
                     float(field)
                 except ValueError:
-                    return f"{path}, line {number}: {field.strip()!r} is not a number"
+                    return (
+                        f"{path}, line {number}: {field.strip()!r} is not a number"
+                        + _separator_hint(fields)
+                    )
     return None
 
 
-def _has_rows(path, skip):
-    with open(path, encoding="utf-8-sig") as file:
-        return any(line.strip() for line in itertools.islice(file, skip, None))
+def _separator_hint(fields):
+    """Why a line may be one field: another separator than the comma."""
+    if len(fields) == 1:
+        for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if separator in fields[0]:
+                return (
+                    f"; the rows seem separated by {name}, and only commas are read: "
+                    f"convert the file (pandas.read_csv(path, sep={separator!r})"
+                    ".to_csv('data.csv', index=False))"
+                )
+    return ""
 
 
 def save_atomically(obj, path):

@@ -19,11 +19,13 @@ as fast as both can, so a large batch is split between two threads (both paths
 release the GIL), from a process-wide pool that a forked child recreates.
 """
 
+import functools
 import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import joblib
 import numpy as np
 
 try:
@@ -49,8 +51,12 @@ KERNEL = "numpy" if _kernels is None else "c"
 KERNEL_PARTS = 2
 
 
+@functools.cache
 def _cores():
-    return os.cpu_count() or 1
+    """The cores this process may use: its CPU affinity and container quota
+    (joblib's count, taken once: it reads the cgroup files), not the
+    machine's."""
+    return max(1, joblib.cpu_count())
 
 
 def _default_threads():
@@ -257,53 +263,94 @@ def _buffer(n_rows, n_features, dtype):
     return buffer
 
 
-class _BLASLimit:
-    """While any thread is inside, BLAS uses at most ``threads()`` threads a call.
+class _BLASThreads:
+    """The BLAS thread counts of the process while limits are in force.
 
-    Re-entrant across threads: the first to enter lowers the limit (only of
-    the BLAS libraries above it), the last to leave restores it. Without
-    threadpoolctl or with a BLAS it does not know, nothing is changed.
+    Every library runs with the smallest limit in force, or its own setting
+    if that is lower; when the last limit ends, each gets back the setting it
+    had when the first began. One registry for every limit, so that limits
+    entered and left in any order, from any threads, never leave a lowered
+    count behind. Without threadpoolctl or with a BLAS it does not know,
+    nothing is changed.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._limits = []  # the limits in force, one entry per holder
+        self._original = None  # {library: its setting before the first limit}
+
+    def enter(self, limit):
+        with self._lock:
+            if not self._limits:
+                self._original = self._settings()
+            self._limits.append(limit)
+            self._apply()
+
+    def leave(self, limit):
+        with self._lock:
+            self._limits.remove(limit)
+            self._apply()
+            if not self._limits:
+                self._original = None
+
+    def after_fork(self):
+        # The child has one thread: no holder is inside; a lock held by another
+        # of the parent's threads would never be released.
+        self._lock = threading.Lock()
+        self._limits = []
+        self._original = None
+
+    @staticmethod
+    def _settings():
+        try:
+            return {
+                library: library.num_threads
+                for library in _blas_controller().lib_controllers
+            }
+        except Exception:  # no threadpoolctl or an unknown BLAS: leave it be
+            return {}
+
+    def _apply(self):
+        lowest = min(self._limits, default=None)
+        for library, original in self._original.items():
+            wanted = original if lowest is None else min(original, lowest)
+            try:
+                if library.num_threads != wanted:
+                    library.set_num_threads(wanted)
+            except Exception:  # a BLAS that refuses: leave it be
+                pass
+
+
+_blas_threads = _BLASThreads()
+
+
+class _BLASLimit:
+    """While any thread is inside, BLAS uses at most ``threads()`` threads a
+    call (never more than it was set to): a context manager, re-entrant
+    across threads, combined with every other limit by :class:`_BLASThreads`.
     """
 
     def __init__(self, threads):
         self._threads = threads
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._saved = None
+        self._entered = threading.local()  # what this thread entered with
 
     def __enter__(self):
-        with self._lock:
-            if self._depth == 0:
-                self._saved = self._limit()
-            self._depth += 1
+        limit = max(1, int(self._threads()))
+        stack = self._entered.__dict__.setdefault("limits", [])
+        stack.append(limit)
+        _blas_threads.enter(limit)
 
     def __exit__(self, *exc):
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._saved is not None:
-                self._saved.restore_original_limits()
-                self._saved = None
-
-    def _limit(self):
-        try:
-            controller = _blas_controller()
-            limit = self._threads()
-            limits = {
-                library.filepath: limit
-                for library in controller.lib_controllers
-                if library.num_threads > limit
-            }
-            return controller.limit(limits=limits) if limits else None
-        except Exception:  # no threadpoolctl or an unknown BLAS: leave it be
-            return None
+        _blas_threads.leave(self._entered.limits.pop())
 
 
 _controller = None
 
 
 def _blas_controller():
-    """threadpoolctl's controller of the BLAS libraries loaded (made once: it
-    takes milliseconds to find them)."""
+    """threadpoolctl's controller of the BLAS libraries loaded, made on first
+    use and kept for the life of the process (finding them takes milliseconds):
+    a BLAS loaded later is not limited."""
     global _controller
     if _controller is None:
         from threadpoolctl import ThreadpoolController
@@ -347,11 +394,10 @@ def _pool(n_workers):
 def _forget_pools():
     # A forked child inherits the pool objects (and maybe a held lock) but not
     # the threads behind them.
-    global _pools_lock, _single_threaded_blas, blas_beside_steps
+    global _pools_lock
     _pools.clear()
     _pools_lock = threading.Lock()
-    _single_threaded_blas = _BLASLimit(_single_threaded_blas._threads)
-    blas_beside_steps = _BLASLimit(blas_beside_steps._threads)
+    _blas_threads.after_fork()
 
 
 if hasattr(os, "register_at_fork"):

@@ -151,6 +151,8 @@ def test_target_column_by_index(tmp_path, planted):
         ("a,b,y\n1,2,3\n4,5\n6,7,8\n", None, r"d\.csv, line 3: 2 fields where the rows above have 3"),
         ("a,b,y\n1,2,3\n4,x,5\n", None, r"d\.csv, line 3: 'x' is not a number"),
         ("a,b\n1,2,3\n", None, "line 1: the header names 2 columns, the rows have 3"),
+        ("a;b;y\n1;2;3\n", None, r"line 2: .* the rows seem separated by semicolons"),
+        ("1\t2\t3\n4\t5\t6\n", None, r"line 2: .* the rows seem separated by tabs"),
     ],
 )
 def test_csv_errors_say_which_line_or_column(tmp_path, content, column, message):

@@ -276,16 +276,21 @@ def _blas_threads(threadpoolctl):
             if i["user_api"] == "blas"]
 
 
+@pytest.fixture
+def threadpoolctl():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not _blas_threads(threadpoolctl):
+        pytest.skip("threadpoolctl sees no BLAS library")
+    return threadpoolctl
+
+
 @pytest.mark.parametrize("cores, expected", [(2, 1), (3, 2)])
 def test_a_fit_leaves_blas_the_cores_its_step_threads_do_not_use(
-    monkeypatch, cores, expected
+    monkeypatch, threadpoolctl, cores, expected
 ):
     # BLAS's idle workers spin after each threaded call; during a fit they
     # would take the cores of the step threads (see _parallel.blas_beside_steps).
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     before = _blas_threads(threadpoolctl)
-    if not before:
-        pytest.skip("threadpoolctl sees no BLAS library")
     monkeypatch.setattr(_parallel, "_cores", lambda: cores)
     monkeypatch.setattr(_parallel, "N_THREADS", 2)
     seen = []
@@ -295,9 +300,10 @@ def test_a_fit_leaves_blas_the_cores_its_step_threads_do_not_use(
 
     X, y, _ = _problem()
     with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):
-        outer = _blas_threads(threadpoolctl)
+        outer = _blas_threads(threadpoolctl)  # 3, or 1 for a one-thread BLAS
         ReLURegressor(max_iter=2, tol=None, callback=record).fit(X, y)
-        assert seen and all(threads == [expected] * len(outer) for threads in seen)
+        assert seen
+        assert all(threads == [min(expected, o) for o in outer] for threads in seen)
         assert _blas_threads(threadpoolctl) == outer  # restored after the fit
         with pytest.raises(ValueError):
             ReLURegressor(learning_rate=-1.0).fit(X, y)
@@ -305,8 +311,7 @@ def test_a_fit_leaves_blas_the_cores_its_step_threads_do_not_use(
     assert _blas_threads(threadpoolctl) == before
 
 
-def test_a_fit_never_raises_the_blas_thread_count(monkeypatch):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+def test_a_fit_never_raises_the_blas_thread_count(monkeypatch, threadpoolctl):
     monkeypatch.setattr(_parallel, "_cores", lambda: 64)
     seen = []
     X, y, _ = _problem()
@@ -314,7 +319,27 @@ def test_a_fit_never_raises_the_blas_thread_count(monkeypatch):
         ReLURegressor(max_iter=1, tol=None,
                       callback=lambda info: seen.append(_blas_threads(threadpoolctl))
                       ).fit(X, y)
-    assert seen and all(set(threads) <= {1} for threads in seen)
+    assert seen and all(set(threads) == {1} for threads in seen)
+
+
+@pytest.mark.parametrize("first_out", ["outer", "inner"])
+def test_blas_limits_left_in_any_order_restore_the_setting(threadpoolctl, first_out):
+    # A fit's limit and a threaded gradient's (another thread) overlap in
+    # either order; the smallest limit in force holds, and when both have
+    # ended every library has its setting back.
+    outer, inner = _parallel._BLASLimit(lambda: 2), _parallel._BLASLimit(lambda: 1)
+    with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):
+        setting = _blas_threads(threadpoolctl)
+        outer.__enter__()
+        assert _blas_threads(threadpoolctl) == [min(2, t) for t in setting]
+        inner.__enter__()
+        assert set(_blas_threads(threadpoolctl)) == {1}
+        first, second = (outer, inner) if first_out == "outer" else (inner, outer)
+        first.__exit__(None, None, None)
+        remaining = 1 if first_out == "outer" else 2
+        assert _blas_threads(threadpoolctl) == [min(remaining, t) for t in setting]
+        second.__exit__(None, None, None)
+        assert _blas_threads(threadpoolctl) == setting
 
 
 def _bit_string_pack(levels, bits):
