@@ -304,7 +304,7 @@ class _BLASThreads:
     def _settings():
         try:
             return {
-                library: library.num_threads
+                library: library.get_num_threads()
                 for library in _blas_controller().lib_controllers
             }
         except Exception:  # no threadpoolctl or an unknown BLAS: leave it be
@@ -315,7 +315,7 @@ class _BLASThreads:
         for library, original in self._original.items():
             wanted = original if lowest is None else min(original, lowest)
             try:
-                if library.num_threads != wanted:
+                if library.get_num_threads() != wanted:
                     library.set_num_threads(wanted)
             except Exception:  # a BLAS that refuses: leave it be
                 pass
