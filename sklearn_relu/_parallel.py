@@ -288,6 +288,8 @@ class _BLASThreads:
 
     def leave(self, limit):
         with self._lock:
+            if limit not in self._limits:  # entered before a fork, in the parent
+                return
             self._limits.remove(limit)
             self._apply()
             if not self._limits:

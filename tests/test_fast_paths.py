@@ -1,5 +1,6 @@
 """The fast paths agree with the plain ones, and fitting neither copies nor upcasts X."""
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -339,6 +340,26 @@ def test_blas_limits_left_in_any_order_restore_the_setting(threadpoolctl, first_
         remaining = 1 if first_out == "outer" else 2
         assert _blas_threads(threadpoolctl) == [min(remaining, t) for t in setting]
         second.__exit__(None, None, None)
+        assert _blas_threads(threadpoolctl) == setting
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_inside_a_blas_limit_leaves_it_cleanly(threadpoolctl):
+    limit = _parallel._BLASLimit(lambda: 1)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        setting = _blas_threads(threadpoolctl)
+        with limit:
+            pid = os.fork()
+            if pid == 0:  # the child: leaving must neither raise nor hang
+                code = 1
+                try:
+                    limit.__exit__(None, None, None)
+                    with limit:
+                        code = 0 if set(_blas_threads(threadpoolctl)) == {1} else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
         assert _blas_threads(threadpoolctl) == setting
 
 
