@@ -32,7 +32,8 @@ data formats:
   .npy  X alone (memory-mapped); give y with --target y.npy
   .csv  comma-separated numbers, one row per sample, y in the last column or
         the one --target-column names; a first line of names is kept as the
-        column names (feature_names_in_, needs pandas). A first line that could
+        model's column names (feature_names_in_), and predict then picks a
+        file's columns by those names. A first line that could
         be either (pandas' default names 0,1,2,..., or a missing value such as
         NA) is an error: say which with --csv-header yes|no
 
@@ -81,6 +82,15 @@ def load_data(path, target=None, target_column=None, shard=None, csv_header="aut
     y : ndarray of shape (n_samples,)
     sample_weight : ndarray of shape (n_samples,) or None
     """
+    X, y, sample_weight, names = _read_data(
+        path, target, target_column, shard, csv_header
+    )
+    return _with_names(X, names), y, sample_weight
+
+
+def _read_data(path, target=None, target_column=None, shard=None, csv_header="auto"):
+    """:func:`load_data`'s arrays, with ``X`` an array, and the names of its
+    columns (a ``.csv`` header's; else None)."""
     path = Path(path)
     suffix = _check_data_file(path)
     if target is not None and suffix != ".npy":
@@ -92,7 +102,7 @@ def load_data(path, target=None, target_column=None, shard=None, csv_header="aut
             "--data local reads each rank's rows from a memory-mapped .npy file: "
             f"save X and y as .npy files (got {path.name!r})"
         )
-    sample_weight = None
+    sample_weight = names = None
     if suffix == ".npz":
         with np.load(path) as archive:
             missing = {"X", "y"} - set(archive.files)
@@ -120,8 +130,9 @@ def load_data(path, target=None, target_column=None, shard=None, csv_header="aut
         column = _column_index(path, names, table.shape[1], target_column)
         y = table[:, column]
         keep = [i for i in range(table.shape[1]) if i != column]
-        X = _with_names(table[:, keep], None if names is None else [names[i] for i in keep])
-    return X, y, sample_weight
+        X = table[:, keep]
+        names = None if names is None else [names[i] for i in keep]
+    return X, y, sample_weight, names
 
 
 def load_features(path, n_features, feature_names=None, target_column=None):
@@ -132,6 +143,13 @@ def load_features(path, n_features, feature_names=None, target_column=None):
     order); otherwise a table of ``n_features + 1`` columns drops the target
     column (``target_column``, default the last).
     """
+    X, names, _ = _read_features(path, n_features, feature_names, target_column)
+    return _with_names(X, names)
+
+
+def _read_features(path, n_features, feature_names=None, target_column=None):
+    """:func:`load_features`'s ``X`` as an array, the names of its columns (or
+    None), and whether they were picked by the model's ``feature_names``."""
     path = Path(path)
     suffix = _check_data_file(path)
     if suffix == ".npz":
@@ -140,9 +158,9 @@ def load_features(path, n_features, feature_names=None, target_column=None):
                 raise ValueError(
                     f"{path} must hold an array named 'X'; it has {sorted(archive.files)}"
                 )
-            return archive["X"]
+            return archive["X"], None, False
     if suffix == ".npy":
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r"), None, False
     names, table = _load_csv(path)
     if names is not None and feature_names is not None:
         missing = [name for name in feature_names if name not in names]
@@ -151,17 +169,17 @@ def load_features(path, n_features, feature_names=None, target_column=None):
                 f"{path} lacks the columns the model was fitted on: {missing}"
             )
         columns = [names.index(name) for name in feature_names]
-        return _with_names(table[:, columns], list(feature_names))
+        return table[:, columns], list(feature_names), True
     if table.shape[1] == n_features + 1:
         column = _column_index(path, names, table.shape[1], target_column)
         keep = [i for i in range(table.shape[1]) if i != column]
-        return _with_names(table[:, keep], None if names is None else [names[i] for i in keep])
+        return table[:, keep], None if names is None else [names[i] for i in keep], False
     if table.shape[1] != n_features:
         raise ValueError(
             f"{path} has {table.shape[1]} columns; the model needs {n_features} "
             f"features (or {n_features + 1} columns with the target)"
         )
-    return _with_names(table, names)
+    return table, names, False
 
 
 def _check_data_file(path):
@@ -207,12 +225,17 @@ def _with_names(X, names):
     try:
         import pandas as pd
     except ImportError:
-        print(
-            "note: the column names are not kept (feature_names_in_): install pandas",
-            file=sys.stderr,
-        )
         return X
     return pd.DataFrame(X, columns=names)
+
+
+def _keep_names(model, names):
+    """Give ``model`` the ``.csv`` header's column ``names`` as
+    ``feature_names_in_`` where it was fitted on an array (no pandas), as a
+    DataFrame would have: ``predict`` then picks a file's columns by name."""
+    first = model.steps[0][1] if hasattr(model, "steps") else model
+    if names is not None and not hasattr(first, "feature_names_in_"):
+        first.feature_names_in_ = np.asarray(names, dtype=object)
 
 
 # Fields that spreadsheets and pandas write for a missing value.
@@ -260,6 +283,9 @@ def _load_csv(path, csv_header="auto"):
         first = file.readline()
     if not first.strip():
         raise ValueError(f"{path} is empty: it has no data rows")
+    hint = _separator_hint(first.rstrip("\r\n").split(","))
+    if hint:  # before the header is guessed: a first line of data must not be taken for one
+        raise ValueError(f"{path}, line 1: no comma{hint}")
     if csv_header == "auto":
         skip = int(_csv_has_header(path, first))
     else:
@@ -319,9 +345,9 @@ def _separator_hint(fields):
         for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
             if separator in fields[0]:
                 return (
-                    f"; the rows seem separated by {name}, and only commas are read: "
-                    f"convert the file (pandas.read_csv(path, sep={separator!r})"
-                    ".to_csv('data.csv', index=False))"
+                    f"; the rows seem separated by {name}, and only commas are read "
+                    "(with '.' as the decimal point): save the file as comma-separated "
+                    "values"
                 )
     return ""
 
@@ -575,10 +601,11 @@ def _run_fit(args):
         shard = None
         if mpi is not None and args.data_mode == "local":
             shard = (mpi.rank, mpi.size)
-        X, y, sample_weight = load_data(
+        X, y, sample_weight, names = _read_data(
             args.data, args.target, args.target_column, shard,
             csv_header=args.csv_header,
         )
+        X = _with_names(X, names)
         test = None
         if args.test_size is not None:
             arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
@@ -630,6 +657,7 @@ def _run_fit(args):
         else:
             model = est.fit(X, y, sample_weight)
         scores = _scores(model, (X, y, sample_weight), test, ranks)
+        _keep_names(model, names)
         if writer:
             # The backend object (a communicator, a socket) is not part of the
             # model: keep its name, which any process can use again.
@@ -783,13 +811,22 @@ def _run_predict(args):
     from ._persist import load_model
 
     model = load_model(args.model, trusted=args.trust)
-    X = load_features(
+    X, names, by_name = _read_features(
         args.data,
         model.n_features_in_,
         getattr(model, "feature_names_in_", None),
         args.target_column,
     )
-    predictions = model.predict(X)
+    X = _with_names(X, names)
+    with warnings.catch_warnings():
+        if by_name:
+            # Without pandas X is an array, but its columns were picked by the
+            # model's own names above: scikit-learn's warning would be wrong.
+            warnings.filterwarnings(
+                "ignore", message="X does not have valid feature names",
+                category=UserWarning,
+            )
+        predictions = model.predict(X)
     out = Path(args.out)
     np.savetxt(out, predictions, fmt="%.17g", header="prediction", comments="")
     print(f"{predictions.shape[0]} predictions written to {out}")

@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu import ReLURegressor, _cli, make_relu_regression
 from sklearn_relu._cli import load_data, main
 from sklearn_relu._persist import load_model, model_format, save_model
 
@@ -132,6 +132,31 @@ def test_csv_names_reach_feature_names_in_and_predict_picks_columns_by_name(
         main(["predict", str(model), str(shuffled), "--out", str(out)])
 
 
+@pytest.mark.parametrize("standardize", [False, True])
+def test_without_pandas_the_model_still_keeps_the_csv_names(
+    tmp_path, planted, monkeypatch, recwarn, standardize
+):
+    # A fit without pandas saw an array; predicting from a file with the
+    # columns in another order must still pick them by name, not position.
+    monkeypatch.setattr(_cli, "_with_names", lambda X, names: X)  # as without pandas
+    X, y = planted
+    data = _csv(tmp_path / "d.csv", X, y, target="price", target_at=1)
+    model = tmp_path / "m.skops"
+    flags = ["--standardize"] if standardize else []
+    main(["fit", data, "--target-column", "price", *FIT, *flags, "--out", str(model)])
+    fitted = load_model(model)
+    first = fitted.steps[0][1] if standardize else fitted
+    assert list(first.feature_names_in_) == ["a", "b", "c"]
+    out, shuffled_out = tmp_path / "p.csv", tmp_path / "q.csv"
+    main(["predict", str(model), data, "--target-column", "price", "--out", str(out)])
+    shuffled = _csv(tmp_path / "s.csv", X[:, [2, 0, 1]], y, names=("c", "a", "b"),
+                    target="price", target_at=0)
+    main(["predict", str(model), shuffled, "--target-column", "price",
+          "--out", str(shuffled_out)])
+    assert_array_equal(_predictions(shuffled_out), _predictions(out))
+    assert not [w for w in recwarn if "feature names" in str(w.message)]
+
+
 def test_target_column_by_index(tmp_path, planted):
     X, y = planted
     data = _csv(tmp_path / "d.csv", X, y, target_at=0)
@@ -151,8 +176,9 @@ def test_target_column_by_index(tmp_path, planted):
         ("a,b,y\n1,2,3\n4,5\n6,7,8\n", None, r"d\.csv, line 3: 2 fields where the rows above have 3"),
         ("a,b,y\n1,2,3\n4,x,5\n", None, r"d\.csv, line 3: 'x' is not a number"),
         ("a,b\n1,2,3\n", None, "line 1: the header names 2 columns, the rows have 3"),
-        ("a;b;y\n1;2;3\n", None, r"line 2: .* the rows seem separated by semicolons"),
-        ("1\t2\t3\n4\t5\t6\n", None, r"line 2: .* the rows seem separated by tabs"),
+        ("a;b;y\n1;2;3\n", None, r"line 1: no comma; the rows seem separated by semicolons"),
+        ("1\t2\t3\n4\t5\t6\n", None, r"line 1: no comma; the rows seem separated by tabs"),
+        ("a,b,y\n1;2;3\n", None, r"line 2: '1;2;3' is not a number; the rows seem separated"),
     ],
 )
 def test_csv_errors_say_which_line_or_column(tmp_path, content, column, message):
