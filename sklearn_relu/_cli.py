@@ -409,20 +409,43 @@ def _make_backend(args):
     return name, True, None
 
 
-def _positive_int_or_auto(text):
-    return text if text == "auto" else int(text)
+def _flag_value(convert, expected):
+    """An argparse type: ``convert(text)``, or an error saying what ``expected``
+    values are (argparse's own names the converting function)."""
+
+    def parse(text):
+        try:
+            return convert(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {expected}"
+            ) from None
+
+    return parse
 
 
-def _learning_rate(text):
-    return text if text == "auto" else float(text)
+_positive_int_or_auto = _flag_value(
+    lambda text: text if text == "auto" else int(text), "'auto' or a whole number"
+)
+_learning_rate = _flag_value(
+    lambda text: text if text == "auto" else float(text), "'auto' or a number"
+)
+_optional_int = _flag_value(
+    lambda text: None if text.lower() == "none" else int(text),
+    "'none' or a whole number",
+)
+_optional_float = _flag_value(
+    lambda text: None if text.lower() == "none" else float(text),
+    "'none' or a number",
+)
 
 
-def _optional_int(text):
-    return None if text.lower() == "none" else int(text)
+class _BriefParser(argparse.ArgumentParser):
+    """A command's parser whose errors are one line and a pointer to --help
+    (a command's usage runs to thirty lines, and hid the message)."""
 
-
-def _optional_float(text):
-    return None if text.lower() == "none" else float(text)
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 def _test_size(text):
@@ -437,17 +460,20 @@ def _test_size(text):
     if value >= 2 and value.is_integer():
         return int(value)
     raise argparse.ArgumentTypeError(
-        f"{text!r} is neither a share of the rows strictly between 0 and 1 (0.2) "
+        f"{text!r} is neither a share of the rows strictly between 0 and 1 (such as 0.2) "
         "nor a whole number of rows, at least 2 (the held-out R^2 needs two)"
     )
 
 
-def _top_k(text):
-    """An integer count ("10") or a fraction ("0.1")."""
+def _count_or_share(text):
     try:
         return int(text)
     except ValueError:
         return float(text)
+
+
+#: An integer count ("10") or a fraction ("0.1").
+_top_k = _flag_value(_count_or_share, "a whole number of coordinates or a share")
 
 
 def _add_fit(subparsers):
@@ -608,6 +634,12 @@ def _run_fit(args):
         X = _with_names(X, names)
         test = None
         if args.test_size is not None:
+            n_rows = X.shape[0]
+            if isinstance(args.test_size, int) and args.test_size > n_rows - 2:
+                raise ValueError(
+                    f"--test-size {args.test_size} leaves {max(n_rows - args.test_size, 0)}"
+                    f" of the {n_rows} rows to train on: hold out at most {n_rows - 2}"
+                )
             arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
             # Every MPI rank draws the same split from --random-state.
             split = train_test_split(
@@ -931,7 +963,9 @@ def build_parser():
         "MPI ranks.",
     )
     parser.add_argument("--version", action="version", version=f"sklearn_relu {__version__}")
-    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    subparsers = parser.add_subparsers(
+        title="commands", dest="command", required=True, parser_class=_BriefParser
+    )
     for add in COMMANDS.values():
         add(subparsers)
     return parser

@@ -305,6 +305,26 @@ def test_an_unknown_attack_is_an_argparse_error(data, capsys):
     assert "--attack: invalid choice: 'nonsense'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--tol", "abc", "'abc' is not 'none' or a number"),
+    ("--learning-rate", "fast", "'fast' is not 'auto' or a number"),
+    ("--batch-size", "1.5", "'1.5' is not 'auto' or a whole number"),
+    ("--k", "x", "'x' is not a whole number of coordinates or a share"),
+])
+def test_a_bad_flag_value_is_one_line_that_says_what_is_expected(
+    data, capsys, flag, value, expected
+):
+    tmp_path, X, y = data
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *write(tmp_path, X, y, "npz"), flag, value,
+              "--out", str(tmp_path / "m.joblib")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {expected}" in err
+    assert "usage:" not in err and len(err.strip().splitlines()) == 1
+    assert "--help" in err
+
+
 def test_backend_mpi_without_a_launcher_says_so(data, capsys, monkeypatch):
     pytest.importorskip("mpi4py")
     from sklearn_relu._cli import _MPI_LAUNCHER_VARIABLES

@@ -221,6 +221,15 @@ def test_test_size_must_be_a_share_or_a_count_of_two_or_more(
     assert not (tmp_path / "m.skops").exists()
 
 
+@pytest.mark.parametrize("size", ["119", "120", "1000000000"])
+def test_test_size_leaves_two_rows_to_train_on(tmp_path, planted, size):
+    X, y = planted  # 120 rows
+    fit_args, _ = _write(tmp_path, X, y, "npz")
+    with pytest.raises(ValueError, match=f"--test-size {size} leaves .* of the 120 rows"):
+        main(["fit", *fit_args, *FIT, "--test-size", size,
+              "--out", str(tmp_path / "m.skops")])
+
+
 def test_test_size_counts_rows_from_two(tmp_path, planted, capsys):
     X, y = planted
     fit_args, _ = _write(tmp_path, X, y, "npz")
