@@ -402,6 +402,15 @@ def _make_backend(args):
                   "launch with: mpiexec -n N python -m mpi4py -m sklearn_relu fit ...",
                   file=sys.stderr, flush=True)
         return backend, backend.rank == 0, backend
+    # Flags that only an MPI run reads must not be dropped without a word.
+    given = [flag for flag, value, default in (
+        ("--topology", args.topology, "auto"), ("--data", args.data_mode, "all"),
+    ) if value != default]
+    if given:
+        raise ValueError(
+            f"{' and '.join(given)} apply to MPI runs (under mpiexec, or --backend "
+            f"mpi), not to --backend {name}"
+        )
     if name == "joblib":
         from .backends import JoblibBackend
 

@@ -325,6 +325,15 @@ def test_a_bad_flag_value_is_one_line_that_says_what_is_expected(
     assert "--help" in err
 
 
+@pytest.mark.parametrize("flags", [["--topology", "allreduce"], ["--data", "local"]])
+@pytest.mark.parametrize("backend", ["inprocess", "joblib"])
+def test_mpi_flags_without_mpi_are_an_error(data, flags, backend):
+    tmp_path, X, y = data
+    with pytest.raises(ValueError, match=f"{flags[0]} apply to MPI runs"):
+        main(["fit", *write(tmp_path, X, y, "npz"), *flags, "--backend", backend,
+              "--out", str(tmp_path / "m.joblib")])
+
+
 def test_backend_mpi_without_a_launcher_says_so(data, capsys, monkeypatch):
     pytest.importorskip("mpi4py")
     from sklearn_relu._cli import _MPI_LAUNCHER_VARIABLES
