@@ -568,18 +568,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # would no longer match a previous fit's coef_.
         state = dict(self.__dict__)
         try:
+            backend = get_backend(self.backend)
             # BLAS's spinning workers would slow the steps (see blas_beside_steps).
-            with blas_beside_steps:
-                return self._fit_unguarded(X, y, sample_weight, partial)
+            with blas_beside_steps(backend.process_cores()):
+                return self._fit_unguarded(X, y, sample_weight, partial, backend)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(state)
             raise
 
-    def _fit_unguarded(self, X, y, sample_weight, partial):
+    def _fit_unguarded(self, X, y, sample_weight, partial, backend):
         compressor, aggregator = self._validate_params()
         continuing = (partial or self.warm_start) and hasattr(self, "coef_")
-        backend = get_backend(self.backend)
         shared = _shared_parameters(self, partial)
         backend.agree("estimator parameters", shared)
         # Processes sharing a fit (MPI ranks) must draw the same numbers.

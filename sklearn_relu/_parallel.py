@@ -367,15 +367,18 @@ def _blas_controller():
 #: workers spin), which costs more than it saves.
 _single_threaded_blas = _BLASLimit(lambda: 1)
 
-#: While a fit runs, BLAS (the fit's full passes over the data: the start, the
-#: step size, the exact losses, the validation scores) uses only the cores the
-#: step threads leave it, and at least one. Its idle workers spin for about
-#: 0.1 s after every threaded call; measured on 2 cores, the SGD steps that
-#: followed a full pass ran at the scheduler's tick, 4 ms a step instead of
-#: 0.6 (float32, d = 4000, m = 1000), for the first 0.1 s of every epoch that
-#: began with one. scikit-learn's KMeans limits BLAS inside its threaded loop
-#: for the same reason.
-blas_beside_steps = _BLASLimit(lambda: max(1, _cores() - N_THREADS + 1))
+# While a fit runs, BLAS (the fit's full passes over the data: the start, the
+# step size, the exact losses, the validation scores) uses only the cores the
+# step threads leave it, and at least one. Its idle workers spin for about
+# 0.1 s after every threaded call; measured on 2 cores, the SGD steps that
+# followed a full pass ran at the scheduler's tick, 4 ms a step instead of
+# 0.6 (float32, d = 4000, m = 1000), for the first 0.1 s of every epoch that
+# began with one. scikit-learn's KMeans limits BLAS inside its threaded loop
+# for the same reason.
+def blas_beside_steps(cores):
+    """The limit for a fit whose process may keep ``cores`` cores busy:
+    ``cores - N_THREADS + 1`` BLAS threads, at least one."""
+    return _BLASLimit(lambda: max(1, cores - N_THREADS + 1))
 
 
 _pools = {}

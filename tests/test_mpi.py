@@ -50,6 +50,13 @@ def test_mpi_fits_equal_inprocess_on_every_rank(n_ranks):
     assert f"ok: {n_ranks} ranks" in done.stderr
 
 
+@pytest.mark.parametrize("n_ranks", [1, 2])
+def test_each_rank_keeps_blas_to_its_share_of_the_host(n_ranks):
+    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_blas_threads.py"), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok: {n_ranks} ranks" in done.stderr
+
+
 @pytest.mark.parametrize("n_ranks", [1, 2, 4])
 def test_mpi_sign_methods_equal_inprocess_on_every_rank(n_ranks):
     done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_sign_methods.py"), timeout=180)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .. import _parallel
 from .._worker import ShardWorker
 from ..aggregation import Mean
 
@@ -102,8 +103,8 @@ class Backend(ABC):
 
     Four hooks with single-process defaults let a backend whose workers are
     separate processes that each run ``fit`` (MPI ranks) keep them in step:
-    :meth:`resolve_n_workers`, :meth:`agree`, :meth:`common` and
-    :meth:`prepare_data`.
+    :meth:`resolve_n_workers`, :meth:`agree`, :meth:`common`,
+    :meth:`prepare_data` and :meth:`process_cores`.
 
     Steps are deterministic given the workers' seeds: messages are decoded and
     summed in worker order, so every backend gives the same model.
@@ -125,6 +126,13 @@ class Backend(ABC):
         raise a ``ValueError`` for any other count.
         """
         return 1 if n_workers is None else n_workers
+
+    def process_cores(self):
+        """The cores this process of the fit may keep busy: all it may use here
+        (its CPU affinity and container quota); a backend whose processes
+        share a host (MPI ranks) gives each its share. The estimator keeps
+        BLAS within them, beside the gradient's threads."""
+        return _parallel._cores()
 
     def common(self, value):
         """``value`` as the first process of the fit holds it, on every process.

@@ -46,6 +46,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .. import _parallel
 from .._worker import ShardWorker, shard_bounds, worker_arguments
 from ..compression._sign import pack_signs, unpack_signs
 from ._base import Backend, first_difference
@@ -173,12 +174,13 @@ class MPIBackend(Backend):
         self._worker = None
         self._n_samples = None
         self._topology = None
+        self._host_ranks = None  # ranks of the communicator on this host
 
     # The communicator and mpi4py module cannot be pickled; an estimator that
     # holds this backend as a parameter must still be (to save the model).
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_MPI=None, _worker=None, comm=None)
+        state.update(_MPI=None, _worker=None, comm=None, _host_ranks=None)
         return state
 
     def __setstate__(self, state):
@@ -466,16 +468,21 @@ class MPIBackend(Backend):
         """Whether this rank yields its core while waiting (see ``wait``)."""
         if self.wait != "auto":
             return self.wait == "yield"
-        local = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED)
-        try:
-            ranks_here = local.Get_size()
-        finally:
-            local.Free()
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        return ranks_here > cores
+        return self._ranks_here() > _parallel._cores()
+
+    def _ranks_here(self):
+        """The ranks of this communicator on this host (a collective, once)."""
+        if self._host_ranks is None:
+            local = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED)
+            try:
+                self._host_ranks = local.Get_size()
+            finally:
+                local.Free()
+        return self._host_ranks
+
+    def process_cores(self):
+        # The ranks on a host share its cores: each keeps to its share.
+        return max(1, _parallel._cores() // self._ranks_here())
 
     def _wait(self, request):
         """Complete a non-blocking collective, spinning in MPI or yielding."""
