@@ -281,10 +281,14 @@ def _load_csv(path, csv_header="auto"):
     # utf-8-sig: a byte-order mark (Excel writes one) is not part of the data.
     with open(path, encoding="utf-8-sig") as file:
         first = file.readline()
+        second = next((line for line in file if line.strip()), "")
     if not first.strip():
         raise ValueError(f"{path} is empty: it has no data rows")
-    hint = _separator_hint(first.rstrip("\r\n").split(","))
-    if hint:  # before the header is guessed: a first line of data must not be taken for one
+    # Before the header is guessed (a first line of data must not be taken for
+    # one); two lines without a comma and with the same other separator, so
+    # that a one-column file whose name holds a ';' still reads.
+    hint = _separator_hint(first.strip().split(","))
+    if hint and hint == _separator_hint(second.strip().split(",")):
         raise ValueError(f"{path}, line 1: no comma{hint}")
     if csv_header == "auto":
         skip = int(_csv_has_header(path, first))
@@ -293,6 +297,12 @@ def _load_csv(path, csv_header="auto"):
     if not _has_rows(path, skip):
         raise ValueError(f"{path} has column names but no data rows")
     names = [f.strip().strip('"') for f in first.rstrip("\r\n").split(",")] if skip else None
+    if names is not None:
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:  # the model picks columns by name: each must be one column
+            raise ValueError(
+                f"{path}, line 1: the column names {repeated} appear more than once"
+            )
     try:
         table = np.loadtxt(
             path, delimiter=",", skiprows=skip, ndmin=2, encoding="utf-8-sig"
@@ -341,7 +351,7 @@ def _csv_problem(path, skip):
 
 def _separator_hint(fields):
     """Why a line may be one field: another separator than the comma."""
-    if len(fields) == 1:
+    if len(fields) == 1 and not _number(fields[0]):
         for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
             if separator in fields[0]:
                 return (
@@ -407,9 +417,10 @@ def _make_backend(args):
         ("--topology", args.topology, "auto"), ("--data", args.data_mode, "all"),
     ) if value != default]
     if given:
+        where = "outside mpiexec" if args.backend == "auto" else f"with --backend {name}"
         raise ValueError(
             f"{' and '.join(given)} apply to MPI runs (under mpiexec, or --backend "
-            f"mpi), not to --backend {name}"
+            f"mpi), not {where}"
         )
     if name == "joblib":
         from .backends import JoblibBackend
@@ -443,6 +454,8 @@ _optional_int = _flag_value(
     lambda text: None if text.lower() == "none" else int(text),
     "'none' or a whole number",
 )
+_int = _flag_value(int, "a whole number")
+_float = _flag_value(float, "a number")
 _optional_float = _flag_value(
     lambda text: None if text.lower() == "none" else float(text),
     "'none' or a number",
@@ -529,7 +542,7 @@ def _add_fit(subparsers):
     model = fit.add_argument_group("estimator (see ReLURegressor)")
     model.add_argument("--solver", choices=available_compressors(), default="sgd")
     model.add_argument(
-        "--bits", type=int, default=8,
+        "--bits", type=_int, default=8,
         help="qsgd: bits a coordinate, 2..16; intsgd: 8, 16 or 32 (default 8)",
     )
     model.add_argument(
@@ -541,7 +554,7 @@ def _add_fit(subparsers):
         help="qsgd wire format: bits a coordinate, or Elias coding of the "
         "nonzero levels (smaller at few bits; default packed)",
     )
-    model.add_argument("--momentum", type=float, default=0.9, help="signum (default 0.9)")
+    model.add_argument("--momentum", type=_float, default=0.9, help="signum (default 0.9)")
     model.add_argument(
         "--k", type=_top_k, default=0.1,
         help="topk: coordinates sent, an integer or a fraction of d (default 0.1)",
@@ -554,7 +567,7 @@ def _add_fit(subparsers):
         help="how the workers' vectors combine (majority: sign of the sum)",
     )
     model.add_argument(
-        "--n-byzantine", type=int, default=0,
+        "--n-byzantine", type=_int, default=0,
         help="workers 0..N-1 send --attack's vector instead of their gradient "
         "(to test a robust --aggregation; default 0)",
     )
@@ -564,20 +577,20 @@ def _add_fit(subparsers):
     )
     model.add_argument("--batch-size", type=_positive_int_or_auto, default="auto")
     model.add_argument("--learning-rate", type=_learning_rate, default="auto")
-    model.add_argument("--max-iter", type=int, default=200, help="epochs (default 200)")
+    model.add_argument("--max-iter", type=_int, default=200, help="epochs (default 200)")
     model.add_argument(
         "--tol", type=_optional_float, default=1e-4, help="'none': run all epochs"
     )
-    model.add_argument("--n-iter-no-change", type=int, default=5)
+    model.add_argument("--n-iter-no-change", type=_int, default=5)
     model.add_argument(
         "--init", choices=["spectral", "zeros", "random"], default="spectral"
     )
-    model.add_argument("--n-ensemble", type=int, default=1)
+    model.add_argument("--n-ensemble", type=_int, default=1)
     model.add_argument("--no-intercept", action="store_true", help="fit b = 0")
     model.add_argument("--early-stopping", action="store_true")
-    model.add_argument("--validation-fraction", type=float, default=0.1)
+    model.add_argument("--validation-fraction", type=_float, default=0.1)
     model.add_argument("--random-state", type=_optional_int, default=None)
-    model.add_argument("--verbose", type=int, default=0)
+    model.add_argument("--verbose", type=_int, default=0)
     model.add_argument(
         "--checkpoint", metavar="PATH", default=None,
         help="save the fit's state to PATH every --checkpoint-every epochs; the "
@@ -585,7 +598,7 @@ def _add_fit(subparsers):
         "model) and removes it at the end",
     )
     model.add_argument(
-        "--checkpoint-every", metavar="K", type=int, default=1,
+        "--checkpoint-every", metavar="K", type=_int, default=1,
         help="epochs between checkpoints (default 1): a killed fit redoes at most K",
     )
     where = fit.add_argument_group("where the workers run")
@@ -643,12 +656,7 @@ def _run_fit(args):
         X = _with_names(X, names)
         test = None
         if args.test_size is not None:
-            n_rows = X.shape[0]
-            if isinstance(args.test_size, int) and args.test_size > n_rows - 2:
-                raise ValueError(
-                    f"--test-size {args.test_size} leaves {max(n_rows - args.test_size, 0)}"
-                    f" of the {n_rows} rows to train on: hold out at most {n_rows - 2}"
-                )
+            _check_test_size(args.test_size, X.shape[0], shard is not None)
             arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
             # Every MPI rank draws the same split from --random-state.
             split = train_test_split(
@@ -714,6 +722,18 @@ def _run_fit(args):
             mpi.abort(1)
         raise
     return 0
+
+
+def _check_test_size(test_size, n_rows, per_rank):
+    """Both sides of the split need two rows: an R^2 needs two."""
+    # scikit-learn's own rule for a share: the test side rounds up.
+    n_test = test_size if isinstance(test_size, int) else math.ceil(test_size * n_rows)
+    if n_test < 2 or n_rows - n_test < 2:
+        rows = f"{n_rows} rows" + (" of this MPI rank" if per_rank else "")
+        raise ValueError(
+            f"--test-size {test_size} holds out {min(n_test, n_rows)} of the {rows} and"
+            f" trains on {max(n_rows - n_test, 0)}: each side needs at least 2"
+        )
 
 
 def _backend_name(args):

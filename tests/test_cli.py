@@ -310,6 +310,8 @@ def test_an_unknown_attack_is_an_argparse_error(data, capsys):
     ("--learning-rate", "fast", "'fast' is not 'auto' or a number"),
     ("--batch-size", "1.5", "'1.5' is not 'auto' or a whole number"),
     ("--k", "x", "'x' is not a whole number of coordinates or a share"),
+    ("--max-iter", "nan", "'nan' is not a whole number"),
+    ("--momentum", "high", "'high' is not a number"),
 ])
 def test_a_bad_flag_value_is_one_line_that_says_what_is_expected(
     data, capsys, flag, value, expected
