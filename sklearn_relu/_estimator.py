@@ -569,13 +569,28 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         state = dict(self.__dict__)
         try:
             backend = get_backend(self.backend)
-            # BLAS's spinning workers would slow the steps (see blas_beside_steps).
-            with blas_beside_steps(backend.process_cores()):
+            # From the first pass over X on (even y @ y is threaded): BLAS's
+            # spinning workers would slow the steps (see blas_beside_steps).
+            with blas_beside_steps(backend.process_cores(), *self._batch_shape(X)):
                 return self._fit_unguarded(X, y, sample_weight, partial, backend)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(state)
             raise
+
+    def _batch_shape(self, X):
+        """``(rows, features, bytes an item)`` of a worker's batch, as far as
+        ``X`` tells before it is validated (a batch of one worker: the largest);
+        where it does not (no 2-d shape: a list, or rows held by another MPI
+        rank), a batch taken to be large."""
+        shape = getattr(X, "shape", None)
+        if shape is None or len(shape) != 2:
+            return math.inf, 1, 8
+        rows = min(200, shape[0]) if self.batch_size == "auto" else self.batch_size
+        if not isinstance(rows, numbers.Integral):  # validated later, not here
+            rows = math.inf
+        itemsize = 4 if getattr(X, "dtype", None) == np.float32 else 8
+        return rows, shape[1], itemsize
 
     def _fit_unguarded(self, X, y, sample_weight, partial, backend):
         compressor, aggregator = self._validate_params()

@@ -294,6 +294,7 @@ def test_a_fit_leaves_blas_the_cores_its_step_threads_do_not_use(
     before = _blas_threads(threadpoolctl)
     monkeypatch.setattr(_parallel, "_cores", lambda: cores)
     monkeypatch.setattr(_parallel, "N_THREADS", 2)
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 0)  # a batch on 2 threads
     seen = []
 
     def record(info):
@@ -310,6 +311,23 @@ def test_a_fit_leaves_blas_the_cores_its_step_threads_do_not_use(
             ReLURegressor(learning_rate=-1.0).fit(X, y)
         assert _blas_threads(threadpoolctl) == outer  # and after a failed one
     assert _blas_threads(threadpoolctl) == before
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+def test_steps_on_one_thread_leave_blas_every_core(monkeypatch, threadpoolctl, cores):
+    # A batch too small to split runs on the calling thread alone: BLAS keeps
+    # the cores the process may use (a limit there only slowed its passes).
+    monkeypatch.setattr(_parallel, "_cores", lambda: cores)
+    monkeypatch.setattr(_parallel, "N_THREADS", 2)
+    monkeypatch.setattr(_parallel, "PARALLEL_MIN_BYTES", 1 << 60)
+    seen = []
+    X, y, _ = _problem()
+    with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):
+        outer = _blas_threads(threadpoolctl)
+        ReLURegressor(max_iter=1, tol=None,
+                      callback=lambda info: seen.append(_blas_threads(threadpoolctl))
+                      ).fit(X, y)
+    assert seen and all(threads == [min(cores, o) for o in outer] for threads in seen)
 
 
 def test_a_fit_never_raises_the_blas_thread_count(monkeypatch, threadpoolctl):
