@@ -397,6 +397,19 @@ def _under_mpi_launcher():
     return any(name in os.environ for name in _MPI_LAUNCHER_VARIABLES)
 
 
+# The rank an MPI launcher gave this process, read before MPI starts.
+_LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def _launcher_rank():
+    """This process's rank under an MPI launcher, else None."""
+    for name in _LAUNCHER_RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
 def _make_backend(args):
     """The backend for ``--backend``; and whether this process writes output."""
     name = args.backend
@@ -462,11 +475,24 @@ _optional_float = _flag_value(
 )
 
 
-class _BriefParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that, under ``mpiexec``, reports a bad command line
+    from rank 0 only: every rank parses the same arguments, and N copies of
+    one message buried it."""
+
+    def error(self, message):
+        if _launcher_rank() not in (None, 0):
+            self.exit(2)
+        super().error(message)
+
+
+class _BriefParser(_Parser):
     """A command's parser whose errors are one line and a pointer to --help
     (a command's usage runs to thirty lines, and hid the message)."""
 
     def error(self, message):
+        if _launcher_rank() not in (None, 0):
+            self.exit(2)
         self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
@@ -985,7 +1011,7 @@ COMMANDS = {
 
 def build_parser():
     """The argument parser of ``python -m sklearn_relu``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m sklearn_relu",
         description="Fit ReLU models by SGD and compressed SGD (QSGD, IntSGD, "
         "signs, TernGrad, top-k), on one machine, on joblib workers, or across "

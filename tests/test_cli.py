@@ -327,6 +327,20 @@ def test_a_bad_flag_value_is_one_line_that_says_what_is_expected(
     assert "--help" in err
 
 
+@pytest.mark.parametrize("rank, printed", [("0", True), ("1", False)])
+@pytest.mark.parametrize("argv", [["fit", "d.npz", "--out", "m", "--tol", "x"],
+                                  ["fit", "d.npz", "--nope"], ["nope"]])
+def test_under_mpiexec_only_rank_0_reports_a_bad_command_line(
+    monkeypatch, capsys, rank, printed, argv
+):
+    # Every rank parses the same command line: one message, not one a rank.
+    monkeypatch.setenv("PMI_RANK", rank)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert ("error:" in capsys.readouterr().err) == printed
+
+
 @pytest.mark.parametrize("flags", [["--topology", "allreduce"], ["--data", "local"]])
 @pytest.mark.parametrize("backend", ["inprocess", "joblib"])
 def test_mpi_flags_without_mpi_are_an_error(data, flags, backend):

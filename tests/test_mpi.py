@@ -50,6 +50,13 @@ def test_mpi_fits_equal_inprocess_on_every_rank(n_ranks):
     assert f"ok: {n_ranks} ranks" in done.stderr
 
 
+def test_a_bad_command_line_under_mpiexec_is_reported_once(tmp_path):
+    done, _ = mpiexec(2, "-m", "sklearn_relu", "fit", str(tmp_path / "d.npz"),
+                      "--out", str(tmp_path / "m"), "--tol", "x", timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.count("error: argument --tol") == 1, done.stderr
+
+
 @pytest.mark.parametrize("n_ranks", [1, 2])
 def test_each_rank_keeps_blas_to_its_share_of_the_host(n_ranks):
     done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_blas_threads.py"), timeout=120)
