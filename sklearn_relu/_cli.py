@@ -483,16 +483,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         if _launcher_rank() not in (None, 0):
             self.exit(2)
-        super().error(message)
+        self._report(message)
+
+    def _report(self, message):
+        super().error(message)  # the usage, then the message
 
 
 class _BriefParser(_Parser):
     """A command's parser whose errors are one line and a pointer to --help
     (a command's usage runs to thirty lines, and hid the message)."""
 
-    def error(self, message):
-        if _launcher_rank() not in (None, 0):
-            self.exit(2)
+    def _report(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 

@@ -586,7 +586,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         shape = getattr(X, "shape", None)
         if shape is None or len(shape) != 2:
             return math.inf, 1, 8
-        rows = min(200, shape[0]) if self.batch_size == "auto" else self.batch_size
+        rows = (
+            min(_AUTO_BATCH_SIZE, shape[0]) if self.batch_size == "auto"
+            else self.batch_size
+        )
         if not isinstance(rows, numbers.Integral):  # validated later, not here
             rows = math.inf
         itemsize = 4 if getattr(X, "dtype", None) == np.float32 else 8
@@ -712,7 +715,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _effective_batch_size(self, n_samples):
         if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
+            batch_size = min(_AUTO_BATCH_SIZE, n_samples)
         else:
             batch_size = self.batch_size
             if batch_size > n_samples:
@@ -1052,6 +1055,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
 _DIVERGENCE_FACTOR = 10.0
 _PRECISION_FACTOR = 100.0
+#: ``batch_size="auto"``: this many points a step, or every sample if fewer.
+_AUTO_BATCH_SIZE = 200
 
 
 def _zero_model_loss(y, sample_weight):

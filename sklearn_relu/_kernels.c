@@ -44,6 +44,13 @@
  * 1000 float64: 0.85x). The arithmetic is unchanged: the same bits. */
 #define PREFETCH_BYTES 512
 #define PREFETCH_MIN_ROW 4096
+/* In a loop over j: once a cache line, ask for row p's line PREFETCH_BYTES
+ * ahead, when the row is long enough (``ahead``, set by the kernel). */
+#define PREFETCH_AHEAD(p, j, T)                                                \
+    do {                                                                       \
+        if (ahead && (j) % (64 / sizeof(T)) == 0)                              \
+            __builtin_prefetch((p) + (j) + PREFETCH_BYTES / sizeof(T), 0, 0);  \
+    } while (0)
 
 /* Runtime-dispatched AVX2+FMA clone where GCC and the loader support it (the
  * wheel must run on any x86-64, so no -march=native); elsewhere one plain
@@ -95,8 +102,7 @@ NAME##_pass(const T *const x[GROUP], const T *w, Py_ssize_t d, double dots[GROUP
             VT gj = NAME##_load(g + j);                                        \
             _Pragma("GCC unroll 16")                                           \
             for (int k = 0; k < GROUP; k++) {                                  \
-                if (ahead && j % (64 / sizeof(T)) == 0) /* once a cache line */         \
-                    __builtin_prefetch(x[k] + j + PREFETCH_BYTES / sizeof(T), 0, 0); \
+                PREFETCH_AHEAD(x[k], j, T);                                    \
                 acc[k] += NAME##_load(x[k] + j) * wj;                          \
                 gj += cv[k] * NAME##_load(xp[k] + j);                          \
             }                                                                  \
@@ -109,8 +115,7 @@ NAME##_pass(const T *const x[GROUP], const T *w, Py_ssize_t d, double dots[GROUP
             VT wj = NAME##_load(w + j);                                        \
             _Pragma("GCC unroll 16")                                           \
             for (int k = 0; k < GROUP; k++) {                                  \
-                if (ahead && j % (64 / sizeof(T)) == 0)                        \
-                    __builtin_prefetch(x[k] + j + PREFETCH_BYTES / sizeof(T), 0, 0); \
+                PREFETCH_AHEAD(x[k], j, T);                                    \
                 acc[k] += NAME##_load(x[k] + j) * wj;                          \
             }                                                                  \
         }                                                                      \

@@ -88,6 +88,12 @@ N_THREADS = _default_threads()
 
 
 
+def _splits(n_rows, n_features, itemsize):
+    """Whether a batch of ``n_rows`` rows is split between threads (see
+    :data:`PARALLEL_MIN_BYTES`)."""
+    return n_rows * n_features * itemsize >= PARALLEL_MIN_BYTES
+
+
 def _sorted_batch(X, rows, n_threads):
     """The batch's rows sorted and bounds-checked, and the thread count to use."""
     rows = np.sort(np.asarray(rows, dtype=np.intp))
@@ -131,7 +137,7 @@ def _batch_gradient_kernel(
             X, y, sample_weight, coef, intercept, parts[k], scale, outputs[k]
         )
 
-    if n_threads == 1 or n_rows * n_features * dtype.itemsize < PARALLEL_MIN_BYTES:
+    if n_threads == 1 or not _splits(n_rows, n_features, dtype.itemsize):
         sums = [part(k) for k in range(KERNEL_PARTS)]
     else:
         # The kernel releases the GIL: part 0 runs here while the pool runs the
@@ -165,7 +171,7 @@ def _batch_gradient_numpy(
     coef = coef.astype(dtype, copy=False)
     intercept = dtype.type(intercept)
     block = max(1, BLOCK_BYTES // max(1, n_features * dtype.itemsize))
-    if n_rows * n_features * dtype.itemsize < PARALLEL_MIN_BYTES:
+    if not _splits(n_rows, n_features, dtype.itemsize):
         n_threads = 1
     n_threads = min(n_threads, max(1, n_rows // block))
 
@@ -382,8 +388,7 @@ def blas_beside_steps(cores, batch_rows, n_features, itemsize):
     whose steps draw ``batch_rows`` rows of ``n_features`` items of
     ``itemsize`` bytes a worker: ``cores`` minus the step's threads plus one
     (the calling thread waits while BLAS runs), at least one."""
-    large = batch_rows * n_features * itemsize >= PARALLEL_MIN_BYTES
-    threads = N_THREADS if large else 1
+    threads = N_THREADS if _splits(batch_rows, n_features, itemsize) else 1
     return _BLASLimit(lambda: max(1, cores - threads + 1))
 
 
