@@ -18,6 +18,14 @@ setup(
             # (target_clones in the source), so no -march flag here.
             extra_compile_args=["-O3", "-funroll-loops", "-ffp-contract=fast"],
             optional=True,
-        )
+        ),
+        # MPIBackend(wait="sleep"): a barrier whose waiters sleep in the kernel
+        # (Linux futex). Optional too: elsewhere the backend yields instead.
+        Extension(
+            "sklearn_relu.backends._futex",
+            sources=["sklearn_relu/backends/_futex.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ],
 )

@@ -11,8 +11,9 @@ by round, it times one ``MPIBackend`` step (SGD, d = 100, 200 points a step)
   cores,
 
 under each waiting policy (``MPIBackend(wait="busy")``, MPI's blocking calls,
-which poll; ``wait="yield"``; and ``wait="auto"``, the default, which yields
-when the ranks on a host outnumber its cores), and writes the medians to
+which poll; ``wait="yield"``; ``wait="sleep"``, the shared-memory exchange
+whose waiters sleep; and ``wait="auto"``, the default, which sleeps when the
+ranks on a host outnumber its cores), and writes the medians to
 ``F`` (JSON): seconds a step, the CPU seconds a step summed over the ranks
 that stepped (``", cpu"``), and the slowest rank's gradient a step
 (``", gradient"``). Every rank computes on one thread.
@@ -33,7 +34,7 @@ from sklearn_relu import make_relu_regression  # noqa: E402
 from sklearn_relu.backends import MPIBackend  # noqa: E402
 from sklearn_relu.compression import Identity  # noqa: E402
 
-POLICIES = ("busy", "yield", "auto")
+POLICIES = ("busy", "yield", "sleep", "auto")
 
 
 def _sleep_until_released(comm):
@@ -111,7 +112,7 @@ def main(argv=None):
                         samples.setdefault(
                             f"{policy}, {label}, gradient", []
                         ).append(compute)
-    choices = {policy: backends[policy, f"{size} ranks"]._yield_cpu
+    choices = {policy: backends[policy, f"{size} ranks"]._waiting
                for policy in POLICIES}
     for backend in backends.values():
         backend.stop()
@@ -120,7 +121,7 @@ def main(argv=None):
         result.update(
             ranks=size, cores=len(os.sched_getaffinity(0)), d=args.d, m=args.m,
             rows=args.rows, rounds=args.rounds, steps=args.steps,
-            auto_yields=bool(choices["auto"]),
+            auto_policy=choices["auto"],
         )
         with open(args.out, "w") as file:
             json.dump(result, file)

@@ -57,6 +57,13 @@ def test_a_bad_command_line_under_mpiexec_is_reported_once(tmp_path):
     assert done.stderr.count("error: argument --tol") == 1, done.stderr
 
 
+@pytest.mark.parametrize("n_ranks", [1, 3])
+def test_ranks_that_sleep_in_shared_memory_fit_the_inprocess_model(n_ranks):
+    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_shared_memory.py"), timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok: {n_ranks} ranks" in done.stderr
+
+
 @pytest.mark.parametrize("n_ranks", [1, 2])
 def test_each_rank_keeps_blas_to_its_share_of_the_host(n_ranks):
     done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_blas_threads.py"), timeout=120)

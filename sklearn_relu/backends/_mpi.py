@@ -50,6 +50,7 @@ from .. import _parallel
 from .._worker import ShardWorker, shard_bounds, worker_arguments
 from ..compression._sign import pack_signs, unpack_signs
 from ._base import Backend, first_difference
+from ._shared_memory import SharedExchange, futex_module
 
 __all__ = ["MPIBackend", "import_mpi"]
 
@@ -57,7 +58,7 @@ INSTALL_HINT = 'pip install "sklearn-relu[mpi]"  (or: pip install mpi4py mpich)'
 
 TOPOLOGIES = ("auto", "allreduce", "allgather", "master-worker")
 DATA_MODES = ("all", "root", "local")
-WAIT_POLICIES = ("auto", "busy", "yield")
+WAIT_POLICIES = ("auto", "busy", "yield", "sleep")
 #: When yielding the core, a rank tests a pending collective and, between
 #: tests, yields the core (``sched_yield``) for this long -- a rank that still
 #: computes runs at once if it shares the core -- then sleeps this long between
@@ -71,8 +72,21 @@ WAIT_POLICIES = ("auto", "busy", "yield")
 #: 11 ms polling then sleeping: long waits must end in sleeps.
 _YIELD_SECONDS = 1e-3
 _POLL_SECONDS = 20e-6
+#: With ``wait="sleep"``, a rank polls the shared-memory barrier this long
+#: before it sleeps. Measured at 3 ranks on 2 cores, SGD at d = 100: see
+#: ``MPIBackend``'s ``wait`` and docs/scaling.rst.
+_SLEEP_SPIN_SECONDS = 0.5e-3
 # Not on every platform (Windows has no sched_yield): a zero sleep yields there.
 _yield_core = getattr(os, "sched_yield", lambda: time.sleep(0))
+
+
+def _cpu_share():
+    """(the CPUs this process may run on, joblib's count: their number, or
+    the container's CPU quota where that is smaller; else infinite)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = frozenset(affinity(0)) if affinity else frozenset(range(os.cpu_count() or 1))
+    allowed = _parallel._cores()
+    return cpus, allowed if allowed < len(cpus) else math.inf
 
 
 def import_mpi():
@@ -129,17 +143,35 @@ class MPIBackend(Backend):
         the same (to the last bit without sample weights; with them, up to the
         rounding of the weights' total).
 
-    wait : {"auto", "busy", "yield"}, default="auto"
-        How a rank waits for a step's collectives. MPI implementations poll
-        (spin) while they wait, which is fastest when every rank has a core of
-        its own, but when ranks outnumber a host's cores the spinning ranks
-        take the cores from the ones that still compute, and every hop of a
-        collective waits for the scheduler. ``"yield"`` starts the collective
-        non-blocking and tests it, giving the core to any other runnable
-        process between tests (``sched_yield``) for the first millisecond,
-        then sleeping 20 microseconds between tests; ``"busy"``
-        blocks in MPI; ``"auto"`` yields when the ranks on this host (MPI's
-        shared-memory split) outnumber the cores this process may run on.
+    wait : {"auto", "busy", "yield", "sleep"}, default="auto"
+        How a rank waits for the other ranks in a step. MPI implementations
+        poll (spin) while they wait, which is fastest when every rank has a
+        core of its own. When ranks outnumber a host's cores, the polling
+        ranks take the cores from the ones that still compute, and every hop
+        of a collective waits for the scheduler.
+
+        - ``"busy"`` blocks in MPI.
+        - ``"yield"`` starts each collective non-blocking and tests it, giving
+          the core to any other runnable process between tests
+          (``sched_yield``) for the first millisecond, then sleeping 20
+          microseconds between tests.
+        - ``"sleep"`` (every rank on one host; Linux) exchanges a step's
+          messages through memory the ranks share (an MPI shared-memory
+          window with two slots of ``8 (d + 1) + 64`` bytes a rank), in one
+          exchange instead of a step's two collectives. A waiting rank yields
+          its core for half a millisecond, then sleeps in the kernel (a
+          futex) until the last rank arrives and wakes it: it leaves its core
+          to the ranks that compute. The same messages are exchanged and
+          counted, and the model is the in-process one bit for bit; with
+          ``topology="allreduce"`` the vectors are summed in rank order, as
+          in-process, rather than in MPI's order.
+        - ``"auto"`` is ``"busy"`` when each rank on this host has a core (the
+          cores are the union of the CPU affinities of the host's ranks,
+          capped by a container's CPU quota), else ``"sleep"`` when every rank
+          is on one host and the package's compiled barrier is built, else
+          ``"yield"``.
+
+        See :doc:`/scaling` for what each costs with 3 ranks on 2 cores.
 
     Examples
     --------
@@ -167,20 +199,23 @@ class MPIBackend(Backend):
         if wait not in WAIT_POLICIES:
             raise ValueError(f"wait must be one of {WAIT_POLICIES}, got {wait!r}")
         self.wait = wait
-        self._yield_cpu = False
+        self._waiting = "busy"  # the policy in force: wait, resolved at start
+        self._exchange = None  # the SharedExchange of wait="sleep"
         self.comm = comm
         self.topology = topology
         self.data = data
         self._worker = None
         self._n_samples = None
         self._topology = None
-        self._host_ranks = None  # ranks of the communicator on this host
+        self._host = None  # (ranks of the communicator on this host, cores)
 
     # The communicator and mpi4py module cannot be pickled; an estimator that
     # holds this backend as a parameter must still be (to save the model).
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_MPI=None, _worker=None, comm=None, _host_ranks=None)
+        state.update(
+            _MPI=None, _worker=None, comm=None, _host=None, _exchange=None
+        )
         return state
 
     def __setstate__(self, state):
@@ -441,7 +476,8 @@ class MPIBackend(Backend):
         rank = comm.Get_rank()
         self.resolve_n_workers(n_workers)
         self._topology = self._resolve_topology(compressor)
-        self._yield_cpu = self._choose_wait()
+        self._waiting = self._choose_wait()
+        self._exchange = self._shared_exchange(X.shape[1] + 1)
         if self._n_samples is not None:  # prepare_data scattered: X is our shard
             self._worker = ShardWorker(
                 X, y, sample_weight, index=rank, n_workers=n_workers,
@@ -465,28 +501,81 @@ class MPIBackend(Backend):
         )
 
     def _choose_wait(self):
-        """Whether this rank yields its core while waiting (see ``wait``)."""
+        """The waiting policy in force: ``wait``, with "auto" resolved (see
+        ``wait``). Collective: "sleep" needs every rank to choose it."""
+        comm = self._comm
+        one_host = self._ranks_here() == comm.Get_size()
+        if self.wait == "sleep" and not one_host:
+            raise ValueError(
+                f"MPIBackend(wait='sleep') needs every rank on one host (it shares "
+                f"memory between them), but {self._ranks_here()} of the "
+                f"{comm.Get_size()} ranks are on this one: use wait='yield'"
+            )
+        if self.wait == "sleep" and futex_module() is None:
+            raise ImportError(
+                "MPIBackend(wait='sleep') needs the package's compiled barrier "
+                "(Linux, built at installation with a C compiler); use wait='yield'"
+            )
         if self.wait != "auto":
-            return self.wait == "yield"
-        return self._ranks_here() > _parallel._cores()
+            return self.wait
+        crowded = self._ranks_here() > self._host_cores()
+        # Every rank takes part, whatever its own answer: "sleep" is all or none.
+        can_sleep = crowded and one_host and futex_module() is not None
+        if comm.allreduce(can_sleep, op=self._MPI.LAND):
+            return "sleep"
+        return "yield" if crowded else "busy"
+
+    def _shared_exchange(self, n_values):
+        """The shared-memory exchange of wait="sleep" (collective), kept from
+        an earlier fit when its slots hold a float64 vector of ``n_values``.
+
+        Not freed by ``stop`` (``MPI_Win_free`` is collective, and ``stop`` may
+        run on one rank only, after an error); MPI releases it at the end.
+        """
+        exchange = self._exchange
+        if self._waiting != "sleep":
+            return None
+        capacity = 8 * n_values + 64  # any message of a vector (SGD's is 8n + 8)
+        if exchange is not None and exchange.capacity >= capacity:
+            return exchange
+        if exchange is not None:
+            exchange.free()
+        return SharedExchange(self._comm, self._MPI, capacity, _SLEEP_SPIN_SECONDS)
 
     def _ranks_here(self):
         """The ranks of this communicator on this host (a collective, once)."""
-        if self._host_ranks is None:
+        return self._host_layout()[0]
+
+    def _host_cores(self):
+        """The cores the ranks on this host may run on, together."""
+        return self._host_layout()[1]
+
+    def _host_layout(self):
+        """(ranks on this host, their cores): a collective, once.
+
+        The cores are the union of the ranks' CPU affinities, not one rank's:
+        ``mpiexec -bind-to core`` gives each rank one core, and 2 ranks bound
+        to 2 cores do not share one. A container's CPU quota (which joblib
+        reads) caps the union.
+        """
+        if self._host is None:
             local = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED)
             try:
-                self._host_ranks = local.Get_size()
+                shares = local.allgather(_cpu_share())
             finally:
                 local.Free()
-        return self._host_ranks
+            cpus = set().union(*(affinity for affinity, _ in shares))
+            quota = min(allowed for _, allowed in shares)
+            self._host = (len(shares), max(1, min(len(cpus), quota)))
+        return self._host
 
     def process_cores(self):
         # The ranks on a host share its cores: each keeps to its share.
-        return max(1, _parallel._cores() // self._ranks_here())
+        return max(1, min(_parallel._cores(), self._host_cores() // self._ranks_here()))
 
     def _wait(self, request):
         """Complete a non-blocking collective, spinning in MPI or yielding."""
-        if not self._yield_cpu:
+        if self._waiting == "busy":
             request.Wait()
             return
         start = time.perf_counter()
@@ -505,10 +594,18 @@ class MPIBackend(Backend):
     def _agree_on_status(self, nbytes, error):
         """Exchange every rank's message size, or -1 from a rank that failed."""
         comm = self._comm
-        sizes = np.empty(comm.Get_size(), dtype=np.int64)
-        self._wait(comm.Iallgather(
-            np.array([-1 if error else nbytes], dtype=np.int64), sizes
-        ))
+        if self._exchange is not None:
+            sizes, _ = self._exchange.allgather(-1 if error else nbytes)
+        else:
+            sizes = np.empty(comm.Get_size(), dtype=np.int64)
+            self._wait(comm.Iallgather(
+                np.array([-1 if error else nbytes], dtype=np.int64), sizes
+            ))
+        return self._raise_failures(sizes, error)
+
+    def _raise_failures(self, sizes, error):
+        """Count the exchanged sizes; raise this rank's error, or say which
+        other ranks failed (size -1)."""
         self.record.control_bytes += sizes.nbytes
         if error is not None:
             raise error
@@ -596,17 +693,29 @@ class MPIBackend(Backend):
         computed = time.perf_counter()
         self._before_collective()
         nbytes = 0 if message is None else len(message)
-        sizes = self._agree_on_status(nbytes, error)
-        displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        sendbuf = np.frombuffer(message, dtype=np.uint8)
         master = self._topology == "master-worker"
-        receiving = not master or comm.Get_rank() == 0
-        received = np.empty(int(sizes.sum()), dtype=np.uint8) if receiving else None
-        recvspec = [received, sizes, displacements, MPI.BYTE] if receiving else None
-        if master:
-            self._wait(comm.Igatherv(sendbuf, recvspec, root=0))
+        if self._exchange is not None:
+            # One exchange carries both the sizes and the messages.
+            sizes, received = self._exchange.allgather(
+                -1 if error else nbytes, b"" if message is None else message
+            )
+            sizes = self._raise_failures(sizes, error)
+            displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         else:
-            self._wait(comm.Iallgatherv(sendbuf, recvspec))
+            sizes = self._agree_on_status(nbytes, error)
+            displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            sendbuf = np.frombuffer(message, dtype=np.uint8)
+            receiving = not master or comm.Get_rank() == 0
+            received = (
+                np.empty(int(sizes.sum()), dtype=np.uint8) if receiving else None
+            )
+            recvspec = (
+                [received, sizes, displacements, MPI.BYTE] if receiving else None
+            )
+            if master:
+                self._wait(comm.Igatherv(sendbuf, recvspec, root=0))
+            else:
+                self._wait(comm.Iallgatherv(sendbuf, recvspec))
         self.record.add_messages(sizes, params.shape[0])
 
         def decode_and_update():
@@ -641,7 +750,11 @@ class MPIBackend(Backend):
         compute = time.perf_counter() - start
         self._before_collective()
         agreed = np.array([math.inf if error is not None else statistic])
-        self._wait(comm.Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX))
+        if self._exchange is not None:
+            _, received = self._exchange.allgather(agreed.nbytes, agreed.tobytes())
+            agreed = received.view(np.float64).max(keepdims=True)
+        else:
+            self._wait(comm.Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX))
         self.record.compute_seconds += compute
         self.record.communicate_seconds += time.perf_counter() - start - compute
         if error is not None:
@@ -663,8 +776,15 @@ class MPIBackend(Backend):
             part = compressor.failed_summand(params.shape[0], params.dtype)
         compute = time.perf_counter() - start
         self._before_collective()
-        total = np.empty_like(part)
-        self._wait(comm.Iallreduce(part, total, op=MPI.SUM))
+        if self._exchange is not None:
+            # Summed here in rank order: the same bits as in-process.
+            _, received = self._exchange.allgather(part.nbytes, part.tobytes())
+            total = self.sum_encoded(
+                list(received.view(part.dtype).reshape((-1,) + part.shape))
+            )
+        else:
+            total = np.empty_like(part)
+            self._wait(comm.Iallreduce(part, total, op=MPI.SUM))
         self.record.compute_seconds += compute
         self.record.communicate_seconds += time.perf_counter() - start - compute
         if error is not None:

@@ -1,0 +1,146 @@
+"""Run under mpiexec: MPIBackend(wait="sleep"), the shared-memory exchange.
+
+Assertions hold for any number of ranks K (all on one host, as mpiexec -n K
+starts them here):
+- ``SharedExchange.allgather`` gives what MPI's ``allgather`` gives (the naive
+  reference), exchange after exchange, with messages of every size, empty
+  ones, failed ranks and messages longer than a slot;
+- every topology gives the in-process model bit for bit, with the bytes that
+  MPI's collectives count (``wait="busy"``); SGD over the allreduce topology too (summed in rank order here,
+  where MPI's ``Allreduce`` may add in another order);
+- a rank whose gradient fails makes every rank raise;
+- ``wait="auto"`` sleeps exactly when the ranks on the host outnumber its
+  cores; without the compiled barrier "sleep" is a clear error and "auto"
+  yields instead.
+"""
+
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu.backends import MPIBackend, _mpi
+from sklearn_relu.backends._mpi import RemoteWorkerError
+from sklearn_relu.backends._shared_memory import SharedExchange
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+
+# -- the exchange against MPI's allgather ---------------------------------------
+rng = np.random.default_rng(rank)
+exchange = SharedExchange(comm, MPI, capacity=100, spin_seconds=1e-4)
+assert exchange.capacity == 128  # whole cache lines
+for round_ in range(40):
+    # Sizes from empty to beyond the slot (every 7th round one rank's message
+    # does not fit); every 5th round the last rank reports a failure (-1).
+    n_bytes = int(rng.integers(0, 129))
+    if round_ % 7 == 3 and rank == round_ % size:
+        n_bytes = 1000
+    message = rng.integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
+    value = -1 if (round_ % 5 == 4 and rank == size - 1) else n_bytes
+    values, received = exchange.allgather(value, message if value >= 0 else b"")
+    want_values = comm.allgather(value)
+    want_bytes = b"".join(comm.allgather(message if value >= 0 else b""))
+    assert values.tolist() == want_values, (round_, values, want_values)
+    assert received.tobytes() == want_bytes, round_
+exchange.free()
+
+# -- fits: the in-process model, bit for bit, and the same bytes ---------------
+X, y = make_relu_regression(n_samples=240, n_features=12, noise=0.1, random_state=1)
+
+
+def fit(backend, **params):
+    kw = dict(n_workers=size, batch_size=24, max_iter=4, tol=None, random_state=3)
+    return ReLURegressor(backend=backend, **{**kw, **params})
+
+
+for solver, topology, params in (
+    ("sgd", "allgather", {}),
+    ("sgd", "allreduce", {}),
+    ("qsgd", "allgather", dict(bits=4)),
+    ("qsgd", "master-worker", dict(bits=4)),
+    ("intsgd", "allreduce", {}),
+    ("signum", "master-worker", dict(aggregation="majority")),
+    ("qsgd", "allgather", dict(aggregation="median", n_ensemble=2,
+                               early_stopping=True)),
+):
+    reference = fit("inprocess", solver=solver, **params).fit(X, y)
+    backend = MPIBackend(topology=topology, wait="sleep")
+    est = fit(backend, solver=solver, **params).fit(X, y)
+    assert backend._waiting == "sleep"
+    np.testing.assert_array_equal(est.coef_, reference.coef_)
+    assert est.intercept_ == reference.intercept_
+    assert est.loss_curve_ == reference.loss_curve_
+    # The bytes counted are those of MPI's collectives (an allreduce's vectors
+    # have no header, unlike in-process messages).
+    busy = fit(MPIBackend(topology=topology, wait="busy"), solver=solver, **params)
+    got, want = est.comm_record_, busy.fit(X, y).comm_record_
+    fields = ("n_messages", "bytes_sent", "float64_bytes", "control_bytes",
+              "exact_scale_rounds")
+    assert [getattr(got, f) for f in fields] == [getattr(want, f) for f in fields], (
+        solver, topology, got, want
+    )
+    # A second fit reuses the window: the same model again.
+    again = fit(backend, solver=solver, **params).fit(X, y)
+    np.testing.assert_array_equal(again.coef_, est.coef_)
+
+# -- a rank whose gradient fails: every rank raises, none waits forever --------
+for solver, topology in (("qsgd", "allgather"), ("sgd", "allreduce"),
+                         ("intsgd", "allreduce")):
+    est = fit(MPIBackend(topology=topology, wait="sleep"), solver=solver, max_iter=2)
+    if rank == size - 1:
+        from sklearn_relu._worker import ShardWorker
+
+        original = ShardWorker._draw_gradient
+        draws = iter(range(10**6))
+
+        def failing(self, params, _draws=draws):
+            if next(_draws) >= 3:
+                raise ArithmeticError("injected failure on the last rank")
+            return original(self, params)
+
+        ShardWorker._draw_gradient = failing
+    try:
+        est.fit(X, y)
+    except ArithmeticError:
+        assert rank == size - 1
+    except RemoteWorkerError as exc:
+        assert rank < size - 1, exc
+        assert "another MPI rank failed" in str(exc) or "not finite" in str(
+            exc
+        ) or "failed during the fit" in str(exc), exc
+    else:
+        raise AssertionError(f"a failing rank went unnoticed ({solver})")
+    finally:
+        if rank == size - 1:
+            ShardWorker._draw_gradient = original
+    comm.Barrier()
+
+# -- which policy "auto" picks ------------------------------------------------
+backend = MPIBackend()
+fit(backend).fit(X, y)
+crowded = backend._ranks_here() > backend._host_cores()
+assert backend._waiting == ("sleep" if crowded else "busy"), (
+    backend._waiting, backend._host_layout()
+)
+
+# Without the compiled barrier: "sleep" says what is missing, "auto" yields.
+built = _mpi.futex_module
+_mpi.futex_module = lambda: None
+try:
+    try:
+        fit(MPIBackend(wait="sleep")).fit(X, y)
+    except ImportError as exc:
+        assert "compiled barrier" in str(exc), exc
+    else:
+        raise AssertionError("wait='sleep' without the barrier was accepted")
+    backend = MPIBackend()
+    fit(backend).fit(X, y)
+    assert backend._waiting == ("yield" if crowded else "busy"), backend._waiting
+finally:
+    _mpi.futex_module = built
+
+comm.Barrier()
+if rank == 0:
+    print(f"ok: {size} ranks", file=sys.stderr)
