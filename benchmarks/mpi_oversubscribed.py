@@ -8,7 +8,10 @@ by round, it times one ``MPIBackend`` step (SGD, d = 100, 200 points a step)
 - with all ranks (more ranks than cores), and
 - with all ranks but the last, on a sub-communicator, while the last rank
   sleeps (polling a non-blocking barrier every millisecond): as many ranks as
-  cores,
+  cores, and
+- with rank 0 alone (``"1 rank"``, under ``wait="busy"`` only: it never
+  waits), while the others sleep: one rank's share of a step, its 200 points,
+  with nothing to wait for,
 
 under each waiting policy (``MPIBackend(wait="busy")``, MPI's blocking calls,
 which poll; ``wait="yield"``; ``wait="sleep"``, the shared-memory exchange
@@ -74,14 +77,17 @@ def main(argv=None):
     world = MPI.COMM_WORLD
     rank, size = world.Get_rank(), world.Get_size()
     fewer = world.Split(0 if rank < size - 1 else MPI.UNDEFINED, rank)
+    alone = world.Split(0 if rank == 0 else MPI.UNDEFINED, rank)
+    more_label, fewer_label = f"{size} ranks", f"{size - 1} ranks"
+    communicators = {more_label: world, fewer_label: fewer, "1 rank": alone}
 
     X, y = make_relu_regression(n_samples=args.rows, n_features=args.d, random_state=0)
     params = np.full(args.d + 1, 0.01)
     backends = {}
     for policy in POLICIES:
-        for label, comm in ((f"{size} ranks", world), (f"{size - 1} ranks", fewer)):
-            if comm == MPI.COMM_NULL:
-                continue
+        for label, comm in communicators.items():
+            if comm == MPI.COMM_NULL or (label == "1 rank" and policy != "busy"):
+                continue  # one rank alone never waits: timed once
             backend = MPIBackend(comm, wait=policy)
             backend.start(X, y, None, n_workers=comm.Get_size(), batch_size=args.m,
                           compressor=Identity())
@@ -92,7 +98,9 @@ def main(argv=None):
     with threadpool_limits(1):
         for round_ in range(args.rounds + 1):  # the first round warms up
             for policy in POLICIES:
-                for label in (f"{size} ranks", f"{size - 1} ranks"):
+                for label, comm in communicators.items():
+                    if label == "1 rank" and policy != "busy":
+                        continue
                     world.Barrier()
                     backend = backends.get((policy, label))
                     if backend is None:  # the rank left out sleeps
@@ -101,10 +109,9 @@ def main(argv=None):
                     seconds, cpu, compute = _timed_steps(backend, params, args.steps)
                     # Over the ranks that stepped: the CPU they burnt a step, and
                     # the longest gradient (the work that cannot be waited away).
-                    comm = world if label == f"{size} ranks" else fewer
                     cpu = comm.allreduce(cpu)
                     compute = comm.allreduce(compute, op=MPI.MAX)
-                    if label == f"{size - 1} ranks":
+                    if label != more_label:
                         world.Ibarrier().Wait()
                     if round_:
                         samples.setdefault(f"{policy}, {label}", []).append(seconds)
@@ -112,7 +119,7 @@ def main(argv=None):
                         samples.setdefault(
                             f"{policy}, {label}, gradient", []
                         ).append(compute)
-    choices = {policy: backends[policy, f"{size} ranks"]._waiting
+    choices = {policy: backends[policy, more_label]._waiting
                for policy in POLICIES}
     for backend in backends.values():
         backend.stop()

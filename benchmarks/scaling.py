@@ -220,7 +220,7 @@ def main(argv=None):
     parser.add_argument("--cap-sgd-allgather", type=float, default=float("inf"),
                         help="the same for SGD over allgather, whose totals are "
                         "then its per-step figures times SGD over allreduce's steps")
-    parser.add_argument("--wait", choices=["auto", "busy", "yield"], default="auto",
+    parser.add_argument("--wait", choices=["auto", "busy", "yield", "sleep"], default="auto",
                         help="MPIBackend(wait=...): how ranks wait in collectives")
     parser.add_argument("--sync-steps", type=int, default=100,
                         help="steps of the pass that times the network alone (a "

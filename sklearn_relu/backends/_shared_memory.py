@@ -16,7 +16,7 @@ is overwritten while another rank may still read it, without a second barrier.
 
 import numpy as np
 
-__all__ = ["SharedExchange", "futex_module"]
+__all__ = ["SharedExchange", "futex_module", "shared_exchange"]
 
 _ALIGN = 64
 
@@ -28,6 +28,34 @@ def futex_module():
     except ImportError:
         return None
     return _futex
+
+
+#: One exchange a communicator, reused fit after fit: ``backend="mpi"`` makes a
+#: new MPIBackend for every fit, and a window cannot be freed when a fit ends
+#: (``MPI_Win_free`` is collective, and after an error on one rank the others
+#: may never get there). (communicator, exchange) pairs, by the communicator
+#: object's identity (it is kept alive here).
+_EXCHANGES = []
+
+
+def shared_exchange(comm, MPI, capacity, spin_seconds):
+    """The exchange of ``comm`` with slots of at least ``capacity`` bytes
+    (collective: every rank of ``comm`` calls it at the same point).
+
+    The one made for ``comm`` before is kept if its slots are large enough;
+    otherwise it is freed and a larger one made.
+    """
+    for index, (known, exchange) in enumerate(_EXCHANGES):
+        if known is comm:
+            if exchange.capacity >= capacity:
+                exchange.spin_seconds = spin_seconds
+                return exchange
+            exchange.free()
+            del _EXCHANGES[index]
+            break
+    exchange = SharedExchange(comm, MPI, capacity, spin_seconds)
+    _EXCHANGES.append((comm, exchange))
+    return exchange
 
 
 def _aligned(nbytes):

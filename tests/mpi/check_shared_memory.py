@@ -9,6 +9,7 @@ starts them here):
   MPI's collectives count (``wait="busy"``); SGD over the allreduce topology too (summed in rank order here,
   where MPI's ``Allreduce`` may add in another order);
 - a rank whose gradient fails makes every rank raise;
+- one window a communicator, whatever the number of fits and backends;
 - ``wait="auto"`` sleeps exactly when the ranks on the host outnumber its
   cores; without the compiled barrier "sleep" is a clear error and "auto"
   yields instead.
@@ -20,7 +21,7 @@ import numpy as np
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
-from sklearn_relu.backends import MPIBackend, _mpi
+from sklearn_relu.backends import MPIBackend, _mpi, _shared_memory
 from sklearn_relu.backends._mpi import RemoteWorkerError
 from sklearn_relu.backends._shared_memory import SharedExchange
 
@@ -84,6 +85,21 @@ for solver, topology, params in (
     # A second fit reuses the window: the same model again.
     again = fit(backend, solver=solver, **params).fit(X, y)
     np.testing.assert_array_equal(again.coef_, est.coef_)
+
+# One window a communicator, kept across fits and backends (backend="mpi"
+# makes a new backend every fit), replaced by a larger one for wider data.
+windows = [exchange for known, exchange in _shared_memory._EXCHANGES if known is comm]
+assert len(windows) == 1, windows
+for _ in range(3):
+    fit(MPIBackend(wait="sleep")).fit(X, y)
+assert [e for k, e in _shared_memory._EXCHANGES if k is comm] == windows
+X_wide, y_wide = make_relu_regression(n_samples=60, n_features=40, random_state=2)
+reference = fit("inprocess").fit(X_wide, y_wide)
+np.testing.assert_array_equal(
+    fit(MPIBackend(wait="sleep")).fit(X_wide, y_wide).coef_, reference.coef_
+)
+(wider,) = [e for k, e in _shared_memory._EXCHANGES if k is comm]
+assert wider.capacity >= 8 * 41 + 64 > windows[0].capacity
 
 # -- a rank whose gradient fails: every rank raises, none waits forever --------
 for solver, topology in (("qsgd", "allgather"), ("sgd", "allreduce"),
