@@ -9,9 +9,9 @@ by round, it times one ``MPIBackend`` step (SGD, d = 100, 200 points a step)
 - with all ranks but the last, on a sub-communicator, while the last rank
   sleeps (polling a non-blocking barrier every millisecond): as many ranks as
   cores, and
-- with rank 0 alone (``"1 rank"``, under ``wait="busy"`` only: it never
-  waits), while the others sleep: one rank's share of a step, its 200 points,
-  with nothing to wait for,
+- with rank 0 alone (``"1 rank"``, under ``wait="busy"`` and ``"sleep"``
+  only: it never waits), while the others sleep: one rank's share of a step,
+  its 200 points, with nothing to wait for,
 
 under each waiting policy (``MPIBackend(wait="busy")``, MPI's blocking calls,
 which poll; ``wait="yield"``; ``wait="sleep"``, the shared-memory exchange
@@ -38,6 +38,9 @@ from sklearn_relu.backends import MPIBackend  # noqa: E402
 from sklearn_relu.compression import Identity  # noqa: E402
 
 POLICIES = ("busy", "yield", "sleep", "auto")
+#: A rank alone never waits: its step is timed with MPI's collectives (of one
+#: rank) and with the shared-memory exchange.
+ALONE = ("busy", "sleep")
 
 
 def _sleep_until_released(comm):
@@ -86,8 +89,8 @@ def main(argv=None):
     backends = {}
     for policy in POLICIES:
         for label, comm in communicators.items():
-            if comm == MPI.COMM_NULL or (label == "1 rank" and policy != "busy"):
-                continue  # one rank alone never waits: timed once
+            if comm == MPI.COMM_NULL or (label == "1 rank" and policy not in ALONE):
+                continue
             backend = MPIBackend(comm, wait=policy)
             backend.start(X, y, None, n_workers=comm.Get_size(), batch_size=args.m,
                           compressor=Identity())
@@ -99,7 +102,7 @@ def main(argv=None):
         for round_ in range(args.rounds + 1):  # the first round warms up
             for policy in POLICIES:
                 for label, comm in communicators.items():
-                    if label == "1 rank" and policy != "busy":
+                    if label == "1 rank" and policy not in ALONE:
                         continue
                     world.Barrier()
                     backend = backends.get((policy, label))

@@ -653,8 +653,9 @@ def _mpi_oversubscribed(args, report):
     # No waiting policy can do better than two turns of one rank's share of a
     # step: a step needs every rank's share, and with one rank more than the
     # cores, one core runs two of them, one after the other (docs/user_guide.rst,
-    # "More ranks than cores"). One rank's share is timed alone in the job.
-    floor = 2 * result["busy, 1 rank"]
+    # "More ranks than cores"). One rank's share is timed alone in the job, the
+    # quicker of its two ways to exchange.
+    floor = 2 * min(result["busy, 1 rank"], result["sleep, 1 rank"])
     report.figure(
         f"{name}, per step / twice one rank's step alone, the floor of a step "
         f"that waits for every rank ({problem})", "<= 1.3",
