@@ -18,8 +18,9 @@ Three topologies (see :doc:`/scaling` for what each costs):
     reduce-scatter allreduce costs each rank about twice the vector whatever
     the number of ranks. Every rank steps its own replica. Float sums may be
     added in another order than in-process (the model can differ in the last
-    bits from other backends, but is the same on every rank); integer sums are
-    exact, so IntSGD is bit-identical everywhere.
+    bits from other backends, but is the same on every rank; ``wait="sleep"``
+    adds them in rank order, as in-process); integer sums are exact, so IntSGD
+    is bit-identical everywhere.
 ``"allgather"`` (decentralized, the paper's setting)
     Every rank receives every message, decodes them in rank order and steps
     its own replica of the model. Nothing but quantized messages travels.
@@ -166,7 +167,9 @@ class MPIBackend(Backend):
           to the ranks that compute. The same messages are exchanged and
           counted, and the model is the in-process one bit for bit; with
           ``topology="allreduce"`` the vectors are summed in rank order, as
-          in-process, rather than in MPI's order.
+          in-process, rather than in MPI's order (which the other policies
+          use, and which may change the last bits). The window is kept with
+          the communicator and released when it is freed.
         - ``"auto"`` is ``"busy"`` when each rank on this host has a core (the
           cores are the union of the CPU affinities of the host's ranks,
           capped by a container's CPU quota), else ``"sleep"`` when every rank
@@ -209,7 +212,7 @@ class MPIBackend(Backend):
         self._worker = None
         self._n_samples = None
         self._topology = None
-        self._host = None  # (ranks of the communicator on this host, cores)
+        self._host = None  # (communicator, its ranks on this host, their cores)
 
     # The communicator and mpi4py module cannot be pickled; an estimator that
     # holds this backend as a parameter must still be (to save the model).
@@ -479,51 +482,58 @@ class MPIBackend(Backend):
         self.resolve_n_workers(n_workers)
         self._topology = self._resolve_topology(compressor)
         self._waiting = self._choose_wait()
-        self._exchange = self._shared_exchange(X.shape[1] + 1)
         if self._n_samples is not None:  # prepare_data scattered: X is our shard
             self._worker = ShardWorker(
                 X, y, sample_weight, index=rank, n_workers=n_workers,
                 n_samples=self._n_samples, batch_size=batch_size, compressor=compressor,
                 attack=self.worker_attack(rank),
             )
-            return
-        shapes = comm.allgather((X.shape, y.shape, X.dtype.str))
-        if any(shape != shapes[0] for shape in shapes):
-            raise ValueError(
-                "the MPI ranks were given different data (shape, dtype per rank: "
-                f"{shapes}); with MPIBackend(data='all') every rank passes the same "
-                "X and y, with data='root' only rank 0 does"
+        else:
+            shapes = comm.allgather((X.shape, y.shape, X.dtype.str))
+            if any(shape != shapes[0] for shape in shapes):
+                raise ValueError(
+                    "the MPI ranks were given different data (shape, dtype per rank: "
+                    f"{shapes}); with MPIBackend(data='all') every rank passes the "
+                    "same X and y, with data='root' only rank 0 does"
+                )
+            self._worker = ShardWorker(
+                **worker_arguments(
+                    X, y, sample_weight, index=rank, n_workers=n_workers,
+                    batch_size=batch_size, compressor=compressor,
+                    attack=self.worker_attack(rank),
+                )
             )
-        self._worker = ShardWorker(
-            **worker_arguments(
-                X, y, sample_weight, index=rank, n_workers=n_workers,
-                batch_size=batch_size, compressor=compressor,
-                attack=self.worker_attack(rank),
-            )
-        )
+        # Once the ranks agree on the data: the window is sized by its width.
+        self._exchange = self._shared_exchange(X.shape[1] + 1)
 
     def _choose_wait(self):
         """The waiting policy in force: ``wait``, with "auto" resolved (see
-        ``wait``). Collective: "sleep" needs every rank to choose it."""
+        ``wait``). Collective for "auto" and "sleep": every rank decides the
+        same, as "sleep" is all ranks or none."""
+        if self.wait in ("busy", "yield"):
+            return self.wait
         comm = self._comm
         one_host = self._ranks_here() == comm.Get_size()
+        # Agreed: an installation without the barrier on one rank only (mixed
+        # environments) must not let the others allocate a window alone.
+        built = comm.allreduce(futex_module() is not None, op=self._MPI.LAND)
         if self.wait == "sleep" and not one_host:
             raise ValueError(
                 f"MPIBackend(wait='sleep') needs every rank on one host (it shares "
                 f"memory between them), but {self._ranks_here()} of the "
                 f"{comm.Get_size()} ranks are on this one: use wait='yield'"
             )
-        if self.wait == "sleep" and futex_module() is None:
+        if self.wait == "sleep" and not built:
             raise ImportError(
-                "MPIBackend(wait='sleep') needs the package's compiled barrier "
-                "(Linux, built at installation with a C compiler); use wait='yield'"
+                "MPIBackend(wait='sleep') needs the package's compiled barrier on "
+                "every rank (Linux, built at installation with a C compiler); use "
+                "wait='yield'"
             )
-        if self.wait != "auto":
-            return self.wait
+        if self.wait == "sleep":
+            return "sleep"
+        # The same on every rank of one host: its ranks and the union of their cores.
         crowded = self._ranks_here() > self._host_cores()
-        # Every rank takes part, whatever its own answer: "sleep" is all or none.
-        can_sleep = crowded and one_host and futex_module() is not None
-        if comm.allreduce(can_sleep, op=self._MPI.LAND):
+        if crowded and one_host and built:
             return "sleep"
         return "yield" if crowded else "busy"
 
@@ -533,6 +543,8 @@ class MPIBackend(Backend):
         ``8 n_values + 8`` bytes); None for the other policies."""
         if self._waiting != "sleep":
             return None
+        # Agreed, so that no rank can ask for another window than the others.
+        n_values = self._comm.allreduce(n_values, op=self._MPI.MAX)
         return shared_exchange(
             self._comm, self._MPI, 8 * n_values + 64, _SLEEP_SPIN_SECONDS
         )
@@ -553,16 +565,17 @@ class MPIBackend(Backend):
         to 2 cores do not share one. A container's CPU quota (which joblib
         reads) caps the union.
         """
-        if self._host is None:
-            local = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED)
+        comm = self._comm
+        if self._host is None or self._host[0] is not comm:
+            local = comm.Split_type(self._MPI.COMM_TYPE_SHARED)
             try:
                 shares = local.allgather(_cpu_share())
             finally:
                 local.Free()
             cpus = set().union(*(affinity for affinity, _ in shares))
             quota = min(allowed for _, allowed in shares)
-            self._host = (len(shares), max(1, min(len(cpus), quota)))
-        return self._host
+            self._host = (comm, len(shares), max(1, min(len(cpus), quota)))
+        return self._host[1:]
 
     def process_cores(self):
         # The ranks on a host share its cores: each keeps to its share.

@@ -30,31 +30,46 @@ def futex_module():
     return _futex
 
 
-#: One exchange a communicator, reused fit after fit: ``backend="mpi"`` makes a
-#: new MPIBackend for every fit, and a window cannot be freed when a fit ends
-#: (``MPI_Win_free`` is collective, and after an error on one rank the others
-#: may never get there). (communicator, exchange) pairs, by the communicator
-#: object's identity (it is kept alive here).
-_EXCHANGES = []
+#: The MPI attribute under which a communicator keeps its exchanges (see
+#: :func:`shared_exchange`); created at first use.
+_KEYVAL = None
+
+
+def _release(comm, keyval, exchanges):
+    # Called by MPI_Comm_free on every rank of the communicator, a collective:
+    # freeing the windows, collective on the same ranks, is safe here (and
+    # nowhere else: after an error on one rank, the others may never come).
+    for exchange in exchanges:
+        exchange.free()
 
 
 def shared_exchange(comm, MPI, capacity, spin_seconds):
     """The exchange of ``comm`` with slots of at least ``capacity`` bytes
-    (collective: every rank of ``comm`` calls it at the same point).
+    (collective: every rank of ``comm`` calls it at the same point, with the
+    same ``capacity``).
 
-    The one made for ``comm`` before is kept if its slots are large enough;
-    otherwise it is freed and a larger one made.
+    A communicator keeps its exchanges as an MPI attribute, reused fit after
+    fit (``backend="mpi"`` makes a new backend for every fit) and released
+    when the communicator is freed (``COMM_WORLD``'s at the end of the
+    process). Where more room is needed, a new exchange with at least twice
+    the slots is made and the old one kept: a fit that started with it may
+    still use it (a callback that fits wider data on the same ranks).
     """
-    for index, (known, exchange) in enumerate(_EXCHANGES):
-        if known is comm:
-            if exchange.capacity >= capacity:
-                exchange.spin_seconds = spin_seconds
-                return exchange
-            exchange.free()
-            del _EXCHANGES[index]
-            break
+    global _KEYVAL
+    if _KEYVAL is None:
+        _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_release)
+    exchanges = comm.Get_attr(_KEYVAL)
+    if exchanges is None:
+        exchanges = []
+        comm.Set_attr(_KEYVAL, exchanges)
+    if exchanges and exchanges[-1].capacity >= capacity:
+        exchange = exchanges[-1]
+        exchange.spin_seconds = spin_seconds
+        return exchange
+    if exchanges:
+        capacity = max(capacity, 2 * exchanges[-1].capacity)
     exchange = SharedExchange(comm, MPI, capacity, spin_seconds)
-    _EXCHANGES.append((comm, exchange))
+    exchanges.append(exchange)
     return exchange
 
 
@@ -112,27 +127,44 @@ class SharedExchange:
         self._slots = memory[control + headers :].reshape(2, n_ranks, self.capacity)
         self._exchanges = 0
         self._n_ranks = n_ranks
+        self._interrupted = False
 
-    def allgather(self, value, message=b""):
-        """Every rank's ``value`` (int64 array, in rank order) and the bytes of
-        every rank's ``message`` (one uint8 array, in rank order; messages of
-        ranks whose value is negative are empty).
+    def allgather(self, value, message=None):
+        """Every rank's ``value`` (int64 array, in rank order) and, with a
+        ``message``, the bytes of every rank's message (one uint8 array, in
+        rank order; messages of ranks whose value is negative are empty).
 
-        ``value`` is this rank's message size, or a negative flag (the message
+        With a message, ``value`` is its size, or a negative flag (the message
         is then not sent). A message longer than :attr:`capacity` is sent
-        through MPI's ``Allgatherv`` instead, in that exchange only.
+        through MPI's ``Allgatherv`` instead, in that exchange only. Without
+        one, ``value`` is any integer, and the second result is None.
         """
-        message = np.frombuffer(message, dtype=np.uint8)
+        if self._window is None:
+            raise RuntimeError("this shared-memory exchange was freed")
+        if self._interrupted:
+            raise RuntimeError(
+                "an earlier wait at the ranks' shared-memory barrier was interrupted "
+                "(KeyboardInterrupt, or an exception from a signal handler): the "
+                "ranks no longer agree on where they are; end the MPI job and run "
+                "it again"
+            )
         side = self._exchanges % 2
-        fits = message.size <= self.capacity
-        if fits:
-            self._slots[side, self._rank, : message.size] = message
+        if message is not None:
+            message = np.frombuffer(message, dtype=np.uint8)
+            if message.size <= self.capacity:
+                self._slots[side, self._rank, : message.size] = message
         self._headers[side, self._rank] = value
         self._exchanges += 1
         # The counter grows by one a rank, exchange after exchange (mod 2**32).
         target = (self._exchanges * self._n_ranks) & 0xFFFFFFFF
-        self._futex.arrive_and_wait(self._control, target, self.spin_seconds)
+        try:
+            self._futex.arrive_and_wait(self._control, target, self.spin_seconds)
+        except BaseException:
+            self._interrupted = True  # counted as arrived, but returns no values
+            raise
         values = self._headers[side].copy()
+        if message is None:
+            return values, None
         sizes = np.maximum(values, 0)
         received = np.empty(int(sizes.sum()), dtype=np.uint8)
         if sizes.max(initial=0) > self.capacity:
@@ -150,7 +182,9 @@ class SharedExchange:
         return values, received
 
     def free(self):
-        """Release the window (collective)."""
+        """Release the window (collective). Using the exchange afterwards
+        raises."""
         if self._window is not None:
+            self._control = self._headers = self._slots = None
             self._window.Free()
             self._window = None

@@ -9,7 +9,10 @@ starts them here):
   MPI's collectives count (``wait="busy"``); SGD over the allreduce topology too (summed in rank order here,
   where MPI's ``Allreduce`` may add in another order);
 - a rank whose gradient fails makes every rank raise;
-- one window a communicator, whatever the number of fits and backends;
+- a communicator's windows are reused whatever the number of fits and
+  backends, kept while a fit may use them (a fit in a callback on wider
+  data), and released with the communicator; ranks given different data get
+  the clear error; an interrupted wait makes the exchange refuse further use;
 - ``wait="auto"`` sleeps exactly when the ranks on the host outnumber its
   cores; without the compiled barrier "sleep" is a clear error and "auto"
   yields instead.
@@ -86,20 +89,95 @@ for solver, topology, params in (
     again = fit(backend, solver=solver, **params).fit(X, y)
     np.testing.assert_array_equal(again.coef_, est.coef_)
 
-# One window a communicator, kept across fits and backends (backend="mpi"
-# makes a new backend every fit), replaced by a larger one for wider data.
-windows = [exchange for known, exchange in _shared_memory._EXCHANGES if known is comm]
+# The exchanges of a communicator, kept across fits and backends
+# (backend="mpi" makes a new backend every fit), one more for wider data.
+def exchanges_of(communicator):
+    return list(communicator.Get_attr(_shared_memory._KEYVAL))
+
+
+windows = exchanges_of(comm)
 assert len(windows) == 1, windows
 for _ in range(3):
     fit(MPIBackend(wait="sleep")).fit(X, y)
-assert [e for k, e in _shared_memory._EXCHANGES if k is comm] == windows
+assert exchanges_of(comm) == windows
 X_wide, y_wide = make_relu_regression(n_samples=60, n_features=40, random_state=2)
 reference = fit("inprocess").fit(X_wide, y_wide)
 np.testing.assert_array_equal(
     fit(MPIBackend(wait="sleep")).fit(X_wide, y_wide).coef_, reference.coef_
 )
-(wider,) = [e for k, e in _shared_memory._EXCHANGES if k is comm]
-assert wider.capacity >= 8 * 41 + 64 > windows[0].capacity
+old, wider = exchanges_of(comm)
+assert old is windows[0] and wider.capacity >= max(8 * 41 + 64, 2 * old.capacity)
+
+# A fit inside a fit's callback, on wider data than any before: the outer fit
+# keeps its exchange (not freed under it), and both fits are the in-process
+# ones.
+X_wider, y_wider = make_relu_regression(n_samples=60, n_features=400, random_state=4)
+inner_reference = fit("inprocess", max_iter=1).fit(X_wider, y_wider)
+inner_models = []
+
+
+def fit_inside(info):
+    if info.step == 2:
+        inner = fit(MPIBackend(wait="sleep"), max_iter=1).fit(X_wider, y_wider)
+        inner_models.append(inner.coef_)
+
+
+reference = fit("inprocess").fit(X, y)
+outer = fit(MPIBackend(wait="sleep"), callback=fit_inside).fit(X, y)
+np.testing.assert_array_equal(outer.coef_, reference.coef_)
+np.testing.assert_array_equal(inner_models[0], inner_reference.coef_)
+assert len(exchanges_of(comm)) == 3
+
+# A communicator's exchanges are released with it.
+mine = comm.Dup()
+fit(MPIBackend(mine, wait="sleep")).fit(X, y)
+(window,) = exchanges_of(mine)
+mine.Free()
+try:
+    window.allgather(0)
+except RuntimeError as exc:
+    assert "freed" in str(exc), exc
+else:
+    raise AssertionError("a freed exchange was used")
+
+# Ranks given different data: the clear error on every rank, no window made.
+X_rank = X if rank == 0 else X[:, :-1]
+try:
+    fit(MPIBackend(wait="sleep")).fit(X_rank, y)
+except ValueError as exc:
+    assert "given different data" in str(exc) or "disagree" in str(exc), exc
+else:
+    if size > 1:
+        raise AssertionError("ranks with different data were accepted")
+
+# A wait interrupted (Ctrl-C) leaves this rank out of step: the exchange then
+# refuses to be used rather than exchanging stale slots or hanging.
+mine = comm.Dup()
+exchange = SharedExchange(mine, MPI, capacity=64, spin_seconds=0.0)
+
+
+class Interrupted:
+    CONTROL_BYTES = 128
+
+    @staticmethod
+    def arrive_and_wait(*args):
+        raise KeyboardInterrupt
+
+
+built, exchange._futex = exchange._futex, Interrupted
+try:
+    exchange.allgather(0)
+except KeyboardInterrupt:
+    pass
+exchange._futex = built
+try:
+    exchange.allgather(0)
+except RuntimeError as exc:
+    assert "interrupted" in str(exc), exc
+else:
+    raise AssertionError("an interrupted exchange was used again")
+exchange.free()
+mine.Free()
 
 # -- a rank whose gradient fails: every rank raises, none waits forever --------
 for solver, topology in (("qsgd", "allgather"), ("sgd", "allreduce"),
