@@ -657,8 +657,9 @@ def _mpi_oversubscribed(args, report):
     # quicker of its two ways to exchange.
     floor = 2 * min(result["busy, 1 rank"], result["sleep, 1 rank"])
     report.figure(
-        f"{name}, per step / twice one rank's step alone, the floor of a step "
-        f"that waits for every rank ({problem})", "<= 1.3",
+        f"mpi backend, {ranks} ranks on {cores} cores (wait='auto'), per step / twice "
+        f"one rank's step alone, the floor of a step that waits for every rank "
+        f"({problem})", "<= 1.3",
         f"{step_more / floor:.2f} ({step_more * 1e3:.3f} ms / {floor * 1e3:.3f} ms; "
         f"wait='busy': {result[f'busy, {more}'] / floor:.2f})",
         step_more / floor <= 1.3, "backends",
