@@ -26,6 +26,7 @@ from ._gradient import divergence_error, split_params
 from ._init import check_init, initial_params
 from ._parallel import blas_beside_steps
 from ._schedule import ConstantStep, HalvingStep, initial_sign_step
+from ._stall import stalled_parameters
 from ._step_size import auto_learning_rate, measure_curvature
 from ._steps import SGDUpdate
 from ._stopping import LossPlateau, ValidationPlateau
@@ -878,6 +879,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 final_loss, data, self.learning_rate, learning_rate, start_loss,
                 None if result["converged"] else result["n_iter"], attacked,
             )
+        elif not partial and not attacked and final_loss > _EXACT_LOSS * data.mean_loss:
+            # (Below that, a noiseless fit is at its minimum: slopes are rounding.)
+            sums = backend.reduce(ShardWorker.progress, result["params"].astype(np.float64))
+            _warn_stalled(
+                sums, learning_rate, result["t"], n_features,
+                getattr(data, "feature_names", None),
+            )
         result["learning_rate"] = learning_rate
         result["ensemble"] = np.array([r["params"][:n_features] for r in runs])
         return result
@@ -1082,6 +1090,39 @@ def _sums_statistics(aggregator):
     them at will, and honest sums keep their signs (a positive semi-definite
     curvature, a positive total weight)."""
     return aggregator.breakdown_point == "0"
+
+
+#: A training loss below this share of the mean-predicting model's is exact.
+_EXACT_LOSS = 1e-12
+#: The share of the loss that stalled parameters must leave for a warning.
+_STALLED_SHARE = 0.1
+
+
+def _warn_stalled(sums, step, steps, n_features, feature_names):
+    """Warn where parameters the step could barely move would still lower the
+    training loss by :data:`_STALLED_SHARE` or more (see :mod:`._stall`)."""
+    share, stalled = stalled_parameters(sums, step, steps)
+    if share < _STALLED_SHARE:
+        return
+    names = [
+        "the intercept" if j == n_features
+        else repr(str(feature_names[j])) if feature_names is not None
+        else f"x{j}"
+        for j in stalled
+    ]
+    if len(names) > 5:
+        listed = ", ".join(names[:5]) + f" and {len(names) - 5} more"
+    else:
+        listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    warnings.warn(
+        f"The fit stopped far from a minimum of the training loss: moving only "
+        f"{listed}, which the step ({step:.3g}) could barely change in {steps} "
+        f"steps, would lower it by about {share:.0%}. The step is set by the "
+        "feature of largest scale, and these features' scales are probably much "
+        "smaller: standardize the features (sklearn.preprocessing.StandardScaler, "
+        "in a Pipeline).",
+        ConvergenceWarning,
+    )
 
 
 def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budget,

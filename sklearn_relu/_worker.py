@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._gradient import batch_gradient, divergence_error, loss_sums
+from ._stall import progress_sums, sample_rows
 
 __all__ = [
     "ShardWorker", "TrainingSet", "batch_share", "shard_bounds", "shard_statistic",
@@ -289,6 +290,15 @@ class ShardWorker:
         return batch_gradient(
             self.X, self.y, self.sample_weight, params, rows, 1.0 / self.n_samples
         )[0]
+
+    @shard_statistic
+    def progress(self, params):
+        """:func:`~._stall.progress_sums` on rows of this shard spread evenly
+        (:func:`~._stall.sample_rows`): what the stall check reads."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return progress_sums(
+                self.X, self.y, self.sample_weight, params, sample_rows(self.X.shape[0])
+            )
 
     @shard_statistic
     def loss(self, params):
