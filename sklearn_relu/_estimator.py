@@ -879,8 +879,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                 final_loss, data, self.learning_rate, learning_rate, start_loss,
                 None if result["converged"] else result["n_iter"], attacked,
             )
-        elif not partial and not attacked and final_loss > _EXACT_LOSS * data.mean_loss:
-            # (Below that, a noiseless fit is at its minimum: slopes are rounding.)
+        elif (
+            not partial and not attacked and not isinstance(learning_rate, HalvingStep)
+            and final_loss > _EXACT_LOSS * data.mean_loss
+        ):
+            # Below that loss a noiseless fit is at its minimum: slopes are
+            # rounding. A sign method's step is a distance, the same for every
+            # parameter: no parameter stalls for its scale.
             sums = backend.reduce(ShardWorker.progress, result["params"].astype(np.float64))
             _warn_stalled(
                 sums, learning_rate, result["t"], n_features,
@@ -1094,33 +1099,39 @@ def _sums_statistics(aggregator):
 
 #: A training loss below this share of the mean-predicting model's is exact.
 _EXACT_LOSS = 1e-12
-#: The share of the loss that stalled parameters must leave for a warning.
+#: The share of the loss that one stalled parameter must leave for a warning.
 _STALLED_SHARE = 0.1
 
 
 def _warn_stalled(sums, step, steps, n_features, feature_names):
-    """Warn where parameters the step could barely move would still lower the
-    training loss by :data:`_STALLED_SHARE` or more (see :mod:`._stall`)."""
-    share, stalled = stalled_parameters(sums, step, steps)
-    if share < _STALLED_SHARE:
+    """Warn where a parameter the step could barely move would, moved alone,
+    still lower the training loss by :data:`_STALLED_SHARE` or more (see
+    :mod:`._stall`)."""
+    shares, fastest = stalled_parameters(sums, step, steps)
+    worst = int(np.argmax(shares))
+    if shares[worst] < _STALLED_SHARE:
         return
-    names = [
-        "the intercept" if j == n_features
-        else repr(str(feature_names[j])) if feature_names is not None
-        else f"x{j}"
-        for j in stalled
-    ]
-    if len(names) > 5:
-        listed = ", ".join(names[:5]) + f" and {len(names) - 5} more"
-    else:
-        listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+    def name(j):
+        if j == n_features:
+            return "the intercept"
+        return repr(str(feature_names[j])) if feature_names is not None else f"x{j}"
+
+    # The others that would lower the loss by 1% or more each.
+    others = [j for j in np.argsort(-shares) if j != worst and shares[j] >= 0.01]
+    also = ""
+    if others:
+        listed = ", ".join(name(j) for j in others[:5])
+        if len(others) > 5:
+            listed += f" and {len(others) - 5} more"
+        also = f" Others stalled too: {listed}."
     warnings.warn(
-        f"The fit stopped far from a minimum of the training loss: moving only "
-        f"{listed}, which the step ({step:.3g}) could barely change in {steps} "
-        f"steps, would lower it by about {share:.0%}. The step is set by the "
-        "feature of largest scale, and these features' scales are probably much "
-        "smaller: standardize the features (sklearn.preprocessing.StandardScaler, "
-        "in a Pipeline).",
+        f"The fit stopped far from a minimum of the training loss: moving "
+        f"{name(worst)} alone would lower it by about {shares[worst]:.0%}, but the "
+        f"step ({step:.3g}) could barely change it in this fit's {steps} steps.{also} "
+        f"The step is set by the parameter of largest curvature ({name(fastest)}), "
+        "and these features' scales are probably much smaller: standardize the "
+        "features (sklearn.preprocessing.StandardScaler, in a Pipeline).",
         ConvergenceWarning,
     )
 

@@ -17,8 +17,12 @@ Whether a stall matters is read from the loss along each stalled parameter
 alone: a quadratic with slope ``g_j`` and curvature ``h_j`` falls by
 ``g_j**2 / (2 h_j)`` at its minimum. The slope is measured on a sample of
 rows, where even at the minimum its square has the mean ``v_j`` (the sum of
-the rows' squared terms): ``max(g_j**2 - v_j, 0)`` estimates the square of the
-slope itself, so that sampling noise is not read as a stall.
+the rows' squared terms): ``g_j**2 - v_j`` estimates the square of the slope
+itself, and a slope whose square a noise-only slope could reach (the largest
+of as many noise-only slopes as there are parameters) is not counted.
+Parameters are judged one at a time, their gains not added: correlated
+columns would count one gain several times, and the noise of hundreds of
+stalled columns would add up.
 """
 
 import numpy as np
@@ -84,37 +88,47 @@ def progress_sums(X, y, sample_weight, params, rows):
 
 
 def stalled_parameters(sums, step, steps):
-    """What the fit left on the table along the parameters it stalled on.
+    """What the fit left on the table along each parameter it stalled on.
 
     Parameters
     ----------
     sums : ndarray
         :func:`progress_sums`, summed over the workers.
     step : float
-        The step size the fit used (``learning_rate_``).
+        The step size the fit used (``learning_rate_``, a constant step: a
+        sign method's halving step is a distance, and this does not apply).
     steps : int
         The steps it took.
 
     Returns
     -------
-    share : float
-        The loss the stalled parameters alone would remove, as a share of
-        the sample's loss (0 when none stalled).
-    stalled : ndarray of int
-        The stalled parameters whose loss would fall.
+    shares : ndarray
+        For each parameter, the share of the sample's loss that moving it
+        alone would remove, its slope's sampling variance deducted; 0 where
+        the parameter did not stall, or where no verdict is possible (no
+        loss, non-finite sums, or a run too short for every parameter). Each
+        is a parameter alone: correlated parameters would count the same
+        gain twice, so shares are not added.
+    fastest : int
+        The parameter that made the most progress, whose curvature set the
+        step.
     """
     n_params = (sums.shape[0] - 2) // 3
     g, h, v = (sums[k * n_params : (k + 1) * n_params] for k in range(3))
     loss, weight = sums[-2], sums[-1]
+    shares = np.zeros(n_params)
     if not (loss > 0 and weight > 0 and np.all(np.isfinite(sums))):
-        return 0.0, np.array([], dtype=np.intp)
+        return shares, 0
     progress = step * (h / weight) * steps  # e-folds made along each parameter
-    if not progress.max() >= _SETTLED:
+    fastest = int(np.argmax(progress))
+    if not progress[fastest] >= _SETTLED:
         # Too short a run for any parameter: not a matter of scales (the
         # max_iter warning, or the caller's tol=None, covers it).
-        return 0.0, np.array([], dtype=np.intp)
-    stalled = (h > 0) & (progress < 1)
-    gain = np.zeros(n_params)
-    gain[stalled] = np.maximum(g[stalled] ** 2 - v[stalled], 0) / (2 * h[stalled])
-    share = float(gain.sum() / loss)
-    return share, np.flatnonzero(gain > 0)
+        return shares, fastest
+    # A slope counts where its square is beyond what the largest of n_params
+    # noise-only slopes reaches (g^2 / v is then a chi-square of one degree
+    # of freedom, whose maximum over p draws is about 2 ln p), with a margin.
+    significant = g**2 > (10 + 2 * np.log(n_params)) * v
+    stalled = (h > 0) & (progress < 1) & significant
+    shares[stalled] = (g[stalled] ** 2 - v[stalled]) / (2 * h[stalled]) / loss
+    return shares, fastest
