@@ -5,7 +5,8 @@ starts them here):
 - ``SharedExchange.allgather`` gives what MPI's ``allgather`` gives (the naive
   reference), exchange after exchange, with messages of every size, empty
   ones, failed ranks and messages longer than a slot;
-- every topology gives the in-process model bit for bit, with the bytes that
+- every topology, and data held by rank 0 or by each rank, gives the
+  in-process model bit for bit, with the bytes that
   MPI's collectives count (``wait="busy"``); SGD over the allreduce topology too (summed in rank order here,
   where MPI's ``Allreduce`` may add in another order);
 - a rank whose gradient fails makes every rank raise;
@@ -24,6 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._worker import shard_bounds
 from sklearn_relu.backends import MPIBackend, _mpi, _shared_memory
 from sklearn_relu.backends._mpi import RemoteWorkerError
 from sklearn_relu.backends._shared_memory import SharedExchange
@@ -88,6 +90,17 @@ for solver, topology, params in (
     # A second fit reuses the window: the same model again.
     again = fit(backend, solver=solver, **params).fit(X, y)
     np.testing.assert_array_equal(again.coef_, est.coef_)
+
+# Rows held by rank 0 only, or each rank's own: the same exchange, the same
+# model (data="local" with the shards data="all" makes).
+reference = fit("inprocess", solver="qsgd", bits=4).fit(X, y)
+rooted = fit(MPIBackend(data="root", wait="sleep"), solver="qsgd", bits=4)
+rooted.fit(X if rank == 0 else None, y if rank == 0 else None)
+np.testing.assert_array_equal(rooted.coef_, reference.coef_)
+start, stop = shard_bounds(X.shape[0], size, rank)
+local = fit(MPIBackend(data="local", wait="sleep"), solver="qsgd", bits=4)
+local.fit(X[start:stop], y[start:stop])
+np.testing.assert_array_equal(local.coef_, reference.coef_)
 
 # The exchanges of a communicator, kept across fits and backends
 # (backend="mpi" makes a new backend every fit), one more for wider data.
