@@ -46,6 +46,14 @@ def sample_rows(n_rows):
     return np.unique(np.linspace(0, n_rows - 1, min(n_rows, SAMPLE_ROWS)).astype(np.intp))
 
 
+def _parts(sums):
+    """``g, h, v`` (views, one value a parameter), ``loss`` and ``weight`` of
+    a :func:`progress_sums` vector."""
+    n_params = (sums.shape[0] - 2) // 3
+    g, h, v = (sums[k * n_params : (k + 1) * n_params] for k in range(3))
+    return g, h, v, sums[-2], sums[-1]
+
+
 def progress_sums(X, y, sample_weight, params, rows):
     """On the rows ``rows``: ``[g, h, v, loss, weight]`` as one float64 vector,
     each of ``g, h, v`` with one value a parameter (the coefficients, then the
@@ -61,7 +69,7 @@ def progress_sums(X, y, sample_weight, params, rows):
     coef, intercept = split_params(np.asarray(params, dtype=np.float64), n_features)
     with_intercept = params.shape[0] > n_features
     sums = np.zeros(3 * params.shape[0] + 2)
-    g, h, v = (sums[k * params.shape[0] : (k + 1) * params.shape[0]] for k in range(3))
+    g, h, v, _, _ = _parts(sums)
     block = max(16, _BLOCK_BYTES // (8 * max(1, n_features)))
     for start in range(0, rows.shape[0], block):
         chosen = rows[start : start + block]
@@ -113,9 +121,8 @@ def stalled_parameters(sums, step, steps):
         The parameter that made the most progress, whose curvature set the
         step.
     """
-    n_params = (sums.shape[0] - 2) // 3
-    g, h, v = (sums[k * n_params : (k + 1) * n_params] for k in range(3))
-    loss, weight = sums[-2], sums[-1]
+    g, h, v, loss, weight = _parts(sums)
+    n_params = g.shape[0]
     shares = np.zeros(n_params)
     if not (loss > 0 and weight > 0 and np.all(np.isfinite(sums))):
         return shares, 0

@@ -43,11 +43,17 @@ def mpiexec(n_ranks, *args, timeout, runner=("-m", "mpi4py")):
     return done, time.monotonic() - start
 
 
-@pytest.mark.parametrize("n_ranks", [1, 2, 4])
-def test_mpi_fits_equal_inprocess_on_every_rank(n_ranks):
-    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_equivalence.py"), timeout=180)
+def run_check(script, n_ranks, timeout):
+    """Run ``tests/mpi/<script>`` on ``n_ranks`` ranks: it must end well, and
+    say so from rank 0."""
+    done, _ = mpiexec(n_ranks, str(SCRIPTS / script), timeout=timeout)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"ok: {n_ranks} ranks" in done.stderr
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 4])
+def test_mpi_fits_equal_inprocess_on_every_rank(n_ranks):
+    run_check("check_equivalence.py", n_ranks, timeout=180)
 
 
 def test_a_bad_command_line_under_mpiexec_is_reported_once(tmp_path):
@@ -59,37 +65,27 @@ def test_a_bad_command_line_under_mpiexec_is_reported_once(tmp_path):
 
 @pytest.mark.parametrize("n_ranks", [1, 3])
 def test_ranks_that_sleep_in_shared_memory_fit_the_inprocess_model(n_ranks):
-    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_shared_memory.py"), timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"ok: {n_ranks} ranks" in done.stderr
+    run_check("check_shared_memory.py", n_ranks, timeout=180)
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2])
 def test_each_rank_keeps_blas_to_its_share_of_the_host(n_ranks):
-    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_blas_threads.py"), timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"ok: {n_ranks} ranks" in done.stderr
+    run_check("check_blas_threads.py", n_ranks, timeout=120)
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 4])
 def test_mpi_sign_methods_equal_inprocess_on_every_rank(n_ranks):
-    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_sign_methods.py"), timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"ok: {n_ranks} ranks" in done.stderr
+    run_check("check_sign_methods.py", n_ranks, timeout=180)
 
 
 @pytest.mark.parametrize("n_ranks", [2, 4])
 def test_mpi_robust_rules_with_byzantine_ranks_equal_inprocess_on_every_rank(n_ranks):
-    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_robust.py"), timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"ok: {n_ranks} ranks" in done.stderr
+    run_check("check_robust.py", n_ranks, timeout=180)
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2])
 def test_a_callback_that_stops_on_one_rank_stops_every_rank_at_that_step(n_ranks):
-    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_callback.py"), timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"ok: {n_ranks} ranks" in done.stderr
+    run_check("check_callback.py", n_ranks, timeout=120)
 
 
 @pytest.mark.parametrize("mode", ["raise", "kill"])
@@ -210,9 +206,7 @@ def test_a_killed_cli_fit_leaves_the_earlier_model_untouched(data_file, tmp_path
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 4])
 def test_allreduce_intsgd_and_local_data_on_every_rank(n_ranks):
-    done, _ = mpiexec(n_ranks, str(SCRIPTS / "check_allreduce.py"), timeout=240)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"ok: {n_ranks} ranks" in done.stderr
+    run_check("check_allreduce.py", n_ranks, timeout=240)
 
 
 def test_cli_data_local_reads_only_its_rows_and_fits_the_same_model(tmp_path):

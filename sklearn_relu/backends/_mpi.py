@@ -51,6 +51,7 @@ from .. import _parallel
 from .._worker import ShardWorker, shard_bounds, worker_arguments
 from ..compression._sign import pack_signs, unpack_signs
 from ._base import Backend, first_difference
+from ._shared_memory import displacements as _displacements
 from ._shared_memory import futex_module, shared_exchange
 
 __all__ = ["MPIBackend", "import_mpi"]
@@ -708,10 +709,10 @@ class MPIBackend(Backend):
                 -1 if error else nbytes, b"" if message is None else message
             )
             sizes = self._raise_failures(sizes, error)
-            displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            displacements = _displacements(sizes)
         else:
             sizes = self._agree_on_status(nbytes, error)
-            displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            displacements = _displacements(sizes)
             sendbuf = np.frombuffer(message, dtype=np.uint8)
             receiving = not master or comm.Get_rank() == 0
             received = (

@@ -73,6 +73,11 @@ def shared_exchange(comm, MPI, capacity, spin_seconds):
     return exchange
 
 
+def displacements(sizes):
+    """Where each of the messages of ``sizes`` bytes starts, laid end to end."""
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+
 def _aligned(nbytes):
     return -(-nbytes // _ALIGN) * _ALIGN
 
@@ -169,10 +174,9 @@ class SharedExchange:
         received = np.empty(int(sizes.sum()), dtype=np.uint8)
         if sizes.max(initial=0) > self.capacity:
             # Every rank reads the same sizes, so all take this path together.
-            displacements = np.concatenate([[0], np.cumsum(sizes)[:-1]])
             self._comm.Allgatherv(
                 message if values[self._rank] >= 0 else message[:0],
-                [received, sizes, displacements, self._MPI.BYTE],
+                [received, sizes, displacements(sizes), self._MPI.BYTE],
             )
             return values, received
         offset = 0

@@ -13,6 +13,7 @@ Assertions hold for any number of ranks K:
 import sys
 
 import numpy as np
+from _injected import gradients_fail
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
@@ -126,20 +127,9 @@ for backend, solver, match in (
 # integers alone).
 for solver, failing_draw in (("sgd", 0), ("intsgd", 0), ("intsgd", 3)):
     est = fit(MPIBackend(topology="allreduce"), solver=solver, max_iter=2)
-    if rank == size - 1:
-        from sklearn_relu._worker import ShardWorker
-
-        original = ShardWorker._draw_gradient
-        draws = iter(range(10**6))
-
-        def failing(self, params, _draws=draws, _at=failing_draw):
-            if next(_draws) >= _at:
-                raise ArithmeticError("injected failure on the last rank")
-            return original(self, params)
-
-        ShardWorker._draw_gradient = failing
     try:
-        est.fit(X, y)
+        with gradients_fail(failing_draw, here=rank == size - 1):
+            est.fit(X, y)
     except ArithmeticError:
         assert rank == size - 1
     except RemoteWorkerError as exc:
@@ -148,9 +138,6 @@ for solver, failing_draw in (("sgd", 0), ("intsgd", 0), ("intsgd", 3)):
         ), exc
     else:
         raise AssertionError("a failing rank went unnoticed")
-    finally:
-        if rank == size - 1:
-            ShardWorker._draw_gradient = original
 comm.Barrier()
 
 # data="local": each rank passes only its own rows. With data="all"'s shards

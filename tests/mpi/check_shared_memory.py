@@ -22,6 +22,7 @@ starts them here):
 import sys
 
 import numpy as np
+from _injected import gradients_fail
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
@@ -51,6 +52,17 @@ for round_ in range(40):
     assert values.tolist() == want_values, (round_, values, want_values)
     assert received.tobytes() == want_bytes, round_
 exchange.free()
+
+
+def assert_refused(exchange, why):
+    """``exchange`` refuses to be used, saying ``why``."""
+    try:
+        exchange.allgather(0)
+    except RuntimeError as exc:
+        assert why in str(exc), exc
+    else:
+        raise AssertionError(f"an exchange that was {why} was used")
+
 
 # -- fits: the in-process model, bit for bit, and the same bytes ---------------
 X, y = make_relu_regression(n_samples=240, n_features=12, noise=0.1, random_state=1)
@@ -146,12 +158,7 @@ mine = comm.Dup()
 fit(MPIBackend(mine, wait="sleep")).fit(X, y)
 (window,) = exchanges_of(mine)
 mine.Free()
-try:
-    window.allgather(0)
-except RuntimeError as exc:
-    assert "freed" in str(exc), exc
-else:
-    raise AssertionError("a freed exchange was used")
+assert_refused(window, "freed")
 
 # Ranks given different data: the clear error on every rank, no window made.
 X_rank = X if rank == 0 else X[:, :-1]
@@ -183,12 +190,7 @@ try:
 except KeyboardInterrupt:
     pass
 exchange._futex = built
-try:
-    exchange.allgather(0)
-except RuntimeError as exc:
-    assert "interrupted" in str(exc), exc
-else:
-    raise AssertionError("an interrupted exchange was used again")
+assert_refused(exchange, "interrupted")
 exchange.free()
 mine.Free()
 
@@ -196,20 +198,9 @@ mine.Free()
 for solver, topology in (("qsgd", "allgather"), ("sgd", "allreduce"),
                          ("intsgd", "allreduce")):
     est = fit(MPIBackend(topology=topology, wait="sleep"), solver=solver, max_iter=2)
-    if rank == size - 1:
-        from sklearn_relu._worker import ShardWorker
-
-        original = ShardWorker._draw_gradient
-        draws = iter(range(10**6))
-
-        def failing(self, params, _draws=draws):
-            if next(_draws) >= 3:
-                raise ArithmeticError("injected failure on the last rank")
-            return original(self, params)
-
-        ShardWorker._draw_gradient = failing
     try:
-        est.fit(X, y)
+        with gradients_fail(3, here=rank == size - 1):
+            est.fit(X, y)
     except ArithmeticError:
         assert rank == size - 1
     except RemoteWorkerError as exc:
@@ -219,9 +210,6 @@ for solver, topology in (("qsgd", "allgather"), ("sgd", "allreduce"),
         ) or "failed during the fit" in str(exc), exc
     else:
         raise AssertionError(f"a failing rank went unnoticed ({solver})")
-    finally:
-        if rank == size - 1:
-            ShardWorker._draw_gradient = original
     comm.Barrier()
 
 # -- which policy "auto" picks ------------------------------------------------
