@@ -181,8 +181,29 @@ def test_intsgd_reaches_1e_6_on_the_planted_model(bits):
     exact = record.exact_scale_rounds
     assert record.n_messages == 4 * est.t_
     assert record.bytes_sent == 4 * (est.t_ * part + exact * 8 + (exact - 1) * part)
-    # The predicted scale holds on almost every step.
-    assert 1 <= exact <= 0.05 * est.t_
+    # The first step agrees on the exact scale; later ones only when a
+    # gradient outgrew the prediction (how often is the next test's).
+    assert 1 <= exact < est.t_
+
+
+def test_the_predicted_scale_holds_on_almost_every_step():
+    # Pooled over 12 fits (about 750 steps), not judged on one fit's 60: how
+    # many steps are redone is a count of rare events, and one fit's count
+    # moves with the last bits of NumPy and the BLAS (it was 4 of 60 on one
+    # release and 1-3 on another). Measured: 36 redone steps in 1255 (2.9%)
+    # over 20 seeds, the same at 8 and 16 bits. The bound, 10% of the steps,
+    # is 3.5x that rate: were the steps independent draws of rate 2.9%, a
+    # Chernoff bound puts the chance of 10% or more in 750 steps below 1e-15;
+    # a broken prediction redoes every step and fails it.
+    redone = steps = 0
+    for seed in range(12):
+        X, y = make_relu_regression(n_samples=3000, n_features=30, random_state=seed)
+        est = ReLURegressor(
+            solver="intsgd", bits=8, n_workers=4, fit_intercept=False, random_state=seed
+        ).fit(X, y)
+        redone += est.comm_record_.exact_scale_rounds - 1
+        steps += est.t_ - 1
+    assert redone <= 0.10 * steps
 
 
 @SETTINGS
