@@ -30,7 +30,7 @@ from ._stall import stalled_parameters
 from ._step_size import auto_learning_rate, measure_curvature
 from ._steps import SGDUpdate
 from ._stopping import LossPlateau, ValidationPlateau
-from ._worker import ShardWorker, TrainingSet
+from ._worker import ShardWorker, TrainingSet, shard_statistic
 from .aggregation import get_aggregator
 from .attacks import get_attack
 from .backends import get_backend
@@ -301,6 +301,16 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         SGD steps taken by the selected run.
     loss_curve_ : list of float
         Mean batch loss of each epoch of the selected run.
+    bytes_sent_curve_ : list of int
+        The bytes of the selected run's gradient messages (as
+        ``comm_record_.bytes_sent`` counts them) from its start to the end of
+        each epoch; a ``warm_start`` or ``partial_fit`` goes on from the last.
+        NaN for the epochs of a run resumed from a ``checkpoint`` (the file
+        keeps the losses only). What :class:`ConvergenceDisplay` plots with
+        ``x="bytes"``.
+    seconds_curve_ : list of float
+        Wall time from the selected run's start to the end of each epoch, the
+        same way.
     validation_scores_ : list of float or None
         Validation R^2 per epoch when ``early_stopping``.
     best_validation_score_ : float or None
@@ -878,6 +888,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             _warn_worse_than_mean(
                 final_loss, data, self.learning_rate, learning_rate, start_loss,
                 None if result["converged"] else result["n_iter"], attacked,
+                standardized=lambda: _standardized(backend.reduce(_column_moments)),
             )
         elif (
             not partial and not attacked and not isinstance(learning_rate, HalvingStep)
@@ -938,8 +949,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         losses, scores = [], []
         first_epoch = 0
         resumed = checkpoint and checkpoint.resume(run, rule)
+        # Bytes sent and seconds at the end of each epoch, from the run's start
+        # (read after resume, which may restore the record).
+        sent, seconds, sent_before = [], [], backend.record.bytes_sent
         if resumed:
             params, first_epoch, losses, saved_scores = resumed
+            # A checkpoint keeps the losses, not when or after how many bytes
+            # the killed fit reached them: NaN, for every epoch of this run.
+            sent, seconds = [math.nan] * first_epoch, [math.nan] * first_epoch
+            sent_before = math.nan
             scores = saved_scores if validating else scores
             if self.verbose:
                 _log(f"run {run}: resumed from checkpoint {checkpoint.path} after "
@@ -962,6 +980,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     converged, stopped_by_callback=True,
                 )
         started = time.perf_counter()
+        seconds_before = math.nan if resumed else started
         for epoch in range(first_epoch, max_epochs):
             if notifier is not None:
                 notifier.epoch = counted[1] + epoch + 1
@@ -974,6 +993,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     f"with learning_rate={learning_rate:.3g}"
                 )
             losses.append(float(loss))  # plain floats, as in scikit-learn
+            sent.append(backend.record.bytes_sent - sent_before)
+            seconds.append(time.perf_counter() - seconds_before)
             if validating:
                 # Scored where the validation set is (it may be on one process
                 # only) and shared, so every process keeps the same epoch.
@@ -1012,7 +1033,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             return self._run_result(
                 params, epoch + 1, notifier.step - counted[0], losses,
                 scores if validating else None, rule.best_score if validating else None,
-                converged, stopped_by_callback=True,
+                converged, stopped_by_callback=True, curves=(sent, seconds),
             )
         if check_loss and not converged:
             warnings.warn(
@@ -1025,18 +1046,21 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return self._run_result(
             final, epoch + 1, (epoch + 1) * steps_per_epoch, losses,
             scores if validating else None, best_score, converged,
+            curves=(sent, seconds),
         )
 
     @staticmethod
     def _run_result(
         params, n_iter, t, losses, scores, best_score, converged,
-        stopped_by_callback=False,
+        stopped_by_callback=False, curves=([], []),
     ):
         return {
             "params": params,
             "n_iter": n_iter,
             "t": t,
             "loss_curve": losses,
+            "bytes_sent_curve": list(curves[0]),
+            "seconds_curve": list(curves[1]),
             "validation_scores": scores,
             "best_validation_score": best_score,
             "converged": converged,
@@ -1062,8 +1086,22 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             self.n_iter_ = result["n_iter"]
             self.t_ = result["t"]
             self.loss_curve_ = result["loss_curve"]
+        for name in ("bytes_sent_curve", "seconds_curve"):
+            earlier = getattr(self, name + "_", None) if continuing else []
+            if earlier is None:  # a model fitted before these were recorded
+                earlier = [math.nan] * (len(self.loss_curve_) - len(result["loss_curve"]))
+            # NaN for a run that a checkpoint of an older version finished.
+            new = result.get(name, [math.nan] * len(result["loss_curve"]))
+            setattr(self, name + "_", _continued_curve(earlier, new))
         self.validation_scores_ = result["validation_scores"]
         self.best_validation_score_ = result["best_validation_score"]
+
+
+def _continued_curve(earlier, new):
+    """A cumulative per-epoch curve (bytes, seconds): ``earlier``'s epochs, then
+    ``new``'s, which count from their own start, added to ``earlier``'s last."""
+    offset = earlier[-1] if earlier else 0
+    return list(earlier) + [offset + value for value in new]
 
 
 _DIVERGENCE_FACTOR = 10.0
@@ -1137,10 +1175,12 @@ def _warn_stalled(sums, step, steps, n_features, feature_names):
 
 
 def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budget,
-                          attacked=None):
+                          attacked=None, standardized=lambda: False):
     """Warn that the fit predicts worse than the mean of ``y``, and say why;
     ``budget`` is the epochs run when the fit did not converge, else None;
-    ``attacked`` names Byzantine workers the aggregation does not withstand."""
+    ``attacked`` names Byzantine workers the aggregation does not withstand;
+    ``standardized()`` tells whether the columns are already standardized
+    (a pass over the data, taken only when the scale is the suspect)."""
     r2 = 1 - final_loss / data.mean_loss if data.mean_loss > 0 else -np.inf
     if attacked:
         cause = attacked
@@ -1166,6 +1206,17 @@ def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, bud
             "If it stays poor, standardize the features: "
             "make_pipeline(StandardScaler(), ReLURegressor())"
         )
+    elif standardized():
+        # StandardScaler would leave the columns as they are: the step it is.
+        cause = (
+            f"the features are standardized, and at learning_rate={step:.3g} "
+            "SGD's noise probably kept it far from the minimum: "
+            + (
+                "give a smaller learning_rate, or raise n_iter_no_change"
+                if learning_rate == "auto"
+                else "use learning_rate='auto' or a smaller step"
+            )
+        )
     else:
         cause = (
             "the features are probably not standardized: on columns of very "
@@ -1178,6 +1229,29 @@ def _warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, bud
         f"(training R^2 {r2:.3g}): {cause}.",
         ConvergenceWarning,
     )
+
+
+@shard_statistic
+def _column_moments(worker):
+    """``[rows, column sums, column sums of squares]`` of a worker's shard."""
+    X = worker.X
+    return np.concatenate([
+        [X.shape[0]],
+        X.sum(axis=0, dtype=np.float64),
+        np.einsum("ij,ij->j", X, X, dtype=np.float64),
+    ])
+
+
+def _standardized(moments):
+    """Whether the columns whose :func:`_column_moments` are ``moments`` are
+    already about what StandardScaler makes of them: each has mean within 0.1
+    of 0 and standard deviation within a factor 2 of 1, or is all zeros (a
+    constant column, scaled)."""
+    n, sums, squares = moments[0], *np.split(moments[1:], 2)
+    mean = sums / n
+    std = np.sqrt(np.maximum(squares / n - mean**2, 0))
+    zero = (std == 0) & (mean == 0)
+    return bool(np.all((np.abs(mean) <= 0.1) & (((std >= 0.5) & (std <= 2)) | zero)))
 
 
 def _shared_parameters(estimator, partial):

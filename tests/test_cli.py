@@ -388,10 +388,27 @@ def test_a_warning_gives_the_commands_flags_not_python(data, capsys):
 
 
 
-def test_bytes_above_float64s_say_the_headers_dominate(data, capsys):
-    tmp_path, X, y = data  # 5 features: an 8-byte header on 40 bytes of values
+def test_the_headers_are_said_to_dominate_only_where_they_do(data, capsys):
+    tmp_path, X, y = data  # 5 features and the intercept: 6 values a message
+    args = ["fit", *write(tmp_path, X, y, "npz"), "--max-iter", "1", "--random-state", "0",
+            "--out", str(tmp_path / "m.joblib")]
+    # IntSGD at 8 bits: 6 one-byte integers beside a 66-byte trailer (and
+    # the 8 bytes of the first step's exact scale).
+    assert main([*args, "--solver", "intsgd"]) == 0
+    out = capsys.readouterr().out
+    assert ("% of float64: every message's header counts, and at this size it dominates "
+            "(82.5% of the bytes)") in out, out
+    # Plain SGD: an 8-byte header on 48 bytes of values (14%); no remark.
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "117% of float64)" in out and "dominates" not in out, out
+
+
+def test_no_header_remark_at_500_features(tmp_path, capsys):
+    # The first user's trial: plain SGD at d = 500, where the header is 0.2%.
+    X, y = make_relu_regression(n_samples=200, n_features=500, random_state=0)
     args = ["fit", *write(tmp_path, X, y, "npz"), "--max-iter", "1", "--random-state", "0",
             "--out", str(tmp_path / "m.joblib")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "% of float64: every message's header counts, and at this size it dominates" in out
+    assert "100% of float64)" in out and "dominates" not in out, out

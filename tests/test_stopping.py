@@ -122,3 +122,47 @@ def test_validation_plateau_keeps_best_parameters():
     assert not rule.should_stop(0.505, second)  # better, but not by tol
     assert rule.should_stop(0.4, third)
     assert rule.best_params is second and rule.best_score == 0.505
+
+
+def test_standardized_features_are_not_blamed_and_the_step_is_named():
+    # The columns are standardized by the pipeline: a fixed step of 1 is too
+    # large for them (training R^2 below 0), and that is what the warning says.
+    X, y = load_diabetes(return_X_y=True)
+    model = make_pipeline(StandardScaler(), ReLURegressor(solver="sgd", learning_rate=1.0,
+                                                          random_state=0))
+    caught = _fit_recording(model[-1], StandardScaler().fit_transform(X), y)
+    messages = [str(w.message) for w in caught]
+    assert any("the features are standardized, and at learning_rate=1 SGD's noise "
+               "probably kept it far from the minimum: use learning_rate='auto' or a "
+               "smaller step" in m for m in messages), messages
+    assert not any("not standardized" in m for m in messages), messages
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning, match="the features are standardized"):
+            model.fit(X, y)
+
+
+def _moments(X):
+    X = np.asarray(X, dtype=np.float64)
+    return np.concatenate([[X.shape[0]], X.sum(axis=0), (X**2).sum(axis=0)])
+
+
+def test_standardized_is_what_standard_scaler_leaves_unchanged():
+    from sklearn_relu._estimator import _standardized
+
+    X, _ = load_diabetes(return_X_y=True)
+    scaled = StandardScaler().fit_transform(X)
+    assert _standardized(_moments(scaled))
+    # A column StandardScaler maps to zeros (it was constant) is scaled too.
+    assert _standardized(_moments(np.column_stack([scaled, np.zeros(len(X))])))
+    assert not _standardized(_moments(X))  # columns of norm 1: std 0.048
+    assert not _standardized(_moments(scaled + 0.5))  # far from 0
+    assert not _standardized(_moments(scaled * np.r_[3.0, np.ones(9)]))  # one wide column
+
+
+def test_unscaled_features_are_still_named_as_the_cause():
+    X, y = load_diabetes(return_X_y=True)
+    X = np.column_stack([X * 100, X[:, :2] + 5.0])  # wide columns far from 0
+    with pytest.warns(ConvergenceWarning, match="the features are probably not standardized"):
+        ReLURegressor(learning_rate=1e-4, batch_size=442, max_iter=3, tol=1e-1,
+                      n_iter_no_change=1, random_state=0).fit(X, y)
