@@ -81,17 +81,21 @@ set -euo pipefail
 prog=netns_cluster.sh
 die() { echo "$prog: $*" >&2; exit 2; }
 usage() {
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
 
-MODE=per-host RATE=100mbit BURST=1600 LATENCY=50ms TIMEOUT=900 W=
+MODE=per-host RATE=100mbit BURST=1600 LATENCY=50ms TIMEOUT=900 W= NETWORK= UPLINK_RATE=
 while (( $# )); do
     case "$1" in
         --mode) MODE=${2:?}; shift 2 ;;
         --mode=*) MODE=${1#*=}; shift ;;
+        --network) NETWORK=${2:?}; shift 2 ;;
+        --network=*) NETWORK=${1#*=}; shift ;;
         --rate) RATE=${2:?}; shift 2 ;;
         --rate=*) RATE=${1#*=}; shift ;;
+        --uplink-rate) UPLINK_RATE=${2:?}; shift 2 ;;
+        --uplink-rate=*) UPLINK_RATE=${1#*=}; shift ;;
         --burst) BURST=${2:?}; shift 2 ;;
         --burst=*) BURST=${1#*=}; shift ;;
         --latency) LATENCY=${2:?}; shift 2 ;;
@@ -106,6 +110,19 @@ while (( $# )); do
 done
 (( $# )) || { echo "$prog: no command given after --" >&2; usage; }
 [[ "$MODE" == per-host || "$MODE" == shared ]] || die "--mode must be per-host or shared, not '$MODE'"
+if [[ -n "$NETWORK" ]]; then
+    [[ "$NETWORK" =~ ^(torus|mesh|switches|hosts):([0-9]+)x([0-9]+)$ ]] \
+        || die "--network must be torus:RxC, mesh:RxC, switches:LxH or hosts:HxR, not '$NETWORK'"
+    KIND=${BASH_REMATCH[1]} D1=$((10#${BASH_REMATCH[2]})) D2=$((10#${BASH_REMATCH[3]}))
+    (( D1 >= 1 && D2 >= 1 && D1 * D2 <= 250 )) || die "--network $NETWORK: both sizes must be >= 1 and their product <= 250"
+    [[ "$MODE" == per-host ]] || die "--network replaces --mode; give one of them"
+    [[ -z "$W" || "$W" == "$((D1 * D2))" ]] || die "-n $W does not match --network $NETWORK ($((D1 * D2)) ranks)"
+    W=$((D1 * D2))
+    [[ -z "$UPLINK_RATE" || "$KIND" == switches ]] || die "--uplink-rate only applies to --network switches:LxH"
+    MODE=$KIND
+fi
+[[ -z "$UPLINK_RATE" || -n "$NETWORK" ]] || die "--uplink-rate only applies to --network switches:LxH"
+UPLINK_RATE=${UPLINK_RATE:-$RATE}
 [[ "$W" =~ ^[0-9]+$ ]] && (( W >= 1 && W <= 250 )) || die "-n W must be an integer in 1..250 (got '${W}')"
 [[ "$TIMEOUT" =~ ^[0-9]+([.][0-9]+)?[smhd]?$ ]] || die "--timeout must be a duration like 900 or 15m"
 
@@ -129,7 +146,8 @@ fi
 [[ -n "$PYTHON" && -x "$PYTHON" ]] && export PATH="$(dirname "$PYTHON"):$PATH" PYTHON
 
 # ---- teardown -------------------------------------------------------------------------
-PREFIX=ncl$$            # namespaces: ncl<pid>hub, ncl<pid>r<rank>, ncl<pid>shared
+PREFIX=ncl$$    # namespaces: ncl<pid>hub, ncl<pid>r<rank>, ncl<pid>shared, ncl<pid>x<node>,
+                # ncl<pid>l<leaf>, ncl<pid>spine, ncl<pid>h<host>
 CREATED=() TMP= CHILD=
 descendants() {   # all descendants of pid $1
     ps -e -o pid= -o ppid= | awk -v root="$1" '
@@ -160,54 +178,185 @@ trap 'exit 143' TERM
 addns() { ip netns add "$1" || die "could not create network namespace $1"; CREATED+=("$1"); }
 quiet_v6() { ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
                  net.ipv6.conf.default.disable_ipv6=1 >/dev/null 2>&1 || true; }
-shape() {   # shape NS DEV
-    ip netns exec "$1" tc qdisc add dev "$2" root tbf rate "$RATE" burst "$BURST" latency "$LATENCY" \
-        || die "tc could not add 'tbf rate $RATE burst $BURST latency $LATENCY' on $2 (sch_tbf missing or bad value?)"
+shape() {   # shape NS DEV [RATE]
+    local rate=${3:-$RATE}
+    tc -n "$1" qdisc add dev "$2" root tbf rate "$rate" burst "$BURST" latency "$LATENCY" \
+        || die "tc could not add 'tbf rate $rate burst $BURST latency $LATENCY' on $2 (sch_tbf missing or bad value?)"
 }
+veth() {    # veth NS1 DEV1 NS2 DEV2: a veth pair, both ends MTU 1500 and up
+    ip link add "$2" netns "$1" mtu 1500 type veth peer name "$4" netns "$3" mtu 1500 \
+        || die "could not create a veth pair (no veth support?)"
+    ip -n "$1" link set "$2" up
+    ip -n "$3" link set "$4" up
+}
+bridge() {  # bridge NS: a namespace holding br0, up
+    addns "$1"; quiet_v6 "$1"
+    ip -n "$1" link add br0 type bridge || die "could not create a bridge (no bridge support?)"
+    ip -n "$1" link set br0 up
+}
+host() {    # host NS: a namespace for ranks, lo up, IPv6 off
+    addns "$1"; quiet_v6 "$1"
+    ip -n "$1" link set lo up
+}
+addr() { echo "10.77.0.$(($1 + 1))"; }    # node/rank/host i's address
 
 RANK_ENV=(OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 SKLEARN_RELU_THREADS=1
-          MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp MPIR_CVAR_NOLOCAL=1)
+          MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp)
+[[ "$MODE" == hosts ]] || RANK_ENV+=(MPIR_CVAR_NOLOCAL=1)
+[[ -z "$NETWORK" ]] || RANK_ENV+=(SKLEARN_RELU_NETWORK="$NETWORK")
+RANK_NS='r${PMI_RANK}'   # the namespace suffix of a rank, in the generated wrapper (sh syntax)
 
 # ---- setup ----------------------------------------------------------------------------
-if [[ "$MODE" == shared ]]; then
-    NS=${PREFIX}shared
-    addns "$NS"
-    quiet_v6 "$NS"
-    ip netns exec "$NS" ip link set lo mtu 1500 up
-    shape "$NS" lo
-    echo "[$prog] shared: namespace $NS, loopback mtu 1500 limited to $RATE (burst $BURST," \
-         "latency $LATENCY) for all $W ranks" >&2
-    LAUNCH=(ip netns exec "$NS" env "${RANK_ENV[@]}" "$MPIEXEC" -n "$W" "$@")
-else
-    HUB=${PREFIX}hub
-    addns "$HUB"
-    quiet_v6 "$HUB"
-    ip netns exec "$HUB" ip link add br0 type bridge || die "could not create a bridge (no bridge support?)"
-    ip netns exec "$HUB" ip link set br0 up
+setup_per_host() {
+    local i R HUB=${PREFIX}hub
+    bridge "$HUB"
     for (( i = 0; i < W; i++ )); do
         R=${PREFIX}r$i
-        addns "$R"
-        quiet_v6 "$R"
-        ip link add eth0 netns "$R" type veth peer name "p$i" netns "$HUB" \
-            || die "could not create a veth pair (no veth support?)"
-        ip netns exec "$HUB" ip link set "p$i" master br0
-        ip netns exec "$HUB" ip link set "p$i" mtu 1500 up
-        ip netns exec "$R" ip link set lo up
-        ip netns exec "$R" ip link set eth0 mtu 1500
-        ip netns exec "$R" ip addr add "10.77.0.$((i + 1))/24" dev eth0
-        ip netns exec "$R" ip link set eth0 up
+        host "$R"
+        veth "$R" eth0 "$HUB" "p$i"
+        ip -n "$HUB" link set "p$i" master br0
+        ip -n "$R" addr add "$(addr "$i")/24" dev eth0
         shape "$R" eth0
     done
+    echo "[$prog] per-host: $W namespaces ${PREFIX}r0..$((W - 1)), eth0 mtu 1500 limited to" \
+         "$RATE each (burst $BURST, latency $LATENCY), bridged in $HUB" >&2
+}
+
+setup_hosts() {   # hosts:HxR: per-host with H namespaces; rank k in host k / R
+    local h H=$D1 RPH=$D2 N HUB=${PREFIX}hub
+    bridge "$HUB"
+    for (( h = 0; h < H; h++ )); do
+        N=${PREFIX}h$h
+        host "$N"
+        veth "$N" eth0 "$HUB" "p$h"
+        ip -n "$HUB" link set "p$h" master br0
+        ip -n "$N" addr add "$(addr "$h")/24" dev eth0
+        shape "$N" eth0
+    done
+    RANK_ENV+=(MPIR_CVAR_NUM_CLIQUES="$H" MPIR_CVAR_CLIQUES_BY_BLOCK=1)
+    RANK_NS="h\$((PMI_RANK / $RPH))"
+    echo "[$prog] hosts:${H}x$RPH: $H host namespaces ${PREFIX}h0..$((H - 1)) of $RPH ranks" \
+         "each, eth0 mtu 1500 limited to $RATE each (burst $BURST, latency $LATENCY)," \
+         "bridged in $HUB" >&2
+}
+
+setup_switches() {   # switches:LxH: node i on leaf i / H; leaves on one spine
+    local l i L=$D1 H=$D2 LEAF R SPINE=${PREFIX}spine
+    bridge "$SPINE"
+    for (( l = 0; l < L; l++ )); do
+        LEAF=${PREFIX}l$l
+        bridge "$LEAF"
+        veth "$LEAF" uplink "$SPINE" "l$l"
+        ip -n "$LEAF" link set uplink master br0
+        ip -n "$SPINE" link set "l$l" master br0
+        shape "$LEAF" uplink "$UPLINK_RATE"       # leaf -> spine
+        shape "$SPINE" "l$l" "$UPLINK_RATE"   # spine -> leaf
+        for (( i = l * H; i < (l + 1) * H; i++ )); do
+            R=${PREFIX}r$i
+            host "$R"
+            veth "$R" eth0 "$LEAF" "p$i"
+            ip -n "$LEAF" link set "p$i" master br0
+            ip -n "$R" addr add "$(addr "$i")/24" dev eth0
+            shape "$R" eth0       # node -> leaf
+            shape "$LEAF" "p$i"   # leaf -> node
+        done
+    done
+    echo "[$prog] switches:${L}x$H: $W node namespaces ${PREFIX}r0..$((W - 1)), NICs at $RATE" \
+         "each way, $L leaves ${PREFIX}l0..$((L - 1)) with uplinks at $UPLINK_RATE each way" \
+         "to ${PREFIX}spine (burst $BURST, latency $LATENCY)" >&2
+}
+
+# torus:RxC / mesh:RxC. Node i = (row i / C, column i % C) is two namespaces: a router
+# ${PREFIX}x<i> that owns the node's links and forwards, and a host ${PREFIX}r<i> where
+# the rank runs, joined by an unshaped veth (host eth0 <-> router h).
+declare -A PEER_ADDR   # "i,j" -> j's address on the link between routers i and j
+grid_next() {   # grid_next SRC DST: sets NEXT, the neighbour SRC forwards to (X, then Y)
+    local rs=$(($1 / D2)) cs=$(($1 % D2)) rd=$(($2 / D2)) cd=$(($2 % D2))
+    if (( cs != cd )); then grid_step "$cs" "$cd" "$D2"; NEXT=$((rs * D2 + (cs + STEP) % D2))
+    else grid_step "$rs" "$rd" "$D1"; NEXT=$(((rs + STEP) % D1 * D2 + cs)); fi
+}
+grid_step() {   # grid_step FROM TO SIZE: sets STEP to +1, or -1 as SIZE - 1 (modulo SIZE)
+    local d=$((($2 - $1 + $3) % $3))
+    if [[ "$KIND" == mesh ]]; then (( $2 > $1 )) && STEP=1 || STEP=$(($3 - 1))
+    elif (( 2 * d <= $3 )); then STEP=1        # the shorter way round; a tie goes +1
+    else STEP=$(($3 - 1)); fi
+}
+setup_grid() {
+    local i j k=0 r c rows=$D1 cols=$D2 X R a b edges=()
+    for (( i = 0; i < W; i++ )); do
+        R=${PREFIX}r$i X=${PREFIX}x$i
+        host "$R"
+        addns "$X"; quiet_v6 "$X"
+        ip netns exec "$X" sh -c 'sysctl -qw net.ipv4.ip_forward=1 \
+            net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+            net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.default.arp_announce=2' >/dev/null \
+            || die "could not enable IP forwarding in $X"
+        ip -n "$X" link set lo up
+        veth "$R" eth0 "$X" host
+        ip -n "$R" addr add "$(addr "$i")/32" dev eth0
+        ip -n "$R" route add 10.76.0.1/32 dev eth0 scope link
+        ip -n "$R" route add default via 10.76.0.1 dev eth0 src "$(addr "$i")"
+        ip -n "$X" addr add 10.76.0.1/32 dev host
+        ip -n "$X" route add "$(addr "$i")/32" dev host src 10.76.0.1
+        r=$((i / cols)) c=$((i % cols))
+        # east and south neighbours; the wraparound only when it is a new edge (size > 2)
+        if (( c + 1 < cols )); then edges+=("$i $((i + 1))")
+        elif [[ "$KIND" == torus ]] && (( cols > 2 )); then edges+=("$((r * cols)) $i"); fi
+        if (( r + 1 < rows )); then edges+=("$i $((i + cols))")
+        elif [[ "$KIND" == torus ]] && (( rows > 2 )); then edges+=("$c $i"); fi
+    done
+    for e in "${edges[@]}"; do   # one link, one /30, a tbf on each end
+        read -r i j <<< "$e"
+        a=10.78.$((k / 64)).$((k % 64 * 4 + 1)) b=10.78.$((k / 64)).$((k % 64 * 4 + 2))
+        veth "${PREFIX}x$i" "n$j" "${PREFIX}x$j" "n$i"
+        ip -n "${PREFIX}x$i" addr add "$a/30" dev "n$j"
+        ip -n "${PREFIX}x$j" addr add "$b/30" dev "n$i"
+        shape "${PREFIX}x$i" "n$j"
+        shape "${PREFIX}x$j" "n$i"
+        PEER_ADDR[$i,$j]=$b PEER_ADDR[$j,$i]=$a
+        k=$((k + 1))
+    done
+    for (( i = 0; i < W; i++ )); do
+        for (( j = 0; j < W; j++ )); do
+            (( i != j )) || continue
+            grid_next "$i" "$j"
+            echo "route add $(addr "$j")/32 via ${PEER_ADDR[$i,$NEXT]} dev n$NEXT"
+        done | ip -n "${PREFIX}x$i" -batch - || die "could not add the routes of router $i"
+        # interfaces created before the defaults were set keep their own rp_filter
+        ip netns exec "${PREFIX}x$i" sh -c \
+            'for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > "$f"; done'
+    done
+    echo "[$prog] $NETWORK: $W nodes, hosts ${PREFIX}r0..$((W - 1)) behind routers" \
+         "${PREFIX}x0..$((W - 1)), $k links at $RATE each way (burst $BURST, latency" \
+         "$LATENCY), dimension-order routes" >&2
+}
+
+case $MODE in
+    shared)
+        NS=${PREFIX}shared
+        addns "$NS"
+        quiet_v6 "$NS"
+        ip netns exec "$NS" ip link set lo mtu 1500 up
+        shape "$NS" lo
+        echo "[$prog] shared: namespace $NS, loopback mtu 1500 limited to $RATE (burst $BURST," \
+             "latency $LATENCY) for all $W ranks" >&2 ;;
+    per-host) setup_per_host ;;
+    hosts) setup_hosts ;;
+    switches) setup_switches ;;
+    torus|mesh) setup_grid ;;
+esac
+
+if [[ "$MODE" == shared ]]; then
+    LAUNCH=(ip netns exec "$NS" env "${RANK_ENV[@]}" "$MPIEXEC" -n "$W" "$@")
+else
     TMP=$(mktemp -d /tmp/netns_cluster.XXXXXX)
     cat > "$TMP/inrank.sh" <<EOF
 #!/bin/sh
 # generated by $prog: run this MPI rank inside its own namespace
 [ -n "\${PMI_RANK:-}" ] || { echo "inrank.sh: PMI_RANK is not set (not launched by MPICH's mpiexec?)" >&2; exit 2; }
-exec ip netns exec "${PREFIX}r\${PMI_RANK}" "\$@"
+exec ip netns exec "${PREFIX}$RANK_NS" "\$@"
 EOF
     chmod 755 "$TMP/inrank.sh"
-    echo "[$prog] per-host: $W namespaces ${PREFIX}r0..$((W - 1)), eth0 mtu 1500 limited to" \
-         "$RATE each (burst $BURST, latency $LATENCY), bridged in $HUB" >&2
     LAUNCH=(env "${RANK_ENV[@]}" FI_TCP_IFACE=eth0 "$MPIEXEC" -n "$W" "$TMP/inrank.sh" "$@")
 fi
 
