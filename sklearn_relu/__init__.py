@@ -5,12 +5,14 @@ Avestimehr, ISIT 2019).
 """
 
 from ._datasets import make_relu_regression
+from ._display import ConvergenceDisplay
 from ._ensemble import select_consistent_run
 from ._estimator import ReLURegressor, StepInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceDisplay",
     "ReLURegressor",
     "StepInfo",
     "__version__",

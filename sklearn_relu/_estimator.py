@@ -301,16 +301,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         SGD steps taken by the selected run.
     loss_curve_ : list of float
         Mean batch loss of each epoch of the selected run.
+    steps_curve_ : list of int
+        SGD steps of the selected run from its start to the end of each epoch
+        (the entries of ``loss_curve_``): ``t_`` at the last; a ``warm_start``
+        or ``partial_fit`` goes on from the last. What
+        :class:`~sklearn_relu.ConvergenceDisplay` plots the loss against.
     bytes_sent_curve_ : list of int
         The bytes of the selected run's gradient messages (as
-        ``comm_record_.bytes_sent`` counts them) from its start to the end of
-        each epoch; a ``warm_start`` or ``partial_fit`` goes on from the last.
-        NaN for the epochs of a run resumed from a ``checkpoint`` (the file
-        keeps the losses only). What :class:`ConvergenceDisplay` plots with
-        ``x="bytes"``.
+        ``comm_record_.bytes_sent`` counts them), the same way. NaN for the
+        epochs of a run resumed from a ``checkpoint`` (the file keeps the
+        losses only).
     seconds_curve_ : list of float
-        Wall time from the selected run's start to the end of each epoch, the
-        same way.
+        Wall time of the selected run, the same way (NaN where the bytes are).
     validation_scores_ : list of float or None
         Validation R^2 per epoch when ``early_stopping``.
     best_validation_score_ : float or None
@@ -949,11 +951,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         losses, scores = [], []
         first_epoch = 0
         resumed = checkpoint and checkpoint.resume(run, rule)
-        # Bytes sent and seconds at the end of each epoch, from the run's start
-        # (read after resume, which may restore the record).
-        sent, seconds, sent_before = [], [], backend.record.bytes_sent
+        # Steps, bytes sent and seconds at the end of each epoch, from the
+        # run's start (read after resume, which may restore the record).
+        steps, sent, seconds = [], [], []
+        sent_before = backend.record.bytes_sent
         if resumed:
             params, first_epoch, losses, saved_scores = resumed
+            steps = [(e + 1) * steps_per_epoch for e in range(first_epoch)]
             # A checkpoint keeps the losses, not when or after how many bytes
             # the killed fit reached them: NaN, for every epoch of this run.
             sent, seconds = [math.nan] * first_epoch, [math.nan] * first_epoch
@@ -993,6 +997,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     f"with learning_rate={learning_rate:.3g}"
                 )
             losses.append(float(loss))  # plain floats, as in scikit-learn
+            steps.append((epoch + 1) * steps_per_epoch)
             sent.append(backend.record.bytes_sent - sent_before)
             seconds.append(time.perf_counter() - seconds_before)
             if validating:
@@ -1030,10 +1035,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         if notifier is not None and notifier.stopped:
             if self.verbose:
                 _log(f"run {run}: stopped by the callback at step {notifier.step}")
+            steps[-1] = notifier.step - counted[0]
             return self._run_result(
                 params, epoch + 1, notifier.step - counted[0], losses,
                 scores if validating else None, rule.best_score if validating else None,
-                converged, stopped_by_callback=True, curves=(sent, seconds),
+                converged, stopped_by_callback=True, curves=(steps, sent, seconds),
             )
         if check_loss and not converged:
             warnings.warn(
@@ -1046,21 +1052,22 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         return self._run_result(
             final, epoch + 1, (epoch + 1) * steps_per_epoch, losses,
             scores if validating else None, best_score, converged,
-            curves=(sent, seconds),
+            curves=(steps, sent, seconds),
         )
 
     @staticmethod
     def _run_result(
         params, n_iter, t, losses, scores, best_score, converged,
-        stopped_by_callback=False, curves=([], []),
+        stopped_by_callback=False, curves=([], [], []),
     ):
         return {
             "params": params,
             "n_iter": n_iter,
             "t": t,
             "loss_curve": losses,
-            "bytes_sent_curve": list(curves[0]),
-            "seconds_curve": list(curves[1]),
+            "steps_curve": list(curves[0]),
+            "bytes_sent_curve": list(curves[1]),
+            "seconds_curve": list(curves[2]),
             "validation_scores": scores,
             "best_validation_score": best_score,
             "converged": converged,
@@ -1086,7 +1093,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             self.n_iter_ = result["n_iter"]
             self.t_ = result["t"]
             self.loss_curve_ = result["loss_curve"]
-        for name in ("bytes_sent_curve", "seconds_curve"):
+        for name in ("steps_curve", "bytes_sent_curve", "seconds_curve"):
             earlier = getattr(self, name + "_", None) if continuing else []
             if earlier is None:  # a model fitted before these were recorded
                 earlier = [math.nan] * (len(self.loss_curve_) - len(result["loss_curve"]))
@@ -1098,7 +1105,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
 
 def _continued_curve(earlier, new):
-    """A cumulative per-epoch curve (bytes, seconds): ``earlier``'s epochs, then
+    """A cumulative per-epoch curve (steps, bytes, seconds): ``earlier``'s epochs, then
     ``new``'s, which count from their own start, added to ``earlier``'s last."""
     offset = earlier[-1] if earlier else 0
     return list(earlier) + [offset + value for value in new]
