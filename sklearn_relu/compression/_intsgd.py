@@ -221,7 +221,10 @@ class IntSGD(Compressor):
             out[d + _FIRST_BAND + N_BANDS - 1] = 1
             return out
         rng = np.random.default_rng(random_state)
-        scaled = vector * (s / scale)
+        factor = s / scale
+        # A subnormal scale overflows s / scale (inf * 0 is NaN); dividing
+        # first keeps |vector / scale| <= 1. Otherwise the product, as always.
+        scaled = vector * factor if math.isfinite(factor) else (vector / scale) * s
         levels = np.floor(scaled)
         levels += rng.random(d) < (scaled - levels)
         # |scaled| <= s holds exactly in real arithmetic; the clip only undoes
