@@ -3,6 +3,9 @@
 #
 #   sudo benchmarks/netns_cluster.sh [--mode per-host|shared] [--rate R] [--burst B]
 #        [--latency L] [--timeout S] -n W -- python -m mpi4py script.py args...
+#   sudo benchmarks/netns_cluster.sh --network torus:RxC|mesh:RxC|switches:LxH|hosts:HxR
+#        [--uplink-rate R2] [--rate R] [--burst B] [--latency L] [--timeout S] [-n W]
+#        -- python -m mpi4py script.py args...
 #
 # Modes
 #   per-host (default)  One network namespace per rank, each with its own NIC: a veth
@@ -24,6 +27,44 @@
 #   MTU 1500, 8 MB Allreduce/Allgather run at the shaped rate in both modes. --burst
 #   must hold the largest frame (1514 bytes at MTU 1500).
 #
+# Networks with a shape (--network SPEC; replaces --mode; -n may be omitted, and if given
+#   must be the spec's rank count; ranks get SKLEARN_RELU_NETWORK=SPEC so a program can
+#   build the same graph). Every rank is 10.77.0.(rank+1) on its eth0, as in per-host,
+#   and MPICH gets the same environment (FI_TCP_IFACE=eth0) except for hosts:.
+#   torus:RxC, mesh:RxC  R*C nodes; node i = rank i sits at row i / C, column i % C. A node
+#       is two namespaces: a host ncl<pid>r<i>, where the rank runs, and a router
+#       ncl<pid>x<i> joined to it by an unshaped veth (host eth0, 10.77.0.(i+1)/32, default
+#       route to the router). Routers are joined by one veth pair per edge of the grid
+#       (the mesh's, plus the torus's wraparound edges; when R or C is 2 the wraparound
+#       edge is the direct edge and there is one link), each end MTU 1500 with a tbf at
+#       rate R on its egress, one /30 (10.78.0.0/16) per link. Routers forward
+#       (ip_forward=1, rp_filter=0: the way back from B to A is another path than A to B)
+#       along static dimension-order routes: column first, then row; on a torus the
+#       shorter way round, a tie (distance C/2 or R/2) going east/south (+1, wrapping). So a
+#       message to a non-neighbour crosses, and contends on, intermediate nodes' links:
+#       measured at 20 Mbit/s on mesh:1x3, 1 MB flows 0->2 (through node 1) and 1->2 at
+#       once got 8.8-10.4 Mbit/s each of payload (19.1 together: the link's 1448/1514
+#       share) in 12 runs of 13, 0->1 and 1->2 at once 19.1 each in every run. TCP over
+#       one FIFO queue can share unevenly: 14.4/4.5 in the 13th. Why a host apart from
+#       its router: the rank's own traffic crosses its eth0 and nothing else does (a 1 MB
+#       message 0->2 on mesh:1x3 put 262 bytes on node 1's eth0, 1.05 MB on node 2's),
+#       the same counter as per-host. A 1 MB float64 Allreduce on torus:4x4 at 10 Mbit/s
+#       took 2.8-3.2 s with MPICH's default algorithm (machine load 7). Setting up and
+#       tearing down torus:8x8 (128 namespaces, 128 links) took 15 s.
+#   switches:LxH [--uplink-rate R2]  L leaf switches of H nodes each (node i on leaf i / H),
+#       leaves joined by one spine: bridges in namespaces ncl<pid>l<leaf>, ncl<pid>spine.
+#       A node's NIC is shaped at R both ways (tbf on its eth0 and on its leaf port), each
+#       leaf's uplink at R2 both ways (default R2 = R, no oversubscription). One subnet.
+#       Measured at R = 20 Mbit/s, R2 = 10 Mbit/s on switches:2x2: flows 0->2 and 1->3
+#       (both up leaf 0's uplink) got 5.0 and 4.5 Mbit/s, 0->1 and 2->3 19.1 each.
+#   hosts:HxR  H hosts of R ranks each (W = H*R); rank k runs in host namespace
+#       ncl<pid>h<k / R>, with the host's one NIC (eth0, 10.77.0.(host+1), shaped and
+#       bridged as per-host). MPICH is told the blocks are nodes: MPIR_CVAR_NUM_CLIQUES=H
+#       MPIR_CVAR_CLIQUES_BY_BLOCK=1 instead of MPIR_CVAR_NOLOCAL=1, so a host's ranks
+#       use shared memory among themselves (Split_type(COMM_TYPE_SHARED) has R ranks) and
+#       TCP over eth0 between hosts: a 100 kB Sendrecv between ranks 0 and 1 of
+#       hosts:2x2 added 0 bytes to eth0's rx_bytes, one between ranks 0 and 2 104 kB.
+#
 # Burst (default 1600 bytes: one full frame)
 #   A NIC serializes every frame at its line rate; it has no bucket of credit to spend
 #   at a faster speed. tbf's bucket is that credit: up to --burst bytes leave at the
@@ -43,6 +84,13 @@
 #       headers (~66 bytes per 1448-byte segment, ~4.5%) plus the TCP ACKs for what the
 #       rank sent and a few ARP packets. IPv6 is disabled in the namespaces to keep
 #       neighbour-discovery chatter out of the counters.
+#   torus/mesh/switches: as per-host, eth0 is the rank's own traffic only. On torus and
+#       mesh the links (own plus forwarded traffic) are the router's interfaces n<j>
+#       (link to node j), not visible inside the rank; read them from outside during
+#       the run: `ip -n ncl<pid>x<i> -s link show n<j>`.
+#   hosts: eth0 is the host's traffic to other hosts, the sum over its R ranks; traffic
+#       between ranks of one host is shared memory and on no counter. A rank's share
+#       is not observable at the NIC.
 #   shared: there is one loopback for everyone. Every packet is counted once in lo's
 #       tx_bytes and once in its rx_bytes, so lo rx_bytes (== tx_bytes) is the TOTAL of
 #       all ranks' traffic; every rank reads the same number. Divide by W for an average
@@ -72,7 +120,8 @@
 #   benchmark on an otherwise idle machine.
 #
 # Teardown: the namespaces (names contain this script's PID, so concurrent runs cannot
-#   collide) are deleted in a trap on EXIT/INT/TERM, also after failure, and any process
+#   collide; every one is recorded as it is created, so a failed setup removes those that
+#   exist) are deleted in a trap on EXIT/INT/TERM, also after failure, and any process
 #   still inside them is killed first. The command runs under `timeout` (--timeout,
 #   default 900 s; exit code 124) so a hung rank cannot keep the namespaces alive.
 set -euo pipefail
@@ -81,7 +130,7 @@ set -euo pipefail
 prog=netns_cluster.sh
 die() { echo "$prog: $*" >&2; exit 2; }
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
 

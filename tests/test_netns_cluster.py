@@ -355,3 +355,14 @@ def test_flows_through_one_link_share_it_and_disjoint_links_do_not(tmp_path):
     assert 0.7 * rate <= sum(shared) <= 1.05 * rate, shared
     assert max(shared) < 0.85 * rate, shared
     assert min(disjoint) > 0.8 * rate, disjoint
+
+
+def test_a_failed_setup_removes_the_namespaces_it_made():
+    # tc rejects the rate only after the first node's namespaces exist
+    run = subprocess.Popen(
+        ["bash", str(LAUNCHER), "--network", "torus:2x2", "--rate", "fast", "--", "true"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _, err = run.communicate(timeout=20)
+    assert run.returncode == 2 and "tc could not add" in err, err
+    assert not {ns for ns in _namespaces() if ns.startswith(f"ncl{run.pid}")}
