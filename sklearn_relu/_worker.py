@@ -267,6 +267,21 @@ class ShardWorker:
             self._pending = self._draw_gradient(params)
         return self.compressor.encode(self._pending, scale, self.n_workers, self._rng)
 
+    # A hierarchical allreduce (sklearn_relu.collectives.Hierarchy): a host's
+    # workers hand their kept gradients to the host's first worker, which
+    # encodes their sum once, with its own random stream.
+    def kept_gradient(self, params=None):
+        """The kept gradient; with ``params``, a new batch's gradient at
+        ``params``, which is kept."""
+        if params is not None:
+            self._pending = self._draw_gradient(params)
+        return self._pending
+
+    def encode_sum(self, vector, scale, n_summands):
+        """Encode ``vector`` (its host's sum of gradients) on ``scale`` for a
+        sum of ``n_summands`` such vectors, with this worker's random stream."""
+        return self.compressor.encode(vector, scale, n_summands, self._rng)
+
     def _send(self, vector):
         """What this worker sends for ``vector``: the attack's version of it
         if the worker is Byzantine."""

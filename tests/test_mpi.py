@@ -34,21 +34,42 @@ if not MPIEXEC.exists():
     MPIEXEC = shutil.which("mpiexec")
 
 
-def mpiexec(n_ranks, *args, timeout, runner=("-m", "mpi4py")):
+def mpiexec(n_ranks, *args, timeout, runner=("-m", "mpi4py"), env=None):
     if MPIEXEC is None:
         pytest.fail("mpi4py is installed but no mpiexec was found")
     command = [str(MPIEXEC), "-n", str(n_ranks), sys.executable, *runner, *args]
     start = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+    )
     return done, time.monotonic() - start
 
 
-def run_check(script, n_ranks, timeout):
+def run_check(script, n_ranks, timeout, env=None):
     """Run ``tests/mpi/<script>`` on ``n_ranks`` ranks: it must end well, and
     say so from rank 0."""
-    done, _ = mpiexec(n_ranks, str(SCRIPTS / script), timeout=timeout)
+    done, _ = mpiexec(n_ranks, str(SCRIPTS / script), timeout=timeout, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"ok: {n_ranks} ranks" in done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 4])
+def test_multitree_and_hierarchical_equal_inprocess_on_every_rank(n_ranks):
+    run_check("check_multitree.py", n_ranks, timeout=180)
+
+
+@pytest.mark.parametrize("n_hosts", [2, 4])
+def test_hierarchical_groups_the_ranks_of_each_emulated_host(n_hosts):
+    # MPICH treats blocks of a machine's ranks as separate hosts
+    # (MPIR_CVAR_NUM_CLIQUES): the hierarchy then has n_hosts hosts.
+    stderr = run_check("check_multitree.py", 4, timeout=180, env={
+        "MPIR_CVAR_NUM_CLIQUES": str(n_hosts), "MPIR_CVAR_CLIQUES_BY_BLOCK": "1",
+    })
+    per_host = 4 // n_hosts
+    hosts = [list(range(h * per_host, (h + 1) * per_host)) for h in range(n_hosts)]
+    assert f"hosts {hosts}" in stderr
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 4])

@@ -205,6 +205,10 @@ class Backend(ABC):
             )
         self.n_byzantine, self.attack = n_byzantine, attack
         self.n_workers = n_workers
+        # Vectors summed a step: one per worker, or per host when a backend's
+        # hierarchical reduction sums a host's workers before encoding.
+        self.n_summands = n_workers
+        self._kept = None
         # The scale the workers agreed on for the next summed step; None: agree
         # on the exact one (the MAX of their statistics) first.
         self.agreed_scale = None
@@ -343,12 +347,28 @@ class Backend(ABC):
                 total, part_nbytes = self._sum_summands(scale, params, draw=False)
                 sent += 8 + part_nbytes
             self.agreed_scale = compressor.next_scale(total, scale)
-        self.record.add_messages([sent] * self.n_workers, n_values)
+        self.record.add_messages([sent] * self.n_summands, n_values)
         gradient = self.aggregator.from_sum(
-            compressor.decode_sum(total, scale, self.n_workers, params.dtype),
+            compressor.decode_sum(total, scale, self.n_summands, params.dtype),
             self.n_workers, compressor,
         )
         return update(params, gradient)
+
+    def check_reduction(self, reduction, n_workers, compressor):
+        """Raise unless ``reduction`` (a MultiTree schedule or a hierarchy)
+        can sum this fit's vectors: as many workers, summable messages."""
+        if reduction.n_workers != n_workers:
+            raise ValueError(
+                f"the reduction sums the vectors of {reduction.n_workers} workers, "
+                f"but the fit has n_workers={n_workers}"
+            )
+        if not compressor.summable or not self.aggregator.summable:
+            raise ValueError(
+                f"a MultiTree or hierarchical reduction sums the workers' vectors "
+                f"while encoded: {compressor!r} with aggregation="
+                f"{self.aggregator!r} cannot be summed; use solver='sgd' or "
+                "'intsgd' with aggregation='mean'"
+            )
 
     def _max_statistic(self, params, draw):
         """The MAX over workers of ``ShardWorker.gradient_statistic`` at ``params`` (of

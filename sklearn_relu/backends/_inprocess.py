@@ -13,6 +13,18 @@ class InProcessBackend(Backend):
     This is the reference every other backend must agree with. Shards are views
     of ``X``: nothing is copied.
 
+    Parameters
+    ----------
+    reduction : MultiTreeSchedule, Hierarchy or None, default=None
+        How the workers' vectors are summed. None: in worker order. A
+        :func:`~sklearn_relu.collectives.multitree_schedule` or a
+        :func:`~sklearn_relu.collectives.hierarchy`: in the order the MPI
+        backend sums them with ``topology="multitree"`` or
+        ``"hierarchical"`` on that network or grouping, so that an
+        in-process run gives that fit's model, bit for bit (needs a
+        summable compressor, ``solver="sgd"`` or ``"intsgd"``, and
+        ``aggregation="mean"``).
+
     Where it gives the same model, :meth:`run_steps` takes an epoch's steps in
     one call of the compiled loop (``sklearn_relu/_steps.py``) instead of one
     :meth:`step` at a time; a subclass that overrides :meth:`step` keeps
@@ -24,7 +36,14 @@ class InProcessBackend(Backend):
     #: off to compare against the step-by-step reference).
     _fused_steps = True
 
+    def __init__(self, reduction=None):
+        super().__init__()
+        self.reduction = reduction
+
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
+        if self.reduction is not None:
+            self.check_reduction(self.reduction, n_workers, compressor)
+            self.n_summands = self.reduction.n_summands
         self.workers = [
             ShardWorker(
                 **worker_arguments(
@@ -40,7 +59,7 @@ class InProcessBackend(Backend):
         return [function(worker, *args) for worker in self.workers]
 
     def step(self, params, update):
-        if self.compressor.summed_only:
+        if self.compressor.summed_only or self.reduction is not None:
             return self.summed_step(params, update)
         with Timer(self.record, "compute_seconds"):
             messages = [w.gradient_message(params) for w in self.workers]
@@ -53,6 +72,7 @@ class InProcessBackend(Backend):
         if (
             after_step is None  # the compiled loop cannot stop after any step
             and self._fused_steps
+            and self.reduction is None  # the loop sums in worker order
             and type(self).step is InProcessBackend.step
             and _steps.fusable(self, params, update)
         ):
@@ -62,14 +82,36 @@ class InProcessBackend(Backend):
     def _max_statistic(self, params, draw):
         params = params if draw else None
         with Timer(self.record, "compute_seconds"):
+            if self.reduction is not None:
+                vectors = self._summand_vectors(params)
+                return max(self.compressor.scale_statistic(v) for v in vectors)
             return max(w.gradient_statistic(params) for w in self.workers)
 
     def _sum_summands(self, scale, params, draw):
         params = params if draw else None
+        if self.reduction is not None:
+            with Timer(self.record, "compute_seconds"):
+                vectors = self._summand_vectors(params)
+                parts = [
+                    self.workers[index].encode_sum(vector, scale, self.n_summands)
+                    for index, vector in zip(self.reduction.encoders, vectors)
+                ]
+            with Timer(self.record, "communicate_seconds"):
+                return self.reduction.allreduce(parts), parts[0].nbytes
         with Timer(self.record, "compute_seconds"):
             parts = [w.summand(scale, params) for w in self.workers]
         with Timer(self.record, "communicate_seconds"):
             return self.sum_encoded(parts), parts[0].nbytes
 
+    def _summand_vectors(self, params):
+        """The vectors the reduction encodes (kept for a redone step): with
+        ``params``, of new batches' gradients at ``params``."""
+        if params is not None or self._kept is None:
+            self._kept = self.reduction.summand_vectors(
+                [w.kept_gradient(params) for w in self.workers]
+            )
+        return self._kept
+
     def stop(self):
         self.workers = []
+        self._kept = None

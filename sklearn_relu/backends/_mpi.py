@@ -8,7 +8,7 @@ the compressor's bytes, moved as ``uint8`` buffers (``Allgatherv``,
 pickle-based lowercase methods. With ``data="root"`` the training rows are
 scattered from rank 0 the same way, each rank's shard as one buffer.
 
-Three topologies (see :doc:`/scaling` for what each costs):
+Five topologies (see :doc:`/scaling` for what each costs):
 
 ``"allreduce"``
     The workers' vectors are summed while compressed by MPI's ``Allreduce``:
@@ -27,6 +27,18 @@ Three topologies (see :doc:`/scaling` for what each costs):
 ``"master-worker"``
     Workers send their messages to rank 0, which decodes, sums, steps, and
     broadcasts the new model (exact floats) back.
+``"multitree"``
+    The summed vectors of ``"allreduce"`` travel along MultiTree's trees on
+    the network (:func:`~sklearn_relu.collectives.multitree_schedule`), with
+    point-to-point messages, so that no link carries two messages at once
+    on a torus, a mesh or switches. The additions are the schedule's: the
+    model is an in-process run's told the same schedule, bit for bit.
+``"hierarchical"``
+    The ranks of one host (MPI's shared-memory split) sum their vectors
+    exactly on the host's first rank, which encodes the host's sum once
+    (IntSGD's levels then count hosts, not ranks); one rank per host takes
+    part in a MultiTree allreduce over the hosts' network, and the result is
+    broadcast inside each host.
 
 ``"auto"`` (the default) is ``"allreduce"`` for compressors whose messages only
 exist summed (IntSGD) and ``"allgather"`` for all others, so that the default
@@ -49,16 +61,21 @@ import numpy as np
 
 from .. import _parallel
 from .._worker import ShardWorker, shard_bounds, worker_arguments
+from ..collectives import hierarchy, multitree_schedule, network_graph
+from ..collectives._multitree import sum_in_order
 from ..compression._sign import pack_signs, unpack_signs
 from ._base import Backend, first_difference
 from ._shared_memory import displacements as _displacements
 from ._shared_memory import futex_module, shared_exchange
+from ._tree import tree_allreduce
 
 __all__ = ["MPIBackend", "import_mpi"]
 
 INSTALL_HINT = 'pip install "sklearn-relu[mpi]"  (or: pip install mpi4py mpich)'
 
-TOPOLOGIES = ("auto", "allreduce", "allgather", "master-worker")
+TOPOLOGIES = ("auto", "allreduce", "allgather", "master-worker", "multitree", "hierarchical")
+#: The topologies that sum the workers' vectors while encoded.
+SUMMED_TOPOLOGIES = ("allreduce", "multitree", "hierarchical")
 DATA_MODES = ("all", "root", "local")
 WAIT_POLICIES = ("auto", "busy", "yield", "sleep")
 #: When yielding the core, a rank tests a pending collective and, between
@@ -120,11 +137,20 @@ class MPIBackend(Backend):
     ----------
     comm : mpi4py.MPI.Comm or None, default=None
         The communicator; ``None`` is ``MPI.COMM_WORLD``.
-    topology : {"auto", "allreduce", "allgather", "master-worker"}, \
-            default="auto"
-        How messages travel; see the module documentation. ``"allreduce"``
-        needs a compressor whose vectors sum (``solver="sgd"`` or
-        ``"intsgd"``); ``"intsgd"`` needs ``"allreduce"`` (or ``"auto"``).
+    topology : {"auto", "allreduce", "allgather", "master-worker", \
+            "multitree", "hierarchical"}, default="auto"
+        How messages travel; see the module documentation. ``"allreduce"``,
+        ``"multitree"`` and ``"hierarchical"`` need a compressor whose
+        vectors sum (``solver="sgd"`` or ``"intsgd"``) and
+        ``aggregation="mean"``; ``"intsgd"`` needs one of them (``"auto"``
+        picks ``"allreduce"``).
+    network : str, edge list, NetworkGraph or None, default=None
+        The network the ranks are on, as
+        :func:`~sklearn_relu.collectives.network_graph` reads it
+        (``"torus:4x4"``...): with ``topology="multitree"`` one node per
+        rank (rank ``i`` is node ``i``); with ``"hierarchical"`` one node
+        per host (hosts ordered by their lowest rank). None: every rank (or
+        host) on one switch. Unused by the other topologies.
     data : {"all", "root", "local"}, default="all"
         ``"all"``: every rank passes the same ``X, y`` (for instance loaded
         from one file) and keeps only its shard's rows for training.
@@ -195,7 +221,9 @@ class MPIBackend(Backend):
     name = "mpi"
     distributed = True
 
-    def __init__(self, comm=None, *, topology="auto", data="all", wait="auto"):
+    def __init__(
+        self, comm=None, *, topology="auto", data="all", wait="auto", network=None
+    ):
         super().__init__()
         self._MPI = import_mpi()
         if topology not in TOPOLOGIES:
@@ -209,7 +237,13 @@ class MPIBackend(Backend):
         self._exchange = None  # the SharedExchange of wait="sleep"
         self.comm = comm
         self.topology = topology
+        self.network = network
+        if network is not None:
+            network_graph(network)  # a bad spec is an error here, not at fit
         self.data = data
+        self._reduction = None  # the MultiTree schedule or the Hierarchy in use
+        self._kept = self._kept_error = None  # hierarchical: the host's sum
+        self._p2p = ()  # communicators of the point-to-point topologies
         self._worker = None
         self._n_samples = None
         self._topology = None
@@ -220,7 +254,8 @@ class MPIBackend(Backend):
     def __getstate__(self):
         state = dict(self.__dict__)
         state.update(
-            _MPI=None, _worker=None, comm=None, _host=None, _exchange=None
+            _MPI=None, _worker=None, comm=None, _host=None, _exchange=None,
+            _reduction=None, _p2p=(),
         )
         return state
 
@@ -458,22 +493,24 @@ class MPIBackend(Backend):
     def _resolve_topology(self, compressor):
         if self.topology == "auto":
             return "allreduce" if compressor.summed_only else "allgather"
-        if self.topology == "allreduce" and not self.aggregator.summable:
+        summed = self.topology in SUMMED_TOPOLOGIES
+        if summed and not self.aggregator.summable:
             raise ValueError(
-                f"MPIBackend(topology='allreduce') sums the workers' vectors, but "
-                f"aggregation={self.aggregator!r} needs each of them: use "
+                f"MPIBackend(topology={self.topology!r}) sums the workers' vectors, "
+                f"but aggregation={self.aggregator!r} needs each of them: use "
                 "topology='allgather' or 'master-worker' (or 'auto')"
             )
-        if self.topology == "allreduce" and not compressor.summable:
+        if summed and not compressor.summable:
             raise ValueError(
-                f"MPIBackend(topology='allreduce') sums the workers' vectors while "
-                f"compressed, but {compressor!r} messages cannot be summed: use "
+                f"MPIBackend(topology={self.topology!r}) sums the workers' vectors "
+                f"while compressed, but {compressor!r} messages cannot be summed: use "
                 "solver='sgd' or solver='intsgd', or topology='allgather'"
             )
-        if self.topology != "allreduce" and compressor.summed_only:
+        if not summed and compressor.summed_only:
             raise ValueError(
                 f"{compressor!r} messages only exist summed; it needs "
-                f"MPIBackend(topology='allreduce') (or 'auto'), not {self.topology!r}"
+                f"MPIBackend(topology='allreduce', 'multitree' or 'hierarchical') "
+                f"(or 'auto'), not {self.topology!r}"
             )
         return self.topology
 
@@ -506,6 +543,51 @@ class MPIBackend(Backend):
             )
         # Once the ranks agree on the data: the window is sized by its width.
         self._exchange = self._shared_exchange(X.shape[1] + 1)
+        if self._topology in ("multitree", "hierarchical"):
+            self._start_reduction()
+
+    def _start_reduction(self):
+        """Build the schedule every rank runs, and the communicators that carry
+        it (collective). Each topology's point-to-point messages travel on a
+        duplicate of the communicator, so nothing else can match them."""
+        comm, MPI = self._comm, self._MPI
+        self._free_p2p()
+        if self._topology == "multitree":
+            graph = network_graph(
+                f"switch:{comm.Get_size()}" if self.network is None else self.network
+            )
+            if graph.n_nodes != comm.Get_size():
+                raise ValueError(
+                    f"MPIBackend(network={self.network!r}) has {graph.n_nodes} "
+                    f"compute nodes, but there are {comm.Get_size()} ranks: "
+                    "topology='multitree' puts rank i on node i"
+                )
+            self._reduction = multitree_schedule(graph)
+            self._p2p = (comm.Dup(),)
+            return
+        rank = comm.Get_rank()
+        host = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+        leader = host.bcast(rank, root=0)
+        leaders = comm.Split(0 if host.Get_rank() == 0 else MPI.UNDEFINED, key=rank)
+        hosts = {}
+        for member, first in enumerate(comm.allgather(leader)):
+            hosts.setdefault(first, []).append(member)
+        self._p2p = (host, leaders) if leaders != MPI.COMM_NULL else (host,)
+        try:
+            self._reduction = hierarchy(
+                [hosts[first] for first in sorted(hosts)], self.network
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"MPIBackend(topology='hierarchical'): {exc} (the hosts are the "
+                f"ranks that share memory: {len(hosts)} here)"
+            ) from None
+        self.n_summands = self._reduction.n_summands
+
+    def _free_p2p(self):
+        for communicator in self._p2p:
+            communicator.Free()
+        self._p2p = ()
 
     def _choose_wait(self):
         """The waiting policy in force: ``wait``, with "auto" resolved (see
@@ -693,8 +775,21 @@ class MPIBackend(Backend):
         self.agreed_scale = None
         self._worker.reseed(entropy)
 
+    def _wait_all(self, requests):
+        """Complete point-to-point requests, spinning in MPI or yielding."""
+        MPI = self._MPI
+        if self._waiting == "busy":
+            MPI.Request.Waitall(requests)
+            return
+        start = time.perf_counter()
+        while not MPI.Request.Testall(requests):
+            if time.perf_counter() - start < _YIELD_SECONDS:
+                _yield_core()
+            else:
+                time.sleep(_POLL_SECONDS)
+
     def step(self, params, update):
-        if self._topology == "allreduce":
+        if self._topology in SUMMED_TOPOLOGIES:
             return self.summed_step(params, update)
         comm, MPI = self._comm, self._MPI
         start = time.perf_counter()
@@ -753,13 +848,23 @@ class MPIBackend(Backend):
     def _max_statistic(self, params, draw):
         comm, MPI = self._comm, self._MPI
         start = time.perf_counter()
-        statistic, error = self._local(
-            ShardWorker.gradient_statistic, params if draw else None
-        )
+        if self._topology == "hierarchical":
+            statistic, error = self._host_statistic(params, draw)
+        else:
+            statistic, error = self._local(
+                ShardWorker.gradient_statistic, params if draw else None
+            )
         compute = time.perf_counter() - start
         self._before_collective()
         agreed = np.array([math.inf if error is not None else statistic])
-        if self._exchange is not None:
+        if self._topology == "hierarchical":
+            # The leaders agree on the MAX of the hosts' statistics; each
+            # tells its host.
+            host = self._p2p[0]
+            if len(self._p2p) > 1:
+                self._wait(self._p2p[1].Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX))
+            self._wait(host.Ibcast(agreed, root=0))
+        elif self._exchange is not None:
             _, received = self._exchange.allgather(agreed.nbytes, agreed.tobytes())
             agreed = received.view(np.float64).max(keepdims=True)
         else:
@@ -778,14 +883,28 @@ class MPIBackend(Backend):
     def _sum_summands(self, scale, params, draw):
         comm, MPI, compressor = self._comm, self._MPI, self.compressor
         start = time.perf_counter()
-        part, error = self._local(
-            ShardWorker.summand, scale, params if draw else None
-        )
-        if error is not None:
+        if self._topology == "hierarchical":
+            part, error = self._host_summand(scale, params, draw)
+        else:
+            part, error = self._local(
+                ShardWorker.summand, scale, params if draw else None
+            )
+        if error is not None or part is None:
             part = compressor.failed_summand(params.shape[0], params.dtype)
         compute = time.perf_counter() - start
         self._before_collective()
-        if self._exchange is not None:
+        if self._topology == "multitree":
+            total = tree_allreduce(self._p2p[0], part, self._reduction, self._wait_all)
+        elif self._topology == "hierarchical":
+            host = self._p2p[0]
+            if len(self._p2p) > 1:  # this rank leads its host
+                total = tree_allreduce(
+                    self._p2p[1], part, self._reduction.schedule, self._wait_all
+                )
+            else:
+                total = np.empty_like(part)
+            self._wait(host.Ibcast(total, root=0))
+        elif self._exchange is not None:
             # Summed here in rank order: the same bits as in-process.
             _, received = self._exchange.allgather(part.nbytes, part.tobytes())
             total = self.sum_encoded(
@@ -805,6 +924,47 @@ class MPIBackend(Backend):
                 "learning_rate='auto' or a smaller learning_rate"
             )
         return total, part.nbytes
+
+    # The hierarchical topology: a host's ranks hand their gradients to the
+    # host's first rank (through shared memory, off the network), which sums
+    # them in rank order and encodes the sum, as Hierarchy.host_sums does.
+    def _gather_host(self, params):
+        """Draw a batch's gradient at ``params`` and gather the host's on its
+        first rank, which keeps their sum (NaN where a rank failed). Keeps
+        this rank's own error, if any."""
+        host = self._p2p[0]
+        vector, self._kept_error = self._local(ShardWorker.kept_gradient, params)
+        if vector is None:
+            vector = np.full(params.shape[0], np.nan, dtype=params.dtype)
+        vector = np.ascontiguousarray(vector)
+        leader = host.Get_rank() == 0
+        rows = np.empty((host.Get_size(),) + vector.shape, vector.dtype) if leader else None
+        self._wait(host.Igather(vector, rows, root=0))
+        self._kept = sum_in_order(list(rows)) if leader else None
+
+    def _host_statistic(self, params, draw):
+        """(this host's scale statistic on its first rank, 0 elsewhere; this
+        rank's error), of new gradients if ``draw`` else of the kept ones."""
+        if draw:
+            self._gather_host(params)
+        if self._kept_error is not None:
+            return None, self._kept_error
+        if self._kept is None:  # not the host's first rank: it has no sum
+            return 0.0, None
+        if not np.all(np.isfinite(self._kept)):  # a rank of this host failed
+            return math.inf, None
+        return self.compressor.scale_statistic(self._kept), None
+
+    def _host_summand(self, scale, params, draw):
+        """(the host's encoded sum on its first rank, None elsewhere or where a
+        rank of the host failed; this rank's error)."""
+        if draw:
+            self._gather_host(params)
+        if self._kept_error is not None:
+            return None, self._kept_error
+        if self._kept is None or not np.all(np.isfinite(self._kept)):
+            return None, None  # the failed summand, if led, tells every host
+        return self._local(ShardWorker.encode_sum, self._kept, scale, self.n_summands)
 
     def _master_update(self, params, decode_and_update):
         """Rank 0 steps and broadcasts the model; a failed step reaches all ranks."""
@@ -865,6 +1025,9 @@ class MPIBackend(Backend):
     def stop(self):
         self._worker = None
         self._n_samples = None
+        self._kept = self._kept_error = None
+        if self._MPI is not None:
+            self._free_p2p()
 
     def abort(self, status=1):
         """End every process of the job with ``status`` (``MPI_Abort``).
