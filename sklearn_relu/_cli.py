@@ -6,6 +6,7 @@ status.
 """
 
 import argparse
+import csv
 import itertools
 import json
 import math
@@ -47,14 +48,15 @@ when complete, so a fit that fails or is killed leaves an earlier model at
 --out untouched. A .skops file (the default for any suffix but .joblib/.pkl)
 is safe to load from elsewhere (skops.io refuses unknown types); a .joblib
 file is a pickle, which runs code when loaded: load only your own. Use the
-model with 'python -m sklearn_relu predict MODEL DATA --out predictions.csv'.
+model with 'python -m sklearn_relu predict MODEL DATA > predictions.csv'.
 """
 
 # Environment variables that MPI launchers set in the processes they start.
 _MPI_LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
-def load_data(path, target=None, target_column=None, shard=None, csv_header="auto"):
+def load_data(path, target=None, target_column=None, shard=None, csv_header="auto",
+              sample_weight_column=None):
     """``(X, y, sample_weight)`` from a ``.npz``, ``.npy`` or ``.csv`` file.
 
     Parameters
@@ -73,6 +75,9 @@ def load_data(path, target=None, target_column=None, shard=None, csv_header="aut
         Whether a CSV's first line is column names. ``"auto"`` skips a line
         of names, reads a line of numbers, and raises when it cannot tell:
         no row is ever dropped or read silently by a guess.
+    sample_weight_column : str or int, optional
+        The ``.csv`` column holding the sample weights (a name or an index,
+        as ``target_column``); it is not a feature.
 
     Returns
     -------
@@ -83,12 +88,13 @@ def load_data(path, target=None, target_column=None, shard=None, csv_header="aut
     sample_weight : ndarray of shape (n_samples,) or None
     """
     X, y, sample_weight, names = _read_data(
-        path, target, target_column, shard, csv_header
+        path, target, target_column, shard, csv_header, sample_weight_column
     )
     return _with_names(X, names), y, sample_weight
 
 
-def _read_data(path, target=None, target_column=None, shard=None, csv_header="auto"):
+def _read_data(path, target=None, target_column=None, shard=None, csv_header="auto",
+               sample_weight_column=None):
     """:func:`load_data`'s arrays, with ``X`` an array, and the names of its
     columns (a ``.csv`` header's; else None)."""
     path = Path(path)
@@ -97,6 +103,11 @@ def _read_data(path, target=None, target_column=None, shard=None, csv_header="au
         raise ValueError("--target is only for .npy data files")
     if target_column is not None and suffix != ".csv":
         raise ValueError("--target-column is only for .csv data files")
+    if sample_weight_column is not None and suffix != ".csv":
+        raise ValueError(
+            "--sample-weight-column is only for .csv data files (a .npz file "
+            "holds them as an array named sample_weight)"
+        )
     if shard is not None and suffix != ".npy":
         raise ValueError(
             "--data local reads each rank's rows from a memory-mapped .npy file: "
@@ -129,7 +140,18 @@ def _read_data(path, target=None, target_column=None, shard=None, csv_header="au
             raise ValueError(f"{path} needs at least two columns: features, then y")
         column = _column_index(path, names, table.shape[1], target_column)
         y = table[:, column]
-        keep = [i for i in range(table.shape[1]) if i != column]
+        apart = {column}
+        if sample_weight_column is not None:
+            weights = _column_index(path, names, table.shape[1], sample_weight_column,
+                                    flag="--sample-weight-column")
+            if weights == column:
+                raise ValueError(
+                    f"--sample-weight-column {sample_weight_column!r} is the target "
+                    f"column of {path}"
+                )
+            sample_weight = table[:, weights]
+            apart.add(weights)
+        keep = [i for i in range(table.shape[1]) if i not in apart]
         X = table[:, keep]
         names = None if names is None else [names[i] for i in keep]
     return X, y, sample_weight, names
@@ -147,11 +169,14 @@ def load_features(path, n_features, feature_names=None, target_column=None):
     return _with_names(X, names)
 
 
-def _read_features(path, n_features, feature_names=None, target_column=None):
+def _read_features(path, n_features, feature_names=None, target_column=None, ignore=None):
     """:func:`load_features`'s ``X`` as an array, the names of its columns (or
-    None), and whether they were picked by the model's ``feature_names``."""
+    None), and whether they were picked by the model's ``feature_names``;
+    a ``.csv`` column named ``ignore`` (ids) is not read."""
     path = Path(path)
     suffix = _check_data_file(path)
+    if ignore is not None and suffix != ".csv":
+        raise ValueError("--id-column is only for .csv data files")
     if suffix == ".npz":
         with np.load(path) as archive:
             if "X" not in archive.files:
@@ -161,7 +186,7 @@ def _read_features(path, n_features, feature_names=None, target_column=None):
             return archive["X"], None, False
     if suffix == ".npy":
         return np.load(path, mmap_mode="r"), None, False
-    names, table = _load_csv(path)
+    names, table = _load_csv(path, ignore=ignore)
     if names is not None and feature_names is not None:
         missing = [name for name in feature_names if name not in names]
         if missing:
@@ -194,8 +219,9 @@ def _check_data_file(path):
     return suffix
 
 
-def _column_index(path, names, n_columns, target_column):
-    """The index of the ``.csv`` column ``target_column`` (a name or an index)."""
+def _column_index(path, names, n_columns, target_column, flag="--target-column"):
+    """The index of the ``.csv`` column ``target_column`` (a name or an index),
+    which the command line gives with ``flag``."""
     if target_column is None:
         return n_columns - 1
     try:
@@ -203,7 +229,7 @@ def _column_index(path, names, n_columns, target_column):
     except ValueError:
         if names is None:
             raise ValueError(
-                f"--target-column {target_column!r} is a name, but {path} has no "
+                f"{flag} {target_column!r} is a name, but {path} has no "
                 "header line; give the column's index"
             ) from None
         if target_column not in names:
@@ -213,7 +239,7 @@ def _column_index(path, names, n_columns, target_column):
         return names.index(target_column)
     if not -n_columns <= index < n_columns:
         raise ValueError(
-            f"--target-column {index} is out of range for {path}'s {n_columns} columns"
+            f"{flag} {index} is out of range for {path}'s {n_columns} columns"
         )
     return index % n_columns
 
@@ -272,12 +298,35 @@ def _csv_has_header(path, first):
     return True
 
 
-def _load_csv(path, csv_header="auto"):
-    """``(names, table)``: the header's column names (or None) and the numbers."""
+def _load_csv(path, csv_header="auto", ignore=None):
+    """``(names, table)``: the header's column names (or None) and the numbers,
+    without the column named ``ignore`` (an id column: text, not read)."""
     if csv_header not in ("auto", "yes", "no"):
         raise ValueError(
             f"csv_header must be 'auto', 'yes' or 'no', got {csv_header!r}"
         )
+    try:
+        return _read_csv(path, csv_header, ignore)
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
+
+
+def _not_utf8(path):
+    """Where a file stops being UTF-8 text, in words."""
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return (
+                    f"{path}, line {number}: byte {line[error.start]:#04x} at column "
+                    f"{error.start + 1} is not UTF-8 text; save the file as UTF-8 "
+                    "(Excel: CSV UTF-8)"
+                )
+    return f"{path} is not UTF-8 text; save the file as UTF-8"
+
+
+def _read_csv(path, csv_header, ignore):
     # utf-8-sig: a byte-order mark (Excel writes one) is not part of the data.
     with open(path, encoding="utf-8-sig") as file:
         first = file.readline()
@@ -303,13 +352,27 @@ def _load_csv(path, csv_header="auto"):
             raise ValueError(
                 f"{path}, line 1: the column names {repeated} appear more than once"
             )
+    ignored, usecols = None, None
+    if ignore is not None:
+        if names is None or ignore not in names:
+            raise ValueError(
+                f"{path} has no column named {ignore!r}"
+                + (f"; it has {names}" if names else " (it has no header line)")
+            )
+        ignored = names.index(ignore)
+        usecols = [i for i in range(len(names)) if i != ignored]
     try:
         table = np.loadtxt(
-            path, delimiter=",", skiprows=skip, ndmin=2, encoding="utf-8-sig"
+            path, delimiter=",", skiprows=skip, ndmin=2, encoding="utf-8-sig",
+            usecols=usecols,
         )
     except ValueError as error:
         # NumPy's message (about usecols, or a field) does not say where.
-        raise ValueError(_csv_problem(path, skip) or f"{path}: {error}") from None
+        raise ValueError(
+            _csv_problem(path, skip, ignored) or f"{path}: {error}"
+        ) from None
+    if ignored is not None:
+        names = [name for i, name in enumerate(names) if i != ignored]
     if names is not None and len(names) != table.shape[1]:
         raise ValueError(
             f"{path}, line 1: the header names {len(names)} columns, the rows "
@@ -323,8 +386,9 @@ def _has_rows(path, skip):
         return any(line.strip() for line in itertools.islice(file, skip, None))
 
 
-def _csv_problem(path, skip):
-    """The first ragged or non-numeric line of a CSV file, described."""
+def _csv_problem(path, skip, ignored=None):
+    """The first ragged or non-numeric line of a CSV file (but for the column
+    ``ignored``), described."""
     expected = None
     with open(path, encoding="utf-8-sig") as file:
         for number, line in enumerate(file, start=1):
@@ -338,7 +402,7 @@ def _csv_problem(path, skip):
                     f"{path}, line {number}: {len(fields)} fields where the rows "
                     f"above have {expected}"
                 )
-            for field in fields:
+            for field in (f for i, f in enumerate(fields) if i != ignored):
                 try:
                     float(field)
                 except ValueError:
@@ -543,6 +607,11 @@ def _add_fit(subparsers):
         "(negative from the end; default: the last)",
     )
     fit.add_argument(
+        "--sample-weight-column",
+        metavar="NAME|INDEX",
+        help="the .csv column holding each row's sample weight (not a feature)",
+    )
+    fit.add_argument(
         "--out",
         required=True,
         help="where to write the fitted model: .skops (safe to share) or "
@@ -679,6 +748,7 @@ def _run_fit(args):
         X, y, sample_weight, names = _read_data(
             args.data, args.target, args.target_column, shard,
             csv_header=args.csv_header,
+            sample_weight_column=args.sample_weight_column,
         )
         X = _with_names(X, names)
         test = None
@@ -880,15 +950,28 @@ def _add_predict(subparsers):
         help="predict with a saved model, writing a CSV of predictions",
         description="Load a model written by 'fit' and write its predictions for "
         "DATA (.npz with X, .npy, or .csv; a .csv may be the training file: its "
-        "target column is dropped) to --out, one per row under the header "
-        "'prediction'. A .skops model is checked before loading: types beyond "
-        "scikit-learn's, NumPy's and this package's are refused unless named "
-        "with --trust. A .joblib/.pkl model is unpickled, which can run code: "
-        "load only your own.",
+        "target column is dropped) as CSV to --out (default: standard output, "
+        "for a pipe), one per row under the header 'prediction'. A .skops "
+        "model is checked before loading: types beyond scikit-learn's, NumPy's "
+        "and this package's are refused unless named with --trust. A "
+        ".joblib/.pkl model is unpickled, which can run code: load only your own.",
     )
     parser.add_argument("model", help="the model file (.skops, or .joblib/.pkl)")
     parser.add_argument("data", help="the rows to predict: .npz (X), .npy or .csv")
-    parser.add_argument("--out", required=True, help="the CSV file to write")
+    parser.add_argument(
+        "--out", default="-",
+        help="the CSV file to write; '-' (the default): standard output",
+    )
+    parser.add_argument(
+        "--float-format", default="%.9g", type=_float_format, metavar="FORMAT",
+        help="how each prediction is written, a %%-format (default %%.9g: float32 "
+        "exactly, float64 to 1e-9; %%.17g writes float64 exactly)",
+    )
+    parser.add_argument(
+        "--id-column", metavar="NAME",
+        help="a .csv column (by its header name) of row ids, not a feature: "
+        "written as the output's first column, as it reads",
+    )
     parser.add_argument(
         "--target-column",
         metavar="NAME|INDEX",
@@ -904,6 +987,19 @@ def _add_predict(subparsers):
     parser.set_defaults(run=_run_predict)
 
 
+def _float_format(text):
+    """A %-format that writes one float, such as %.9g."""
+    try:
+        written = text % 1.5
+    except (TypeError, ValueError):
+        written = None
+    if not isinstance(written, str) or "1" not in written:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a %-format for one number, such as %.9g or %.6f"
+        )
+    return text
+
+
 def _run_predict(args):
     from ._persist import load_model
 
@@ -913,7 +1009,9 @@ def _run_predict(args):
         model.n_features_in_,
         getattr(model, "feature_names_in_", None),
         args.target_column,
+        ignore=args.id_column,
     )
+    ids = None if args.id_column is None else _csv_column(args.data, args.id_column)
     X = _with_names(X, names)
     with warnings.catch_warnings():
         if by_name:
@@ -924,10 +1022,40 @@ def _run_predict(args):
                 category=UserWarning,
             )
         predictions = model.predict(X)
+    if args.out == "-":
+        _write_predictions(sys.stdout, predictions, args.float_format, args.id_column, ids)
+        sys.stdout.flush()
+        return 0
     out = Path(args.out)
-    np.savetxt(out, predictions, fmt="%.17g", header="prediction", comments="")
+    check_writable(out)
+    with open(out, "w", newline="") as file:
+        _write_predictions(file, predictions, args.float_format, args.id_column, ids)
     print(f"{predictions.shape[0]} predictions written to {out}")
     return 0
+
+
+def _write_predictions(file, predictions, float_format, id_name, ids):
+    """The CSV of predictions: a header, then a row per prediction, after its
+    id when there are ids."""
+    if ids is not None and len(ids) != len(predictions):
+        raise ValueError(
+            f"the id column {id_name!r} has {len(ids)} fields for {len(predictions)} rows"
+        )
+    writer = csv.writer(file, lineterminator="\n")
+    writer.writerow(["prediction"] if id_name is None else [id_name, "prediction"])
+    values = (float_format % value for value in predictions)
+    rows = ([v] for v in values) if ids is None else zip(ids, values)
+    writer.writerows(rows)
+
+
+def _csv_column(path, name):
+    """The text of the column ``name`` of a ``.csv`` with a header, a field a
+    row (blank lines skipped, as the numbers are read)."""
+    with open(path, encoding="utf-8-sig", newline="") as file:
+        reader = csv.reader(file)
+        header = [field.strip() for field in next(reader)]
+        index = header.index(name)
+        return [row[index].strip() for row in reader if any(f.strip() for f in row)]
 
 
 # The paper's reproductions: scripts in the repository's examples/, so that the

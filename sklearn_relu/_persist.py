@@ -11,6 +11,7 @@ import glob
 import os
 import socket
 import tempfile
+import zipfile
 from pathlib import Path
 
 __all__ = ["TRUSTED_TYPES", "atomic_write", "model_format", "save_model", "load_model"]
@@ -141,11 +142,37 @@ def load_model(path, *, trusted=()):
     if model_format(path) == "joblib":
         import joblib
 
-        return joblib.load(path)
+        try:
+            model = joblib.load(path)
+        except Exception as error:  # whatever a damaged pickle raises
+            raise ValueError(
+                f"model file {str(path)!r} cannot be read as a joblib file "
+                f"({type(error).__name__}: {error}); is it truncated, or another "
+                "kind of file?"
+            ) from None
+        return _checked_model(path, model)
     import skops.io
 
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            start = file.read(4)
+        raise ValueError(
+            f"model file {str(path)!r} is "
+            + (
+                "a truncated or damaged skops file (its zip archive is incomplete)"
+                if start == b"PK\x03\x04"
+                else "not a skops file (a .skops model is a zip archive); a "
+                "joblib model needs the suffix .joblib or .pkl"
+            )
+        )
     allowed = set(TRUSTED_TYPES) | set(trusted)
-    found = skops.io.get_untrusted_types(file=path)
+    try:
+        found = skops.io.get_untrusted_types(file=path)
+    except Exception as error:  # a zip archive, but not skops's
+        raise ValueError(
+            f"model file {str(path)!r} is a zip archive but not a skops model "
+            f"({type(error).__name__}: {error})"
+        ) from None
     refused = sorted(set(found) - allowed)
     if refused:
         raise ValueError(
@@ -153,4 +180,12 @@ def load_model(path, *, trusted=()):
             "Load it only if you trust where it came from (--trust TYPE, or "
             "load_model(path, trusted=[...]))"
         )
-    return skops.io.load(path, trusted=found)
+    return _checked_model(path, skops.io.load(path, trusted=found))
+
+
+def _checked_model(path, model):
+    if not hasattr(model, "predict"):
+        raise ValueError(
+            f"model file {str(path)!r} holds a {type(model).__name__}, not a fitted model"
+        )
+    return model

@@ -3,6 +3,8 @@ CLI keeps from a CSV: column names, the target column, a held-out score."""
 
 import json
 import re
+import subprocess
+import sys
 
 import joblib
 import numpy as np
@@ -66,7 +68,8 @@ def test_predict_round_trips_on_every_data_format(tmp_path, planted, kind, model
     model = tmp_path / f"m{model_suffix}"
     assert main(["fit", *fit_args, *FIT, "--out", str(model)]) == 0
     out = tmp_path / "predictions.csv"
-    assert main(["predict", str(model), data, "--out", str(out)]) == 0
+    assert main(["predict", str(model), data, "--out", str(out),
+                 "--float-format", "%.17g"]) == 0
     direct = ReLURegressor(random_state=0, max_iter=5, tol=None).fit(X, y)
     assert_allclose(_predictions(out), direct.predict(X), rtol=1e-15, atol=0)
     # skops by default, joblib (a pickle) only when asked for by the suffix.
@@ -125,7 +128,8 @@ def test_csv_names_reach_feature_names_in_and_predict_picks_columns_by_name(
     shuffled = tmp_path / "new.csv"
     pd.DataFrame(X[:, [2, 0, 1]], columns=["c", "a", "b"]).to_csv(shuffled, index=False)
     out = tmp_path / "p.csv"
-    main(["predict", str(model), str(shuffled), "--out", str(out)])
+    main(["predict", str(model), str(shuffled), "--out", str(out),
+          "--float-format", "%.17g"])
     assert_allclose(_predictions(out), direct.predict(X), rtol=1e-15, atol=0)
     pd.DataFrame(X[:, :2], columns=["a", "b"]).to_csv(shuffled, index=False)
     with pytest.raises(ValueError, match=r"lacks the columns .*\['c'\]"):
@@ -264,7 +268,7 @@ def test_standardize_fits_the_pipeline(tmp_path, planted):
     ).fit(X, y)
     assert_array_equal(loaded.predict(X), direct.predict(X))
     out = tmp_path / "p.csv"
-    main(["predict", str(model), data, "--out", str(out)])
+    main(["predict", str(model), data, "--out", str(out), "--float-format", "%.17g"])
     assert_array_equal(_predictions(out), direct.predict(X))
 
 
@@ -278,3 +282,136 @@ def test_verbose_fit_reports_steps_and_elapsed_time(tmp_path, planted, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "sklearn_relu"]
     assert len(lines) == 5
     assert re.match(r"run 0, epoch 5 \(5 steps, \d+\.\d s\): loss ", lines[-1])
+
+
+# -- the CLI in pipes ---------------------------------------------------------------
+@pytest.fixture
+def fitted(tmp_path, planted):
+    X, y = planted
+    est = ReLURegressor(max_iter=3, tol=None, random_state=0).fit(X, y)
+    save_model(est, tmp_path / "m.skops")
+    np.savez(tmp_path / "X.npz", X=X)
+    return tmp_path / "m.skops", tmp_path / "X.npz", est
+
+
+@pytest.mark.parametrize("out", [["--out", "-"], []])
+def test_predict_writes_to_standard_output_by_default_and_for_a_dash(
+    fitted, out, capsys, tmp_path, monkeypatch,
+):
+    model, data, est = fitted
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(model), str(data), *out]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["prediction", *(f"{p:.9g}" for p in est.predict(np.load(data)["X"]))]
+    assert not (tmp_path / "-").exists()
+
+
+def test_float_format_sets_the_digits(fitted, capsys):
+    model, data, est = fitted
+    expected = est.predict(np.load(data)["X"])
+    assert main(["predict", str(model), str(data), "--float-format", "%.17g"]) == 0
+    exact = np.array(capsys.readouterr().out.splitlines()[1:], dtype=float)
+    assert_array_equal(exact, expected)
+    assert main(["predict", str(model), str(data), "--float-format", "%.3f"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == f"{expected[0]:.3f}"
+    with pytest.raises(SystemExit):
+        main(["predict", str(model), str(data), "--float-format", "%s%s"])
+    assert "'%s%s' is not a %-format for one number" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    # Enough rows to fill the pipe's buffer many times over: the command is
+    # still writing when the reader leaves, as with "| head -1".
+    X, y = make_relu_regression(n_samples=40000, n_features=2, random_state=0)
+    save_model(ReLURegressor(max_iter=1, tol=None, random_state=0).fit(X[:100], y[:100]),
+               tmp_path / "m.skops")
+    np.savez(tmp_path / "X.npz", X=X)
+    command = [sys.executable, "-m", "sklearn_relu", "predict", str(tmp_path / "m.skops"),
+               str(tmp_path / "X.npz")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline() == b"prediction\n"
+    process.stdout.close()
+    assert process.stderr.read() == b""
+    assert process.wait(timeout=120) == 1  # as Python's own advice on SIGPIPE
+
+
+def test_the_id_column_is_carried_into_the_output(tmp_path, planted, capsys):
+    X, y = planted
+    est = ReLURegressor(max_iter=3, tol=None, random_state=0)
+    save_model(est.fit(pd.DataFrame(X, columns=["a", "b", "c"]), y), tmp_path / "m.skops")
+    ids = [f"user-{i}" for i in range(len(y))]
+    pd.DataFrame({"id": ids, "a": X[:, 0], "b": X[:, 1], "c": X[:, 2]}).to_csv(
+        tmp_path / "d.csv", index=False)
+    out = tmp_path / "p.csv"
+    args = ["predict", str(tmp_path / "m.skops"), str(tmp_path / "d.csv")]
+    assert main([*args, "--id-column", "id", "--out", str(out)]) == 0
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["id", "prediction"]
+    assert list(written["id"]) == ids
+    assert_allclose(written["prediction"],
+                    est.predict(pd.DataFrame(X, columns=["a", "b", "c"])), rtol=1e-8)
+    # The model's columns are picked by name: the ids are never a feature.
+    with pytest.raises(ValueError, match=r"d\.csv has no column named 'key'; it has "
+                       r"\['id', 'a', 'b', 'c'\]"):
+        main([*args, "--id-column", "key"])
+    np.savez(tmp_path / "X.npz", X=X)
+    with pytest.raises(ValueError, match="--id-column is only for .csv data files"):
+        main(["predict", str(tmp_path / "m.skops"), str(tmp_path / "X.npz"), "--id-column", "id"])
+
+
+def test_sample_weight_column_weighs_the_fit(tmp_path, planted):
+    X, y = planted
+    w = np.linspace(0.5, 2.0, len(y))
+    pd.DataFrame({"a": X[:, 0], "w": w, "b": X[:, 1], "c": X[:, 2], "y": y}).to_csv(
+        tmp_path / "d.csv", index=False)
+    X_read, y_read, w_read = load_data(tmp_path / "d.csv", sample_weight_column="w")
+    assert list(X_read.columns) == ["a", "b", "c"]
+    assert_array_equal(w_read, w)
+    model = tmp_path / "m.joblib"
+    assert main(["fit", str(tmp_path / "d.csv"), "--sample-weight-column", "w", *FIT,
+                 "--out", str(model)]) == 0
+    direct = ReLURegressor(random_state=0, max_iter=5, tol=None).fit(X, y, sample_weight=w)
+    assert_array_equal(joblib.load(model).coef_, direct.coef_)
+    with pytest.raises(ValueError, match="--sample-weight-column 'y' is the target column"):
+        load_data(tmp_path / "d.csv", sample_weight_column="y")
+    with pytest.raises(ValueError, match="--sample-weight-column 9 is out of range"):
+        load_data(tmp_path / "d.csv", sample_weight_column="9")
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    with pytest.raises(ValueError, match="--sample-weight-column is only for .csv data files"):
+        load_data(tmp_path / "d.npz", sample_weight_column="w")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("cut.skops", None, "is a truncated or damaged skops file"),
+    ("notes.skops", b"a text file\n", r"is not a skops file \(a \.skops model is a zip archive\)"),
+    ("cut.joblib", None, "cannot be read as a joblib file"),
+    ("list.joblib", "list", "holds a list, not a fitted model"),
+])
+def test_a_bad_model_file_is_one_line_naming_it(fitted, name, content, message):
+    model, data, est = fitted
+    bad = model.parent / name
+    if content is None:  # the first half of a good file
+        good = model.parent / ("good" + bad.suffix)
+        save_model(est, good)
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif content == "list":
+        joblib.dump([1, 2], bad)
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(ValueError, match=f"model file '{re.escape(str(bad))}' {message}"):
+        main(["predict", str(bad), str(data)])
+    result = subprocess.run([sys.executable, "-m", "sklearn_relu", "predict", str(bad),
+                             str(data)], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and str(bad) in result.stderr, result.stderr
+
+
+def test_a_csv_that_is_not_utf8_names_the_file_and_line(fitted):
+    model, _, _ = fitted
+    bad = model.parent / "latin1.csv"
+    bad.write_bytes("a,b,c\n1,2,3\n4,5,6 \u00e9t\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.csv, line 3: byte 0xe9 at column 7 is "
+                       "not UTF-8 text; save the file as UTF-8"):
+        main(["predict", str(model), str(bad)])
+    with pytest.raises(ValueError, match=r"latin1\.csv, line 3: byte 0xe9"):
+        load_data(bad)
