@@ -1,9 +1,35 @@
 """What the paper reproductions share (not an example of its own): the error
-curve of a fit, recorded by ``ReLURegressor``'s ``callback``, and its tables."""
+curve of a fit, recorded by ``ReLURegressor``'s ``callback``, its tables, and
+where they are written."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
+
+#: The figures and tables the docs show, committed with the repository: only
+#: ``--update-docs`` writes here.
+DOCS_FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
+#: Where a run writes otherwise, in the current directory (git-ignored).
+DEFAULT_OUT_DIR = Path("reproduce_output")
+
+
+def add_output_arguments(parser):
+    """``--out-dir DIR`` (default ``./reproduce_output``) or ``--update-docs``."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--out-dir", type=Path, default=DEFAULT_OUT_DIR,
+        help=f"where to write the figures and tables (default ./{DEFAULT_OUT_DIR})",
+    )
+    where.add_argument(
+        "--update-docs", action="store_true",
+        help="write them into docs/figures instead, replacing the ones the docs show",
+    )
+
+
+def chosen_out_dir(args):
+    """The directory :func:`add_output_arguments`' flags chose."""
+    return DOCS_FIGURES if args.update_docs else args.out_dir
 
 
 class ErrorTrace:

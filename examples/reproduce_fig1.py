@@ -26,9 +26,10 @@ Run it from the repository root (about a minute on 2 cores)::
     python examples/reproduce_fig1.py --panels a   # Figure 1a only
     python examples/reproduce_fig1.py --paper-size # d=4000, n=20000, the paper's size
 
-It writes ``docs/figures/fig1a.png`` and ``fig1b.png`` with their tables
-(``.csv`` and ``.md``). The figures committed with the repository, made by the
-command above:
+It writes ``fig1a.png`` and ``fig1b.png`` with their tables (``.csv`` and
+``.md``) into ``--out-dir`` (default ``./reproduce_output``); ``--update-docs``
+writes them into ``docs/figures`` instead, over the ones below. The figures
+committed with the repository, made by the first command:
 
 .. image:: /figures/fig1a.png
    :alt: Figure 1a, relative error against step for several batch sizes
@@ -50,18 +51,22 @@ command above:
 import argparse
 import math
 import time
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _tracing import ErrorTrace, first_reaching, write_table  # noqa: E402
+from _tracing import (  # noqa: E402
+    ErrorTrace,
+    add_output_arguments,
+    chosen_out_dir,
+    first_reaching,
+    write_table,
+)
 
 from sklearn_relu import ReLURegressor, make_relu_regression  # noqa: E402
 
-FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 TARGET = 1e-6  # the error the tables count steps to
 
 
@@ -187,8 +192,9 @@ def parse_args(argv=None):
     parser.add_argument("--n-workers", type=int, default=1,
                         help="workers quantizing their share of the batch (Figure 1b)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, default=FIGURES)
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
+    args.out_dir = chosen_out_dir(args)
     if args.paper_size:
         args.n_features, args.n_samples = 4000, 20000
     if args.n_samples is None:

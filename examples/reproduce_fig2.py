@@ -20,9 +20,10 @@ Run it from the repository root::
     python examples/reproduce_fig2.py --full   # d up to 100, n up to 400, 20 trials
     python examples/reproduce_fig2.py --n-jobs 2
 
-It writes ``docs/figures/fig2.png``, every cell in ``fig2.csv`` and the fitted
-boundary in ``fig2_boundary.csv`` / ``.md``. The committed figure, made by the
-first command:
+It writes ``fig2.png``, every cell in ``fig2.csv`` and the fitted boundary in
+``fig2_boundary.csv`` / ``.md`` into ``--out-dir`` (default
+``./reproduce_output``); ``--update-docs`` writes them into ``docs/figures``
+instead. The committed figure, made by the first command:
 
 .. image:: /figures/fig2.png
    :alt: Figures 2a and 2b, success probability over a grid of n and d
@@ -39,18 +40,17 @@ import csv
 import math
 import time
 import warnings
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from _tracing import add_output_arguments, chosen_out_dir  # noqa: E402
 from joblib import Parallel, delayed  # noqa: E402
 
 from sklearn_relu import ReLURegressor, make_relu_regression  # noqa: E402
 
-FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 THRESHOLD = 1e-4  # relative error that counts as success
 STEP_BUDGET = 1000
 
@@ -95,8 +95,9 @@ def main(argv=None):
     parser.add_argument("--bits", type=int, default=8, help="QSGD bits (Figure 2b)")
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, default=FIGURES)
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
+    args.out_dir = chosen_out_dir(args)
     if args.full:
         ds, ns, trials = np.arange(10, 101, 10), np.arange(10, 401, 10), 20
     else:

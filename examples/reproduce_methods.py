@@ -19,8 +19,10 @@ Run it from the repository root (a few minutes on 2 cores)::
 
     python examples/reproduce_methods.py
 
-It writes ``docs/figures/methods.png`` and ``methods.csv`` / ``methods.md``.
-The figure and table committed with the repository, made by that command:
+It writes ``methods.png`` and ``methods.csv`` / ``methods.md`` into
+``--out-dir`` (default ``./reproduce_output``); ``--update-docs`` writes them
+into ``docs/figures`` instead. The figure and table committed with the
+repository, made by that command:
 
 .. image:: /figures/methods.png
    :alt: relative error against bytes sent per worker, for every compressor
@@ -35,18 +37,22 @@ The figure and table committed with the repository, made by that command:
 import argparse
 import math
 import time
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from _tracing import ErrorTrace, first_reaching, write_table  # noqa: E402
+from _tracing import (  # noqa: E402
+    ErrorTrace,
+    add_output_arguments,
+    chosen_out_dir,
+    first_reaching,
+    write_table,
+)
 
 from sklearn_relu import ReLURegressor, make_relu_regression  # noqa: E402
 
-FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 TARGETS = (1e-3, 1e-6)
 
 METHODS = {
@@ -70,8 +76,9 @@ def main():
     parser.add_argument("--per-worker", type=int, default=200)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, default=FIGURES)
+    add_output_arguments(parser)
     args = parser.parse_args()
+    args.out_dir = chosen_out_dir(args)
     X, y, w_star = make_relu_regression(
         n_samples=args.n_samples, n_features=args.n_features, coef=True,
         random_state=args.seed,

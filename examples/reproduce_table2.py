@@ -32,7 +32,9 @@ of the fitted ``comm_record_``'s ``compute_seconds`` and
 ``communicate_seconds`` (the wait for the slowest rank counts as
 communication); bytes are those actually sent.
 
-Rank 0 writes ``docs/figures/table2.csv`` / ``.md`` and ``fig3.png``:
+Rank 0 writes ``table2.csv`` / ``.md`` and ``fig3.png`` into ``--out-dir``
+(default ``./reproduce_output``), or with ``--update-docs`` into
+``docs/figures``, where the committed run is:
 
 .. image:: /figures/fig3.png
    :alt: Figure 3, compute and communication time of SGD and QSGD
@@ -48,15 +50,13 @@ import argparse
 import csv
 import math
 import time
-from pathlib import Path
 
 import numpy as np
+from _tracing import add_output_arguments, chosen_out_dir
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu.backends import MPIBackend
-
-FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 
 # scheme -> (label, solver, topology or None for --topology). SGD over
 # allreduce is what a user runs without this package: the baseline every gain
@@ -90,8 +90,9 @@ def parse_args(argv=None):
     parser.add_argument("--bandwidth", default="unlimited",
                         help="the link's rate, for the table (the launcher sets it)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, default=FIGURES)
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
+    args.out_dir = chosen_out_dir(args)
     if args.paper_size:
         args.n_features, args.n_samples = 4000, 20000
     if args.n_samples is None:

@@ -262,6 +262,40 @@ def test_reproduce_runs_the_example_script(tmp_path):
     assert ".png" in written and ".csv" in written
 
 
+def test_reproductions_write_outside_the_repository_unless_told(tmp_path, monkeypatch):
+    """By default into ./reproduce_output; docs/figures only with --update-docs."""
+    import argparse
+    from pathlib import Path
+
+    from sklearn_relu._cli import main
+
+    monkeypatch.chdir(tmp_path)
+    figures = Path(__file__).resolve().parents[1] / "docs" / "figures"
+    before = {p.name: p.stat().st_mtime_ns for p in figures.iterdir()}
+    assert main(["reproduce", "fig1", "--panels", "a", "--n-features", "10",
+                 "--batch-sizes", "20", "--steps-a", "10"]) == 0
+    written = {p.name for p in (tmp_path / "reproduce_output").iterdir()}
+    assert written == {"fig1a.png", "fig1a.csv", "fig1a.md"}
+    assert {p.name: p.stat().st_mtime_ns for p in figures.iterdir()} == before
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    from _tracing import add_output_arguments, chosen_out_dir
+
+    parser = argparse.ArgumentParser()
+    add_output_arguments(parser)
+    assert chosen_out_dir(parser.parse_args([])) == Path("reproduce_output")
+    assert chosen_out_dir(parser.parse_args(["--out-dir", "x"])) == Path("x")
+    assert chosen_out_dir(parser.parse_args(["--update-docs"])) == figures
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--update-docs", "--out-dir", "x"])
+    # Every reproduction takes these flags, and none writes docs/figures itself.
+    for script in examples.glob("reproduce_*.py"):
+        text = script.read_text()
+        assert "add_output_arguments(parser)" in text and "chosen_out_dir(args)" in text
+        assert '"figures"' not in text, script
+
+
 def test_encoding_and_bucket_size_reach_the_estimator(data, capsys):
     tmp_path, X, y = data
     out = tmp_path / "model.joblib"
