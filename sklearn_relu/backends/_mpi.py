@@ -775,18 +775,19 @@ class MPIBackend(Backend):
         self.agreed_scale = None
         self._worker.reseed(entropy)
 
-    def _wait_all(self, requests):
-        """Complete point-to-point requests, spinning in MPI or yielding."""
+    def _wait_some(self, requests):
+        """The indices of point-to-point requests that completed (at least
+        one), spinning in MPI or yielding while none has."""
         MPI = self._MPI
         if self._waiting == "busy":
-            MPI.Request.Waitall(requests)
-            return
+            return MPI.Request.Waitsome(requests)
         start = time.perf_counter()
-        while not MPI.Request.Testall(requests):
+        while not (done := MPI.Request.Testsome(requests)):
             if time.perf_counter() - start < _YIELD_SECONDS:
                 _yield_core()
             else:
                 time.sleep(_POLL_SECONDS)
+        return done
 
     def step(self, params, update):
         if self._topology in SUMMED_TOPOLOGIES:
@@ -894,12 +895,12 @@ class MPIBackend(Backend):
         compute = time.perf_counter() - start
         self._before_collective()
         if self._topology == "multitree":
-            total = tree_allreduce(self._p2p[0], part, self._reduction, self._wait_all)
+            total = tree_allreduce(self._p2p[0], part, self._reduction, self._wait_some)
         elif self._topology == "hierarchical":
             host = self._p2p[0]
             if len(self._p2p) > 1:  # this rank leads its host
                 total = tree_allreduce(
-                    self._p2p[1], part, self._reduction.schedule, self._wait_all
+                    self._p2p[1], part, self._reduction.schedule, self._wait_some
                 )
             else:
                 total = np.empty_like(part)

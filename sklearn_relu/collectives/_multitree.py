@@ -82,6 +82,12 @@ class MultiTreeSchedule:
         kids = [(step, child) for child, parent, step in self.trees[root] if parent == node]
         return [child for step, child in sorted(kids, key=lambda sc: (-sc[0], sc[1]))]
 
+    def neighbours_in_tree(self, root, node):
+        """``(parent, children)`` of ``node`` in the tree of ``root``: parent
+        None at the root; children in :meth:`children` order."""
+        parent = next((p for c, p, _ in self.trees[root] if c == node), None)
+        return parent, self.children(root, node)
+
     def rounds(self):
         """``rounds[t]``: the edges ``(root, child, parent)`` added at time step
         ``t``, sorted. The reduce-scatter runs them in reverse order of ``t``
