@@ -181,7 +181,7 @@ def test_an_aggregator_instance_is_copied_and_its_memory_restarts_with_each_run(
     "params, match",
     [
         (dict(aggregation="geometric_median", n_byzantine=3),
-         r"aggregation=GeometricMedian\(nu=1e-06, max_iter=100, tol=1e-06\) withstands at "
+         r"aggregation=GeometricMedian\(nu=1e-06, max_iter=1000, tol=1e-06\) withstands at "
          r"most 2 Byzantine worker\(s\) of 5 \(breakdown point 1/2\); n_byzantine=3 is at "
          r"or beyond it"),
         (dict(aggregation="krum", n_byzantine=2),

@@ -7,7 +7,7 @@ workers' vectors in worker order, so that every backend gives the same bits.
 
 ``"mean"`` and ``"majority"`` depend on the messages only through their sum;
 the robust rules (``"geometric_median"``, ``"bgmd"``, ``"median"``,
-``"trimmed_mean"``, ``"krum"``, ``"centered_clip"``) need every message and
+``"trimmed_mean"``, ``"krum"``, ``"multi_krum"``, ``"centered_clip"``) need every message and
 withstand a minority of Byzantine workers (see :doc:`/robust`).
 """
 
@@ -16,7 +16,7 @@ from ._base import Aggregator, RobustAggregator, SumAggregator
 from ._bgmd import BlockGeometricMedian
 from ._centered_clip import CenteredClip
 from ._geometric_median import GeometricMedian, geometric_median
-from ._krum import Krum
+from ._krum import Krum, MultiKrum
 from ._majority import MajorityVote
 from ._mean import Mean
 from ._median import CoordinateMedian
@@ -31,6 +31,7 @@ __all__ = [
     "Krum",
     "MajorityVote",
     "Mean",
+    "MultiKrum",
     "RobustAggregator",
     "SumAggregator",
     "TrimmedMean",
@@ -65,4 +66,5 @@ register_aggregator("bgmd", BlockGeometricMedian)
 register_aggregator("median", CoordinateMedian)
 register_aggregator("trimmed_mean", TrimmedMean)
 register_aggregator("krum", Krum)
+register_aggregator("multi_krum", MultiKrum)
 register_aggregator("centered_clip", CenteredClip)

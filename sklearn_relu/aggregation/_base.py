@@ -136,10 +136,31 @@ class RobustAggregator(Aggregator):
 
     def combine_statistics(self, statistics):
         points = np.array(statistics, dtype=np.float64)
+        n_workers = points.shape[0]
+        # Honest statistics are finite: a row that is not comes from a worker
+        # that lies (a huge lie overflows a float32 statistic to inf), and
+        # would make the centre NaN. The centre is taken without it.
+        finite = np.all(np.isfinite(points), axis=1)
+        dropped = n_workers - int(np.count_nonzero(finite))
+        if 0 < dropped < n_workers:
+            points = points[finite]
         # In the statistics' type (float32 for some), as MPI's reduce returns it.
-        return (points.shape[0] * self.center(points)).astype(
+        return (n_workers * self.center_of_statistics(points, dropped)).astype(
             np.asarray(statistics[0]).dtype, copy=False
         )
+
+    def center_of_statistics(self, points, dropped):
+        """The centre of the workers' statistics, ``dropped`` of them (not
+        finite, so Byzantine) left out: :meth:`center` by default."""
+        return self.center(points)
+
+    def remember_byzantine(self, n_byzantine):
+        """Take the fit's ``n_byzantine`` as the number of Byzantine workers
+        the rule assumes (rules that need it: Krum, the trimmed mean, NNM)."""
+
+    def check_byzantine(self, n_byzantine, n_workers):
+        super().check_byzantine(n_byzantine, n_workers)
+        self.remember_byzantine(n_byzantine)
 
     def max_byzantine(self, n_workers):
         # Fewer than half.

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from ._base import RobustAggregator
-from ._geometric_median import GeometricMedian, geometric_median
+from ._geometric_median import GeometricMedian, geometric_median, rough_median
 
 __all__ = ["BlockGeometricMedian"]
 
@@ -18,8 +18,10 @@ class BlockGeometricMedian(RobustAggregator):
 
     Each worker's vector is added to its memory (kept here, one row a worker,
     in worker order: the same on every rank). The block is the
-    ``block_size`` coordinates where those rows have the largest norm over
-    the workers; the step is the geometric median of the rows restricted to
+    ``block_size`` largest coordinates (in magnitude) of a robust aggregate of
+    those rows (one clipped step from their medoid towards their geometric
+    median, :func:`rough_median`), so that corrupted rows cannot choose it;
+    the step is the geometric median of the rows restricted to
     the block (zero elsewhere), and every row keeps its other coordinates for
     later steps, as error feedback does. Only ``block_size`` coordinates enter
     the Weiszfeld iterations. Breakdown point 1/2, as the geometric median's.
@@ -45,7 +47,7 @@ class BlockGeometricMedian(RobustAggregator):
     array([0., 0., 6.])
     """
 
-    def __init__(self, block_size=0.1, nu=1e-6, max_iter=100, tol=1e-6):
+    def __init__(self, block_size=0.1, nu=1e-6, max_iter=1000, tol=1e-6):
         valid = (
             isinstance(block_size, numbers.Integral) and not isinstance(block_size, bool)
             and block_size >= 1
@@ -102,9 +104,12 @@ class BlockGeometricMedian(RobustAggregator):
         rows = self._memory
         rows += points
         length = self._block_length(points.shape[1])
-        column_norms = np.einsum("ij,ij->j", rows, rows)
         if length < points.shape[1]:
-            block = np.sort(np.argpartition(column_norms, -length)[-length:])
+            # The block follows the aggregate the rows agree on (one clipped
+            # step from their medoid), not every row's norm: the memory of
+            # corrupted rows, which the median never consumes, would steer it.
+            center = rough_median(rows)
+            block = np.sort(np.argpartition(center * center, -length)[-length:])
         else:
             block = np.arange(points.shape[1])
         direction = np.zeros(points.shape[1])

@@ -7,18 +7,76 @@ import numpy as np
 
 from ._base import RobustAggregator
 
-__all__ = ["GeometricMedian", "geometric_median"]
+__all__ = ["GeometricMedian", "centred_gram", "geometric_median", "rough_median"]
+
+#: Over-relaxation of the Weiszfeld step (below 2, where it stops decreasing).
+_RELAXATION = 1.8
 
 
-def _robust_origin(gram):
-    """Index of the point with the smallest sum of distances to the others
-    (the medoid), from the Gram matrix of the points."""
+def _distances(gram):
+    """The matrix of distances between points, from their Gram matrix."""
     squared = gram.diagonal()
-    distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0))
-    return int(np.argmin(distances.sum(axis=1)))
+    return np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0))
 
 
-def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
+def _robust_origin(points):
+    """Index of a point with the smallest sum of distances to the others (the
+    medoid). From the Gram matrix of the points scaled by a power of two, so
+    that no product overflows whatever their magnitude."""
+    largest = float(np.max(np.abs(points), initial=0.0))
+    if not 0 < largest < np.inf:
+        return 0
+    scaled = np.ldexp(points, -int(np.frexp(largest)[1]))
+    return int(np.argmin(_distances(scaled @ scaled.T).sum(axis=1)))
+
+
+def _is_median(gram, distances, index, duplicates):
+    """Whether point ``index`` is a geometric median: the unit vectors
+    towards the other points sum to at most its multiplicity
+    ``duplicates`` (the subgradient condition at a data point)."""
+    others = distances[index] > 0
+    others[index] = False
+    inverse = np.where(others, 1.0 / np.where(others, distances[index], 1.0), 0.0)
+    own = gram[index]
+    # |sum_i c_i (x_i - x_k)|^2 from the Gram matrix of the points.
+    total = inverse.sum()
+    pull = inverse @ gram @ inverse - 2 * total * (inverse @ own) + total**2 * own[index]
+    return pull <= duplicates**2
+
+
+def centred_gram(points):
+    """The points centred on their medoid and scaled, with their Gram matrix.
+
+    Returns ``(origin, centred, gram, exponent)``: ``points[i]`` is ``origin +
+    2**exponent * centred[i]`` (but for points brought in, below), ``gram =
+    centred @ centred.T``. Distances from a Gram matrix lose ~sqrt(eps) of the
+    points' norms to cancellation: centred on the medoid, those norms are the
+    spread itself. The scale is an exact power of two (so the same bits
+    wherever the squares neither underflow nor overflow). A point more than
+    ``2^400`` times the typical distance from the medoid is brought in along
+    its ray to that distance, so that no square overflows whatever the
+    magnitudes sent. When at least half the points are the medoid, ``gram``
+    is None.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    origin = points[_robust_origin(points)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        centred = points - origin
+    largest_each = np.max(np.abs(centred), axis=1)
+    typical = float(_median(largest_each))
+    if typical == 0:
+        return origin, centred, None, 0
+    limit = np.ldexp(typical, 400)
+    far = ~(largest_each <= limit)
+    if np.any(far):
+        centred[far] = _bring_in(centred[far], limit)
+        largest_each = np.minimum(largest_each, limit)
+    exponent = int(np.frexp(float(np.max(largest_each)))[1])
+    centred = np.ldexp(centred, -exponent)
+    return origin, centred, centred @ centred.T, exponent
+
+
+def geometric_median(points, *, nu=1e-6, max_iter=1000, tol=1e-6):
     """The point minimizing ``sum_i ||z - x_i||``, by smoothed Weiszfeld.
 
     Each iteration replaces ``z`` by ``sum_i a_i x_i / sum_i a_i`` with
@@ -26,11 +84,22 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
     of the points from their medoid (when it is 0, at least half the points
     are the medoid, which is then returned): the smoothing and the tolerance are
     relative to the honest points' spread, so that the result scales with the
-    points (gradients shrink a million-fold during a fit). The iterations
-    start at the medoid and run in the ``n``-dimensional space of weights on
-    the points, from their Gram matrix: one ``O(n^2 d)`` product, then
-    ``O(n^2)`` an iteration. They stop when an iteration moves ``z`` by at
-    most ``tol * s``, or after ``max_iter``.
+    points (gradients shrink a million-fold during a fit). Each step is
+    over-relaxed by 1.8 (Ostresh's modification: still a descent step, and
+    twice as fast where Weiszfeld's crawl). The iterations start at the
+    medoid and run in the ``n``-dimensional space of weights on the points,
+    from their Gram matrix: one ``O(n^2 d)`` product, then ``O(n^2)`` an
+    iteration. They stop when an iteration moves ``z`` by at most ``tol * s``,
+    or after ``max_iter``.
+
+    Two cases are settled without iterating. If the medoid satisfies the
+    subgradient condition (the unit vectors towards the other points sum to
+    at most the number of copies of it sent), it is the geometric median and
+    is returned exactly: near such a point Weiszfeld's iterations only
+    crawl. A point more than ``2^400`` times the typical distance from the
+    medoid is brought in along its ray to that distance: it pulls by its
+    direction only, so the median barely moves, and no square overflows
+    whatever magnitudes are sent (a Byzantine ``1e300``).
 
     Parameters
     ----------
@@ -38,7 +107,9 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
     nu : float, default=1e-6
         Smoothing, relative to the spread ``s``: distances below ``nu * s``
         count as ``nu * s``.
-    max_iter : int, default=100
+    max_iter : int, default=1000
+        Iterations at most; where the median is not one of the points they
+        usually stop after a few dozen by ``tol``.
     tol : float, default=1e-6
 
     Returns
@@ -53,27 +124,23 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
     array([0.5, 0.5])
     """
     points = np.asarray(points, dtype=np.float64)
-    raw_gram = points @ points.T
-    origin = points[_robust_origin(raw_gram)]
-    # Distances from the Gram matrix lose ~sqrt(eps) of the points' norms to
-    # cancellation: centred on the medoid, those norms are the spread itself.
-    centred = points - origin
-    largest = float(np.max(np.abs(centred), initial=0.0))
-    if largest == 0:
-        return origin.copy()
-    # At unit scale, by an exact power of two (so the same bits wherever the
-    # squares neither underflow nor overflow): the squared distances of tiny
-    # vectors would underflow to zero and divide by zero below, and those of
-    # huge ones overflow.
-    exponent = int(np.frexp(largest)[1])
-    centred = np.ldexp(centred, -exponent)
-    gram = centred @ centred.T
-    squared = np.maximum(gram.diagonal(), 0)
-    scale = float(np.sqrt(_median(squared)))
-    if scale == 0:
+    origin, centred, gram, exponent = centred_gram(points)
+    if gram is None:
         # At least half the points are the medoid: it is a geometric median
         # (their unit ball of subgradients holds the others' pull).
         return origin.copy()
+    squared = np.maximum(gram.diagonal(), 0)
+    scale = float(np.sqrt(_median(squared)))
+    if scale == 0:
+        return origin.copy()
+    # Where the median is a point sent several times (or the pull of the others
+    # is weak), Weiszfeld's iterations crawl towards it; the subgradient
+    # condition tells at once. Only the medoid can be such a point.
+    distances = _distances(gram)
+    medoid = int(np.argmin(distances.sum(axis=1)))
+    duplicates = int(np.count_nonzero(np.all(centred == centred[medoid], axis=1)))
+    if _is_median(gram, distances, medoid, duplicates):
+        return origin + np.ldexp(centred[medoid], exponent)
     # Never zero: a spread of 1e-160 squares to below float64's smallest.
     floor_squared = max((nu * scale) ** 2, np.finfo(np.float64).tiny)
     enough = (tol * scale) ** 2
@@ -92,12 +159,40 @@ def geometric_median(points, *, nu=1e-6, max_iter=100, tol=1e-6):
             np.maximum(squared - 2 * image + quadratic, floor_squared)
         )
         new = inverse / inverse.sum()
+        # Over-relaxed (Ostresh 1978): a step of up to twice Weiszfeld's still
+        # decreases the sum of distances, and halves the iterations where
+        # they crawl (near a point sent several times).
+        new = weights + _RELAXATION * (new - weights)
         new_image = gram @ new
         new_quadratic = new @ new_image
         move = new_quadratic - 2 * (weights @ new_image) + quadratic
         weights, image, quadratic = new, new_image, new_quadratic
         if move <= enough:
             break
+    return origin + np.ldexp(weights @ centred, exponent)
+
+
+def _bring_in(rows, limit):
+    """``rows`` scaled along their direction to a largest entry within a
+    factor 2 of ``limit`` (an infinite entry counts as float64's largest)."""
+    top = np.finfo(np.float64).max
+    rows = np.nan_to_num(rows, nan=0.0, posinf=top, neginf=-top)
+    exponents = np.frexp(np.max(np.abs(rows), axis=1, keepdims=True))[1]
+    return np.ldexp(rows, -exponents) * limit
+
+
+def rough_median(points):
+    """One clipped step from the medoid towards the geometric median:
+    ``origin + sum_i a_i (x_i - origin) / sum_i a_i`` with ``a_i = 1 /
+    max(||x_i - origin||, s)``, ``s`` the median distance from the medoid.
+    Each point pulls by at most ``s``: a robust centre for the price of one
+    Gram matrix (the start of :func:`geometric_median`'s iterations)."""
+    origin, centred, gram, exponent = centred_gram(points)
+    if gram is None:
+        return origin.copy()
+    norms = np.sqrt(np.maximum(gram.diagonal(), 0))
+    weights = 1.0 / np.maximum(norms, max(float(_median(norms)), np.finfo(float).tiny))
+    weights /= weights.sum()
     return origin + np.ldexp(weights @ centred, exponent)
 
 
@@ -122,7 +217,7 @@ class GeometricMedian(RobustAggregator):
     ----------
     nu : float, default=1e-6
         Smoothing of the Weiszfeld weights, relative to the vectors' spread.
-    max_iter : int, default=100
+    max_iter : int, default=1000
         Weiszfeld iterations at most.
     tol : float, default=1e-6
         Stop when an iteration moves the estimate by less than ``tol`` times
@@ -140,7 +235,7 @@ class GeometricMedian(RobustAggregator):
     array([1., 1.])
     """
 
-    def __init__(self, nu=1e-6, max_iter=100, tol=1e-6):
+    def __init__(self, nu=1e-6, max_iter=1000, tol=1e-6):
         for name, value in (("nu", nu), ("tol", tol)):
             if not (isinstance(value, numbers.Real) and 0 < value < 1):
                 raise ValueError(f"{name} must be a float in (0, 1), got {value!r}")

@@ -20,9 +20,10 @@ class TrimmedMean(RobustAggregator):
     Parameters
     ----------
     n_trimmed : int or None, default=None
-        Values dropped at each end of every coordinate. ``None`` drops a
-        quarter, ``n // 4`` (the interquartile mean; breakdown point 1/4).
-        At ``(n - 1) // 2`` it is the coordinate-wise median.
+        Values dropped at each end of every coordinate. ``None`` drops the
+        fit's ``n_byzantine`` (``ReLURegressor(n_byzantine=f)``: any ``f <
+        n / 2``); outside a fit, a quarter, ``n // 4`` (the interquartile
+        mean). At ``(n - 1) // 2`` it is the coordinate-wise median.
 
     Examples
     --------
@@ -34,7 +35,7 @@ class TrimmedMean(RobustAggregator):
     array([2.])
     """
 
-    breakdown_point = "n_trimmed / n (default 1/4)"
+    breakdown_point = "n_trimmed / n (default: the fit's n_byzantine, below 1/2)"
 
     def __init__(self, n_trimmed=None):
         if n_trimmed is not None and (
@@ -43,12 +44,23 @@ class TrimmedMean(RobustAggregator):
         ):
             raise ValueError(f"n_trimmed must be an integer >= 0 or None, got {n_trimmed!r}")
         self.n_trimmed = n_trimmed
+        self._fit_byzantine = None
 
     def _parameters(self):
         return {"n_trimmed": self.n_trimmed}
 
-    def _trimmed(self, n_points):
-        trimmed = n_points // 4 if self.n_trimmed is None else self.n_trimmed
+    def remember_byzantine(self, n_byzantine):
+        self._fit_byzantine = n_byzantine
+
+    def _trimmed(self, n_points, dropped=0):
+        if self.n_trimmed is not None:
+            trimmed = self.n_trimmed
+        elif self._fit_byzantine is not None:
+            trimmed = self._fit_byzantine
+        else:
+            trimmed = (n_points + dropped) // 4
+        # Statistics left out for not being finite came from Byzantine workers.
+        trimmed = max(trimmed - dropped, 0)
         if 2 * trimmed >= n_points:
             raise ValueError(
                 f"TrimmedMean(n_trimmed={trimmed}) needs more than {2 * trimmed} "
@@ -57,10 +69,17 @@ class TrimmedMean(RobustAggregator):
         return trimmed
 
     def max_byzantine(self, n_workers):
+        if self.n_trimmed is None:
+            return (n_workers - 1) // 2
         return self._trimmed(n_workers)
 
-    def center(self, points):
+    def _mean_of_middle(self, points, trimmed):
         n_points = points.shape[0]
-        trimmed = self._trimmed(n_points)
         ordered = np.sort(points, axis=0)
         return ordered[trimmed : n_points - trimmed].mean(axis=0)
+
+    def center(self, points):
+        return self._mean_of_middle(points, self._trimmed(points.shape[0]))
+
+    def center_of_statistics(self, points, dropped):
+        return self._mean_of_middle(points, self._trimmed(points.shape[0], dropped))
