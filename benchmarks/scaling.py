@@ -60,7 +60,22 @@ SCHEMES = {
     ),
     "qsgd8-master-worker": ("qsgd", {"bits": 8}, "master-worker"),
     "intsgd8-allreduce": ("intsgd", {"bits": 8}, "allreduce"),
+    # Networks with a shape (netns_cluster.sh --network SPEC): MultiTree on the
+    # spec's graph, and one encoded vector per host.
+    "intsgd8-multitree": ("intsgd", {"bits": 8}, "multitree"),
+    "sgd-multitree": ("sgd", {}, "multitree"),
+    "intsgd8-hierarchical": ("intsgd", {"bits": 8}, "hierarchical"),
+    "sgd-hierarchical": ("sgd", {}, "hierarchical"),
 }
+
+
+def network_option(topology):
+    """MPIBackend's ``network`` for a topology: the launcher's spec for
+    MultiTree (rank i on node i); the hosts on one switch for hierarchical."""
+    spec = os.environ.get("SKLEARN_RELU_NETWORK")
+    if topology != "multitree" or spec is None or spec.startswith("hosts:"):
+        return {}
+    return {"network": spec}
 
 
 class _Stop(Exception):
@@ -107,6 +122,7 @@ class TracedMPIBackend(MPIBackend):
             # the wall time but not in the per-step figure.
             self.step_comm_start = self.record.communicate_seconds
             self.step_bytes_start = nic_rx_bytes()[0]
+            self.start_seconds = time.perf_counter() - self.wall_start
         params = super().step(params, update)
         self.steps += 1
         error = np.linalg.norm(params - self.w_star) / np.linalg.norm(self.w_star)
@@ -125,6 +141,7 @@ class TracedMPIBackend(MPIBackend):
                 steps=self.steps,
                 error=float(error),
                 wall_seconds=elapsed,
+                start_seconds=self.start_seconds,
                 rx_bytes=rx - self.rx_start,
                 rx_bytes_steps=rx - self.step_bytes_start,
                 comm_seconds_steps=(
@@ -140,6 +157,19 @@ class TracedMPIBackend(MPIBackend):
         return params
 
 
+def inprocess_steps(solver, params, X, y, w_star, args, n_workers):
+    """Steps an in-process fit of the same scheme takes to the target."""
+    def reached(info):
+        error = np.linalg.norm(info.params - w_star) / np.linalg.norm(w_star)
+        return error <= args.target
+
+    est = ReLURegressor(
+        solver=solver, **params, batch_size=args.batch_size, max_iter=100_000, tol=None,
+        fit_intercept=False, n_workers=n_workers, random_state=args.seed, callback=reached,
+    ).fit(X, y)
+    return int(est.t_)
+
+
 def run_scheme(name, X, y, w_star, args, comm):
     solver, params, topology = SCHEMES[name]
     # SGD over allgather computes what SGD over allreduce does, only moved
@@ -149,7 +179,7 @@ def run_scheme(name, X, y, w_star, args, comm):
     def traced_fit(**options):
         backend = TracedMPIBackend(
             w_star=w_star, target=args.target, topology=topology, wait=args.wait,
-            **options,
+            **network_option(topology), **options,
         )
         est = ReLURegressor(
             solver=solver, **params, batch_size=args.batch_size, max_iter=100_000,
@@ -178,8 +208,25 @@ def run_scheme(name, X, y, w_star, args, comm):
         return float(how([r[key] for r in everyone]))
 
     steps = first["steps"]
-    return dict(
+    extrapolated = {}
+    if not first["reached"] and args.extrapolate:
+        # The steps the same fit needs, counted in-process (the same gradients;
+        # a float sum's order changes only the last bits); time and bytes at
+        # the NIC are the measured start plus the measured steps' rate.
+        needed = inprocess_steps(solver, params, X, y, w_star, args, comm.Get_size())
+        per_step = (over_ranks("wall_seconds", np.max)
+                    - over_ranks("start_seconds", np.max)) / steps
+        start_bytes = over_ranks("rx_bytes", np.mean) - over_ranks("rx_bytes_steps", np.mean)
+        extrapolated = dict(
+            steps_to_target=needed,
+            wall_seconds_to_target=over_ranks("start_seconds", np.max) + per_step * needed,
+            rx_bytes_to_target=start_bytes
+            + over_ranks("rx_bytes_steps", np.mean) / steps * needed,
+        )
+    return dict(**extrapolated,
         scheme=name,
+        label=args.label or name,
+        network=os.environ.get("SKLEARN_RELU_NETWORK"),
         ranks=comm.Get_size(),
         rate=args.rate,
         n=X.shape[0],
@@ -226,6 +273,13 @@ def main(argv=None):
                         help="steps of the pass that times the network alone (a "
                         "barrier before each step's collectives)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extrapolate", action="store_true",
+                        help="for a capped scheme, count the steps to the target "
+                        "in-process and extrapolate its time and NIC bytes from the "
+                        "measured steps")
+    parser.add_argument("--label", default=None,
+                        help="the row's name (default the scheme's; e.g. which MPICH "
+                        "algorithm the environment chose)")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines to append to")
     args = parser.parse_args(argv)
     comm = MPI.COMM_WORLD

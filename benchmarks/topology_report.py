@@ -1,0 +1,197 @@
+"""Table and figure of benchmarks/run_topology.sh: allreduce times and fits on
+networks with a shape, with the targets' ratios.
+
+    python benchmarks/topology_report.py benchmarks/results/topology_allreduce.jsonl \\
+        benchmarks/results/topology_fits.jsonl
+
+Writes ``benchmarks/results/topology.md`` and ``topology.png`` (and copies the
+figure to ``docs/figures/topology.png``).
+"""
+
+import json
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from sklearn_relu.collectives import multitree_schedule, network_graph
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FIGURE = RESULTS / "topology.png"
+DOCS_FIGURE = RESULTS.parent.parent / "docs" / "figures" / "topology.png"
+
+
+def rate_bits(label):
+    """'10mbit' -> 1e7, '2500kbit' -> 2.5e6."""
+    for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
+        if label.endswith(unit):
+            return float(label[: -len(unit)]) * scale
+    return float(label)
+
+
+def multitree_wire_ms(spec, nbytes, rate):
+    """The MultiTree schedule's time on the wire: each of its steps moves one
+    chunk (1/N of the vector) per link, twice (reduce-scatter, allgather)."""
+    schedule = multitree_schedule(spec)
+    return 2 * schedule.n_steps * nbytes / schedule.n_nodes * 8 / rate * 1e3
+
+
+def uplink_chunks(spec):
+    """(most chunk transfers any leaf uplink carries in one direction over a
+    whole MultiTree allreduce, the least any allreduce needs: N, one
+    vector's worth) on ``switches:LxH``."""
+    schedule = multitree_schedule(spec)
+    graph = schedule.graph
+    spine = graph.n_nodes + graph.n_switches - 1
+    loads = defaultdict(int)
+    for edges in schedule.trees:
+        for child, parent, _ in edges:
+            route = graph.peers(parent)[child]
+            for link in route:
+                if spine in link:
+                    loads[link] += 2  # down in the allgather, up in the reduce
+    return max(loads.values()), graph.n_nodes
+
+
+def allreduce_tables(rows):
+    out, targets = [], []
+    by_network = defaultdict(lambda: defaultdict(dict))
+    for row in rows:
+        by_network[row["network"]][row["bytes"]][row["label"]] = row
+    for network, sizes in by_network.items():
+        ours = "hierarchical" if network.startswith("hosts:") else "multitree"
+        any_row = next(iter(next(iter(sizes.values())).values()))
+        rate = any_row["rate"]
+        out.append(f"\n### `{network}`, {rate} a link each way\n")
+        labels = sorted({label for cells in sizes.values() for label in cells
+                         if label.startswith("mpich")})
+        header = ["payload"] + labels + [ours, "MPICH's best", f"{ours} speed-up"]
+        if not network.startswith("hosts:"):
+            header.append(f"{ours} on the wire")
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" * len(header))
+        for nbytes in sorted(sizes):
+            cells = sizes[nbytes]
+            mpich = {label: cells[label]["ms_median"] for label in labels if label in cells}
+            best = min(mpich, key=mpich.get)
+            mine = cells.get(ours, {}).get("ms_median")
+            speedup = mpich[best] / mine if mine else float("nan")
+            line = [f"{nbytes / 1024:g} kB"] + [
+                f"{mpich[label]:.1f}" if label in mpich else "-" for label in labels
+            ] + [f"{mine:.1f}" if mine else "-", f"{best[6:]}", f"**{speedup:.2f}x**"]
+            if not network.startswith("hosts:"):
+                line.append(f"{multitree_wire_ms(network, nbytes, rate_bits(rate)):.1f}")
+            out.append("| " + " | ".join(line) + " |")
+            targets.append((network, nbytes, speedup, best))
+        if network.startswith("switches:"):
+            most, least = uplink_chunks(network)
+            out.append(
+                f"\nUplinks: MultiTree's trees put at most {most} chunk transfers "
+                f"(1/{least} of the vector each) on one uplink direction, against "
+                f"{least} that any allreduce needs (each leaf's nodes must send the "
+                "vector's worth of partial sums and totals out through its uplink, "
+                "and receive as much); MPICH's ring puts "
+                f"{2 * (least - 1)}."
+            )
+    return out, targets
+
+
+def fit_table(rows):
+    out = ["\n| network | scheme | steps to 1e-6 | bytes received at a node's NIC | "
+           "time to 1e-6 (s) | network ms/step | reached |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        out.append(
+            f"| `{row['network']}` | {row['label']} | {row['steps']} | "
+            f"{row['rx_bytes_per_rank_mean'] / 1e6:.2f} MB | {row['wall_seconds']:.1f} | "
+            f"{row['network_ms_per_step_mean']:.1f} | {'yes' if row['reached'] else 'capped'} |"
+        )
+    return out
+
+
+def fit_targets(rows):
+    by = {(r["network"].split(":")[0], r["label"]): r for r in rows}
+    out = []
+    tree, mpich, sgd = (by.get(("torus", k)) for k in
+                        ("intsgd8-multitree", "intsgd8-allreduce", "sgd-allreduce"))
+    if tree and mpich and sgd:
+        out.append(f"- `torus:4x4` fit: IntSGD over MultiTree reaches 1e-6 "
+                   f"**{mpich['wall_seconds'] / tree['wall_seconds']:.2f}x** sooner than "
+                   f"IntSGD over MPICH's allreduce (target 1.5x) and "
+                   f"**{sgd['wall_seconds'] / tree['wall_seconds']:.2f}x** sooner than SGD "
+                   "over MPICH's allreduce (target 8x).")
+    hier, sgd_h, node_aware = (by.get(("hosts", k)) for k in
+                               ("intsgd8-hierarchical", "sgd-hierarchical",
+                                "sgd-allreduce-node-aware"))
+    if hier and sgd_h:
+        out.append(f"- `hosts:4x4`: hierarchical IntSGD takes {hier['steps']} steps, SGD "
+                   f"{sgd_h['steps']}: **{hier['steps'] / sgd_h['steps'] - 1:+.1%}** "
+                   "(target at most +3%).")
+    if hier and node_aware:
+        out.append(f"- `hosts:4x4`: bytes at each host's NIC to 1e-6, SGD over MPICH's "
+                   f"node-aware allreduce / hierarchical IntSGD: **"
+                   f"{node_aware['rx_bytes_per_rank_mean'] / hier['rx_bytes_per_rank_mean']:.1f}x**"
+                   " (target 7.5x).")
+    return out
+
+
+def figure(rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    networks = list(dict.fromkeys(row["network"] for row in rows))
+    fig, axes = plt.subplots(1, len(networks), figsize=(4 * len(networks), 3.6),
+                             squeeze=False)
+    for ax, network in zip(axes[0], networks):
+        mine = [r for r in rows if r["network"] == network]
+        sizes = sorted({r["bytes"] for r in mine})
+        best = []
+        for nbytes in sizes:
+            times = [r["ms_median"] for r in mine
+                     if r["bytes"] == nbytes and r["label"].startswith("mpich")]
+            best.append(min(times))
+        ax.plot(sizes, best, "o-", label="MPICH's best", color="gray")
+        for label, style in (("mpich-ring", "s--"), ("multitree", "o-"),
+                             ("hierarchical", "o-"), ("mpich-node-aware", "^--")):
+            points = sorted((r["bytes"], r["ms_median"]) for r in mine if r["label"] == label)
+            if points:
+                ax.plot(*zip(*points), style, label=label.replace("mpich-", "MPICH "))
+        ax.set(xscale="log", yscale="log", xlabel="payload (bytes)", title=network)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("one allreduce (ms)")
+    fig.tight_layout()
+    fig.savefig(FIGURE, dpi=110)
+    shutil.copyfile(FIGURE, DOCS_FIGURE)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    allreduce = [json.loads(line) for line in open(argv[0])]
+    fits = [json.loads(line) for line in open(argv[1])] if len(argv) > 1 and Path(
+        argv[1]).exists() else []
+    lines = ["# Networks with a shape: allreduce and fits", "",
+             "Made by `sudo benchmarks/run_topology.sh` (median of the repeats; one "
+             "allreduce of float64, the slowest rank's time). Load average during the "
+             f"runs: {min(r['load_average'] for r in allreduce):.1f} to "
+             f"{max(r['load_average'] for r in allreduce):.1f}."]
+    tables, targets = allreduce_tables(allreduce)
+    lines += tables
+    lines += ["", "## Targets", ""]
+    for network, nbytes, speedup, best in targets:
+        lines.append(f"- `{network}`, {nbytes / 1024:g} kB: {speedup:.2f}x MPICH's best "
+                     f"({best[6:]})")
+    if fits:
+        lines += ["", "## Fits to relative error 1e-6", ""] + fit_table(fits)
+        lines += [""] + fit_targets(fits)
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "topology.md").write_text(text)
+    print(text)
+    figure(allreduce)
+    # The schedules the docs draw.
+    for spec in ("torus:4x4", "mesh:4x4", "switches:4x4"):
+        network_graph(spec)
+
+
+if __name__ == "__main__":
+    main()
