@@ -111,7 +111,8 @@ else:
 
 # Topologies that cannot carry a compressor say so, on every rank.
 for backend, solver, match in (
-    (MPIBackend(topology="allgather"), "intsgd", "needs MPIBackend(topology='allreduce')"),
+    (MPIBackend(topology="allgather"), "intsgd",
+     "needs MPIBackend(topology='allreduce', 'multitree' or 'hierarchical')"),
     (MPIBackend(topology="master-worker"), "intsgd", "only exist summed"),
     (MPIBackend(topology="allreduce"), "qsgd", "cannot be summed"),
 ):
