@@ -37,20 +37,33 @@ def multitree_wire_ms(spec, nbytes, rate):
 
 
 def uplink_chunks(spec):
-    """(most chunk transfers any leaf uplink carries in one direction over a
-    whole MultiTree allreduce, the least any allreduce needs: N, one
-    vector's worth) on ``switches:LxH``."""
+    """Chunk transfers (1/N of the vector each) on the busiest leaf uplink
+    direction over a whole allreduce on ``switches:LxH``: (MultiTree's
+    schedule, the least any allreduce that reduces and broadcasts whole
+    chunks needs, MPICH's ring in rank order).
+
+    The least: in the reduce-scatter each leaf sends up a partial sum of every
+    chunk rooted outside it, ``N (L - 1) / L``; in the allgather every chunk
+    must come down into the ``L - 1`` leaves that do not hold it, and what
+    comes down one leaf's uplink went up another's, ``N (L - 1) / L`` again on
+    average. The ring crosses each leaf boundary once a direction and carries
+    a chunk across it in each of its ``2 (N - 1)`` steps.
+    """
     schedule = multitree_schedule(spec)
     graph = schedule.graph
-    spine = graph.n_nodes + graph.n_switches - 1
-    loads = defaultdict(int)
+    leaf = {node: graph.neighbours(node)[0] for node in range(graph.n_nodes)}
+    up, down = defaultdict(int), defaultdict(int)
     for edges in schedule.trees:
         for child, parent, _ in edges:
-            route = graph.peers(parent)[child]
-            for link in route:
-                if spine in link:
-                    loads[link] += 2  # down in the allgather, up in the reduce
-    return max(loads.values()), graph.n_nodes
+            a, b = leaf[parent], leaf[child]
+            if a != b:  # the allgather goes a -> b, the reduce-scatter b -> a
+                up[a] += 1
+                down[b] += 1
+                up[b] += 1
+                down[a] += 1
+    n, leaves = graph.n_nodes, graph.n_switches - 1
+    return (max(max(up.values()), max(down.values())), 2 * n * (leaves - 1) // leaves,
+            2 * (n - 1))
 
 
 def allreduce_tables(rows):
@@ -84,14 +97,15 @@ def allreduce_tables(rows):
             out.append("| " + " | ".join(line) + " |")
             targets.append((network, nbytes, speedup, best))
         if network.startswith("switches:"):
-            most, least = uplink_chunks(network)
+            most, least, ring = uplink_chunks(network)
             out.append(
                 f"\nUplinks: MultiTree's trees put at most {most} chunk transfers "
-                f"(1/{least} of the vector each) on one uplink direction, against "
-                f"{least} that any allreduce needs (each leaf's nodes must send the "
-                "vector's worth of partial sums and totals out through its uplink, "
-                "and receive as much); MPICH's ring puts "
-                f"{2 * (least - 1)}."
+                "(1/16 of the vector each) on one leaf uplink direction over the "
+                f"allreduce, against {least} that an allreduce of whole chunks needs "
+                f"and {ring} for a ring in rank order (benchmarks/topology_report.py, "
+                "`uplink_chunks`). With uplinks at a quarter of the node rate the "
+                "uplinks set the time: the bound is "
+                f"{least} x (V / 16) / (rate / 4), the ring's {ring} x."
             )
     return out, targets
 

@@ -143,7 +143,9 @@ def multitree_schedule(network, k=None):
     would send its partial sum before its children's parts arrived), reached
     through links no tree has used in this step. Turns repeat until no tree
     can grow; then the next step starts. Parents are tried latest-joined
-    first, peers nearest first.
+    first, peers nearest first, and a node joins only through the shortest
+    route any member of the tree has to it (on leaf switches a tree then
+    crosses each leaf's uplink once per direction).
 
     Parameters
     ----------
@@ -204,11 +206,23 @@ def multitree_schedule(network, k=None):
 def _next_edge(root, parents, members, peers, used, fathered, k):
     if len(members) == len(peers):
         return None
+    # A node joins through the shortest route any member has to it: a tree
+    # that already reached a leaf switch grows inside it rather than sending
+    # a second copy down the leaf's uplink.
+    nearest = {}
+    for member in members:
+        for child, route in peers[member]:
+            if child not in members:
+                nearest[child] = min(nearest.get(child, len(route)), len(route))
     for parent in parents:
         if k is not None and fathered[(root, parent)] >= k - 1:
             continue
         for child, route in peers[parent]:
-            if child not in members and not any(link in used for link in route):
+            if (
+                child not in members
+                and len(route) == nearest[child]
+                and not any(link in used for link in route)
+            ):
                 return parent, child, route
     return None
 
