@@ -192,3 +192,31 @@ def test_hierarchy_sums_hosts_in_worker_order_then_along_the_hosts_trees():
         hierarchy([[0], [1]], network="switch:3")
     with pytest.raises(ValueError, match="k must be an integer >= 2"):
         multitree_schedule("torus:2x2", k=1)
+
+
+def test_inprocess_reduction_sums_integers_exactly_and_checks_its_fit():
+    from sklearn_relu import ReLURegressor, make_relu_regression
+    from sklearn_relu.backends import InProcessBackend
+
+    X, y = make_relu_regression(n_samples=400, n_features=9, random_state=0)
+    kw = dict(n_workers=4, batch_size=40, max_iter=3, tol=None, random_state=1)
+    # IntSGD's integer sums are exact in any order: a MultiTree reduction
+    # gives the worker-order model, bit for bit.
+    plain = ReLURegressor(solver="intsgd", **kw).fit(X, y)
+    tree = ReLURegressor(solver="intsgd", backend=InProcessBackend(
+        reduction=multitree_schedule("torus:2x2")), **kw).fit(X, y)
+    assert_array_equal(tree.coef_, plain.coef_)
+    assert tree.comm_record_.bytes_sent == plain.comm_record_.bytes_sent
+    # Float sums in another order: the same model up to rounding.
+    sgd = ReLURegressor(solver="sgd", **kw).fit(X, y)
+    hosts = ReLURegressor(solver="sgd", backend=InProcessBackend(
+        reduction=hierarchy([[0, 1], [2, 3]])), **kw).fit(X, y)
+    np.testing.assert_allclose(hosts.coef_, sgd.coef_, rtol=1e-9, atol=1e-12)
+    # A hierarchy encodes one vector per host.
+    assert hosts.comm_record_.n_messages == 2 * hosts.t_
+    with pytest.raises(ValueError, match="sums the vectors of 4 workers, but the fit has n_workers=2"):
+        ReLURegressor(backend=InProcessBackend(reduction=multitree_schedule("switch:4")),
+                      **{**kw, "n_workers": 2}).fit(X, y)
+    with pytest.raises(ValueError, match="cannot be summed"):
+        ReLURegressor(solver="qsgd", backend=InProcessBackend(
+            reduction=multitree_schedule("switch:4")), **kw).fit(X, y)
