@@ -178,12 +178,16 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         them, and their start statistics and losses). Must be below the
         number the ``aggregation`` rule withstands (its breakdown point);
         with ``"mean"``, which withstands none, a fit warns.
-    attack : {"sign_flip", "scaled", "gaussian", "zero"}, Attack or callable, \
-            default="sign_flip"
+    attack : {"sign_flip", "scaled", "gaussian", "zero", "alie", "ipm", \
+            "optimal_alie", "optimal_ipm", "mimic", "label_flip"}, Attack or \
+            callable, default="sign_flip"
         What the Byzantine workers send: ``-g``, ``-4 g``, ``N(0, 100^2)``
         noise a coordinate, zeros, an :class:`~sklearn_relu.attacks.Attack`
         (``Scaled(c=10)``), or ``attack(vector, rng) -> vector`` with the
-        worker's own random generator. Unused when ``n_byzantine=0``.
+        worker's own random generator. The omniscient attacks read the honest
+        workers' vectors of the step (ALIE, IPM, their forms searched against
+        the rule in use, Mimic); ``"label_flip"`` trains on ``-y``. See
+        :ref:`robust-attacks`. Unused when ``n_byzantine=0``.
     batch_size : int or "auto", default="auto"
         Points per step over all workers; ``"auto"`` is ``min(200, n_samples)``.
         Larger values are clipped to the number of training samples.

@@ -153,6 +153,8 @@ class ShardWorker:
         self, X, y, sample_weight, *, index, n_workers, n_samples, batch_size,
         compressor, attack=None,
     ):
+        # A data attack (label flipping) trains on corrupted targets.
+        y = y if attack is None else attack.poison_labels(y)
         self.X, self.y, self.sample_weight = X, y, sample_weight
         self.index = index
         self.n_workers = n_workers

@@ -42,7 +42,10 @@ def small_fit(backend="inprocess", **params):
 
 # -- attacks ------------------------------------------------------------------------------
 def test_the_attacks_by_name():
-    assert available_attacks() == ["gaussian", "scaled", "sign_flip", "zero"]
+    assert available_attacks() == [
+        "alie", "gaussian", "ipm", "label_flip", "mimic", "optimal_alie",
+        "optimal_ipm", "scaled", "sign_flip", "zero",
+    ]
     g = np.array([1.0, -2.0])
     assert get_attack("sign_flip")(g, None).tolist() == [-1.0, 2.0]
     assert get_attack("scaled")(g, None).tolist() == [-4.0, 8.0]
@@ -59,7 +62,7 @@ def test_the_attacks_by_name():
 @pytest.mark.parametrize(
     "attack, match",
     [
-        ("flip", r"attack must be one of \['gaussian', 'scaled', 'sign_flip', 'zero'\] or a "
+        ("flip", r"attack must be one of \['alie', 'gaussian', .*, 'zero'\] or a "
                  r"callable or an Attack instance, got 'flip'"),
         (3, r"attack must be one of .* got 3"),
     ],

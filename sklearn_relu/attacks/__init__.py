@@ -11,21 +11,48 @@ backend gives the same model. See :doc:`/robust`.
 ``attack=`` takes a name registered here with ``register_attack(name,
 factory)``, an :class:`Attack` instance (``Scaled(c=10)``), or any callable
 ``attack(vector, rng) -> vector``.
+
+An :class:`OmniscientAttack` (``"alie"``, ``"ipm"``, ``"optimal_alie"``,
+``"optimal_ipm"``, ``"mimic"``) reads the honest workers' vectors of the step
+and the aggregator in use: the backend, where every decoded vector is known,
+replaces the Byzantine workers' vectors with its
+:meth:`~OmniscientAttack.craft`. ``"label_flip"`` attacks the data: the
+Byzantine workers train on ``-y`` (:class:`LabelFlip`).
 """
 
 from .._registry import Registry
 from ._attacks import Attack, FunctionAttack, Gaussian, Scaled, SignFlip, Zero
+from ._omniscient import (
+    ALIE,
+    IPM,
+    LabelFlip,
+    Mimic,
+    OmniscientAttack,
+    OptimalALIE,
+    OptimalIPM,
+    baruch_z,
+    replace_byzantine,
+)
 
 __all__ = [
+    "ALIE",
+    "IPM",
     "Attack",
     "FunctionAttack",
     "Gaussian",
+    "LabelFlip",
+    "Mimic",
+    "OmniscientAttack",
+    "OptimalALIE",
+    "OptimalIPM",
     "Scaled",
     "SignFlip",
     "Zero",
     "available_attacks",
+    "baruch_z",
     "get_attack",
     "register_attack",
+    "replace_byzantine",
 ]
 
 _REGISTRY = Registry("attack", Attack, "a callable or an Attack")
@@ -53,3 +80,9 @@ register_attack("sign_flip", SignFlip)
 register_attack("scaled", Scaled)
 register_attack("gaussian", Gaussian)
 register_attack("zero", Zero)
+register_attack("alie", ALIE)
+register_attack("ipm", IPM)
+register_attack("optimal_alie", OptimalALIE)
+register_attack("optimal_ipm", OptimalIPM)
+register_attack("mimic", Mimic)
+register_attack("label_flip", LabelFlip)

@@ -18,6 +18,17 @@ class Attack(ParameterIdentity, ABC):
     same shape and dtype.
     """
 
+    #: Whether the attack reads the honest workers' vectors
+    #: (:class:`~sklearn_relu.attacks.OmniscientAttack`): then the backend,
+    #: where every decoded vector is known, replaces the Byzantine workers'.
+    omniscient = False
+
+    def poison_labels(self, y):
+        """The targets a Byzantine worker trains on in place of its shard's
+        ``y`` (``y`` itself unless the attack is on the data,
+        :class:`~sklearn_relu.attacks.LabelFlip`)."""
+        return y
+
     @abstractmethod
     def __call__(self, vector, rng):
         """The vector sent instead of ``vector``."""

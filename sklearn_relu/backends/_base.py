@@ -10,6 +10,7 @@ import numpy as np
 from .. import _parallel
 from .._worker import ShardWorker
 from ..aggregation import Mean
+from ..attacks import replace_byzantine
 
 __all__ = ["Backend", "CommunicationRecord"]
 
@@ -204,6 +205,8 @@ class Backend(ABC):
                 "aggregation='mean'"
             )
         self.n_byzantine, self.attack = n_byzantine, attack
+        self.restart_attack(0)
+        self.refuse_omniscient_attack(compressor.summed_only, repr(compressor))
         self.n_workers = n_workers
         # Vectors summed a step: one per worker, or per host when a backend's
         # hierarchical reduction sums a host's workers before encoding.
@@ -220,6 +223,58 @@ class Backend(ABC):
     @abstractmethod
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         """Place the workers; called by :meth:`start`."""
+
+    def restart_attack(self, entropy):
+        """Seed an omniscient attack's random streams from ``entropy`` (a run's,
+        common to every process) and count its rounds from 0."""
+        self._attack_entropy, self._attack_rounds = int(entropy), [0, 0]
+
+    def refuse_omniscient_attack(self, summed, what):
+        """Raise if the fit's attack needs every decoded vector (an
+        :class:`~sklearn_relu.attacks.OmniscientAttack`) but ``what`` sums
+        the vectors while encoded (``summed``)."""
+        if summed and self.n_byzantine and getattr(self.attack, "omniscient", False):
+            raise ValueError(
+                f"attack={self.attack!r} reads every worker's decoded vector, but "
+                f"{what} sums the vectors while encoded, so no vector is ever "
+                "decoded alone: use topology='allgather' or 'master-worker' "
+                "(MPI), no reduction (in-process), and a solver whose messages "
+                "are decoded one by one"
+            )
+
+    def attacked_vectors(self, vectors, statistics=False):
+        """``vectors`` (worker order) with the Byzantine workers' replaced by an
+        omniscient attack's (:func:`~sklearn_relu.attacks.replace_byzantine`),
+        or ``vectors`` itself. A step's crafted vector is re-encoded as a fresh
+        message of the compressor; exact statistics travel as they are.
+
+        Deterministic: every process that decodes a step's messages (every
+        MPI rank in the allgather topology, rank 0 in master-worker) seeds
+        the attack's streams from the run's entropy and the round alike.
+        """
+        attack = self.attack
+        if not (self.n_byzantine and getattr(attack, "omniscient", False)):
+            return vectors
+        kind = int(statistics)
+        self._attack_rounds[kind] += 1
+        entropy = [self._attack_entropy, kind, self._attack_rounds[kind]]
+        if statistics:
+            def aggregate(candidates):
+                return copy.deepcopy(self.aggregator).combine_statistics(candidates)
+
+            return replace_byzantine(attack, vectors, self.n_byzantine, aggregate, entropy)
+
+        def aggregate(candidates):
+            return copy.deepcopy(self.aggregator).aggregate(candidates, self.compressor)
+
+        def reencode(vector, rng):
+            compressor = copy.deepcopy(self.compressor)
+            compressor.reset()
+            return compressor.decompress(compressor.compress(vector, rng), vector.shape[0])
+
+        return replace_byzantine(
+            attack, vectors, self.n_byzantine, aggregate, entropy, reencode
+        )
 
     def worker_attack(self, index):
         """The attack worker ``index`` runs: the fit's for the first
@@ -242,13 +297,15 @@ class Backend(ABC):
         order by the aggregator
         (:meth:`~sklearn_relu.aggregation.Aggregator.combine_statistics`: the
         sum for the mean, a robust estimate of it for the robust rules)."""
-        return self.aggregator.combine_statistics(self.call(statistic, *args))
+        statistics = self.attacked_vectors(self.call(statistic, *args), statistics=True)
+        return self.aggregator.combine_statistics(statistics)
 
     def reseed(self, entropy):
         """Restart every worker's random stream and the aggregator's memory
         (before each run of a fit); a run agrees on its first scale afresh."""
         self.aggregator.reset()
         self.agreed_scale = None
+        self.restart_attack(entropy)
         self.call(ShardWorker.reseed, entropy)
 
     def compressor_states(self):
@@ -304,6 +361,7 @@ class Backend(ABC):
         :class:`~sklearn_relu.compression.MessageError`, never broadcast.
         """
         vectors = [self.compressor.decompress(message, n_values) for message in messages]
+        vectors = self.attacked_vectors(vectors)
         return self.aggregator.aggregate(vectors, self.compressor)
 
     def sum_encoded(self, parts):

@@ -43,6 +43,7 @@ class InProcessBackend(Backend):
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
         if self.reduction is not None:
             self.check_reduction(self.reduction, n_workers, compressor)
+            self.refuse_omniscient_attack(True, "the in-process reduction")
             self.n_summands = self.reduction.n_summands
         self.workers = [
             ShardWorker(

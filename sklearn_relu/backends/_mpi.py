@@ -519,6 +519,9 @@ class MPIBackend(Backend):
         rank = comm.Get_rank()
         self.resolve_n_workers(n_workers)
         self._topology = self._resolve_topology(compressor)
+        self.refuse_omniscient_attack(
+            self._topology in SUMMED_TOPOLOGIES, f"MPIBackend(topology={self._topology!r})"
+        )
         self._waiting = self._choose_wait()
         if self._n_samples is not None:  # prepare_data scattered: X is our shard
             self._worker = ShardWorker(
@@ -763,7 +766,9 @@ class MPIBackend(Backend):
         self._wait(comm.Igather(result, gathered, root=0))
         total = np.empty_like(result)
         if root:
-            total[...] = self.aggregator.combine_statistics(list(gathered))
+            total[...] = self.aggregator.combine_statistics(
+                self.attacked_vectors(list(gathered), statistics=True)
+            )
         self._wait(comm.Ibcast(total, root=0))
         self.record.control_bytes += result.nbytes * (comm.Get_size() - 1) * 2
         return total
@@ -773,6 +778,7 @@ class MPIBackend(Backend):
         # common), so each reseeds its own worker without talking.
         self.aggregator.reset()
         self.agreed_scale = None
+        self.restart_attack(entropy)
         self._worker.reseed(entropy)
 
     def _wait_some(self, requests):

@@ -1,0 +1,54 @@
+"""Run under mpiexec: attacks that read the honest workers' vectors give every
+rank the in-process model in both topologies that decode messages one by one
+(in allgather every rank decodes every message and crafts the same attack; in
+master-worker rank 0 does), the same bytes as honest messages, and
+``topology="allreduce"`` refuses them.
+
+Assertions hold for any number of ranks K >= 2: worker 0 is Byzantine; the
+rule is the geometric median from K = 3 workers on, the mean below.
+"""
+
+import sys
+import warnings
+
+import numpy as np
+from mpi4py import MPI
+
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu.backends import MPIBackend
+
+comm = MPI.COMM_WORLD
+size = comm.Get_size()
+X, y = make_relu_regression(n_samples=400, n_features=12, noise=0.1, random_state=1)
+rule = "geometric_median" if size >= 3 else "mean"
+
+
+def fit(backend, **params):
+    kw = dict(n_workers=size, batch_size=40, max_iter=1, tol=None, random_state=3,
+              aggregation=rule, n_byzantine=1)
+    if rule == "mean":  # the attacked start's statistics would make "auto" fail
+        kw.update(init="zeros", learning_rate=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the mean's: no defence
+        return ReLURegressor(backend=backend, **{**kw, **params}).fit(X, y)
+
+
+for attack in ["alie", "optimal_ipm", "mimic", "label_flip"]:
+    reference = fit("inprocess", attack=attack)
+    for topology in ("allgather", "master-worker"):
+        est = fit(MPIBackend(topology=topology), attack=attack)
+        np.testing.assert_array_equal(est.coef_, reference.coef_, err_msg=attack)
+        assert est.intercept_ == reference.intercept_, attack
+        got, want = est.comm_record_, reference.comm_record_
+        assert (got.n_messages, got.bytes_sent) == (want.n_messages, want.bytes_sent)
+    models = comm.allgather(est.coef_)
+    assert all(np.array_equal(m, models[0]) for m in models), attack
+
+try:
+    fit(MPIBackend(topology="allreduce"), attack="alie", aggregation="mean")
+except ValueError as error:
+    assert "sums the vectors while encoded" in str(error), error
+else:
+    raise AssertionError("allreduce accepted an omniscient attack")
+
+print(f"ok: {size} ranks", file=sys.stderr)
