@@ -39,7 +39,7 @@ Rank 0 writes ``table2.csv`` / ``.md`` and ``fig3.png`` into ``--out-dir``
 .. image:: /figures/fig3.png
    :alt: Figure 3, compute and communication time of SGD and QSGD
 
-.. csv-table:: Table 2 as measured here (see the README for the conditions)
+.. csv-table:: Table 2 as measured (the conditions: docs/reproducing.rst)
    :file: /figures/table2.csv
    :header-rows: 1
 """

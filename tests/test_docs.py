@@ -133,3 +133,16 @@ def test_copied_snippets_name_nothing_they_do_not_import_or_define(page):
     assert problems == {}
     if page == "docs/user_guide.rst":
         assert len(blocks) >= 3  # the test finds the snippets
+
+
+def test_no_page_measures_on_an_unnamed_machine():
+    # "measured on this machine" means nothing to a reader elsewhere: name the
+    # machine (cores, CPU) and the date where the numbers are given.
+    pattern = re.compile(r"\bthis (?:[\w'-]+ )*?machine\b", re.I)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]
+    offenders = {
+        str(page.relative_to(ROOT)): found
+        for page in pages
+        if (found := pattern.findall(re.sub(r"\s+", " ", page.read_text())))
+    }
+    assert offenders == {}

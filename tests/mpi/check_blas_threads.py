@@ -1,8 +1,8 @@
 """Run under mpiexec: during a fit each rank keeps BLAS to its share of the host.
 
 The ranks of one host share its cores; with one gradient thread a rank (as
-the README advises for MPI), each may run ``cores // ranks`` BLAS threads,
-and gets its count back after the fit.
+docs/benchmarks.rst, "Threads", advises for MPI), each may run
+``cores // ranks`` BLAS threads, and gets its count back after the fit.
 """
 
 import os
