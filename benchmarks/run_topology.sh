@@ -27,8 +27,10 @@ FIT_CAP=${FIT_CAP:-240}
 REPEATS=${REPEATS:-3}
 ALGORITHMS=${ALGORITHMS:-"auto ring recursive_doubling reduce_scatter_allgather"}
 PYTHON=${PYTHON:-$(pwd)/.venv/bin/python}
-ALLREDUCE=benchmarks/results/topology_allreduce.jsonl
-FITS=benchmarks/results/topology_fits.jsonl
+SIZES=${SIZES:-"4096 65536 1048576 4194304"}
+# TAG names a second set of results (e.g. TAG=_2500kbit RATE=2500kbit ...).
+ALLREDUCE=benchmarks/results/topology_allreduce${TAG:-}.jsonl
+FITS=benchmarks/results/topology_fits${TAG:-}.jsonl
 
 launch() {   # launch NETWORK RATE [env...] -- script args...
     local network=$1 rate=$2; shift 2
@@ -48,21 +50,21 @@ if [[ " $PARTS " == *" allreduce "* ]]; then
         for algorithm in $ALGORITHMS; do
             launch "$network" "$RATE" MPIR_CVAR_ALLREDUCE_INTRA_ALGORITHM="$algorithm" -- \
                 benchmarks/allreduce_topology.py --scheme mpi --label "mpich-$algorithm" \
-                --repeats "$REPEATS" --rate "$RATE" --out "$ALLREDUCE"
+                --repeats "$REPEATS" --rate "$RATE" --sizes $SIZES --out "$ALLREDUCE"
         done
         if [[ $network == hosts:* ]]; then
             # MPICH's node-aware composition: reduce inside each host through shared
             # memory, allreduce between hosts, broadcast inside each host.
             launch "$network" "$RATE" MPIR_CVAR_ALLREDUCE_COMPOSITION=1 -- \
                 benchmarks/allreduce_topology.py --scheme mpi --label mpich-node-aware \
-                --repeats "$REPEATS" --rate "$RATE" --out "$ALLREDUCE"
+                --repeats "$REPEATS" --rate "$RATE" --sizes $SIZES --out "$ALLREDUCE"
             launch "$network" "$RATE" -- benchmarks/allreduce_topology.py \
                 --scheme hierarchical --label hierarchical --repeats "$REPEATS" \
-                --rate "$RATE" --out "$ALLREDUCE"
+                --rate "$RATE" --sizes $SIZES --out "$ALLREDUCE"
         else
             launch "$network" "$RATE" -- benchmarks/allreduce_topology.py \
                 --scheme multitree --label multitree --repeats "$REPEATS" \
-                --rate "$RATE" --out "$ALLREDUCE"
+                --rate "$RATE" --sizes $SIZES --out "$ALLREDUCE"
         fi
     done
 fi
@@ -84,4 +86,4 @@ if [[ " $PARTS " == *" fits "* ]]; then
         benchmarks/scaling.py --rate "$HOSTS_FIT_RATE" "${FIT_ARGS[@]}" \
         --schemes sgd-allreduce --label sgd-allreduce-node-aware
 fi
-"$PYTHON" benchmarks/topology_report.py "$ALLREDUCE" "$FITS"
+[[ -z "${TAG:-}" ]] && "$PYTHON" benchmarks/topology_report.py "$ALLREDUCE" "$FITS"
