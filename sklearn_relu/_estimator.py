@@ -188,6 +188,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         workers' vectors of the step (ALIE, IPM, their forms searched against
         the rule in use, Mimic); ``"label_flip"`` trains on ``-y``. See
         :ref:`robust-attacks`. Unused when ``n_byzantine=0``.
+    shards : None or splitter, default=None
+        How the training rows are dealt to the workers. ``None``: equal
+        contiguous blocks in row order. A splitter, an object with
+        ``split(X, y, n_workers)`` returning one array of row indices a
+        worker (a partition into non-empty shards), such as
+        :class:`~sklearn_relu.DirichletShards` for heterogeneous shards. Not
+        with :class:`~sklearn_relu.backends.MPIBackend`, where each rank's
+        shard is its own (``data="local"``).
     batch_size : int or "auto", default="auto"
         Points per step over all workers; ``"auto"`` is ``min(200, n_samples)``.
         Larger values are clipped to the number of training samples.
@@ -381,6 +389,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         aggregation="mean",
         n_byzantine=0,
         attack="sign_flip",
+        shards=None,
         batch_size="auto",
         learning_rate="auto",
         max_iter=200,
@@ -410,6 +419,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.aggregation = aggregation
         self.n_byzantine = n_byzantine
         self.attack = attack
+        self.shards = shards
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -529,6 +539,11 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         _check_int("n_workers", self.n_workers, 1, allow_none=True)
         _check_int("n_byzantine", self.n_byzantine, 0)
         get_attack(self.attack)
+        if self.shards is not None and not callable(getattr(self.shards, "split", None)):
+            raise ValueError(
+                "shards must be None or a splitter with a split(X, y, n_workers) "
+                f"method, such as DirichletShards(alpha=1.0), got {self.shards!r}"
+            )
         if not (
             isinstance(self.validation_fraction, numbers.Real)
             and 0 < self.validation_fraction < 1
@@ -648,6 +663,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             data.X, data.y, data.sample_weight, n_workers=self._n_workers,
             batch_size=batch_size, compressor=compressor, aggregator=aggregator,
             n_byzantine=self.n_byzantine, attack=get_attack(self.attack),
+            shards=self.shards,
         )
         try:
             if checkpoint is not None:

@@ -77,19 +77,23 @@ def shard_bounds(n_samples, n_workers, index):
 
 
 def worker_arguments(
-    X, y, sample_weight, *, index, n_workers, batch_size, compressor, attack=None
+    X, y, sample_weight, *, index, n_workers, batch_size, compressor, attack=None,
+    rows=None,
 ):
     """Keyword arguments of worker ``index``'s :class:`ShardWorker` on the full data.
 
     The shard is a view of ``index``'s rows (nothing is copied); every backend
     builds its workers from this, wherever it then sends them. ``attack`` is
-    this worker's (None for an honest one).
+    this worker's (None for an honest one). ``rows``, if given, are the
+    shard's row indices (a splitter's, ``ReLURegressor(shards=...)``): the
+    shard is then a copy of those rows.
     """
-    start, stop = shard_bounds(X.shape[0], n_workers, index)
+    if rows is None:
+        rows = slice(*shard_bounds(X.shape[0], n_workers, index))
     return dict(
-        X=X[start:stop],
-        y=y[start:stop],
-        sample_weight=None if sample_weight is None else sample_weight[start:stop],
+        X=X[rows],
+        y=y[rows],
+        sample_weight=None if sample_weight is None else sample_weight[rows],
         index=index,
         n_workers=n_workers,
         n_samples=X.shape[0],

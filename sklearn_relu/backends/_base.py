@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .. import _parallel
+from .._shards import check_partition
 from .._worker import ShardWorker
 from ..aggregation import Mean
 from ..attacks import replace_byzantine
@@ -182,7 +183,7 @@ class Backend(ABC):
 
     def start(
         self, X, y, sample_weight, *, n_workers, batch_size, compressor,
-        aggregator=None, n_byzantine=0, attack=None,
+        aggregator=None, n_byzantine=0, attack=None, shards=None,
     ):
         """Split the rows into ``n_workers`` shards and start one worker on each.
 
@@ -194,6 +195,8 @@ class Backend(ABC):
         it, with any memory it has), and the workers' exact statistics in
         :meth:`reduce`. The first ``n_byzantine`` workers are Byzantine: they
         send ``attack``'s version of every vector (see :meth:`worker_attack`).
+        ``shards`` deals the rows (``shards.split(X, y, n_workers)``, see
+        :mod:`sklearn_relu._shards`); None: equal contiguous blocks.
         """
         self.record = CommunicationRecord()
         self.compressor = compressor
@@ -208,6 +211,11 @@ class Backend(ABC):
         self.restart_attack(0)
         self.refuse_omniscient_attack(compressor.summed_only, repr(compressor))
         self.n_workers = n_workers
+        self.shard_rows = None
+        if shards is not None:
+            self.shard_rows = check_partition(
+                shards.split(X, y, n_workers), X.shape[0], n_workers
+            )
         # Vectors summed a step: one per worker, or per host when a backend's
         # hierarchical reduction sums a host's workers before encoding.
         self.n_summands = n_workers
@@ -275,6 +283,11 @@ class Backend(ABC):
         return replace_byzantine(
             attack, vectors, self.n_byzantine, aggregate, entropy, reencode
         )
+
+    def worker_rows(self, index):
+        """Worker ``index``'s row indices from the fit's ``shards``, or None
+        (an equal contiguous block)."""
+        return None if self.shard_rows is None else self.shard_rows[index]
 
     def worker_attack(self, index):
         """The attack worker ``index`` runs: the fit's for the first

@@ -50,7 +50,7 @@ class InProcessBackend(Backend):
                 **worker_arguments(
                     X, y, sample_weight, index=index, n_workers=n_workers,
                     batch_size=batch_size, compressor=compressor,
-                    attack=self.worker_attack(index),
+                    attack=self.worker_attack(index), rows=self.worker_rows(index),
                 )
             )
             for index in range(n_workers)

@@ -221,7 +221,7 @@ class JoblibBackend(Backend):
             shard = worker_arguments(
                 X, y, sample_weight, index=index, n_workers=n_workers,
                 batch_size=batch_size, compressor=compressor,
-                attack=self.worker_attack(index),
+                attack=self.worker_attack(index), rows=self.worker_rows(index),
             )
             tasks.append((address, authkey, index, shard))
         if n_workers > 1 and joblib.effective_n_jobs(n_workers) >= n_workers:

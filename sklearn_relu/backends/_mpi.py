@@ -518,6 +518,12 @@ class MPIBackend(Backend):
         comm = self._comm
         rank = comm.Get_rank()
         self.resolve_n_workers(n_workers)
+        if self.shard_rows is not None:
+            raise ValueError(
+                "ReLURegressor(shards=...) deals the rows of one process; under MPI "
+                "each rank's shard is its own: use MPIBackend(data='local') with "
+                "each rank's rows for heterogeneous shards, or shards=None"
+            )
         self._topology = self._resolve_topology(compressor)
         self.refuse_omniscient_attack(
             self._topology in SUMMED_TOPOLOGIES, f"MPIBackend(topology={self._topology!r})"
