@@ -16,9 +16,10 @@ _SPEC = re.compile(r"^(torus|mesh|switches|hosts):(\d+)x(\d+)$|^(switch):(\d+)$"
 
 @dataclass(frozen=True)
 class NetworkGraph:
-    """A network: compute nodes ``0 .. n_nodes - 1``, then switches, and links.
+    """A network as a graph: compute nodes, switches and directed links.
 
-    Compute nodes run workers (graph node ``i`` is worker or rank ``i``);
+    Compute nodes are numbered from 0 to ``n_nodes - 1``, switches after
+    them. Compute nodes run workers (graph node ``i`` is worker or rank ``i``);
     switches (nodes ``n_nodes .. n_nodes + n_switches - 1``) only forward.
     Every link is full duplex: both directions are in :attr:`links`, and each
     direction carries its own traffic.
