@@ -22,11 +22,12 @@ def tree_allreduce(comm, part, schedule, wait_some):
     ``wait_some(requests)`` blocks until at least one of a list of MPI
     requests completes and returns the indices of those that did.
 
-    Each rank moves a message as soon as what it carries is complete rather
-    than at the schedule's time steps: a partial sum goes up once every
-    child's has arrived, a total goes down once it has arrived. The schedule
-    keeps links free of contention when every rank keeps pace; a rank that
-    lags only delays the messages that wait for it.
+    No rank waits for a time step to end: a partial sum goes up once every
+    child's has arrived, a total goes down once it has arrived. But each rank
+    sends to a neighbour one message at a time, in the schedule's order (the
+    reduce-scatter's time steps, then the allgather's), so that a message
+    ready early never shares a link with the one the schedule put there
+    before it.
     """
     me = comm.Get_rank()
     n_nodes = schedule.n_nodes
@@ -35,11 +36,44 @@ def tree_allreduce(comm, part, schedule, wait_some):
     plans = [schedule.neighbours_in_tree(root, me) for root in range(n_nodes)]
     partial = {root: part[a:b].copy() for root, (a, b) in enumerate(bounds)}
     arrived = {root: {} for root in range(n_nodes)}
+    # What this rank sends to each neighbour, in order: ("up", root) to the
+    # parent of root's tree, ("down", root) to a child.
+    order, n_steps = {}, schedule.n_steps
+    for t, edges in enumerate(schedule.rounds()):
+        for root, child, parent in edges:
+            if child == me:
+                order.setdefault(parent, []).append((n_steps - 1 - t, "up", root))
+            elif parent == me:
+                order.setdefault(child, []).append((n_steps + t, "down", root))
+    queues = {
+        peer: [(kind, root) for _, kind, root in sorted(items)]
+        for peer, items in order.items()
+    }
+    ready, sending = set(), {}
     requests, events = [], []
 
     def post(request, event):
         requests.append(request)
         events.append(event)
+
+    def pump(peer):
+        """Send ``peer`` its next message if it is ready and the link is free."""
+        queue = queues.get(peer)
+        if not queue or sending.get(peer) or queue[0] not in ready:
+            return
+        kind, root = queue.pop(0)
+        if kind == "up":
+            request = comm.Isend(partial[root], dest=peer, tag=root)
+        else:
+            start, stop = bounds[root]
+            request = comm.Isend(total[start:stop], dest=peer, tag=n_nodes + root)
+        sending[peer] = True
+        post(request, ("sent", peer))
+
+    def make_ready(kind, root, peers):
+        ready.add((kind, root))
+        for peer in peers:
+            pump(peer)
 
     def reduced(root):
         """Every child's partial sum of ``root``'s chunk is here: add them in
@@ -50,14 +84,9 @@ def tree_allreduce(comm, part, schedule, wait_some):
         if parent is None:
             start, stop = bounds[root]
             total[start:stop] = partial[root]
-            broadcast(root)
+            make_ready("down", root, children)
         else:
-            post(comm.Isend(partial[root], dest=parent, tag=root), None)
-
-    def broadcast(root):
-        start, stop = bounds[root]
-        for child in plans[root][1]:
-            post(comm.Isend(total[start:stop], dest=child, tag=n_nodes + root), None)
+            make_ready("up", root, [parent])
 
     for root, (parent, children) in enumerate(plans):
         start, stop = bounds[root]
@@ -75,13 +104,14 @@ def tree_allreduce(comm, part, schedule, wait_some):
         for index in wait_some([requests[i] for i in live]):
             i = live[index]
             event, requests[i] = events[i], None
-            if event is None:  # a send completed
-                continue
-            if event[0] == "up":
+            if event[0] == "sent":
+                sending[event[1]] = False
+                pump(event[1])
+            elif event[0] == "up":
                 _, root, child, buffer = event
                 arrived[root][child] = buffer
                 if len(arrived[root]) == len(plans[root][1]):
                     reduced(root)
             else:
-                broadcast(event[1])
+                make_ready("down", event[1], plans[event[1]][1])
     return total
