@@ -96,7 +96,7 @@ def test_a_warm_start_continues_the_sign_schedule_and_the_momentum():
         (dict(solver="topk", k=0), "k must be an integer >= 1 or a fraction in"),
         (dict(aggregation="vote"),
          r"aggregation must be one of \['bgmd', 'centered_clip', 'geometric_median', "
-         r"'krum', 'majority', 'mean', 'median', 'trimmed_mean'\]"),
+         r"'krum', 'majority', 'mean', 'median', 'multi_krum', 'trimmed_mean'\]"),
     ],
 )
 def test_bad_method_parameters_are_rejected(params, match):
