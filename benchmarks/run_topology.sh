@@ -86,4 +86,8 @@ if [[ " $PARTS " == *" fits "* ]]; then
         benchmarks/scaling.py --rate "$HOSTS_FIT_RATE" "${FIT_ARGS[@]}" \
         --schemes sgd-allreduce --label sgd-allreduce-node-aware
 fi
-[[ -z "${TAG:-}" ]] && "$PYTHON" benchmarks/topology_report.py "$ALLREDUCE" "$FITS"
+# Every allreduce set (the 10 Mbit/s sweep and any TAG run beside it) and the fits.
+if [[ -z "${TAG:-}" ]]; then
+    "$PYTHON" benchmarks/topology_report.py --fits "$FITS" \
+        --allreduce benchmarks/results/topology_allreduce*.jsonl
+fi

@@ -1,8 +1,9 @@
 """Table and figure of benchmarks/run_topology.sh: allreduce times and fits on
 networks with a shape, with the targets' ratios.
 
-    python benchmarks/topology_report.py benchmarks/results/topology_allreduce.jsonl \\
-        benchmarks/results/topology_fits.jsonl
+    python benchmarks/topology_report.py \\
+        --allreduce benchmarks/results/topology_allreduce*.jsonl \\
+        --fits benchmarks/results/topology_fits.jsonl
 
 Writes ``benchmarks/results/topology.md`` and ``topology.png`` (and copies the
 figure to ``docs/figures/topology.png``).
@@ -10,11 +11,10 @@ figure to ``docs/figures/topology.png``).
 
 import json
 import shutil
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-from sklearn_relu.collectives import multitree_schedule, network_graph
+from sklearn_relu.collectives import multitree_schedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGURE = RESULTS / "topology.png"
@@ -22,7 +22,8 @@ DOCS_FIGURE = RESULTS.parent.parent / "docs" / "figures" / "topology.png"
 
 
 def rate_bits(label):
-    """'10mbit' -> 1e7, '2500kbit' -> 2.5e6."""
+    """'10mbit' -> 1e7, '2500kbit' -> 2.5e6 (anything after a comma is a note)."""
+    label = label.split(",")[0].strip()
     for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
         if label.endswith(unit):
             return float(label[: -len(unit)]) * scale
@@ -70,8 +71,8 @@ def allreduce_tables(rows):
     out, targets = [], []
     by_network = defaultdict(lambda: defaultdict(dict))
     for row in rows:
-        by_network[row["network"]][row["bytes"]][row["label"]] = row
-    for network, sizes in by_network.items():
+        by_network[(row["network"], row["rate"])][row["bytes"]][row["label"]] = row
+    for (network, _), sizes in by_network.items():
         ours = "hierarchical" if network.startswith("hosts:") else "multitree"
         any_row = next(iter(next(iter(sizes.values())).values()))
         rate = any_row["rate"]
@@ -99,7 +100,7 @@ def allreduce_tables(rows):
             elif not network.startswith("hosts:"):
                 line.append(f"{multitree_wire_ms(network, nbytes, rate_bits(rate)):.1f}")
             out.append("| " + " | ".join(line) + " |")
-            targets.append((network, nbytes, speedup, best))
+            targets.append((network, rate, nbytes, speedup, best))
         if network.startswith("switches:"):
             most, least, ring = uplink_chunks(network)
             out.append(
@@ -174,11 +175,11 @@ def figure(rows):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    networks = list(dict.fromkeys(row["network"] for row in rows))
-    fig, axes = plt.subplots(1, len(networks), figsize=(4 * len(networks), 3.6),
+    panels = list(dict.fromkeys((row["network"], row["rate"]) for row in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6),
                              squeeze=False)
-    for ax, network in zip(axes[0], networks):
-        mine = [r for r in rows if r["network"] == network]
+    for ax, (network, rate) in zip(axes[0], panels):
+        mine = [r for r in rows if r["network"] == network and r["rate"] == rate]
         sizes = sorted({r["bytes"] for r in mine})
         best = []
         for nbytes in sizes:
@@ -191,7 +192,8 @@ def figure(rows):
             points = sorted((r["bytes"], r["ms_median"]) for r in mine if r["label"] == label)
             if points:
                 ax.plot(*zip(*points), style, label=label.replace("mpich-", "MPICH "))
-        ax.set(xscale="log", yscale="log", xlabel="payload (bytes)", title=network)
+        ax.set(xscale="log", yscale="log", xlabel="payload (bytes)",
+               title=f"{network}, {rate}")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("one allreduce (ms)")
     fig.tight_layout()
@@ -200,10 +202,16 @@ def figure(rows):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    allreduce = [json.loads(line) for line in open(argv[0])]
-    fits = [json.loads(line) for line in open(argv[1])] if len(argv) > 1 and Path(
-        argv[1]).exists() else []
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--allreduce", nargs="+", type=Path, required=True)
+    parser.add_argument("--fits", type=Path, default=None)
+    args = parser.parse_args(argv)
+    allreduce = [json.loads(line) for path in args.allreduce for line in open(path)]
+    fits = []
+    if args.fits is not None and args.fits.exists():
+        fits = [json.loads(line) for line in open(args.fits)]
     lines = ["# Networks with a shape: allreduce and fits", "",
              "Made by `sudo benchmarks/run_topology.sh` (median of the repeats; one "
              "allreduce of float64, the slowest rank's time). Load average during the "
@@ -212,9 +220,9 @@ def main(argv=None):
     tables, targets = allreduce_tables(allreduce)
     lines += tables
     lines += ["", "## Targets", ""]
-    for network, nbytes, speedup, best in targets:
-        lines.append(f"- `{network}`, {nbytes / 1024:g} kB: {speedup:.2f}x MPICH's best "
-                     f"({best[6:]})")
+    for network, rate, nbytes, speedup, best in targets:
+        lines.append(f"- `{network}` at {rate}, {nbytes / 1024:g} kB: {speedup:.2f}x "
+                     f"MPICH's best ({best[6:]})")
     if fits:
         lines += ["", "## Fits to relative error 1e-6", ""] + fit_table(fits)
         lines += [""] + fit_targets(fits)
@@ -222,9 +230,6 @@ def main(argv=None):
     (RESULTS / "topology.md").write_text(text)
     print(text)
     figure(allreduce)
-    # The schedules the docs draw.
-    for spec in ("torus:4x4", "mesh:4x4", "switches:4x4"):
-        network_graph(spec)
 
 
 if __name__ == "__main__":
