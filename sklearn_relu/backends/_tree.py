@@ -38,17 +38,7 @@ def tree_allreduce(comm, part, schedule, wait_some):
     arrived = {root: {} for root in range(n_nodes)}
     # What this rank sends to each neighbour, in order: ("up", root) to the
     # parent of root's tree, ("down", root) to a child.
-    order, n_steps = {}, schedule.n_steps
-    for t, edges in enumerate(schedule.rounds()):
-        for root, child, parent in edges:
-            if child == me:
-                order.setdefault(parent, []).append((n_steps - 1 - t, "up", root))
-            elif parent == me:
-                order.setdefault(child, []).append((n_steps + t, "down", root))
-    queues = {
-        peer: [(kind, root) for _, kind, root in sorted(items)]
-        for peer, items in order.items()
-    }
+    queues = schedule.sends(me)
     ready, sending = set(), {}
     requests, events = [], []
 

@@ -12,6 +12,7 @@ See :doc:`/scaling` ("MultiTree").
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -75,28 +76,65 @@ class MultiTreeSchedule:
         n = self.n_nodes
         return [(r * n_values // n, (r + 1) * n_values // n) for r in range(n)]
 
+    # Derived from the trees once (a schedule is immutable): the engine and
+    # the in-process reference look them up at every step.
+    @cached_property
+    def _families(self):
+        """``_families[root][node]``: (parent or None, children in addition order)."""
+        families = []
+        for root, edges in enumerate(self.trees):
+            parent_of = {child: parent for child, parent, _ in edges}
+            kids = defaultdict(list)
+            for child, parent, step in sorted(edges, key=lambda e: (-e[2], e[0])):
+                kids[parent].append(child)
+            families.append({
+                node: (parent_of.get(node), tuple(kids[node])) for node in range(self.n_nodes)
+            })
+        return tuple(families)
+
+    @cached_property
+    def _rounds(self):
+        out = [[] for _ in range(self.n_steps)]
+        for root, edges in enumerate(self.trees):
+            for child, parent, step in edges:
+                out[step].append((root, child, parent))
+        return tuple(tuple(sorted(edges)) for edges in out)
+
+    @cached_property
+    def _sends(self):
+        """``_sends[node][peer]``: what ``node`` sends to ``peer``, in order."""
+        sends = [defaultdict(list) for _ in range(self.n_nodes)]
+        for t in reversed(range(self.n_steps)):  # the reduce-scatter, child to parent
+            for root, child, parent in self._rounds[t]:
+                sends[child][parent].append(("up", root))
+        for t in range(self.n_steps):  # the allgather, parent to child
+            for root, child, parent in self._rounds[t]:
+                sends[parent][child].append(("down", root))
+        return tuple({peer: tuple(q) for peer, q in node.items()} for node in sends)
+
     def children(self, root, node):
         """``node``'s children in the tree of ``root``, in the order their
         partial sums are added: latest-joined first (their sums arrive first
         in the reduce-scatter), then by node number."""
-        kids = [(step, child) for child, parent, step in self.trees[root] if parent == node]
-        return [child for step, child in sorted(kids, key=lambda sc: (-sc[0], sc[1]))]
+        return list(self._families[root][node][1])
 
     def neighbours_in_tree(self, root, node):
         """``(parent, children)`` of ``node`` in the tree of ``root``: parent
         None at the root; children in :meth:`children` order."""
-        parent = next((p for c, p, _ in self.trees[root] if c == node), None)
-        return parent, self.children(root, node)
+        parent, children = self._families[root][node]
+        return parent, list(children)
+
+    def sends(self, node):
+        """``{peer: [(kind, root), ...]}``: the messages ``node`` sends to each
+        neighbour, in the schedule's order: its partial sums up (``"up"``),
+        latest time step first, then the totals down (``"down"``)."""
+        return {peer: list(queue) for peer, queue in self._sends[node].items()}
 
     def rounds(self):
         """``rounds[t]``: the edges ``(root, child, parent)`` added at time step
         ``t``, sorted. The reduce-scatter runs them in reverse order of ``t``
         (child to parent), the allgather in order (parent to child)."""
-        out = [[] for _ in range(self.n_steps)]
-        for root, edges in enumerate(self.trees):
-            for child, parent, step in edges:
-                out[step].append((root, child, parent))
-        return [sorted(edges) for edges in out]
+        return [list(edges) for edges in self._rounds]
 
     def allreduce(self, parts):
         """The sum of ``parts`` (one vector per node), added along the trees.
@@ -117,7 +155,7 @@ class MultiTreeSchedule:
 
     def _partial(self, root, node, parts, start, stop):
         acc = parts[node][start:stop].copy()
-        for child in self.children(root, node):
+        for child in self._families[root][node][1]:
             acc += self._partial(root, child, parts, start, stop)
         return acc
 
