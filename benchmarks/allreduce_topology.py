@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from sklearn_relu.backends._mpi import poll_until
 from sklearn_relu.backends._tree import tree_allreduce
 from sklearn_relu.collectives import multitree_schedule
 from sklearn_relu.collectives._multitree import sum_in_order
@@ -46,13 +47,7 @@ SIZES = (4096, 65536, 1048576, 4194304)
 
 def wait_some(requests):
     """What MPIBackend(wait="yield") does: test, yield the core, then sleep."""
-    start = time.perf_counter()
-    while not (done := MPI.Request.Testsome(requests)):
-        if time.perf_counter() - start < 1e-3:
-            os.sched_yield()
-        else:
-            time.sleep(20e-6)
-    return done
+    return poll_until(lambda: MPI.Request.Testsome(requests))
 
 
 def make_scheme(name, comm, spec):

@@ -101,6 +101,19 @@ _SLEEP_SPIN_SECONDS = 0.5e-3
 _yield_core = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
+def poll_until(test):
+    """``test()``'s first true result, calling it again and again: yielding
+    the core between calls for the first :data:`_YIELD_SECONDS`, then
+    sleeping :data:`_POLL_SECONDS` (the ``"yield"`` waiting policy)."""
+    start = time.perf_counter()
+    while not (result := test()):
+        if time.perf_counter() - start < _YIELD_SECONDS:
+            _yield_core()
+        else:
+            time.sleep(_POLL_SECONDS)
+    return result
+
+
 def _cpu_share():
     """(the CPUs this process may run on, joblib's count: their number, or
     the container's CPU quota where that is smaller; else infinite)."""
@@ -677,13 +690,8 @@ class MPIBackend(Backend):
         """Complete a non-blocking collective, spinning in MPI or yielding."""
         if self._waiting == "busy":
             request.Wait()
-            return
-        start = time.perf_counter()
-        while not request.Test():
-            if time.perf_counter() - start < _YIELD_SECONDS:
-                _yield_core()
-            else:
-                time.sleep(_POLL_SECONDS)
+        else:
+            poll_until(request.Test)
 
     def _before_collective(self):
         """Called by every rank once its part of a step is computed, before the
@@ -793,13 +801,7 @@ class MPIBackend(Backend):
         MPI = self._MPI
         if self._waiting == "busy":
             return MPI.Request.Waitsome(requests)
-        start = time.perf_counter()
-        while not (done := MPI.Request.Testsome(requests)):
-            if time.perf_counter() - start < _YIELD_SECONDS:
-                _yield_core()
-            else:
-                time.sleep(_POLL_SECONDS)
-        return done
+        return poll_until(lambda: MPI.Request.Testsome(requests))
 
     def step(self, params, update):
         if self._topology in SUMMED_TOPOLOGIES:
