@@ -167,6 +167,25 @@ class RobustAggregator(Aggregator):
         return (n_workers - 1) // 2
 
 
+class AssumesByzantine:
+    """For a rule that needs the number ``f`` of Byzantine workers (Krum, the
+    trimmed mean, NNM): its own parameter when given, else the fit's
+    ``n_byzantine`` (which :meth:`remember_byzantine` keeps), else a default
+    from the number of points. Listed before the rule's base class."""
+
+    _fit_byzantine = None
+
+    def remember_byzantine(self, n_byzantine):
+        self._fit_byzantine = n_byzantine
+
+    def _byzantine_count(self, given, default):
+        if given is not None:
+            return given
+        if self._fit_byzantine is not None:
+            return self._fit_byzantine
+        return default
+
+
 def warn_no_defence(aggregator, n_byzantine):
     """The mean's check: any Byzantine worker moves it arbitrarily, but running
     it under attack is how one sees that, so it warns rather than refuses."""

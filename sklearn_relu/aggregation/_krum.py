@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from ._base import RobustAggregator
+from ._base import AssumesByzantine, RobustAggregator
 from ._geometric_median import centred_gram
 
 __all__ = ["Krum", "MultiKrum", "krum_scores"]
@@ -44,7 +44,7 @@ def _check_count(name, value):
         raise ValueError(f"{name} must be an integer >= 0 or None, got {value!r}")
 
 
-class Krum(RobustAggregator):
+class Krum(AssumesByzantine, RobustAggregator):
     """The worker's vector closest to its ``n - f - 2`` nearest neighbours.
 
     Each vector scores the sum of squared distances to its ``n - f - 2``
@@ -80,21 +80,14 @@ class Krum(RobustAggregator):
     def __init__(self, n_byzantine=None):
         _check_count("n_byzantine", n_byzantine)
         self.n_byzantine = n_byzantine
-        self._fit_byzantine = None
 
     def _parameters(self):
         return {"n_byzantine": self.n_byzantine}
 
-    def remember_byzantine(self, n_byzantine):
-        self._fit_byzantine = n_byzantine
-
     def _assumed(self, n_points, dropped=0):
-        if self.n_byzantine is not None:
-            assumed = self.n_byzantine
-        elif self._fit_byzantine is not None:
-            assumed = self._fit_byzantine
-        else:
-            assumed = max((n_points + dropped - 3) // 2, 0)
+        assumed = self._byzantine_count(
+            self.n_byzantine, max((n_points + dropped - 3) // 2, 0)
+        )
         # Statistics left out for not being finite came from Byzantine workers.
         assumed = max(assumed - dropped, 0)
         if n_points < 2 * assumed + 3:

@@ -16,7 +16,7 @@ from abc import abstractmethod
 import numpy as np
 
 from .._registry import ParameterIdentity
-from ._base import RobustAggregator
+from ._base import AssumesByzantine, RobustAggregator
 from ._krum import _check_count, scaled_squared_distances
 
 __all__ = ["NNM", "Bucketing", "PreAggregated", "PreAggregator"]
@@ -40,7 +40,7 @@ class PreAggregator(ParameterIdentity):
         since the last reset)."""
 
 
-class NNM(PreAggregator):
+class NNM(AssumesByzantine, PreAggregator):
     """Nearest-neighbour mixing: each vector becomes the mean of its ``n - f``
     nearest vectors, itself included.
 
@@ -67,20 +67,12 @@ class NNM(PreAggregator):
     def __init__(self, n_byzantine=None):
         _check_count("n_byzantine", n_byzantine)
         self.n_byzantine = n_byzantine
-        self._fit_byzantine = None
 
     def _parameters(self):
         return {"n_byzantine": self.n_byzantine}
 
-    def remember_byzantine(self, n_byzantine):
-        self._fit_byzantine = n_byzantine
-
     def _assumed(self, n_points):
-        if self.n_byzantine is not None:
-            return self.n_byzantine
-        if self._fit_byzantine is not None:
-            return self._fit_byzantine
-        return (n_points - 1) // 2
+        return self._byzantine_count(self.n_byzantine, (n_points - 1) // 2)
 
     def transform(self, points, step):
         n_points = points.shape[0]

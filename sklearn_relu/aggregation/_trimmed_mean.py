@@ -4,12 +4,12 @@ import numbers
 
 import numpy as np
 
-from ._base import RobustAggregator
+from ._base import AssumesByzantine, RobustAggregator
 
 __all__ = ["TrimmedMean"]
 
 
-class TrimmedMean(RobustAggregator):
+class TrimmedMean(AssumesByzantine, RobustAggregator):
     """The mean of each coordinate after dropping its ``n_trimmed`` largest
     and ``n_trimmed`` smallest values.
 
@@ -44,21 +44,12 @@ class TrimmedMean(RobustAggregator):
         ):
             raise ValueError(f"n_trimmed must be an integer >= 0 or None, got {n_trimmed!r}")
         self.n_trimmed = n_trimmed
-        self._fit_byzantine = None
 
     def _parameters(self):
         return {"n_trimmed": self.n_trimmed}
 
-    def remember_byzantine(self, n_byzantine):
-        self._fit_byzantine = n_byzantine
-
     def _trimmed(self, n_points, dropped=0):
-        if self.n_trimmed is not None:
-            trimmed = self.n_trimmed
-        elif self._fit_byzantine is not None:
-            trimmed = self._fit_byzantine
-        else:
-            trimmed = (n_points + dropped) // 4
+        trimmed = self._byzantine_count(self.n_trimmed, (n_points + dropped) // 4)
         # Statistics left out for not being finite came from Byzantine workers.
         trimmed = max(trimmed - dropped, 0)
         if 2 * trimmed >= n_points:
