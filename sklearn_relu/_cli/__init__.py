@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._worker import shard_bounds
-from .aggregation import available_aggregators
-from .attacks import available_attacks
-from .backends._mpi import TOPOLOGIES
-from .compression import available_compressors, get_compressor
+from .. import __version__
+from .._worker import shard_bounds
+from ..aggregation import available_aggregators
+from ..attacks import available_attacks
+from ..backends._mpi import TOPOLOGIES
+from ..compression import available_compressors, get_compressor
 
 __all__ = ["main", "build_parser", "load_data", "load_features", "save_atomically"]
 
@@ -434,7 +434,7 @@ def save_atomically(obj, path):
     written file, and an earlier file at ``path`` stays as it was unless the
     new one was written completely.
     """
-    from ._persist import save_model
+    from .._persist import save_model
 
     check_writable(path)
     save_model(obj, path)
@@ -480,7 +480,7 @@ def _make_backend(args):
     if name == "auto":
         name = "mpi" if _under_mpi_launcher() else "inprocess"
     if name == "mpi":
-        from .backends import MPIBackend
+        from ..backends import MPIBackend
 
         backend = MPIBackend(topology=args.topology, data=args.data_mode)
         if backend.size == 1 and not _under_mpi_launcher():
@@ -500,7 +500,7 @@ def _make_backend(args):
             f"mpi), not {where}"
         )
     if name == "joblib":
-        from .backends import JoblibBackend
+        from ..backends import JoblibBackend
 
         return JoblibBackend(), True, None
     return name, True, None
@@ -735,7 +735,7 @@ def _run_fit(args):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ._estimator import ReLURegressor
+    from .._estimator import ReLURegressor
 
     started = time.perf_counter()
     backend, writer, mpi = _make_backend(args)
@@ -1001,7 +1001,7 @@ def _float_format(text):
 
 
 def _run_predict(args):
-    from ._persist import load_model
+    from .._persist import load_model
 
     model = load_model(args.model, trusted=args.trust)
     X, names, by_name = _read_features(
@@ -1071,7 +1071,7 @@ REPRODUCTIONS = {
 
 
 def _source_root():
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def _add_reproduce(subparsers):
