@@ -13,6 +13,11 @@ setup(
         Extension(
             "sklearn_relu._kernels",
             sources=["sklearn_relu/_kernels.c"],
+            # The sections _kernels.c includes: a change to one rebuilds it.
+            depends=[
+                f"sklearn_relu/_kernels_{section}.h"
+                for section in ("gradient", "numpy", "helper", "steps", "elias")
+            ],
             # -O3 vectorizes the loops; -ffp-contract=fast lets the AVX2 variant
             # use fused multiply-adds. That variant is chosen at run time
             # (target_clones in the source), so no -march flag here.

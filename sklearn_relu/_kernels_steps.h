@@ -1,0 +1,190 @@
+/* Many SGD steps in one call: a section of _kernels.c, which includes it once,
+ * after _kernels_numpy.h and _kernels_helper.h.
+ *
+ * The in-process fast path of _steps.py. For a small batch (d = 100, 200 rows)
+ * the Python around the arithmetic of a step (drawing the batch, sorting it,
+ * calling the kernel, compressing, decoding, checking, updating) took many
+ * times the arithmetic (docs/benchmarks.rst, "How a fit takes its steps").
+ * sgd_steps runs n_steps whole steps here, with
+ * the same operations in the same order as the per-step Python path, so that
+ * the model is the same to the last bit:
+ *
+ * - the batch is drawn as numpy.random.Generator.integers(0, n, m) draws it
+ *   (Lemire's bounded 32-bit method on the generator's own bit generator), and
+ *   QSGD's uniforms as Generator.random(d) does (next_double), from the very
+ *   generator the worker owns, which the Python path then continues from;
+ * - the gradient is the kernel above, on the same two parts added in order;
+ * - QSGD quantizes as QSGD._quantize does (bucket norms with NumPy's pairwise
+ *   summation, rounded up to float32, levels drawn against uniforms) and the
+ *   message decodes as QSGD.decompress would decode it;
+ * - the workers' vectors are summed in worker order in the model's dtype, and
+ *   the step params - lr * direction is taken in that dtype.
+ *
+ * No fused multiply-add may merge lr * g into the subtraction (NumPy rounds
+ * the product first): _kernels.c compiles this section, and the two it
+ * builds on, without contraction.
+ */
+/* Why a run of steps stopped early; the Python side raises what the
+ * per-step path raises at that point. */
+enum {
+    STEPS_DONE = 0,
+    STEPS_GRADIENT_OVERFLOW = 1,    /* a worker's gradient is not finite */
+    STEPS_NORM_BEYOND_FLOAT32 = 2,  /* QSGD: a float32 vector's bucket norm */
+    STEPS_DECODED_OVERFLOW = 3,     /* QSGD: a message decodes beyond the dtype */
+    STEPS_UPDATE_OVERFLOW = 4,      /* the new parameters are not finite */
+};
+
+typedef struct {
+    const char *X;
+    Py_ssize_t row_stride, n_rows, m;
+    const void *y, *weight;
+    relu_bitgen_t *gen;
+    double scale;
+    double *batch_loss;             /* [loss_sum, draws], carried on */
+    Py_buffer views[4];             /* X, y, weight, batch_loss */
+} steps_worker;
+
+typedef struct {
+    Py_ssize_t d, p;                /* features; parameters (d or d + 1) */
+    int levels;                     /* QSGD's s, or 0: the exact gradient */
+    Py_ssize_t bucket;              /* QSGD bucket length (p: one bucket) */
+    double learning_rate;
+    Py_ssize_t parallel_min_bytes;  /* batches this large use the helper */
+    step_helper *helper;            /* or NULL: one thread */
+    /* scratch */
+    Py_ssize_t *rows;
+    double *magnitude, *squares, *norms, *norms32;
+} steps_setup;
+
+/* Written once for float and double, as the kernel is. worker_vectors holds
+ * n_workers vectors of p; parts two of d. Returns a STEPS_ status and the
+ * steps completed; on a stop, params holds the last good parameters. */
+#define DEFINE_STEPS(NAME, T, KERNEL, IS_FLOAT32)                              \
+static int                                                                     \
+NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
+     Py_ssize_t n_steps, T *parts, T *worker_vectors, T *total,                \
+     Py_ssize_t *done, double *value, Py_ssize_t *n_scaled, int *which,        \
+     double *seconds)                                                          \
+{                                                                              \
+    const Py_ssize_t d = su->d, p = su->p;                                     \
+    const T lr = (T)su->learning_rate;                                         \
+    for (Py_ssize_t step = 0; step < n_steps; step++) {                       \
+        double t0 = seconds_now();                                             \
+        for (int w = 0; w < n_workers; w++) {                                  \
+            steps_worker *wk = &workers[w];                                    \
+            T *g = worker_vectors + (Py_ssize_t)w * p;                         \
+            Py_ssize_t m = wk->m;                                              \
+            uint32_t rng = (uint32_t)(wk->n_rows - 1);                         \
+            for (Py_ssize_t i = 0; i < m; i++)                                 \
+                su->rows[i] = (Py_ssize_t)bounded_uint32(wk->gen, rng);        \
+            sort_rows(su->rows, m);                                            \
+            double sums[2][3];                                                 \
+            Py_ssize_t half = m / 2;                                           \
+            double b = p > d ? (double)params[d] : 0.0;                        \
+            int split = su->helper != NULL                                     \
+                && m * d * (Py_ssize_t)sizeof(T) >= su->parallel_min_bytes;    \
+            if (split)                                                         \
+                helper_post(su->helper, IS_FLOAT32, wk->X, wk->row_stride, d,  \
+                            wk->y, wk->weight, params, b, su->rows + half,     \
+                            m - half, wk->scale, parts + d);                   \
+            KERNEL(wk->X, wk->row_stride, d, (const T *)wk->y,                 \
+                   (const T *)wk->weight, params, b, su->rows, half,           \
+                   wk->scale, parts, sums[0]);                                 \
+            if (split)                                                         \
+                helper_wait(su->helper, sums[1]);                              \
+            else                                                               \
+                KERNEL(wk->X, wk->row_stride, d, (const T *)wk->y,             \
+                       (const T *)wk->weight, params, b, su->rows + half,      \
+                       m - half, wk->scale, parts + d, sums[1]);               \
+            for (Py_ssize_t j = 0; j < d; j++) g[j] = parts[j] + parts[d + j]; \
+            if (p > d) g[d] = (T)(sums[0][0] + sums[1][0]);                    \
+            wk->batch_loss[0] += sums[0][1] + sums[1][1];                      \
+            wk->batch_loss[1] += (double)m;                                    \
+            for (Py_ssize_t j = 0; j < p; j++)                                 \
+                if (!isfinite((double)g[j])) {                                 \
+                    *done = step; *which = w;                                  \
+                    return STEPS_GRADIENT_OVERFLOW;                            \
+                }                                                              \
+            if (su->levels == 0) continue;                                     \
+            /* QSGD: quantize g and replace it by what its message decodes */ \
+            double *mag = su->magnitude;                                       \
+            double s = (double)su->levels;                                     \
+            Py_ssize_t n_buckets = (p + su->bucket - 1) / su->bucket;          \
+            for (Py_ssize_t j = 0; j < p; j++) mag[j] = fabs((double)g[j]);    \
+            bucket_norms(mag, p, su->bucket, su->squares, su->norms);          \
+            double largest = 0.0, smallest = INFINITY;                         \
+            for (Py_ssize_t k = 0; k < n_buckets; k++)                         \
+                if (su->norms[k] > 0) {                                        \
+                    if (su->norms[k] > largest) largest = su->norms[k];        \
+                    if (su->norms[k] < smallest) smallest = su->norms[k];      \
+                }                                                              \
+            int exponent = 0;                                                  \
+            if (largest > 0 && !(largest <= FLT_MAX && smallest >= FLT_MIN)) { \
+                double peak = 0.0;                                             \
+                for (Py_ssize_t j = 0; j < p; j++)                             \
+                    if (mag[j] > peak) peak = mag[j];                          \
+                frexp(peak, &exponent);                                        \
+            }                                                                  \
+            if (exponent) {                                                    \
+                if (IS_FLOAT32 && largest > FLT_MAX) {                         \
+                    *done = step; *which = w; *value = largest;                \
+                    return STEPS_NORM_BEYOND_FLOAT32;                          \
+                }                                                              \
+                for (Py_ssize_t j = 0; j < p; j++)                             \
+                    mag[j] = ldexp(mag[j], -exponent);                         \
+                bucket_norms(mag, p, su->bucket, su->squares, su->norms);      \
+                (*n_scaled)++;                                                 \
+            }                                                                  \
+            for (Py_ssize_t k = 0; k < n_buckets; k++) {                       \
+                float r = (float)su->norms[k];                                 \
+                if ((double)r < su->norms[k]) r = nextafterf(r, INFINITY);     \
+                su->norms32[k] = (double)r;                                    \
+            }                                                                  \
+            for (Py_ssize_t j = 0; j < p; j++) {                               \
+                double norm = su->norms32[j / su->bucket];                     \
+                double scaled = (norm > 0 ? mag[j] / norm : 0.0) * s;          \
+                double low = floor(scaled);                                    \
+                double u = wk->gen->next_double(wk->gen->state);               \
+                double level = low + (double)(u < scaled - low);               \
+                if (level > s) level = s;                                      \
+                int32_t l = (int32_t)level;                                    \
+                if (g[j] < 0) l = -l;                                          \
+                /* the decoded coordinate: norm * 2**exponent * (l / s) */    \
+                double decoded_norm = exponent ? ldexp(norm, exponent) : norm; \
+                g[j] = (T)(decoded_norm * ((double)l / s));                    \
+            }                                                                  \
+        }                                                                      \
+        double t1 = seconds_now();                                             \
+        seconds[0] += t1 - t0;                                                 \
+        for (int w = 0; w < n_workers; w++) {                                  \
+            const T *v = worker_vectors + (Py_ssize_t)w * p;                   \
+            if (su->levels)                                                    \
+                for (Py_ssize_t j = 0; j < p; j++)                             \
+                    if (!isfinite((double)v[j])) {                             \
+                        *done = step; *which = w;                              \
+                        return STEPS_DECODED_OVERFLOW;                         \
+                    }                                                          \
+            if (w == 0) memcpy(total, v, (size_t)p * sizeof(T));               \
+            else for (Py_ssize_t j = 0; j < p; j++) total[j] += v[j];          \
+        }                                                                      \
+        double t2 = seconds_now();                                             \
+        seconds[1] += t2 - t1;                                                 \
+        int finite = 1;                                                        \
+        for (Py_ssize_t j = 0; j < p; j++) {                                   \
+            T product = lr * total[j];                                         \
+            T updated = params[j] - product;                                   \
+            finite &= isfinite((double)updated) != 0;                          \
+            total[j] = updated;                                                \
+        }                                                                      \
+        if (!finite) {                                                         \
+            *done = step;                                                      \
+            return STEPS_UPDATE_OVERFLOW;                                      \
+        }                                                                      \
+        memcpy(params, total, (size_t)p * sizeof(T));                          \
+    }                                                                          \
+    *done = n_steps;                                                           \
+    return STEPS_DONE;                                                         \
+}
+
+DEFINE_STEPS(steps_f64, double, gradient_f64, 0)
+DEFINE_STEPS(steps_f32, float, gradient_f32, 1)
