@@ -8,6 +8,7 @@ from ._datasets import make_relu_regression
 from ._display import ConvergenceDisplay
 from ._ensemble import select_consistent_run
 from ._estimator import ReLURegressor, StepInfo
+from ._exceptions import DivergenceError
 from ._shards import DirichletShards
 
 __version__ = "0.1.0"
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceDisplay",
     "DirichletShards",
+    "DivergenceError",
     "ReLURegressor",
     "StepInfo",
     "__version__",

@@ -19,6 +19,7 @@ import numpy as np
 
 # KERNEL (which fast path runs) stays importable from here, beside the gradient.
 from . import _parallel
+from ._exceptions import DivergenceError
 from ._parallel import KERNEL
 
 __all__ = [
@@ -39,22 +40,9 @@ def split_params(params, n_features):
     return params[:n_features], intercept
 
 
-_DIVERGENCE_ADVICE = "Use learning_rate='auto' or a smaller learning_rate."
-# When the step that diverged was the "auto" one, advising "auto" is no advice.
-_AUTO_DIVERGENCE_ADVICE = (
-    "learning_rate='auto' chose that step from the curvature at the initial "
-    "point; give a smaller learning_rate."
-)
-
-
-def divergence_error(reason, auto=False):
-    """The error a diverging step raises, with the one advice that fixes it
-    (``auto``: the step was ``learning_rate="auto"``'s). ``.reason`` keeps
-    ``reason`` so that the advice can be changed where it is known."""
-    advice = _AUTO_DIVERGENCE_ADVICE if auto else _DIVERGENCE_ADVICE
-    error = FloatingPointError(f"SGD diverged: {reason}. {advice}")
-    error.reason = reason
-    return error
+def divergence_error(reason):
+    """The :class:`~sklearn_relu.DivergenceError` a diverging step raises."""
+    return DivergenceError(reason)
 
 
 def relu_derivative(z):

@@ -37,17 +37,25 @@ class Registry:
     def names(self):
         return sorted(self._factories)
 
-    def get(self, value, *args):
-        """``value`` itself if an instance of ``base``, else a fresh object from
-        the factory registered as ``value``, called with ``args``."""
-        if isinstance(value, self.base):
+    def check(self, value):
+        """Raise ``ValueError`` unless ``value`` is a registered name or an
+        instance of ``base``; build nothing."""
+        if isinstance(value, self.base) or (
+            isinstance(value, str) and value in self._factories
+        ):
             return value
-        if isinstance(value, str) and value in self._factories:
-            return self._factories[value](*args)
         raise ValueError(
             f"{self.parameter} must be one of {self.names()} or {self.described} "
             f"instance, got {value!r}"
         )
+
+    def get(self, value, *args, **kwargs):
+        """``value`` itself if an instance of ``base``, else a fresh object from
+        the factory registered as ``value``, called with ``args`` and ``kwargs``."""
+        self.check(value)
+        if isinstance(value, self.base):
+            return value
+        return self._factories[value](*args, **kwargs)
 
 
 class ParameterIdentity:

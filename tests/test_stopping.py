@@ -148,7 +148,7 @@ def _moments(X):
 
 
 def test_standardized_is_what_standard_scaler_leaves_unchanged():
-    from sklearn_relu._estimator import _standardized
+    from sklearn_relu._diagnostics import standardized as _standardized
 
     X, _ = load_diabetes(return_X_y=True)
     scaled = StandardScaler().fit_transform(X)
