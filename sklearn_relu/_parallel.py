@@ -59,13 +59,27 @@ def _cores():
     return max(1, joblib.cpu_count())
 
 
+#: The most threads ``SKLEARN_RELU_THREADS`` may ask for.
+_MAX_THREADS = 256
+
+
 def _default_threads():
     """``SKLEARN_RELU_THREADS`` if set, else 2 capped by the cores and by
     ``OMP_NUM_THREADS`` (which joblib's workers get set to their share)."""
     setting = os.environ.get("SKLEARN_RELU_THREADS")
     if setting is not None:
         if setting.strip().isdigit():
-            return max(1, int(setting))
+            threads = max(1, int(setting))
+            if threads <= _MAX_THREADS:
+                return threads
+            # The kernel takes a C int; far more threads than cores only slows it.
+            warnings.warn(
+                f"SKLEARN_RELU_THREADS={setting!r} is more than {_MAX_THREADS} "
+                f"threads; using {_MAX_THREADS}",
+                UserWarning,
+                stacklevel=2,
+            )
+            return _MAX_THREADS
         # A typo in the environment must not make the package unimportable.
         warnings.warn(
             f"SKLEARN_RELU_THREADS={setting!r} is not a whole number of threads; "
