@@ -262,7 +262,7 @@ def test_a_negative_curvature_is_refused_only_where_the_statistics_are_summed():
 def test_a_divergence_under_an_undefended_attack_blames_the_attack():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        with pytest.raises(FloatingPointError, match=r"SGD diverged: .*: n_byzantine=1 "
+        with pytest.raises(FloatingPointError, match=r"SGD diverged: .*\. n_byzantine=1 "
                            r"Byzantine worker\(s\) attack aggregation=Mean\(\)"):
             gaussian_liar_fit(fit_intercept=True, learning_rate=5.0)
 
