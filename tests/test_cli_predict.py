@@ -14,8 +14,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_relu import ReLURegressor, _cli, make_relu_regression
-from sklearn_relu._cli import load_data, main
+from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu._cli import _data, load_data, main
 from sklearn_relu._persist import load_model, model_format, save_model
 
 pd = pytest.importorskip("pandas")
@@ -142,7 +142,7 @@ def test_without_pandas_the_model_still_keeps_the_csv_names(
 ):
     # A fit without pandas saw an array; predicting from a file with the
     # columns in another order must still pick them by name, not position.
-    monkeypatch.setattr(_cli, "_with_names", lambda X, names: X)  # as without pandas
+    monkeypatch.setattr(_data, "with_names", lambda X, names: X)  # as without pandas
     X, y = planted
     data = _csv(tmp_path / "d.csv", X, y, target="price", target_at=1)
     model = tmp_path / "m.skops"
@@ -198,10 +198,10 @@ def test_csv_errors_say_which_line_or_column(tmp_path, content, column, message)
     ("x;y,t\n1,2\n3,4\n", (2, 2)),  # a separator inside a comma-separated name
 ])
 def test_csv_files_with_a_separator_in_one_column_still_read(tmp_path, content, shape):
-    from sklearn_relu._cli import _load_csv
+    from sklearn_relu._cli._csv import load_csv
 
     (tmp_path / "d.csv").write_text(content)
-    assert _load_csv(tmp_path / "d.csv")[1].shape == shape
+    assert load_csv(tmp_path / "d.csv")[1].shape == shape
 
 
 def test_target_column_only_for_csv(tmp_path, planted):
