@@ -3,7 +3,7 @@
 import os
 import sys
 
-from ._cli import in_cli_words, main
+from ._cli import main
 
 if __name__ == "__main__":
     try:
@@ -17,5 +17,5 @@ if __name__ == "__main__":
     except (ValueError, ImportError, OSError, FloatingPointError) as exc:
         # Bad input, a missing extra or a diverged fit: a one-line message,
         # not a traceback.
-        print(f"python -m sklearn_relu: error: {in_cli_words(str(exc))}", file=sys.stderr)
+        print(f"python -m sklearn_relu: error: {exc}", file=sys.stderr)
         sys.exit(1)

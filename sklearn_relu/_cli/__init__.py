@@ -15,12 +15,9 @@ One module a part of the command line:
 ``_data``, ``_csv``, ``_output``
     reading data files; writing a file only when complete;
 ``_launcher``
-    what an MPI launcher tells a process before MPI starts;
-``_advice``
-    the estimator's advice in this command's flags.
+    what an MPI launcher tells a process before MPI starts.
 """
 
-from ._advice import in_cli_words  # noqa: F401  (python -m sklearn_relu)
 from ._data import load_data, load_features
 from ._main import COMMANDS, build_parser, main
 from ._output import save_atomically

@@ -18,7 +18,6 @@ import numpy as np
 from .._params import PARAMETERS, add_arguments
 from ..backends._mpi import TOPOLOGIES
 from . import _data
-from ._advice import in_cli_words
 from ._launcher import under_mpi_launcher
 from ._output import check_writable, save_atomically
 from ._report import report, scores_over_ranks
@@ -207,8 +206,7 @@ def run_fit(args):
         if mpi is not None and mpi.size > 1:
             # One failing rank must not leave the others waiting in a
             # collective forever: end the whole job.
-            print(f"error on MPI rank {mpi.rank}: {in_cli_words(str(exc))}",
-                  file=sys.stderr, flush=True)
+            print(f"error on MPI rank {mpi.rank}: {exc}", file=sys.stderr, flush=True)
             mpi.abort(1)
         raise
     return 0

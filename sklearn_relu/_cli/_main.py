@@ -10,7 +10,6 @@ import sys
 import warnings
 
 from .. import __version__
-from ._advice import in_cli_words
 from ._fit import add_fit
 from ._launcher import launcher_rank
 from ._predict import add_predict
@@ -79,7 +78,6 @@ def main(argv=None):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """A warning as a command-line user reads it: its message in terms of this
-    command's flags, not the package's source line that raised it."""
-    text = in_cli_words(str(message))
-    print(f"warning ({category.__name__}): {text}", file=file or sys.stderr, flush=True)
+    """A warning as a command-line user reads it: its message, not the
+    package's source line that raised it."""
+    print(f"warning ({category.__name__}): {message}", file=file or sys.stderr, flush=True)
