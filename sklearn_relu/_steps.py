@@ -109,7 +109,7 @@ def fusable(backend, params, update):
             or not 1 <= X.shape[0] < 2**32 - 1
             or worker.compressor.stateful
             or worker.attack is not None  # a Byzantine worker lies step by step
-            or not hasattr(worker._rng.bit_generator, "capsule")
+            or not hasattr(worker.bit_generator, "capsule")
         ):
             return False
     return True
@@ -146,13 +146,13 @@ def _run_call(backend, params, update, n_steps):
         bucket = compressor.bucket_size
     arguments = [
         (
-            worker.X, worker.y, worker.sample_weight, worker._rng.bit_generator.capsule,
+            worker.X, worker.y, worker.sample_weight, worker.bit_generator.capsule,
             worker.batch_size, worker.scale, worker._batch_loss,
         )
         for worker in workers
     ]
     # The generators' own locks, as Generator's methods take them.
-    locks = [worker._rng.bit_generator.lock for worker in workers]
+    locks = [worker.bit_generator.lock for worker in workers]
     for lock in locks:
         lock.acquire()
     try:

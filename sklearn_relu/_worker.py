@@ -121,7 +121,7 @@ def shard_statistic(compute):
 
     @functools.wraps(compute)
     def sent(worker, *args):
-        return worker._send(compute(worker, *args))
+        return worker.as_sent(compute(worker, *args))
 
     return sent
 
@@ -183,6 +183,18 @@ class ShardWorker:
         self._batch_loss = np.zeros(2)
         self.compressor.reset()
 
+    @property
+    def bit_generator(self):
+        """The bit generator under this worker's random stream, which draws
+        its batches and its compressor's noise (read-only).
+
+        The compiled step loop (:func:`~sklearn_relu._steps.run_steps`) draws
+        from it directly, through its ``capsule`` and holding its ``lock`` as
+        the stream's own methods do, and so continues the stream exactly where
+        the per-step path would.
+        """
+        return self._rng.bit_generator
+
     def compressor_state(self):
         """This worker's compressor state (1-D float64; empty when stateless)."""
         return np.asarray(self.compressor.get_state(), dtype=np.float64)
@@ -240,7 +252,7 @@ class ShardWorker:
             )
         if not np.isfinite(gradient).all():
             raise divergence_error("the gradient overflowed")
-        gradient = self._send(gradient)
+        gradient = self.as_sent(gradient)
         # Per draw, not per unit of weight: weights are scaled to mean 1, so this
         # estimates the same mean loss, and a batch whose rows all weigh zero
         # adds 0/1 rather than making the epoch's mean 0/0.
@@ -288,9 +300,9 @@ class ShardWorker:
         sum of ``n_summands`` such vectors, with this worker's random stream."""
         return self.compressor.encode(vector, scale, n_summands, self._rng)
 
-    def _send(self, vector):
-        """What this worker sends for ``vector``: the attack's version of it
-        if the worker is Byzantine."""
+    def as_sent(self, vector):
+        """``vector`` as this worker sends it: the attack's version of it if
+        the worker is Byzantine."""
         if self.attack is None:
             return vector
         return self.attack(np.asarray(vector), self._attack_rng)

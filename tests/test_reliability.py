@@ -7,7 +7,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import warnings
+from multiprocessing.connection import Client, Listener
 
 import joblib
 import numpy as np
@@ -49,6 +51,11 @@ def relu(backend, **params):
 def _intrude(port, kind, family=socket.AF_INET, host="127.0.0.1"):
     """Connect to the driver's port the way a hostile or careless local
     process would; returns the socket to close at the end (or None)."""
+    if kind == "wrong-key":  # a multiprocessing client of some other program
+        threading.Thread(
+            target=_client_with_a_wrong_key, args=((host, port),), daemon=True
+        ).start()
+        return None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.connect((host, port))
     if kind == "hang-up":  # a port scanner's connect-and-close
@@ -56,10 +63,19 @@ def _intrude(port, kind, family=socket.AF_INET, host="127.0.0.1"):
         return None
     if kind == "junk":
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)))
+    if kind == "half-message":  # half a length prefix, then nothing
+        sock.sendall(b"\x00\x00")
     # "silent" sends nothing. Closed after a while, so that a driver that
     # blocks on it fails the test instead of hanging it.
     threading.Timer(20, sock.close).start()
     return sock
+
+
+def _client_with_a_wrong_key(address):
+    try:
+        Client(address, authkey=b"not this fit's key").close()
+    except Exception:  # refused, as it should be
+        pass
 
 
 @pytest.fixture
@@ -67,16 +83,14 @@ def intruders(monkeypatch):
     """``intruders(kinds)``: connections made to the driver's listening port
     before any worker can connect (they are first in the accept queue)."""
     made = []
-    create_server = socket.create_server
+    listener_init = Listener.__init__
 
     def install(kinds):
-        def create_server_with_intruders(address, **kwargs):
-            server = create_server(address, **kwargs)
-            port = server.getsockname()[1]
-            made.extend(_intrude(port, kind) for kind in kinds)
-            return server
+        def init_with_intruders(self, *args, **kwargs):
+            listener_init(self, *args, **kwargs)
+            made.extend(_intrude(self.address[1], kind) for kind in kinds)
 
-        monkeypatch.setattr(socket, "create_server", create_server_with_intruders)
+        monkeypatch.setattr(Listener, "__init__", init_with_intruders)
 
     yield install
     for sock in made:
@@ -86,17 +100,61 @@ def intruders(monkeypatch):
 
 @pytest.mark.parametrize(
     "kinds",
-    [["silent"], ["junk"], ["hang-up"], ["silent", "junk", "hang-up", "silent"]],
+    [
+        ["silent"], ["junk"], ["hang-up"], ["half-message"], ["wrong-key"],
+        ["silent", "junk", "hang-up", "silent"],
+        ["silent"] * 8 + ["half-message"] * 4,
+    ],
 )
 def test_local_processes_on_the_port_neither_stall_nor_fail_the_fit(intruders, kinds):
     # Defect 1 (a silent connection blocked start-up forever) and defect 2 (junk
-    # or a hang-up made fit raise): each is dropped, the workers still connect.
+    # or a hang-up made fit raise): each is dropped, the workers still connect,
+    # however many connections hold a thread of the driver.
     intruders(kinds)
     X, y = make_data()
     with joblib.parallel_config(backend="threading"):
         est = relu(JoblibBackend(start_timeout=15)).fit(X, y)
     reference = relu("inprocess").fit(X, y)
     assert_array_equal(est.coef_, reference.coef_)
+
+
+def _accepting_threads(wait=5.0):
+    """The driver's accepting threads still alive after up to ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = [t for t in threading.enumerate() if t.name == "sklearn_relu-accept"]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def test_a_fit_leaves_no_thread_waiting_for_connections():
+    X, y = make_data()
+    with joblib.parallel_config(backend="threading"):
+        for n_workers in (1, 2, 5):
+            relu(JoblibBackend(start_timeout=15), n_workers=n_workers).fit(X, y)
+    assert _accepting_threads() == []
+
+
+def test_a_worker_that_never_connects_ends_the_start_with_a_clear_error(monkeypatch):
+    from sklearn_relu.backends import _joblib
+
+    serve = _joblib._serve
+
+    def serve_but_the_second(address, family, authkey, index, shard):
+        if index != 1:
+            serve(address, family, authkey, index, shard)
+
+    monkeypatch.setattr(_joblib, "_serve", serve_but_the_second)
+    X, y = make_data()
+    start = time.monotonic()
+    with (
+        joblib.parallel_config(backend="threading"),
+        pytest.raises(WorkerError, match="only 1 of 2 joblib workers started within 1 s"),
+    ):
+        relu(JoblibBackend(start_timeout=1), n_workers=2).fit(X, y)
+    assert time.monotonic() - start < 10
+    assert _accepting_threads() == []
 
 
 @pytest.mark.parametrize("host", ["", "0.0.0.0", "::1"])

@@ -4,9 +4,10 @@ Each worker is one long-running joblib task, launched once per fit under the
 active ``joblib.parallel_config``: the task receives its shard (once; loky
 memory-maps large arrays, Dask scatters them), builds its
 :class:`~sklearn_relu._worker.ShardWorker`, connects back to the driver (the
-process calling ``fit``) over a socket and serves requests until the fit ends.
-A step is then one round trip per worker -- the parameters out, the
-compressor's message back -- instead of a new batch of joblib tasks, whose
+process calling ``fit``) through :mod:`multiprocessing.connection`,
+authenticated both ways with a key made for the fit, and serves requests until
+the fit ends. A step is then one round trip per worker -- the parameters out,
+the compressor's message back -- instead of a new batch of joblib tasks, whose
 dispatch and result polling would cost more than the step itself.
 
 Requests are answered in worker order and decoded in worker order, so a fit is
@@ -18,12 +19,11 @@ import os
 import pickle
 import queue
 import socket
-import struct
 import threading
 import time
 import warnings
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+from multiprocessing.connection import Client, Listener
 
 import joblib
 import numpy as np
@@ -45,67 +45,217 @@ class WorkerError(RuntimeError):
 # so they connect to this machine's name instead.
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
 
-
-def _connection(sock):
-    # Requests and replies are small and strictly alternate: without
-    # TCP_NODELAY, Nagle's algorithm and delayed ACKs stall every step ~40 ms.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(True)
-    return Connection(sock.detach())
+# How often the driver, awaiting its workers, looks whether a thread took a
+# connection: the longest a worker waits behind a peer that holds a thread.
+_ACCEPT_POLL_SECONDS = 0.02
 
 
-def _set_io_timeout(fileno, seconds):
-    """Make every blocking read and write of the socket ``fileno`` fail after
-    ``seconds`` (0: never): a Connection reads a blocking descriptor, so the
-    deadline has to live in the socket itself."""
-    whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-    sock = socket.socket(fileno=os.dup(fileno))
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-    finally:
-        sock.close()
+def _no_delay(conn):
+    """Send every write of ``conn`` at once.
+
+    Requests and replies are small and strictly alternate: with Nagle's
+    algorithm every step would wait for the peer's delayed ACK. A Connection
+    has no socket options of its own; a duplicate of its descriptor reaches
+    the same socket.
+    """
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _listen(host):
-    """A listening socket on ``host`` (IPv4 or IPv6) and the address workers
-    connect to."""
+def _listen(host, authkey):
+    """A Listener on ``host`` (IPv4 or IPv6) that authenticates whom it accepts
+    with ``authkey``; ``(listener, address workers connect to, family)``."""
     family = socket.getaddrinfo(
         host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0][0]
-    server = socket.create_server((host, 0), family=family)
+    )[0][0].name
+    # The backlog holds every worker that connects while another is accepted.
+    listener = Listener(
+        (host, 0), family=family, backlog=socket.SOMAXCONN, authkey=authkey
+    )
     connect_to = socket.gethostname() if host in _ANY_ADDRESS else host
-    return server, (connect_to, server.getsockname()[1])
+    return listener, (connect_to, listener.address[1]), family
 
 
-def _handshake(sock, authkey, n_workers, timeout):
-    """Authenticate a connection and read its worker index, within ``timeout``.
+def _connect(address, family, authkey):
+    """The worker's end: a connection to the driver, authenticated both ways."""
+    if family == "AF_INET6":
+        conn = _connect_ipv6(address, authkey)
+    else:
+        conn = Client(address, authkey=authkey)
+    _no_delay(conn)
+    return conn
 
-    Returns ``(index, connection)``; raises on anything that is not one of this
-    fit's workers (a port scanner, junk bytes, a peer that never speaks).
+
+def _connect_ipv6(address, authkey):
+    """:func:`~multiprocessing.connection.Client` for an IPv6 driver.
+
+    ``Client`` opens IPv4 sockets only (python/cpython#99766, open): here the
+    socket is opened by :func:`socket.create_connection`, which takes either
+    family, and authenticated as ``Client`` authenticates its own -- with the
+    functions it calls, private to :mod:`multiprocessing.connection`, so that
+    the handshake is the one the driver's ``Listener`` expects.
     """
-    conn = _connection(sock)
+    from multiprocessing.connection import (
+        Connection,
+        answer_challenge,
+        deliver_challenge,
+    )
+
+    conn = Connection(socket.create_connection(address).detach())
     try:
-        _set_io_timeout(conn.fileno(), timeout)
-        deliver_challenge(conn, authkey)
         answer_challenge(conn, authkey)
-        index = conn.recv()
-        if not (isinstance(index, int) and 0 <= index < n_workers):
-            raise AuthenticationError(f"worker index {index!r} out of range")
-        # From here the worker is trusted; _receive keeps the deadline.
-        _set_io_timeout(conn.fileno(), 0)
+        deliver_challenge(conn, authkey)
     except BaseException:
         conn.close()
         raise
-    return index, conn
+    return conn
 
 
-def _serve(address, authkey, index, shard):
+class _Acceptor:
+    """Lets this fit's workers in through ``listener``, and no one else.
+
+    ``Listener.accept`` authenticates the peer it accepts and has no timeout
+    (python/cpython#76425): a local process that connects and says nothing (or
+    half a message) holds the thread accepting it until it hangs up. So
+    connections are accepted by threads, and a new one starts whenever one
+    took a connection (:meth:`_replace_taken`): a thread is always free for
+    the workers, and a silent peer costs a thread, never the fit. Junk, a
+    hang-up or a wrong key fails ``accept`` and is dropped. A thread that let
+    a connection in leaves if another is waiting, so that few threads wait at
+    any time; :meth:`close` wakes those.
+
+    Parameters
+    ----------
+    listener : multiprocessing.connection.Listener
+        Authenticating (made with the fit's ``authkey``); closed by
+        :meth:`close`.
+    address : tuple
+        Where the workers connect to it (and :meth:`close` does).
+    n_workers : int
+        Worker indices are ``range(n_workers)``.
+    """
+
+    def __init__(self, listener, address, n_workers):
+        self.listener = listener
+        self.address = address
+        self.n_workers = n_workers
+        self.deadline = None  # time.monotonic() by which the workers are in
+        self._accepted = queue.SimpleQueue()  # (index, connection)
+        self._lock = threading.Lock()
+        self._waiting = 0  # threads in accept (waiting, or held by a silent peer)
+        self._closed = False
+        self._seen = None  # listener.last_accepted when last looked at
+
+    def await_workers(self, connections, timeout):
+        """Fill ``connections`` (``n_workers`` Nones) with the workers'
+        connections, in worker order, as they come; whether all came within
+        ``timeout`` seconds."""
+        self.deadline = time.monotonic() + timeout
+        self._start_thread()
+        while any(conn is None for conn in connections):
+            if time.monotonic() > self.deadline:
+                return False
+            try:
+                index, conn = self._accepted.get(timeout=_ACCEPT_POLL_SECONDS)
+            except queue.Empty:
+                pass
+            else:
+                if connections[index] is None:
+                    connections[index] = conn
+                else:  # a replayed index: keep the first
+                    conn.close()
+            self._replace_taken()
+        return True
+
+    def _start_thread(self):
+        threading.Thread(
+            target=self._accept_loop, name="sklearn_relu-accept", daemon=True
+        ).start()
+
+    def _replace_taken(self):
+        """Start a thread if one took a connection since the last look.
+
+        Every accept sets ``listener.last_accepted`` to a new address object
+        before it authenticates: should the thread that took it be held there,
+        the new one takes the next connection.
+        """
+        latest = self.listener.last_accepted
+        if latest is not self._seen:
+            self._seen = latest
+            self._start_thread()
+
+    def _accept_loop(self):
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                self._waiting += 1
+            try:
+                conn = self.listener.accept()
+            except Exception as exc:  # junk, a hang-up, a wrong key
+                conn = None
+                self._drop(exc)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+            if conn is not None:
+                self._identify(conn)
+            with self._lock:
+                if self._waiting:  # another thread takes the next connection
+                    return
+
+    def _identify(self, conn):
+        """Queue an authenticated connection with the worker index it sends."""
+        try:
+            if not conn.poll(max(self.deadline - time.monotonic(), 0)):
+                raise TimeoutError("no worker index before the start deadline")
+            index = conn.recv()
+            if not (isinstance(index, int) and 0 <= index < self.n_workers):
+                raise AuthenticationError(f"worker index {index!r} out of range")
+            _no_delay(conn)
+        except Exception as exc:
+            conn.close()
+            self._drop(exc)
+            return
+        with self._lock:
+            if not self._closed:
+                self._accepted.put((index, conn))
+                return
+        conn.close()  # too late: the fit has gone on, or given up, without it
+
+    def _drop(self, exc):
+        if not self._closed:  # else it is close() waking the thread
+            logger.warning(
+                "joblib backend: dropped a connection that is not one of this "
+                "fit's workers (%r)", exc,
+            )
+
+    def close(self):
+        """Stop letting connections in, and close the listener.
+
+        A thread waiting in ``accept`` would wait forever (closing the
+        listener does not wake it): a connection from here wakes each.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            waiting = self._waiting
+        # A worker let in after the last look ends its task when it finds its
+        # connection closed.
+        while not self._accepted.empty():
+            self._accepted.get()[1].close()
+        for _ in range(waiting):  # those held by silent peers leave with them
+            try:
+                socket.create_connection(self.address, timeout=1).close()
+            except OSError:
+                break
+        self.listener.close()
+
+
+def _serve(address, family, authkey, index, shard):
     """The body of one worker task: answer the driver's requests until told to stop."""
-    with _connection(socket.create_connection(address)) as conn:
-        answer_challenge(conn, authkey)
-        deliver_challenge(conn, authkey)
+    with _connect(address, family, authkey) as conn:
         conn.send(index)
         # Dask may deliver arrays at unaligned addresses, where NumPy avoids
         # BLAS and rounds differently from the driver: realign (a copy only
@@ -185,13 +335,13 @@ class JoblibBackend(Backend):
         self.start_timeout = start_timeout
         self.timeout = timeout
         self._connections, self._threads = [], []
-        self._server = self._tasks = None
+        self._acceptor = self._tasks = None
         self._responsive = True
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state.update(
-            _connections=[], _threads=[], _server=None, _tasks=None, _responsive=True
+            _connections=[], _threads=[], _acceptor=None, _tasks=None, _responsive=True
         )
         return state
 
@@ -200,6 +350,9 @@ class JoblibBackend(Backend):
         ``parallel_config`` (all CPUs, or all Dask threads, when it sets none)."""
         if n_workers is not None:
             return n_workers
+        # Private to joblib, but its public API cannot tell an n_jobs left
+        # unset from n_jobs=1: Parallel().n_jobs and effective_n_jobs(None)
+        # give 1 for both (joblib/joblib#1279); this gives None for unset.
         n_jobs = get_active_backend()[1]
         return joblib.effective_n_jobs(-1 if n_jobs is None else n_jobs)
 
@@ -215,7 +368,8 @@ class JoblibBackend(Backend):
 
     def _launch(self, X, y, sample_weight, n_workers, batch_size, compressor):
         authkey = os.urandom(32)
-        self._server, address = _listen(self.host)
+        listener, address, family = _listen(self.host, authkey)
+        self._acceptor = _Acceptor(listener, address, n_workers)
         tasks = []
         for index in range(n_workers):
             shard = worker_arguments(
@@ -223,7 +377,7 @@ class JoblibBackend(Backend):
                 batch_size=batch_size, compressor=compressor,
                 attack=self.worker_attack(index), rows=self.worker_rows(index),
             )
-            tasks.append((address, authkey, index, shard))
+            tasks.append((address, family, authkey, index, shard))
         if n_workers > 1 and joblib.effective_n_jobs(n_workers) >= n_workers:
             parallel = joblib.Parallel(
                 n_jobs=n_workers,
@@ -243,61 +397,33 @@ class JoblibBackend(Backend):
             ]
             for thread in self._threads:
                 thread.start()
-        self._accept(n_workers, authkey)
+        self._accept(n_workers)
         for index, conn in enumerate(self._connections):
             if conn.poll():  # a worker that failed to start says so at once
                 error = self._receive(index, conn)
                 raise WorkerError(f"joblib worker {index} failed: {error!r}") from error
 
-    def _accept(self, n_workers, authkey):
-        """Fill ``self._connections`` with the workers' connections, in order.
-
-        Each incoming connection is authenticated in a thread of its own and
-        within the start deadline, so that a local process that connects and
-        says nothing, sends junk or hangs up (a port scanner) neither delays
-        the workers nor fails the fit: it is dropped, and the workers are
-        awaited as before.
-        """
+    def _accept(self, n_workers):
+        """Fill ``self._connections`` with the workers' connections, in order,
+        within ``start_timeout``; a local process that connects besides them
+        neither delays nor fails the fit (see :class:`_Acceptor`)."""
         # Kept on self as they come, so that stop() can release the workers
         # that connected even when others never do.
         self._connections = connections = [None] * n_workers
-        deadline = time.monotonic() + self.start_timeout
-        authenticated = queue.SimpleQueue()
-
-        def authenticate(sock, peer):
-            remaining = max(deadline - time.monotonic(), 0.1)
-            try:
-                authenticated.put(_handshake(sock, authkey, n_workers, remaining))
-            except Exception as exc:
-                logger.warning(
-                    "joblib backend: dropped a connection from %s that is not one "
-                    "of this fit's workers (%r)", peer, exc,
-                )
-
-        self._server.settimeout(0.1)
-        while True:
-            while not authenticated.empty():
-                index, conn = authenticated.get()
-                if connections[index] is None:
-                    connections[index] = conn
-                else:  # a replayed index: keep the first
-                    conn.close()
-            if all(conn is not None for conn in connections):
-                return
-            if time.monotonic() > deadline:
-                started = sum(conn is not None for conn in connections)
-                raise WorkerError(
-                    f"only {started} of {n_workers} joblib workers started within "
-                    f"{self.start_timeout:g} s: the active joblib backend must run "
-                    f"n_workers={n_workers} tasks at once, and reach this process "
-                    f"at {self.host} (for Dask workers on other hosts, pass "
-                    "JoblibBackend(host=<this machine's address>))"
-                )
-            try:
-                sock, peer = self._server.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=authenticate, args=(sock, peer), daemon=True).start()
+        acceptor, self._acceptor = self._acceptor, None
+        try:
+            all_came = acceptor.await_workers(connections, self.start_timeout)
+        finally:
+            acceptor.close()
+        if not all_came:
+            started = sum(conn is not None for conn in connections)
+            raise WorkerError(
+                f"only {started} of {n_workers} joblib workers started within "
+                f"{self.start_timeout:g} s: the active joblib backend must run "
+                f"n_workers={n_workers} tasks at once, and reach this process "
+                f"at {self.host} (for Dask workers on other hosts, pass "
+                "JoblibBackend(host=<this machine's address>))"
+            )
 
     def stop(self):
         connections, self._connections = self._connections, []
@@ -312,9 +438,9 @@ class JoblibBackend(Backend):
                 conn.close()
             except OSError:
                 pass  # that worker is already gone
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        if self._acceptor is not None:
+            self._acceptor.close()
+            self._acceptor = None
         if self._tasks is not None:
             tasks, self._tasks = self._tasks, None
             try:
