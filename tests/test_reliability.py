@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_array_equal
 from test_compression import assert_unbiased, bucket_slices, per_coordinate, scaled_norm
 
-from sklearn_relu import ReLURegressor, make_relu_regression
+from sklearn_relu import DivergenceError, ReLURegressor, make_relu_regression
 from sklearn_relu._cli import load_data, main, save_atomically
 from sklearn_relu.backends import JoblibBackend
 from sklearn_relu.backends._joblib import WorkerError
@@ -299,11 +299,11 @@ def test_auto_step_does_not_diverge_when_a_heavy_row_activates_later(seed, weigh
 
 
 def test_a_diverging_auto_step_does_not_advise_auto(monkeypatch):
-    from sklearn_relu import _estimator
+    from sklearn_relu import _fit
 
-    monkeypatch.setattr(_estimator, "auto_learning_rate", lambda *a, **k: 1e6)
+    monkeypatch.setattr(_fit, "auto_learning_rate", lambda *a, **k: 1e6)
     X, y = make_data()
-    with pytest.raises(FloatingPointError, match="SGD diverged") as raised:
+    with pytest.raises(DivergenceError, match="SGD diverged") as raised:
         ReLURegressor(random_state=0).fit(X, y)
     assert "Use learning_rate='auto'" not in str(raised.value)
     assert "learning_rate='auto' chose that step" in str(raised.value)
