@@ -147,7 +147,7 @@ def _run_call(backend, params, update, n_steps):
     arguments = [
         (
             worker.X, worker.y, worker.sample_weight, worker.bit_generator.capsule,
-            worker.batch_size, worker.scale, worker._batch_loss,
+            worker.batch_size, worker.scale, worker.batch_loss_sums,
         )
         for worker in workers
     ]

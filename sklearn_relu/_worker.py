@@ -180,7 +180,9 @@ class ShardWorker:
         self._attack_rng = np.random.default_rng(
             np.random.SeedSequence(entropy, spawn_key=(self.index, 1))
         )
-        self._batch_loss = np.zeros(2)
+        #: ``[loss sum, draws]`` of the batches since :meth:`batch_loss` last
+        #: read them; the compiled step loop adds to it in place.
+        self.batch_loss_sums = np.zeros(2)
         self.compressor.reset()
 
     @property
@@ -256,7 +258,7 @@ class ShardWorker:
         # Per draw, not per unit of weight: weights are scaled to mean 1, so this
         # estimates the same mean loss, and a batch whose rows all weigh zero
         # adds 0/1 rather than making the epoch's mean 0/0.
-        self._batch_loss += (loss, rows.shape[0])
+        self.batch_loss_sums += (loss, rows.shape[0])
         return gradient
 
     def gradient_message(self, params):
@@ -310,7 +312,7 @@ class ShardWorker:
     @shard_statistic
     def batch_loss(self):
         """``[loss_sum, draws]`` of the batches since the last call; resets."""
-        out, self._batch_loss = self._batch_loss, np.zeros(2)
+        out, self.batch_loss_sums = self.batch_loss_sums, np.zeros(2)
         return out
 
     # Exact shard statistics, summed over workers by the backend's ``reduce``;

@@ -145,7 +145,7 @@ def test_the_loop_leaves_the_generators_where_the_steps_would(compressor):
     want = reference.run_steps(start, update_ref, 25)
     np.testing.assert_array_equal(got, want)
     for a, b in zip(fast.workers, reference.workers):
-        assert a._rng.bit_generator.state == b._rng.bit_generator.state
+        assert a.bit_generator.state == b.bit_generator.state
     np.testing.assert_array_equal(
         fast.reduce(ShardWorker.batch_loss), reference.reduce(ShardWorker.batch_loss)
     )
