@@ -118,6 +118,10 @@ class Boolean(Constraint):
             raise TypeError
         return bool(value)
 
+    def parse(self, text):
+        # On the command line a boolean is a switch, never a value.
+        raise ValueError(text)
+
 
 class Options(Constraint):
     """One of the given strings."""
@@ -174,7 +178,8 @@ class Splitter(Constraint):
     )
 
     def normalize(self, value):
-        if not callable(getattr(value, "split", None)):
+        # A string has a split method too, of another kind.
+        if isinstance(value, str) or not callable(getattr(value, "split", None)):
             raise TypeError
         return value
 
@@ -426,6 +431,8 @@ def _argument(parameter):
     help_text = parameter_help(parameter.name)
     accepts = parameter.accepts
     if isinstance(accepts, Boolean):
+        if parameter.default is True:
+            help_text = f"{parameter.name}=False; {help_text[0].lower()}{help_text[1:]}"
         action = "store_false" if parameter.default is True else "store_true"
         return {"action": action, "default": parameter.default, "help": help_text}
     default = parameter.default

@@ -93,21 +93,7 @@ def _overrides():
             choice for accepts in init.accepts.constraints
             for choice in accepts.choices() or ()
         ]},
-        # The table's AnyOf(Boolean(), Integer(0)) reads "1" as a boolean's
-        # text and refuses it: read an integer, and let the table check it.
-        "verbose": {"type": _verbosity},
     }
-
-
-def _verbosity(text):
-    """``--verbose``'s value: the integer ``text``, checked by the table."""
-    verbose = _parameter("verbose")
-    try:
-        return verbose.check(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be {verbose.accepts.text}, got {text!r}"
-        ) from None
 
 
 def _add_data_arguments(fit):

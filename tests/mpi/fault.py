@@ -46,7 +46,7 @@ if comm.Get_rank() == comm.Get_size() - 1:
         raise OSError("injected: the last rank cannot read the data")
 
     if mode == "cli-load":
-        _cli._read_data = unreadable  # what the fit command reads its file with
+        _cli._data.read_data = unreadable  # what the fit command reads its file with
 
 if mode.startswith("cli"):
     sys.exit(main(["fit", *sys.argv[2:]]))
