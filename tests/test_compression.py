@@ -5,6 +5,7 @@ Every statistical check is a bound that holds with probability at least
 coordinates or buckets), and the draws are seeded, so the tests are not flaky.
 """
 
+import copy
 import math
 
 import numpy as np
@@ -13,7 +14,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sklearn_relu.compression import QSGD, Identity, MessageError, levels_for_bits
+from sklearn_relu import ReLURegressor, compression
+from sklearn_relu.compression import (
+    QSGD,
+    ErrorFeedback,
+    Identity,
+    IntSGD,
+    MessageError,
+    ScaledSign,
+    SignSGD,
+    Signum,
+    TernGrad,
+    TopK,
+    available_compressors,
+    get_compressor,
+    levels_for_bits,
+    register_compressor,
+)
 from sklearn_relu.compression._base import HEADER_NBYTES
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
@@ -413,3 +430,67 @@ def test_compressors_compare_by_parameters():
     assert repr(QSGD(bits=4)) == "QSGD(bits=4, bucket_size=None, encoding='packed')"
     assert QSGD(bits=4) != QSGD(bits=4, encoding="elias")
     assert Identity() == Identity() and Identity() != QSGD()
+
+
+# -- the registry: a factory names the keyword arguments it reads ----------------
+@pytest.fixture
+def registry(monkeypatch):
+    """The compressor registry, restored after the test."""
+    monkeypatch.setattr(compression, "_REGISTRY", copy.deepcopy(compression._REGISTRY))
+
+
+SOLVER_PARAMS = dict(
+    bits=4, bucket_size=16, encoding="elias", momentum=0.5, k=3, error_feedback=False
+)
+
+
+def test_a_factory_receives_the_keywords_it_declares(registry):
+    register_compressor(
+        "qsgd4", lambda *, bucket_size=None: QSGD(bits=4, bucket_size=bucket_size)
+    )
+    register_compressor("topk_class", TopK)  # a class: its __init__ declares k
+    received = {}
+    register_compressor("anything", lambda **params: received.update(params) or SignSGD())
+    assert {"qsgd4", "topk_class", "anything"} <= set(available_compressors())
+    assert get_compressor("qsgd4", **SOLVER_PARAMS) == QSGD(bits=4, bucket_size=16)
+    assert get_compressor("topk_class", **SOLVER_PARAMS) == TopK(k=3)
+    assert get_compressor("anything", **SOLVER_PARAMS) == SignSGD()
+    assert received == SOLVER_PARAMS
+
+
+@pytest.mark.parametrize(
+    "solver, params, expected",
+    [
+        ("sgd", {}, Identity()),
+        ("qsgd", SOLVER_PARAMS, QSGD(bits=4, bucket_size=16, encoding="elias")),
+        ("intsgd", dict(SOLVER_PARAMS, bits=16), IntSGD(bits=16)),
+        ("signsgd", {}, SignSGD()),
+        ("signsgd", dict(error_feedback=True), ErrorFeedback(ScaledSign())),
+        ("signum", SOLVER_PARAMS, Signum(momentum=0.5)),
+        ("terngrad", SOLVER_PARAMS, TernGrad()),
+        ("topk", dict(SOLVER_PARAMS, error_feedback=True), ErrorFeedback(TopK(k=3))),
+    ],
+)
+def test_every_solver_from_keywords_and_from_the_estimator(solver, params, expected):
+    assert get_compressor(solver, **params) == expected
+    # The old call form, until the estimator passes keywords: the same compressor.
+    assert get_compressor(solver, ReLURegressor(solver=solver, **params)) == expected
+
+
+@pytest.mark.parametrize(
+    "solver, params, match",
+    [
+        ("sgd", dict(error_feedback=True), "solver='sgd' is unbiased"),
+        ("qsgd", dict(bits=1, error_feedback=True), "bits must be an integer in"),
+        ("signum", dict(error_feedback=True), "solver='signum' keeps momentum"),
+        ("zip", {}, r"solver must be one of \['intsgd', "),
+    ],
+)
+def test_a_bad_solver_parameter_is_a_clear_error(solver, params, match):
+    with pytest.raises(ValueError, match=match):
+        get_compressor(solver, **params)
+
+
+def test_a_compressor_instance_is_the_solver_itself():
+    solver = TopK(k=2)
+    assert get_compressor(solver, k=5, error_feedback=True) is solver

@@ -6,9 +6,13 @@ length is its exact size on the wire.
 
 ``ReLURegressor(solver=name)`` builds its compressor from this module's
 registry: ``register_compressor(name, factory)`` makes ``solver=name`` call
-``factory(estimator)``, which reads the estimator parameters it needs (``bits``,
-``bucket_size``, ...). ``solver=`` also takes a :class:`Compressor` instance.
+``factory`` with the keyword arguments it declares among the estimator's
+compressor parameters (``bits``, ``bucket_size``, ``encoding``, ``momentum``,
+``k``, ``error_feedback``). ``solver=`` also takes a :class:`Compressor`
+instance.
 """
+
+import inspect
 
 from .._registry import Registry
 from ._base import Compressor, MessageError
@@ -43,9 +47,12 @@ __all__ = [
 
 _REGISTRY = Registry("solver", Compressor, "a Compressor")
 
+#: The estimator's parameters a compressor factory may declare, as keywords.
+SOLVER_PARAMETERS = ("bits", "bucket_size", "encoding", "momentum", "k", "error_feedback")
+
 
 def register_compressor(name, factory):
-    """Make ``solver=name`` use the compressor ``factory(estimator)`` returns.
+    """Make ``solver=name`` use the compressor ``factory`` returns.
 
     Parameters
     ----------
@@ -53,69 +60,140 @@ def register_compressor(name, factory):
         The name users pass as ``ReLURegressor(solver=name)`` and the command
         line's ``--solver``.
     factory : callable
-        Called with the estimator at each fit; reads the parameters it needs
-        from it and returns a fresh :class:`Compressor` (raising ``ValueError``
-        for a bad parameter).
+        Called at each fit with the keyword arguments its signature declares
+        among the estimator's compressor parameters (:data:`SOLVER_PARAMETERS`:
+        ``bits``, ``bucket_size``, ``encoding``, ``momentum``, ``k``,
+        ``error_feedback``; all of them if it takes ``**kwargs``); returns a
+        fresh :class:`Compressor`, raising ``ValueError`` for a bad parameter.
+
+    See Also
+    --------
+    get_compressor : the compressor a name gives.
 
     Examples
     --------
-    >>> from sklearn_relu import ReLURegressor
-    >>> from sklearn_relu.compression import available_compressors, get_compressor
-    >>> "qsgd" in available_compressors()
-    True
-    >>> get_compressor("qsgd", ReLURegressor(bits=4))
-    QSGD(bits=4, bucket_size=None, encoding='packed')
+    A 4-bit QSGD that reads only the bucket size:
 
-    A new name is one call, for instance
-    ``register_compressor("qsgd4", lambda est: QSGD(bits=4))``.
+    >>> from sklearn_relu.compression import QSGD, get_compressor, register_compressor
+    >>> register_compressor(
+    ...     "qsgd4", lambda *, bucket_size=None: QSGD(bits=4, bucket_size=bucket_size)
+    ... )
+    >>> get_compressor("qsgd4", bits=8, bucket_size=512, k=0.1)
+    QSGD(bits=4, bucket_size=512, encoding='packed')
     """
-    _REGISTRY.register(name, factory)
+    _REGISTRY.register(name, _with_declared_keywords(factory))
 
 
 def available_compressors():
-    """Names accepted by ``ReLURegressor(solver=...)``, sorted."""
+    """Names accepted by ``ReLURegressor(solver=...)``, sorted.
+
+    Examples
+    --------
+    >>> from sklearn_relu.compression import available_compressors
+    >>> [name for name in available_compressors() if "sgd" in name]
+    ['intsgd', 'qsgd', 'sgd', 'signsgd']
+    """
     return _REGISTRY.names()
 
 
-def get_compressor(solver, estimator):
-    """A fresh compressor for ``solver``: a registered name, or the instance itself."""
-    return _REGISTRY.get(solver, estimator)
+def get_compressor(solver, estimator=None, /, **params):
+    """A fresh compressor for ``solver``: a registered name, or the instance itself.
+
+    Parameters
+    ----------
+    solver : str or Compressor
+        A name :func:`available_compressors` lists, or a compressor, which
+        is returned as it is.
+    estimator : ReLURegressor, optional
+        The old call form, ``get_compressor(solver, estimator)``, kept until
+        the estimator passes its parameters as keywords: its
+        :data:`SOLVER_PARAMETERS` are read with ``get_params``.
+    **params
+        The estimator's compressor parameters (:data:`SOLVER_PARAMETERS`);
+        the factory registered as ``solver`` receives those it declares.
+
+    Returns
+    -------
+    Compressor
+
+    Examples
+    --------
+    >>> from sklearn_relu.compression import get_compressor
+    >>> get_compressor("qsgd", bits=4, bucket_size=None, encoding="elias", k=0.1)
+    QSGD(bits=4, bucket_size=None, encoding='elias')
+    >>> get_compressor("topk", k=2, error_feedback=True)
+    ErrorFeedback(compressor=TopK(k=2))
+    """
+    if estimator is not None:
+        given = estimator.get_params(deep=False)
+        params = {name: given[name] for name in SOLVER_PARAMETERS if name in given} | params
+    return _REGISTRY.get(solver, params)
 
 
-def _with_feedback(compressor, estimator):
-    """``compressor``, wrapped in error feedback when the estimator asks for it."""
-    if not getattr(estimator, "error_feedback", False):
+def _with_declared_keywords(factory):
+    """``factory`` as a function of a dict of parameters, called with those
+    its signature declares (every one if it takes ``**kwargs``), so that a
+    factory names just what it reads."""
+    parameters = inspect.signature(factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return lambda params: factory(**params)
+    declared = {
+        p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    return lambda params: factory(**{k: v for k, v in params.items() if k in declared})
+
+
+def _with_feedback(compressor, error_feedback, solver):
+    """``compressor``, wrapped in error feedback when ``error_feedback``."""
+    if not error_feedback:
         return compressor
     if not compressor.biased:
         raise ValueError(
             f"error_feedback=True is for biased compressors (solver='signsgd' or "
-            f"'topk'); solver={estimator.solver!r} is unbiased"
+            f"'topk'); solver={solver!r} is unbiased"
         )
     return ErrorFeedback(compressor)
 
 
-def _signum(estimator):
-    if getattr(estimator, "error_feedback", False):
+def _sgd(*, error_feedback=False):
+    return _with_feedback(Identity(), error_feedback, "sgd")
+
+
+def _qsgd(*, bits=8, bucket_size=None, encoding="packed", error_feedback=False):
+    quantizer = QSGD(bits=bits, bucket_size=bucket_size, encoding=encoding)
+    return _with_feedback(quantizer, error_feedback, "qsgd")
+
+
+def _intsgd(*, bits=8, error_feedback=False):
+    return _with_feedback(IntSGD(bits=bits), error_feedback, "intsgd")
+
+
+def _signsgd(*, error_feedback=False):
+    # EF-signSGD sends the scaled sign, so that the memory is in gradient units.
+    return ErrorFeedback(ScaledSign()) if error_feedback else SignSGD()
+
+
+def _signum(*, momentum=0.9, error_feedback=False):
+    if error_feedback:
         raise ValueError(
             "solver='signum' keeps momentum, not error feedback: use "
             "solver='signsgd' with error_feedback=True (EF-signSGD)"
         )
-    return Signum(momentum=estimator.momentum)
+    return Signum(momentum=momentum)
 
 
-register_compressor("sgd", lambda est: _with_feedback(Identity(), est))
-register_compressor(
-    "qsgd",
-    lambda est: _with_feedback(
-        QSGD(bits=est.bits, bucket_size=est.bucket_size, encoding=est.encoding), est
-    ),
-)
-register_compressor("intsgd", lambda est: _with_feedback(IntSGD(bits=est.bits), est))
-# EF-signSGD sends the scaled sign, so that the memory is in gradient units.
-register_compressor(
-    "signsgd",
-    lambda est: ErrorFeedback(ScaledSign()) if est.error_feedback else SignSGD(),
-)
+def _terngrad(*, error_feedback=False):
+    return _with_feedback(TernGrad(), error_feedback, "terngrad")
+
+
+def _topk(*, k=0.1, error_feedback=False):
+    return _with_feedback(TopK(k=k), error_feedback, "topk")
+
+
+register_compressor("sgd", _sgd)
+register_compressor("qsgd", _qsgd)
+register_compressor("intsgd", _intsgd)
+register_compressor("signsgd", _signsgd)
 register_compressor("signum", _signum)
-register_compressor("terngrad", lambda est: _with_feedback(TernGrad(), est))
-register_compressor("topk", lambda est: _with_feedback(TopK(k=est.k), est))
+register_compressor("terngrad", _terngrad)
+register_compressor("topk", _topk)
