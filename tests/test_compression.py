@@ -24,6 +24,7 @@ from sklearn_relu.compression import (
     ScaledSign,
     SignSGD,
     Signum,
+    SummableCompressor,
     TernGrad,
     TopK,
     available_compressors,
@@ -494,3 +495,31 @@ def test_a_bad_solver_parameter_is_a_clear_error(solver, params, match):
 def test_a_compressor_instance_is_the_solver_itself():
     solver = TopK(k=2)
     assert get_compressor(solver, k=5, error_feedback=True) is solver
+
+
+# -- summable compressors: a base class of their own ------------------------------
+def test_only_summable_compressors_carry_the_summable_protocol():
+    compressors = [get_compressor(name) for name in ("sgd", "qsgd", "intsgd", "signsgd",
+                                                      "signum", "terngrad", "topk")]
+    summable = [c for c in compressors if c.summable]
+    assert summable == [Identity(), IntSGD()]
+    assert all(isinstance(c, SummableCompressor) for c in summable)
+    for c in compressors:
+        if c not in summable:
+            assert not c.summed_only and not hasattr(c, "encode")
+            assert not hasattr(c, "needs_scale")
+
+
+def test_a_summable_compressor_must_encode_decode_and_report_failures():
+    class Incomplete(SummableCompressor):
+        def compress(self, vector, random_state=None):
+            return b""
+
+        def decompress(self, message, n_values=None):
+            return np.zeros(0)
+
+        def message_nbytes(self, n_values):
+            return 0
+
+    with pytest.raises(TypeError, match="decode_sum, encode, failed_summand, sum_failed"):
+        Incomplete()

@@ -2,7 +2,8 @@
 
 A compressor has ``compress(vector, random_state) -> bytes`` and
 ``decompress(message) -> ndarray``; the message is self-describing and its
-length is its exact size on the wire.
+length is its exact size on the wire. A :class:`SummableCompressor` (IntSGD,
+Identity) also encodes vectors that are summed while encoded (an allreduce).
 
 ``ReLURegressor(solver=name)`` builds its compressor from this module's
 registry: ``register_compressor(name, factory)`` makes ``solver=name`` call
@@ -22,6 +23,7 @@ from ._identity import Identity
 from ._intsgd import IntSGD
 from ._qsgd import QSGD, check_quantizer_params, levels_for_bits
 from ._sign import ScaledSign, SignSGD, Signum
+from ._summable import SummableCompressor
 from ._terngrad import TernGrad
 from ._topk import TopK
 
@@ -35,6 +37,7 @@ __all__ = [
     "ScaledSign",
     "SignSGD",
     "Signum",
+    "SummableCompressor",
     "TernGrad",
     "TopK",
     "available_compressors",

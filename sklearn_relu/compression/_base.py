@@ -35,17 +35,12 @@ class Compressor(ParameterIdentity, ABC):
     """
 
     #: Whether the workers' encoded vectors can be summed while compressed
-    #: (by an allreduce): such a compressor also has ``scale_statistic``,
-    #: ``encode``, ``decode_sum``, and ``failed_summand`` / ``sum_failed`` (what
-    #: a failed worker adds so that the others see it in the sum).
+    #: (by an allreduce): True exactly for a
+    #: :class:`~sklearn_relu.compression.SummableCompressor`, which says so.
     summable = False
-    #: Whether the workers must agree on a scale before encoding: the MAX over
-    #: workers of ``scale_statistic`` at first, then the one ``next_scale``
-    #: derives from the last sum, unless ``needs_exact_scale`` says a worker
-    #: outgrew it; only for summable compressors.
-    needs_scale = False
     #: Whether only the sum of the workers' vectors can be decoded (no
-    #: self-describing per-worker message exists).
+    #: self-describing per-worker message exists): only a summable
+    #: compressor may say so.
     summed_only = False
     #: The two-byte tag that opens this compressor's messages.
     magic = b"??"

@@ -2,13 +2,18 @@
 
 import numpy as np
 
-from ._base import HEADER_NBYTES, Compressor, MessageError, _as_vector
+from ._base import HEADER_NBYTES, MessageError, _as_vector
+from ._summable import SummableCompressor
 
 __all__ = ["Identity"]
 
 
-class Identity(Compressor):
+class Identity(SummableCompressor):
     """Send the gradient uncompressed, in its own float dtype.
+
+    Float vectors can also be summed as they are (an allreduce of the
+    gradients: what plain distributed SGD runs), so it is a
+    :class:`SummableCompressor` that needs no scale.
 
     Examples
     --------
@@ -22,15 +27,9 @@ class Identity(Compressor):
     """
 
     magic = b"RI"
-    # Float vectors can also be summed as they are (an allreduce of the
-    # gradients: what plain distributed SGD runs).
-    summable = True
 
     def variance_factor(self, n_values, n_workers=1):
         """Exact: no added variance."""
-        return 0.0
-
-    def scale_statistic(self, vector):
         return 0.0
 
     def encode(self, vector, scale, n_workers, random_state=None):

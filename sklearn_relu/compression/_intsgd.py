@@ -31,7 +31,7 @@ import numbers
 
 import numpy as np
 
-from ._base import Compressor
+from ._summable import SummableCompressor
 
 __all__ = ["IntSGD"]
 
@@ -57,7 +57,7 @@ TRAILER_LENGTH = _FIRST_BAND + N_BANDS
 HEADROOM = 2.0 ** 0.375
 
 
-class IntSGD(Compressor):
+class IntSGD(SummableCompressor):
     """Unbiased integer rounding on a shared scale; messages sum as integers.
 
     A worker with gradient ``g`` sends the integers
@@ -110,8 +110,6 @@ class IntSGD(Compressor):
     1.297
     """
 
-    #: Messages are arrays that are summed while compressed (an allreduce).
-    summable = True
     #: Workers must agree on a scale: the exact MAX on the first step, then
     #: the one :meth:`next_scale` derives from the last step's sum.
     needs_scale = True
