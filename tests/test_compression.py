@@ -7,6 +7,7 @@ coordinates or buckets), and the draws are seeded, so the tests are not flaky.
 
 import copy
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ from sklearn_relu.compression import (
     levels_for_bits,
     register_compressor,
 )
-from sklearn_relu.compression._base import HEADER_NBYTES
+from sklearn_relu.compression._base import HEADER_NBYTES, MAX_SPARSE_VALUES
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 FAILURE_PROBABILITY = 1e-9
@@ -431,6 +432,44 @@ def test_compressors_compare_by_parameters():
     assert repr(QSGD(bits=4)) == "QSGD(bits=4, bucket_size=None, encoding='packed')"
     assert QSGD(bits=4) != QSGD(bits=4, encoding="elias")
     assert Identity() == Identity() and Identity() != QSGD()
+
+
+# Every kind of message a compressor decodes on its own (IntSGD has none).
+STANDALONE = [
+    Identity(), QSGD(bits=8), QSGD(bits=3, bucket_size=4), QSGD(bits=2, encoding="elias"),
+    QSGD(bits=4, bucket_size=2, encoding="elias"), SignSGD(), ScaledSign(), TernGrad(),
+    TopK(k=1), TopK(k=0.5), ErrorFeedback(TopK(k=1)),
+]
+
+
+@pytest.mark.parametrize("compressor", STANDALONE, ids=repr)
+@pytest.mark.parametrize("declared", [2**32 - 1, MAX_SPARSE_VALUES + 1])
+def test_a_short_message_declaring_billions_of_values_allocates_nothing(compressor, declared):
+    # Issue: a 20-byte TopK or Elias-coded QSGD message declaring 4e9 values
+    # made a receiver that passes no n_values allocate 32 GiB. Every decoder
+    # refuses what the message's bytes cannot back before allocating it.
+    message = bytearray(compressor.compress(np.array([0.0, 2.0, 0.0, -1.0]), 0))
+    message[4:8] = declared.to_bytes(4, "little")
+    tracemalloc.start()
+    try:
+        with pytest.raises(MessageError, match="bytes"):
+            compressor.decompress(bytes(message))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+@pytest.mark.parametrize("compressor", [TopK(k=1), QSGD(bits=2, encoding="elias")], ids=repr)
+def test_a_sparse_message_of_any_length_decodes_when_the_receiver_expects_it(compressor):
+    vector = np.zeros(MAX_SPARSE_VALUES + 1)
+    vector[-1] = 3.0
+    message = compressor.compress(vector, 0)
+    assert len(message) < 40
+    with pytest.raises(MessageError, match="pass n_values, the length it expects"):
+        compressor.decompress(message)
+    decoded = compressor.decompress(message, vector.shape[0])
+    assert decoded.shape == vector.shape and decoded[-1] == 3.0
 
 
 # -- the registry: a factory names the keyword arguments it reads ----------------

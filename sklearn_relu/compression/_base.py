@@ -14,6 +14,11 @@ __all__ = ["Compressor", "MessageError"]
 _HEADER = struct.Struct("<2sBBI")
 _DTYPE_CODES = {np.dtype(np.float64): 0, np.dtype(np.float32): 1}
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
+#: The most values a sparse message (TopK's, Elias-coded QSGD's), whose bytes
+#: do not bound its length (zeros take no bytes), may declare to a receiver
+#: that passes no ``n_values``: 128 MiB of float64, so that a forged 20-byte
+#: message cannot make it allocate gigabytes.
+MAX_SPARSE_VALUES = 2**24
 
 
 class MessageError(ValueError):
@@ -32,6 +37,8 @@ class Compressor(ParameterIdentity, ABC):
     ``n_values``: a message declaring any other length is then rejected before
     anything is allocated for it, so that no sender can make a receiver
     allocate what it declares, nor have a short vector broadcast into the sum.
+    Without it, a message may declare only as many values as its bytes hold,
+    or, for a sparse message, at most :data:`MAX_SPARSE_VALUES`.
     """
 
     #: Whether the workers' encoded vectors can be summed while compressed
@@ -107,10 +114,13 @@ class Compressor(ParameterIdentity, ABC):
             ) from None
         return _HEADER.pack(self.magic, code, param, vector.shape[0])
 
-    def _read_header(self, message, expected=None, tag=None):
+    def _read_header(self, message, expected=None, tag=None, sparse=False):
         """Return ``(dtype, param, n_values, body)``; raise MessageError if bad,
         or if ``expected`` is not None and the declared length differs.
-        ``tag`` is the message tag to expect when not :attr:`magic`."""
+        ``tag`` is the message tag to expect when not :attr:`magic`.
+        ``sparse``: the body need not hold every value, so with no
+        ``expected`` the declared length is capped by
+        :data:`MAX_SPARSE_VALUES` before the caller allocates it."""
         tag = self.magic if tag is None else tag
         buffer = memoryview(message).cast("B")
         if buffer.nbytes < _HEADER.size:
@@ -130,6 +140,13 @@ class Compressor(ParameterIdentity, ABC):
             raise MessageError(
                 f"{type(self).__name__} message declares {n_values} values, but "
                 f"the receiver's model has {expected}"
+            )
+        if expected is None and sparse and n_values > MAX_SPARSE_VALUES:
+            raise MessageError(
+                f"{type(self).__name__} message declares {n_values} values, which "
+                f"its {buffer.nbytes} bytes do not bound; without n_values a "
+                f"receiver takes at most {MAX_SPARSE_VALUES}: pass n_values, the "
+                "length it expects"
             )
         return _CODE_DTYPES[code], param, n_values, buffer[_HEADER.size :]
 

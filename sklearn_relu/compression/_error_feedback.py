@@ -78,9 +78,9 @@ class ErrorFeedback(Compressor):
             vector.dtype
         )
         message = self.compressor.compress(corrected, random_state)
-        self._memory = (corrected - self.compressor.decompress(message)).astype(
-            np.float64
-        )
+        # Its own message: the length is known, whatever a sparse one may declare.
+        decoded = self.compressor.decompress(message, corrected.shape[0])
+        self._memory = (corrected - decoded).astype(np.float64)
         return message
 
     def decompress(self, message, n_values=None):

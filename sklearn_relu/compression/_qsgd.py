@@ -303,7 +303,9 @@ class QSGD(Compressor):
             bytes(memoryview(message).cast("B")[:2]), (self.encoding, False)
         )  # an unknown tag: _read_header names it
         tag = (_SCALED_MAGICS if scaled else _MAGICS)[encoding]
-        dtype, bits, n_values, body = self._read_header(message, n_values, tag)
+        dtype, bits, n_values, body = self._read_header(
+            message, n_values, tag, sparse=encoding == "elias"
+        )
         if not _MIN_BITS <= bits <= _MAX_BITS:
             raise MessageError(f"QSGD message declares bits={bits}, outside [2, 16]")
         if body.nbytes < _BUCKET.size:

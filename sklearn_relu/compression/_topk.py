@@ -73,7 +73,7 @@ class TopK(Compressor):
         return self._header(vector) + kept.astype(_INDEX).tobytes() + values.tobytes()
 
     def decompress(self, message, n_values=None):
-        dtype, _, n_values, body = self._read_header(message, n_values)
+        dtype, _, n_values, body = self._read_header(message, n_values, sparse=True)
         entry = _INDEX.itemsize + dtype.itemsize
         if body.nbytes % entry:
             raise MessageError(
