@@ -17,7 +17,9 @@ from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_array_equal
 
 from sklearn_relu import ReLURegressor, make_relu_regression
-from sklearn_relu.compression import IntSGD
+from sklearn_relu.backends import InProcessBackend
+from sklearn_relu.collectives import hierarchy
+from sklearn_relu.compression import IntSGD, MessageError
 from sklearn_relu.compression._intsgd import BANDS_PER_OCTAVE, HEADROOM, TRAILER_LENGTH
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
@@ -289,3 +291,52 @@ def test_float32_stays_float32():
     )
     assert est.coef_.dtype == np.float32
     assert est.score(X, y) > 0.99
+
+
+class Overreaching(IntSGD):
+    """IntSGD whose workers send the wire type's largest integer first,
+    beyond the range ``[-s, s]`` the workers agreed on."""
+
+    def encode(self, vector, scale, n_workers, random_state=None):
+        part = super().encode(vector, scale, n_workers, random_state)
+        part[0] = self.max_workers()
+        return part
+
+
+@pytest.mark.parametrize(
+    "backend, joblib_backend",
+    [
+        ("inprocess", None),
+        (InProcessBackend(reduction=hierarchy([[0], [1], [2]])), None),
+        ("joblib", "threading"),
+        ("joblib", "loky"),
+    ],
+    ids=["inprocess", "hierarchy", "joblib-threading", "joblib-loky"],
+)
+def test_an_integer_beyond_the_agreed_range_is_refused_not_wrapped(backend, joblib_backend):
+    # Issue: three workers' 127 where s = 42 summed to 381, which int8 wraps to
+    # 125, and the fit went on; only shapes and dtypes were checked.
+    assert IntSGD(bits=8).levels(3) == 42
+    with joblib.parallel_config(backend=joblib_backend or "loky"):
+        with pytest.raises(MessageError, match=(
+            r"^worker 0 sent 127 at coordinate 0, outside \[-42, 42\]: each of 3 "
+            r"summands of Overreaching\(bits=8\) keeps to that range, so that their "
+            r"int8 sum cannot overflow$"
+        )):
+            make_fit(backend, solver=Overreaching(bits=8))
+
+
+@pytest.mark.parametrize(
+    "part, match",
+    [
+        (np.zeros(5, np.int16), r"worker 1 sent an array of int16, shape \(5,\)"),
+        (np.zeros((2, TRAILER_LENGTH), np.int8), r"sent an array of int8, shape \(2, 66\), to sum; IntSGD\(bits=8\) sums 1-D int8"),
+        (np.r_[np.zeros(2), -43, np.zeros(TRAILER_LENGTH)].astype(np.int8),
+         r"sent -43 at coordinate 2, outside \[-42, 42\]"),
+        (np.r_[np.zeros(3), 2, np.zeros(TRAILER_LENGTH - 1)].astype(np.int8),
+         r"sent 2 at coordinate 3, outside \[0, 1\]: the trailer after the 3 integers"),
+    ],
+)
+def test_a_summand_is_checked_before_it_is_added(part, match):
+    with pytest.raises(MessageError, match=match):
+        IntSGD(bits=8).check_summand(part, 3, sender="worker 1")

@@ -12,6 +12,7 @@ from .._shards import check_partition
 from .._worker import ShardWorker
 from ..aggregation import Mean
 from ..attacks import replace_byzantine
+from ..compression import MessageError
 
 __all__ = ["Backend", "CommunicationRecord"]
 
@@ -378,17 +379,35 @@ class Backend(ABC):
         return self.aggregator.aggregate(vectors, self.compressor)
 
     def sum_encoded(self, parts):
-        """Add summable compressors' vectors in the order given, in their type.
+        """Add summable compressors' vectors in the order given (worker
+        order), in their type.
 
         For integer vectors (:class:`~sklearn_relu.compression.IntSGD`) the sum
         is exact in any order, so this gives the same bits as MPI's integer
         ``Allreduce``. The sum stays in the wire type: the compressor chose its
-        levels so that it cannot overflow.
+        levels so that it cannot overflow, and :meth:`check_summands` refuses
+        a vector beyond them.
         """
+        self.check_summands(parts, range(len(parts)))
         total = parts[0].copy()
         for part in parts[1:]:
             total += part
         return total
+
+    def check_summands(self, parts, senders):
+        """Raise :class:`~sklearn_relu.compression.MessageError` unless every
+        one of ``parts`` (sent by the workers ``senders``, by index) is a
+        vector the compressor encodes for this step's sum, all of one shape
+        (:meth:`~sklearn_relu.compression.SummableCompressor.check_summand`):
+        an integer beyond the agreed range would wrap the sum silently, a
+        shorter vector would be broadcast into it."""
+        for sender, part in zip(senders, parts):
+            self.compressor.check_summand(part, self.n_summands, f"worker {sender}")
+            if part.shape != parts[0].shape:
+                raise MessageError(
+                    f"worker {sender} sent a vector of shape {part.shape} to sum, "
+                    f"where the first sent {parts[0].shape}"
+                )
 
     def summed_step(self, params, update):
         """One step of a summable compressor, the same on every backend.

@@ -98,6 +98,7 @@ class InProcessBackend(Backend):
                     for index, vector in zip(self.reduction.encoders, vectors)
                 ]
             with Timer(self.record, "communicate_seconds"):
+                self.check_summands(parts, self.reduction.encoders)
                 return self.reduction.allreduce(parts), parts[0].nbytes
         with Timer(self.record, "compute_seconds"):
             parts = [w.summand(scale, params) for w in self.workers]

@@ -31,6 +31,7 @@ import numbers
 
 import numpy as np
 
+from ._base import MessageError
 from ._summable import SummableCompressor
 
 __all__ = ["IntSGD"]
@@ -251,6 +252,44 @@ class IntSGD(SummableCompressor):
         """Whether some worker's gradient failed this step."""
         return bool(np.asarray(total)[-TRAILER_LENGTH + _FAILED] > 0)
 
+    def check_summand(self, part, n_summands, sender="a worker"):
+        """Raise :class:`~sklearn_relu.compression.MessageError` unless
+        ``part`` is what :meth:`encode` sends for a sum of ``n_summands``:
+        1-D, in :attr:`wire_dtype`, its integers in ``[-s, s]`` and its
+        trailer's counts 0 or 1. A value beyond would wrap the sum in the
+        wire type silently (127 three times is 125 in ``int8``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_relu.compression import IntSGD
+        >>> c = IntSGD(bits=8)
+        >>> part = c.encode(np.array([0.5, -1.0]), 1.0, 3, random_state=0)
+        >>> c.check_summand(part, 3)
+        >>> part[0] = 127
+        >>> c.check_summand(part, 3, sender="worker 2")  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        sklearn_relu.compression._base.MessageError: worker 2 sent 127 at coordinate 0,
+        outside [-42, 42]: each of 3 summands of IntSGD(bits=8) keeps to that range, so
+        that their int8 sum cannot overflow
+        """
+        part = np.asarray(part)
+        if part.dtype != self.wire_dtype or part.ndim != 1 or part.shape[0] < TRAILER_LENGTH:
+            raise MessageError(
+                f"{sender} sent an array of {part.dtype}, shape {part.shape}, to sum; "
+                f"{self!r} sums 1-D {self.wire_dtype} vectors of at least "
+                f"{TRAILER_LENGTH} entries"
+            )
+        s, d = self.levels(n_summands), part.shape[0] - TRAILER_LENGTH
+        _check_range(part[:d], -s, s, sender, 0, (
+            f"each of {n_summands} summands of {self!r} keeps to that range, so "
+            f"that their {self.wire_dtype} sum cannot overflow"
+        ))
+        _check_range(part[d:], 0, 1, sender, d, (
+            f"the trailer after the {d} integers holds counts of 0 or 1 a worker"
+        ))
+
     def needs_exact_scale(self, total):
         """Whether some worker's largest entry exceeded the agreed scale: the
         step must be redone with the exact scale (the MAX over workers)."""
@@ -283,3 +322,15 @@ class IntSGD(SummableCompressor):
 
     def decompress(self, message, n_values=None):
         raise TypeError("IntSGD messages are summed, not decoded one by one")
+
+
+def _check_range(values, low, high, sender, offset, why):
+    """Raise MessageError naming ``sender`` and the first of ``values``
+    (coordinates ``offset`` on of a vector) outside ``[low, high]``."""
+    if values.size == 0 or (values.min() >= low and values.max() <= high):
+        return
+    index = int(np.flatnonzero((values < low) | (values > high))[0])
+    raise MessageError(
+        f"{sender} sent {values[index]} at coordinate {offset + index}, outside "
+        f"[{low}, {high}]: {why}"
+    )

@@ -20,7 +20,8 @@ class SummableCompressor(Compressor):
        :meth:`next_scale` derived from the last step's sum;
     2. each worker encodes its vector on that scale (:meth:`encode`; a
        worker whose gradient failed sends :meth:`failed_summand` instead),
-       and the backend adds them;
+       and the backend checks each vector (:meth:`check_summand`) before
+       adding them;
     3. the sum says whether a worker failed (:meth:`sum_failed`) or outgrew
        the scale (:meth:`needs_exact_scale`: the step is redone on the exact
        one), and :meth:`decode_sum` turns it into the sum of the gradients.
@@ -70,6 +71,12 @@ class SummableCompressor(Compressor):
     @abstractmethod
     def sum_failed(self, total):
         """Whether some worker's gradient failed this step."""
+
+    def check_summand(self, part, n_summands, sender="a worker"):
+        """Raise :class:`MessageError` unless ``part`` is a vector
+        :meth:`encode` can make for a sum of ``n_summands``; ``sender`` names
+        its worker in the message. Nothing to check by default (a float
+        vector adds up whatever its values)."""
 
     def needs_exact_scale(self, total):
         """Whether a worker's vector outgrew the agreed scale, so that the
