@@ -18,6 +18,7 @@ from sklearn_relu.aggregation import (
     Mean,
     MultiKrum,
     TrimmedMean,
+    available_aggregators,
     geometric_median,
     get_aggregator,
 )
@@ -292,6 +293,26 @@ def test_bgmd_selects_the_coordinates_of_largest_norm():
 )
 def test_breakdown_points(rule, n_workers, tolerated):
     assert get_aggregator(rule).max_byzantine(n_workers) == tolerated
+
+
+@pytest.mark.parametrize("rule", available_aggregators() + ["nnm+krum", "bucketing+median"])
+def test_logic_reads_whether_a_rule_is_robust_not_its_breakdown_point_in_words(rule):
+    # Issue: the estimator tested breakdown_point == "0", a display string, to
+    # mean "the mean, no defence"; robust and withstands() say it.
+    aggregator = get_aggregator(rule)
+    assert aggregator.robust == (rule != "mean")
+    for n_workers in (3, 7, 10):
+        for n_byzantine in range(n_workers):
+            withstands = aggregator.withstands(n_byzantine, n_workers)
+            if not aggregator.robust:
+                assert withstands == (n_byzantine == 0)
+                continue
+            try:
+                aggregator.check_byzantine(n_byzantine, n_workers)
+            except ValueError:
+                assert not withstands
+            else:
+                assert withstands
 
 
 def test_a_rule_refuses_as_many_byzantine_workers_as_its_breakdown_point():

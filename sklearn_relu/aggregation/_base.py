@@ -33,8 +33,13 @@ class Aggregator(ParameterIdentity, ABC):
     #: (:meth:`SumAggregator.from_sum`): only then may a backend sum the
     #: messages while compressed (MPI's allreduce, IntSGD).
     summable = False
+    #: Whether the rule has a defence against Byzantine workers: False for
+    #: the mean (a single one moves it arbitrarily), which sums the workers'
+    #: statistics and lets a fit run under attack with a warning. What logic
+    #: reads, rather than :attr:`breakdown_point`.
+    robust = False
     #: The largest share of Byzantine workers the rule withstands, in words
-    #: (for error messages and the documentation).
+    #: (for error messages and the documentation only).
     breakdown_point = "0"
 
     @abstractmethod
@@ -50,12 +55,32 @@ class Aggregator(ParameterIdentity, ABC):
         return total
 
     def max_byzantine(self, n_workers):
-        """The most Byzantine workers among ``n_workers`` the rule withstands."""
+        """The most Byzantine workers among ``n_workers`` a fit with the rule
+        accepts: those it withstands, for a :attr:`robust` rule."""
         return 0
+
+    def withstands(self, n_byzantine, n_workers):
+        """Whether ``n_byzantine`` Byzantine workers among ``n_workers``
+        cannot move the direction arbitrarily: none, or no more than a
+        :attr:`robust` rule's :meth:`max_byzantine`.
+
+        Examples
+        --------
+        >>> from sklearn_relu.aggregation import GeometricMedian, Mean
+        >>> Mean().withstands(0, 10), Mean().withstands(1, 10)
+        (True, False)
+        >>> GeometricMedian().withstands(4, 10), GeometricMedian().withstands(5, 10)
+        (True, False)
+        """
+        if n_byzantine == 0:
+            return True
+        return self.robust and n_byzantine <= self.max_byzantine(n_workers)
 
     def check_byzantine(self, n_byzantine, n_workers):
         """Raise a ``ValueError`` if ``n_byzantine`` of ``n_workers`` workers is
-        at or beyond the rule's breakdown point."""
+        at or beyond the rule's breakdown point; warn if the rule is not
+        :attr:`robust` and some are Byzantine (running the mean under attack
+        is how one sees what an attack does)."""
         if n_byzantine >= n_workers:
             raise ValueError(
                 f"n_byzantine={n_byzantine} must be below n_workers={n_workers}: "
@@ -67,6 +92,13 @@ class Aggregator(ParameterIdentity, ABC):
                 f"aggregation={self!r} withstands at most {tolerated} Byzantine "
                 f"worker(s) of {n_workers} (breakdown point {self.breakdown_point}); "
                 f"n_byzantine={n_byzantine} is at or beyond it"
+            )
+        if not self.robust and n_byzantine > 0:
+            warnings.warn(
+                f"aggregation={self!r} has breakdown point 0: a single "
+                f"Byzantine worker can move it arbitrarily, and n_byzantine="
+                f"{n_byzantine}. Use a robust rule such as 'geometric_median'.",
+                UserWarning,
             )
 
     def reset(self):
@@ -122,6 +154,7 @@ class RobustAggregator(Aggregator):
     centre, so that a Byzantine worker cannot steer the start either.
     """
 
+    robust = True
     breakdown_point = "1/2"
 
     @abstractmethod
@@ -184,15 +217,3 @@ class AssumesByzantine:
         if self._fit_byzantine is not None:
             return self._fit_byzantine
         return default
-
-
-def warn_no_defence(aggregator, n_byzantine):
-    """The mean's check: any Byzantine worker moves it arbitrarily, but running
-    it under attack is how one sees that, so it warns rather than refuses."""
-    if n_byzantine > 0:
-        warnings.warn(
-            f"aggregation={aggregator!r} has breakdown point 0: a single "
-            f"Byzantine worker can move it arbitrarily, and n_byzantine="
-            f"{n_byzantine}. Use a robust rule such as 'geometric_median'.",
-            UserWarning,
-        )

@@ -36,6 +36,7 @@ class MajorityVote(SumAggregator):
     """
 
     returns_signs = True
+    robust = True
     breakdown_point = "1/2"
 
     def from_sum(self, total, n_workers, compressor):
