@@ -141,6 +141,14 @@ def geometric_median(points, *, nu=1e-6, max_iter=1000, tol=1e-6):
     duplicates = int(np.count_nonzero(np.all(centred == centred[medoid], axis=1)))
     if _is_median(gram, distances, medoid, duplicates):
         return origin + np.ldexp(centred[medoid], exponent)
+    weights = _weiszfeld_weights(gram, squared, scale, nu, max_iter, tol)
+    return origin + np.ldexp(weights @ centred, exponent)
+
+
+def _weiszfeld_weights(gram, squared, scale, nu, max_iter, tol):
+    """The weights ``w`` of :func:`geometric_median`'s smoothed, over-relaxed
+    Weiszfeld iterations, ``z = origin + w @ centred``, run on the Gram matrix
+    of the centred points (``squared`` its diagonal, ``scale`` the spread)."""
     # Never zero: a spread of 1e-160 squares to below float64's smallest.
     floor_squared = max((nu * scale) ** 2, np.finfo(np.float64).tiny)
     enough = (tol * scale) ** 2
@@ -169,7 +177,7 @@ def geometric_median(points, *, nu=1e-6, max_iter=1000, tol=1e-6):
         weights, image, quadratic = new, new_image, new_quadratic
         if move <= enough:
             break
-    return origin + np.ldexp(weights @ centred, exponent)
+    return weights
 
 
 def _bring_in(rows, limit):
