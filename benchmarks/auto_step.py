@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._step_size import auto_learning_rate, largest_stable_step
-from sklearn_relu.compression import get_compressor
+from sklearn_relu.compression import SOLVER_PARAMETERS, get_compressor
 
 from .run import _reached
 
@@ -73,7 +73,11 @@ def main(argv=None):
         params = dict(params, batch_size=m, n_workers=workers)
         planned, est = steps_to(X, y, w_star, 1e-6, args.max_steps, **params)
         curvature = est._curvature  # the same for every case: same data and start
-        delta = get_compressor(params["solver"], est).variance_factor(d, workers)
+        given = est.get_params(deep=False)
+        compressor = get_compressor(
+            params["solver"], **{k: given[k] for k in SOLVER_PARAMETERS}
+        )
+        delta = compressor.variance_factor(d, workers)
         row = [label, str(workers), f"{delta:.3g}", f"{est.learning_rate_:.4f}",
                _steps(planned, args.max_steps)]
         half_limit = largest_stable_step(curvature, m, delta, workers) / 2

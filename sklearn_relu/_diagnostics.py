@@ -36,7 +36,7 @@ def sums_statistics(aggregator):
     the workers' statistics, so a Byzantine worker moves them at will, and
     honest sums keep their signs (a positive semi-definite curvature, a
     positive total weight)."""
-    return aggregator.breakdown_point == "0"
+    return not aggregator.robust
 
 
 def warn_if_rose(start_loss, final_loss, step, attacked, auto):

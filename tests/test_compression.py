@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sklearn_relu import ReLURegressor, compression
+from sklearn_relu import compression
 from sklearn_relu.compression import (
     QSGD,
     ErrorFeedback,
@@ -511,10 +511,8 @@ def test_a_factory_receives_the_keywords_it_declares(registry):
         ("topk", dict(SOLVER_PARAMS, error_feedback=True), ErrorFeedback(TopK(k=3))),
     ],
 )
-def test_every_solver_from_keywords_and_from_the_estimator(solver, params, expected):
+def test_every_solver_from_keywords(solver, params, expected):
     assert get_compressor(solver, **params) == expected
-    # The old call form, until the estimator passes keywords: the same compressor.
-    assert get_compressor(solver, ReLURegressor(solver=solver, **params)) == expected
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_a_warm_start_continues_the_sign_schedule_and_the_momentum():
          "error_feedback must be True or False, got 1"),
         (dict(solver="signum", momentum=-0.1),
          r"momentum must be a float in \[0, 1\), got -0.1"),
-        (dict(solver="topk", k=0), "k must be an integer >= 1 or a fraction in"),
+        (dict(solver="topk", k=0), "k must be an integer >= 1 or a float in"),
         (dict(aggregation="vote"),
          r"aggregation must be one of \['bgmd', 'centered_clip', 'geometric_median', "
          r"'krum', 'majority', 'mean', 'median', 'multi_krum', 'trimmed_mean'\]"),

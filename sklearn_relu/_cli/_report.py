@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ..compression import get_compressor
+from ..compression import SOLVER_PARAMETERS, get_compressor
 
 
 def _r2(model, X, y, sample_weight, ranks):
@@ -63,7 +63,9 @@ def report(model, scores, args, started):
         print(json.dumps(summary))
         return
     # A message of no values: the header every message carries.
-    header_nbytes = get_compressor(est.solver, est).message_nbytes(0)
+    given = est.get_params(deep=False)
+    compressor = get_compressor(est.solver, **{k: given[k] for k in SOLVER_PARAMETERS})
+    header_nbytes = compressor.message_nbytes(0)
     held_out = (
         f", held-out R^2 {summary['test_r2']:.4f} on {summary['n_test']} rows"
         if "test_r2" in summary

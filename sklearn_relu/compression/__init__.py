@@ -99,7 +99,7 @@ def available_compressors():
     return _REGISTRY.names()
 
 
-def get_compressor(solver, estimator=None, /, **params):
+def get_compressor(solver, /, **params):
     """A fresh compressor for ``solver``: a registered name, or the instance itself.
 
     Parameters
@@ -107,10 +107,6 @@ def get_compressor(solver, estimator=None, /, **params):
     solver : str or Compressor
         A name :func:`available_compressors` lists, or a compressor, which
         is returned as it is.
-    estimator : ReLURegressor, optional
-        The old call form, ``get_compressor(solver, estimator)``, kept until
-        the estimator passes its parameters as keywords: its
-        :data:`SOLVER_PARAMETERS` are read with ``get_params``.
     **params
         The estimator's compressor parameters (:data:`SOLVER_PARAMETERS`);
         the factory registered as ``solver`` receives those it declares.
@@ -127,9 +123,6 @@ def get_compressor(solver, estimator=None, /, **params):
     >>> get_compressor("topk", k=2, error_feedback=True)
     ErrorFeedback(compressor=TopK(k=2))
     """
-    if estimator is not None:
-        given = estimator.get_params(deep=False)
-        params = {name: given[name] for name in SOLVER_PARAMETERS if name in given} | params
     return _REGISTRY.get(solver, params)
 
 
