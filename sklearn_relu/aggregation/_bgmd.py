@@ -63,7 +63,8 @@ class BlockGeometricMedian(RobustAggregator):
         self.reset()
 
     def _parameters(self):
-        return {"block_size": self.block_size, **self._median._parameters()}
+        return {"block_size": self.block_size, "nu": self.nu, "max_iter": self.max_iter,
+                "tol": self.tol}
 
     def reset(self):
         self._memory = None
