@@ -19,35 +19,60 @@ What is saved, and why it is enough:
   aggregator's state, the scale a summable compressor (IntSGD) agreed on for
   the next step, and the communication record; and the runs of an ensemble
   already finished.
-- A fingerprint: a SHA-256 of the parameters (those that change the model),
-  of the number of workers and of a warm start's starting point, and one of
-  every worker's rows. A checkpoint whose fingerprint differs from the fit's
-  is refused, so that no fit continues another one.
+- A fingerprint: a SHA-256 of the parameters (those that change the model;
+  an instance, such as an attack or a compressor, by its class and its own
+  parameters, a function by its module and name), of the number of workers
+  and of a warm start's starting point, and one of every worker's rows. A
+  checkpoint whose fingerprint differs from the fit's is refused, so that no
+  fit continues another one.
 
 The file is a NumPy ``.npz`` archive (read with ``allow_pickle=False``: loading
-one runs no code): the arrays, and the rest as JSON. Processes that each run
-``fit`` (MPI ranks) all take part; only :meth:`Backend.main_process` reads and
-writes the file, and the others receive its content.
+one runs no code): the arrays, and the rest as JSON. A file is data from
+outside the fit, which a disk or a person may have changed without touching
+its fingerprint: every field is checked before it is used
+(:mod:`._checkpoint_fields`).
+
+One fit at a time uses a path: the fit holds an exclusive lock (``flock``) on
+the file ``<path>.lock`` from :func:`open_checkpoint` until
+:meth:`FitCheckpoint.close`, and a second fit on the path is refused. The
+kernel releases the lock of a killed process; the file it leaves locks nothing.
+
+Processes that each run ``fit`` (MPI ranks) all take part; only
+:meth:`Backend.main_process` locks, reads and writes the file, and the others
+receive its content.
 """
 
+import contextlib
+import functools
 import hashlib
 import json
 import numbers
 import os
+import socket
+import weakref
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from . import _checkpoint_fields as fields
 from ._persist import atomic_write
 from ._worker import ShardWorker
 from .backends._base import CommunicationRecord
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: fits there are not kept apart
+    fcntl = None
 
 __all__ = ["FitCheckpoint", "open_checkpoint"]
 
 FORMAT = 1
 # Parameters that do not change the model: a fit may resume with other values.
 _NOT_IN_FINGERPRINT = ("checkpoint", "checkpoint_every", "verbose", "backend")
+# Nested instances described deeper than this are described by their class.
+_IDENTITY_DEPTH = 8
 
 
 def check_checkpoint_params(checkpoint, checkpoint_every):
@@ -68,8 +93,62 @@ def check_checkpoint_params(checkpoint, checkpoint_every):
         )
 
 
+# -- the fingerprint ---------------------------------------------------------------
 def _digest(value):
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _identity(value, depth=0):
+    """``value`` as a string that is the same in every process and differs for
+    values that fit other models: a number or a string by its ``repr``, an
+    array by a digest of its bytes, a function or a class by its module and
+    name, an instance by its class and its parameters (``_parameters()`` of a
+    :class:`~sklearn_relu._registry.ParameterIdentity`, ``get_params()`` of a
+    scikit-learn object, else its public attributes), never by an address."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (str, numbers.Number)):
+        return repr(value)
+    if depth > _IDENTITY_DEPTH:
+        return type(value).__qualname__
+    if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+        array = np.ascontiguousarray(value)
+        digest = hashlib.sha256(array.tobytes()).hexdigest()[:16]
+        return f"array{array.shape} {array.dtype} sha256:{digest}"
+    if isinstance(value, (np.ndarray, list, tuple)):
+        items = value.tolist() if isinstance(value, np.ndarray) else value
+        return "[" + ", ".join(_identity(item, depth + 1) for item in items) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(
+            f"{key!r}: {_identity(item, depth + 1)}"
+            for key, item in sorted(value.items(), key=lambda pair: repr(pair[0]))
+        ) + "}"
+    if isinstance(value, functools.partial):
+        return (f"functools.partial({_identity(value.func, depth + 1)}, "
+                f"*{_identity(value.args, depth + 1)}, "
+                f"**{_identity(value.keywords, depth + 1)})")
+    # A function, a class, a ufunc carry their name; an instance does not.
+    name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+    if callable(value) and isinstance(name, str):
+        return f"{getattr(value, '__module__', None)}.{name}"
+    arguments = ", ".join(
+        f"{name}={_identity(item, depth + 1)}"
+        for name, item in _parameters_of(value).items()
+    )
+    return f"{type(value).__qualname__}({arguments})"
+
+
+def _parameters_of(value):
+    """The parameters an instance is built with, as its own protocol gives them."""
+    if callable(getattr(value, "_parameters", None)):  # ParameterIdentity
+        return value._parameters()
+    if callable(getattr(value, "get_params", None)):  # scikit-learn
+        return value.get_params(deep=False)
+    # Public attributes: private ones hold state (a generator, a memory).
+    return {
+        name: item for name, item in sorted(getattr(value, "__dict__", {}).items())
+        if not name.startswith("_")
+    }
 
 
 def _described_parameters(estimator, shared, continuing):
@@ -77,11 +156,14 @@ def _described_parameters(estimator, shared, continuing):
     described = {
         name: value for name, value in shared.items() if name not in _NOT_IN_FINGERPRINT
     }
-    # Instances (a compressor, an aggregator) by their parameters.
-    for name in ("solver", "aggregation"):
-        value = estimator.get_params(deep=False)[name]
-        if not isinstance(value, str):
-            described[name] = repr(value)
+    # ``shared`` knows an instance or a function by its type name only: two
+    # attacks Scaled(c=4) and Scaled(c=1e6) would look alike.
+    for name, value in estimator.get_params(deep=False).items():
+        plain = isinstance(value, (type(None), str, numbers.Number)) or (
+            isinstance(value, np.ndarray) and not value.dtype.hasobject
+        )
+        if name in described and not plain:
+            described[name] = _identity(value)
     random_state = estimator.random_state
     described["random_state"] = (
         random_state if random_state is None or isinstance(random_state, numbers.Integral)
@@ -102,6 +184,25 @@ def _first_difference(saved, described):
         if saved.get(name) != described.get(name):
             return f"{name}={described.get(name)} instead of {saved.get(name)}"
     return "the same parameters under another fingerprint"
+
+
+# A worker's shard as a resumed fit checks it, in one uint8 message: the
+# SHA-256 of its rows, then its number of features (uint64, little-endian)
+# and the character of its dtype ("f" or "d").
+_SHA256_BYTES = 32
+
+
+def _shard_summary(worker):
+    features = np.array([worker.X.shape[1]], dtype="<u8").view(np.uint8)
+    kind = np.array([ord(worker.X.dtype.char)], dtype=np.uint8)
+    return np.concatenate([worker.fingerprint(), features, kind])
+
+
+def _model_of(summary, fit_intercept):
+    """``(n_values, dtype)`` of the model fitted to the shard of ``summary``."""
+    summary = np.asarray(summary, dtype=np.uint8)
+    n_features = int(summary[_SHA256_BYTES : _SHA256_BYTES + 8].view("<u8")[0])
+    return n_features + int(fit_intercept), np.dtype(chr(summary[_SHA256_BYTES + 8]))
 
 
 # -- the file: arrays, and the rest as JSON ------------------------------------------
@@ -131,6 +232,8 @@ def _join(tree, arrays):
 
 
 def _write(path, content):
+    """Write ``content`` to ``path``, atomically; an ``OSError`` (a full disk)
+    names the checkpoint and keeps its errno, and leaves ``path`` as it was."""
     arrays = {}
     meta = _split(content, arrays)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -141,59 +244,170 @@ def _write(path, content):
             file.flush()
             os.fsync(file.fileno())
 
-    atomic_write(path, write)
+    try:
+        atomic_write(path, write)
+    except OSError as error:
+        message = f"cannot write checkpoint {str(path)!r}: {error.strerror or error}"
+        # OSError(errno, ...) is the errno's own subclass (PermissionError...).
+        raise (
+            OSError(error.errno, message) if error.errno is not None else OSError(message)
+        ) from error
+
+
+def _not_a_checkpoint(path, reason):
+    return ValueError(
+        f"checkpoint {str(path)!r} is not a sklearn_relu checkpoint ({reason}); "
+        "remove it to start the fit afresh"
+    )
+
+
+def _arrays(path):
+    """Every array of the ``.npz`` archive at ``path``, by name; an entry that
+    holds Python objects (which loading would unpickle) is refused unread."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            start = file.read(4)
+        raise _not_a_checkpoint(
+            path, "a truncated or damaged .npz archive" if start == b"PK\x03\x04"
+            else "not a NumPy .npz archive",
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            objects = [name for name in archive.files
+                       if not _holds_numbers(archive.zip, name)]
+            if not objects:
+                return {name: archive[name] for name in archive.files}
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise _not_a_checkpoint(path, f"a damaged .npz archive: {error}") from None
+    raise _not_a_checkpoint(
+        path, f"its entry {objects[0]!r} holds Python objects, or is not a NumPy array"
+    )
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _holds_numbers(archive, name):
+    """Whether entry ``name`` of ``archive`` (a zip file) is an array of
+    numbers, as its header alone tells."""
+    with archive.open(f"{name}.npy") as member:
+        reader = _HEADER_READERS.get(np.lib.format.read_magic(member))
+        return reader is not None and not reader(member)[2].hasobject
 
 
 def _read(path):
-    """The content of a checkpoint file, or a ``ValueError`` saying what is wrong."""
+    """The content of the checkpoint file at ``path``, its fields all there;
+    a ``ValueError`` says what is wrong with a file that is not one."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-        content = _join(meta, arrays)
-        if content.get("format") != FORMAT:
-            raise ValueError(f"format {content.get('format')!r}, expected {FORMAT}")
-        return content
-    except Exception as error:
+        arrays = _arrays(path)
+    except OSError as error:  # unreadable (a folder, no permission)
         raise ValueError(
-            f"checkpoint {str(path)!r} is not a checkpoint this version can read "
-            f"({error}); remove it to start the fit afresh"
+            f"checkpoint {str(path)!r} cannot be read ({error.strerror or error})"
         ) from None
-
-
-def open_checkpoint(estimator, backend, rng, shared, partial, continuing):
-    """The fit's :class:`FitCheckpoint`, or None without ``checkpoint``.
-
-    Called on every process of the fit before ``rng`` is first used: a
-    checkpoint of the same parameters sets ``rng`` back to the state the
-    interrupted fit started from, one of other parameters is refused.
-    """
-    if estimator.checkpoint is None:
-        return None
-    if partial:
+    if "meta" not in arrays:
+        raise _not_a_checkpoint(path, "it has no 'meta' entry")
+    try:
+        content = _join(json.loads(arrays.pop("meta").tobytes().decode()), arrays)
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        raise _not_a_checkpoint(
+            path, f"its 'meta' entry is not the JSON of a checkpoint ({error})"
+        ) from None
+    found = content.get("format") if isinstance(content, dict) else None
+    if found != FORMAT:
         raise ValueError(
-            "checkpoint applies to fit; partial_fit runs a single epoch and keeps "
-            "its state in the estimator (set checkpoint=None)"
+            f"checkpoint {str(path)!r} was written in format {found!r}; this version "
+            f"reads format {FORMAT}: remove it to start the fit afresh"
         )
-    path = Path(estimator.checkpoint)
-    found, problem = None, None
-    if backend.main_process():
-        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-            problem = (
-                f"checkpoint {str(path)!r}: the folder {str(path.parent)!r} does "
-                "not exist or is not writable"
-            )
-        elif path.exists():
+    fields.check_layout(path, content)
+    return content
+
+
+# -- one fit at a time on a path ------------------------------------------------------
+class _PathLock:
+    """The exclusive lock of checkpoint ``path``: ``flock`` on the file
+    ``<path>.lock``, held from :meth:`take` to :meth:`release`."""
+
+    def __init__(self, path):
+        self.checkpoint = path
+        self.path = path.with_name(path.name + ".lock")
+        self._fd = self._pid = None
+
+    def take(self):
+        """Hold the lock, or raise ``ValueError`` naming the fit that does."""
+        if fcntl is None:
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                found = _read(path)
-            except ValueError as error:
-                problem = str(error)
-    found, problem = backend.common((found, problem))
-    if problem:
-        raise ValueError(problem)
-    described = backend.common(_described_parameters(estimator, shared, continuing))
-    fingerprint = _digest(described)
-    if found is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 256).decode(errors="replace").strip()
+                os.close(fd)
+                raise ValueError(
+                    f"checkpoint {str(self.checkpoint)!r} is in use by another fit "
+                    f"({holder or 'a process'} holds {str(self.path)!r}); wait for "
+                    "it to end, or give this fit another checkpoint path"
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The fit that held it may have removed the file between our open
+            # and our flock: a lock on a file no other fit can open locks
+            # nothing, so open the path again.
+            try:
+                held = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                held = False
+            if held:
+                self._fd, self._pid = fd, os.getpid()
+                self._sign()
+                return
+            os.close(fd)
+
+    def _sign(self):
+        """Write who holds the lock into its file, for the message of a fit
+        refused; a failure (a full disk) leaves it unsigned, still held."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"process {self._pid} on {socket.gethostname()}".encode())
+
+    def release(self):
+        """Remove the file, then let go of the lock; once only, and only in
+        the process that took it (a forked child that exits must not remove
+        its parent's lock)."""
+        fd, self._fd = self._fd, None
+        if fd is None or os.getpid() != self._pid:
+            return
+        # Removed while still held: a fit that opened it before sees, once it
+        # holds it, that the path no longer names it.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(fd)
+
+
+def _open_on_main(path, described, fingerprint, limits, seeded):
+    """``(lock, content, problem)`` on the process that reads the file: the
+    path's lock taken (None if not), the checkpoint found there (None if
+    none), and why this fit cannot use it (None if it can)."""
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        return None, None, (
+            f"checkpoint {str(path)!r}: the folder {str(path.parent)!r} does "
+            "not exist or is not writable"
+        )
+    lock = _PathLock(path)
+    try:
+        lock.take()
+    except (ValueError, OSError) as error:
+        return None, None, (
+            str(error) if isinstance(error, ValueError)
+            else f"checkpoint {str(path)!r}: cannot lock {str(lock.path)!r} ({error})"
+        )
+    if not path.exists():
+        return lock, None, None
+    try:
+        found = _read(path)
+        fields.check_identity(path, found)
         if found["fingerprint"]["parameters"] != fingerprint:
             raise ValueError(
                 f"checkpoint {str(path)!r} was written by a fit with other "
@@ -203,13 +417,62 @@ def open_checkpoint(estimator, backend, rng, shared, partial, continuing):
                 "continue this fit. Remove it, or give this fit another checkpoint "
                 "path"
             )
-        key, position, has_gauss, cached = found["rng_start"]
-        rng.set_state(("MT19937", key, position, has_gauss, cached))
-    _, key, position, has_gauss, cached = rng.get_state()
+        fields.check_rng_start(path, found["rng_start"], seeded)
+        fields.check_progress(path, found, limits)
+        fields.check_record(path, found["record"])
+        fields.check_worker_rngs(path, found["worker_rngs"], limits.n_workers)
+    except ValueError as error:
+        return lock, None, str(error)
+    return lock, found, None
+
+
+def open_checkpoint(estimator, backend, rng, shared, partial, continuing):
+    """The fit's :class:`FitCheckpoint`, or None without ``checkpoint``.
+
+    Called on every process of the fit before ``rng`` is first used: a
+    checkpoint of the same parameters sets ``rng`` back to the state the
+    interrupted fit started from, one of other parameters is refused. The
+    returned checkpoint holds the path's lock until
+    :meth:`FitCheckpoint.close`, which the caller must call when the fit
+    ends, however it ends.
+    """
+    if estimator.checkpoint is None:
+        return None
+    if partial:
+        raise ValueError(
+            "checkpoint applies to fit; partial_fit runs a single epoch and keeps "
+            "its state in the estimator (set checkpoint=None)"
+        )
+    path = Path(estimator.checkpoint)
+    described = backend.common(_described_parameters(estimator, shared, continuing))
+    fingerprint = _digest(described)
+    limits = fields.FitLimits(
+        n_runs=1 if continuing else int(estimator.n_ensemble),
+        max_iter=int(estimator.max_iter), validating=bool(estimator.early_stopping),
+        n_workers=int(estimator._n_workers),
+    )
+    # A seed fixes where the stream starts: a checkpoint of this fit starts there.
+    seeded = estimator.random_state
+    seeded = rng.get_state() if isinstance(seeded, numbers.Integral) else None
+    lock = found = problem = None
+    if backend.main_process():
+        lock, found, problem = _open_on_main(path, described, fingerprint, limits, seeded)
+    try:
+        found, problem = backend.common((found, problem))
+        if problem:
+            raise ValueError(problem)
+        if found is not None:
+            key, position, has_gauss, cached = found["rng_start"]
+            rng.set_state(("MT19937", key, position, has_gauss, cached))
+        _, key, position, has_gauss, cached = rng.get_state()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     rng_start = [key, int(position), int(has_gauss), float(cached)]
     return FitCheckpoint(
         path, estimator.checkpoint_every, backend, fingerprint, described, rng_start,
-        found,
+        found, limits=limits, fit_intercept=bool(estimator.fit_intercept), lock=lock,
     )
 
 
@@ -229,33 +492,66 @@ class FitCheckpoint:
     rng_start : list
         The estimator's random stream at the start of the fit.
     found : dict or None
-        The content of the file this fit resumes from.
+        The content of the file this fit resumes from, its fields that need
+        no data checked (:func:`open_checkpoint`).
+    limits : FitLimits
+        What the fit bounds the found fields by.
+    fit_intercept : bool
+        Whether the model has an intercept: its length, with the data's width.
+    lock : _PathLock or None
+        The path's lock (on the main process), held until :meth:`close`.
     """
 
-    def __init__(self, path, every, backend, fingerprint, described, rng_start, found):
+    def __init__(self, path, every, backend, fingerprint, described, rng_start, found,
+                 *, limits, fit_intercept, lock=None):
         self.path, self.every, self.backend = path, every, backend
         self.fingerprint = {"parameters": fingerprint, "data": None}
         self.described = described
         self.rng_start = rng_start
         self.found = found
         self.finished = [] if found is None else found["finished"]
+        self.limits, self.fit_intercept = limits, fit_intercept
+        self.model = None  # (n_values, dtype), once check_data has seen the data
+        # Released by close(), or, should a caller never call it, when this
+        # object is collected or the interpreter exits.
+        self._release = weakref.finalize(
+            self, lock.release if lock is not None else (lambda: None)
+        )
 
     def check_data(self):
         """Fingerprint every worker's rows (after ``backend.start``); refuse a
-        checkpoint of other data."""
+        checkpoint of other data, or whose fields do not fit the model."""
+        summaries = self.backend.call(_shard_summary)
         digest = hashlib.sha256()
-        for part in self.backend.call(ShardWorker.fingerprint):
-            digest.update(np.asarray(part, dtype=np.uint8).tobytes())
+        for summary in summaries:
+            digest.update(np.asarray(summary, dtype=np.uint8)[:_SHA256_BYTES].tobytes())
         self.fingerprint["data"] = self.backend.common(digest.hexdigest())
-        if self.found is not None and self.found["fingerprint"]["data"] != (
-            self.fingerprint["data"]
-        ):
+        self.model = _model_of(summaries[0], self.fit_intercept)
+        found = self.found
+        if found is None:
+            return
+        if found["fingerprint"]["data"] != self.fingerprint["data"]:
             raise ValueError(
                 f"checkpoint {str(self.path)!r} was written by a fit on other data "
                 "(other rows, targets, sample weights, dtype or validation split); "
                 "it cannot continue this fit. Remove it, or give this fit another "
                 "checkpoint path"
             )
+        self._check_fields(found)
+
+    def _check_fields(self, found):
+        """The found fields that need the model and the workers: refused
+        unless they fit them."""
+        path, backend, n_workers = self.path, self.backend, self.limits.n_workers
+        (n_values, dtype), compressor = self.model, backend.compressor
+        fields.check_params(path, found["params"], found["epoch"], n_values, dtype)
+        fields.check_finished(path, found["finished"], n_values, dtype, self.limits,
+                              compressor)
+        fields.check_compressor_states(path, found["compressor_states"], n_workers,
+                                       compressor)
+        fields.check_aggregator_state(path, found["aggregator_state"], backend.aggregator)
+        fields.check_agreed_scale(path, found["agreed_scale"], compressor,
+                                  backend.n_summands)
 
     # -- resuming ------------------------------------------------------------------
     def finished_run(self, run):
@@ -271,6 +567,9 @@ class FitCheckpoint:
         found = self.found
         if found is None or found["run"] != run:
             return None
+        if found["epoch"] > 0:
+            fields.check_rule_state(self.path, found["rule"], rule, *self.model,
+                                    found["epoch"], found["scores"])
         backend = self.backend
         backend.record = CommunicationRecord(**found["record"])
         if found["epoch"] == 0:
@@ -281,7 +580,8 @@ class FitCheckpoint:
         if found["aggregator_state"] is not None:
             backend.aggregator.set_state(found["aggregator_state"])
         # A summable compressor's scale, agreed in the last step for the next.
-        backend.agreed_scale = found["agreed_scale"]
+        scale = found["agreed_scale"]
+        backend.agreed_scale = None if scale is None else float(scale)
         rule.set_state(found["rule"])
         return (
             found["params"], found["epoch"], list(found["losses"]),
@@ -335,3 +635,9 @@ class FitCheckpoint:
         """Delete the file at the end of a fit that completed."""
         if self.backend.main_process():
             self.path.unlink(missing_ok=True)
+
+    def close(self):
+        """Let other fits use the path: release its lock and remove the lock
+        file. Call it once the fit has ended, whether it completed (after
+        :meth:`remove`) or raised; calling it again does nothing."""
+        self._release()

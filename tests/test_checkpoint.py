@@ -2,22 +2,28 @@
 last bit, of a fit that was never interrupted (issue 12). The MPI target (a rank
 killed by SIGKILL under ``mpiexec -n 3``) is in ``test_mpi.py``."""
 
+import errno
 import importlib.metadata
+import io
 import json
 import logging
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import joblib
 import numpy as np
 import pytest
 
-from sklearn_relu import ReLURegressor, make_relu_regression
-from sklearn_relu._checkpoint import _read
+from sklearn_relu import DirichletShards, ReLURegressor, make_relu_regression
+from sklearn_relu._checkpoint import _read, _write
 from sklearn_relu._persist import atomic_write, load_model, save_model
+from sklearn_relu.attacks import Scaled
 from sklearn_relu.compression import QSGD, ErrorFeedback, Identity, IntSGD, Signum, TopK
 
 
@@ -309,12 +315,350 @@ def test_a_warm_start_checkpoint_is_refused_by_a_fresh_fit(tmp_path):
     assert not path.exists()
 
 
-def test_an_unreadable_checkpoint_is_refused_with_its_reason(tmp_path):
+def _archive(**arrays):
+    def write(file):
+        np.savez(file, **arrays)
+    return write
+
+
+def _truncated(file):
+    whole = io.BytesIO()
+    np.savez(whole, meta=np.frombuffer(b'{"format": 1}', np.uint8), a0=np.arange(1e3))
+    file.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+
+
+@pytest.mark.parametrize(
+    "write, reason",
+    [
+        (lambda file: file.write(b"not a checkpoint"), "not a NumPy .npz archive"),
+        (_truncated, "a truncated or damaged .npz archive"),
+        (_archive(x=np.ones(3)), "it has no 'meta' entry"),
+        (_archive(meta=np.frombuffer(b"{not json", np.uint8)), "its 'meta' entry is not"),
+        (_archive(meta=np.array([{"format": 1}], dtype=object)), "Python objects"),
+    ],
+    ids=["text", "truncated", "other-arrays", "bad-meta", "pickled"],
+)
+def test_a_file_that_is_no_checkpoint_is_refused_with_its_reason(tmp_path, write, reason):
+    X, y = make_data(n_samples=60)
+    path = tmp_path / "fit.ckpt"
+    with open(path, "wb") as file:
+        write(file)
+    with pytest.raises(ValueError, match=re.escape(
+        f"checkpoint {str(path)!r} is not a sklearn_relu checkpoint ("
+    )) as info:
+        ReLURegressor(checkpoint=path, max_iter=3).fit(X, y)
+    # The reason, not NumPy's advice to allow pickles.
+    assert reason in str(info.value) and "allow_pickle" not in str(info.value)
+    assert path.exists()
+
+
+def test_a_checkpoint_of_another_format_is_refused(tmp_path):
+    X, y = make_data(n_samples=60)
+    path = tmp_path / "fit.ckpt"
+    _write(path, {"format": 99})
+    with pytest.raises(ValueError, match="format 99; this version reads format 1"):
+        ReLURegressor(checkpoint=path, max_iter=3).fit(X, y)
+
+
+# -- a checkpoint is data from outside the fit: every field is checked --------------
+# Each setup's parameters, solver, and the message at which its worker raises. The
+# checkpoints they leave: qsgd after epoch 4 of run 0 (a stateless compressor, the
+# loss rule); intsgd with an agreed scale; signum with momentum in every worker;
+# the ensemble after epoch 3 of its second run, one run finished, validated.
+SETUPS = {
+    "qsgd": (COMMON, "qsgd", 45),
+    "intsgd": (COMMON, "intsgd", 45),
+    "signum": (COMMON, "signum", 45),
+    "ensemble": (
+        dict(COMMON, n_ensemble=2, early_stopping=True, max_iter=6, tol=None),
+        "qsgd", 9 * 6 + 9 * 3 + 3,
+    ),
+}
+
+
+def interrupted(tmp_path, setup):
+    """``(path, X, y, params, solver)``: the checkpoint a fit of ``setup`` left."""
+    params, solver, fail_at = SETUPS[setup]
     X, y = make_data()
     path = tmp_path / "fit.ckpt"
-    path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="is not a checkpoint this version can read"):
+    with pytest.raises(RuntimeError, match="injected interruption"):
+        ReLURegressor(
+            solver=interrupting(solver, fail_at), checkpoint=path, **params
+        ).fit(X, y)
+    return path, X, y, params, solver
+
+
+def craft(path, **changes):
+    """Rewrite the checkpoint at ``path`` with ``changes`` (each a value, or a
+    function of the saved value), its fingerprints kept: a damaged or edited
+    file that still names the fit it continues."""
+    content = _read(path)
+    for field, change in changes.items():
+        content[field] = change(content.get(field)) if callable(change) else change
+    _write(path, content)
+
+
+def entry(key, value):
+    """A change of a saved dict: its ``key`` set to ``value``."""
+    return lambda saved: {**saved, key: value}
+
+
+def first_finished(change):
+    return lambda finished: [change(finished[0])]
+
+
+CRAFTED = {
+    # name: (setup, changes, the field the refusal names)
+    "epoch-beyond-max-iter": ("qsgd", dict(epoch=10**9), "epoch"),
+    "negative-epoch": ("qsgd", dict(epoch=-5), "epoch"),
+    "fractional-epoch": ("qsgd", dict(epoch=2.5), "epoch"),
+    "epoch-as-bool": ("qsgd", dict(epoch=True), "epoch"),
+    "epoch-without-its-losses": ("qsgd", dict(epoch=2), "losses"),
+    "run-beyond-the-ensemble": ("qsgd", dict(run=1), "run"),
+    "steps-not-whole-epochs": ("qsgd", dict(t=41), "t"),
+    "no-rule": ("qsgd", dict(rule=None), "rule"),
+    "empty-rule": ("qsgd", dict(rule={}), "rule"),
+    "rule-count-as-text": ("qsgd", dict(rule=entry("no_change", "3")), "rule"),
+    "rule-window-of-other-length": ("qsgd", dict(rule=entry("_window_sum", np.ones(3))),
+                                    "rule"),
+    "rule-count-beyond-epochs": ("qsgd", dict(rule=entry("_window_size", 99)), "rule"),
+    "extra-record-entry": ("qsgd", dict(record=entry("extra", 1)), "record"),
+    "negative-record-count": ("qsgd", dict(record=entry("n_messages", -1)), "record"),
+    "record-seconds-nan": ("qsgd", dict(record=entry("compute_seconds", math.nan)),
+                           "record"),
+    "short-worker-rngs": ("qsgd", dict(worker_rngs=lambda saved: saved[:2]),
+                          "worker_rngs"),
+    "worker-rngs-as-floats": (
+        "qsgd", dict(worker_rngs=lambda saved: saved.astype(np.float64)), "worker_rngs"
+    ),
+    "worker-rngs-rows-of-5": ("qsgd", dict(worker_rngs=lambda saved: saved[:, :5]),
+                              "worker_rngs"),
+    "worker-rng-even-increment": (
+        "qsgd", dict(worker_rngs=lambda saved: saved ^ np.uint64(1)), "worker_rngs"
+    ),
+    "int8-params": ("qsgd", dict(params=lambda saved: saved.astype(np.int8)), "params"),
+    "float32-params-of-a-float64-fit": (
+        "qsgd", dict(params=lambda saved: saved.astype(np.float32)), "params"
+    ),
+    "params-of-other-length": ("qsgd", dict(params=lambda saved: saved[:-1]), "params"),
+    "params-nan": ("qsgd", dict(params=lambda saved: saved * np.nan), "params"),
+    "params-as-list": ("qsgd", dict(params=lambda saved: saved.tolist()), "params"),
+    "infinite-loss": ("qsgd", dict(losses=lambda saved: saved[:-1] + [math.inf]),
+                      "losses"),
+    "scores-without-validation": ("qsgd", dict(scores=[0.5] * 4), "scores"),
+    "finished-run-from-nowhere": ("qsgd", dict(finished=[{}]), "finished"),
+    "compressor-state-of-a-stateless-one": (
+        "qsgd", dict(compressor_states=np.zeros((3, 9))), "compressor_states"
+    ),
+    "aggregator-state-of-the-mean": ("qsgd", dict(aggregator_state=np.ones(3)),
+                                     "aggregator_state"),
+    "scale-of-a-compressor-without-one": ("qsgd", dict(agreed_scale=1.0),
+                                          "agreed_scale"),
+    "zeroed-rng-start": (
+        "qsgd", dict(rng_start=lambda saved: [np.zeros_like(saved[0]), *saved[1:]]),
+        "rng_start",
+    ),
+    "rng-start-of-another-seed": (
+        "qsgd", dict(rng_start=lambda saved: [saved[0] + np.uint32(1), *saved[1:]]),
+        "rng_start",
+    ),
+    "rng-start-position-beyond-the-key": (
+        "qsgd", dict(rng_start=lambda saved: [saved[0], 625, *saved[2:]]), "rng_start"
+    ),
+    "fingerprint-as-text": ("qsgd", dict(fingerprint="x"), "fingerprint"),
+    "parameters-not-text": ("qsgd", dict(parameters=entry("max_iter", 40)), "parameters"),
+    "an-unknown-field": ("qsgd", dict(extra=1), "extra"),
+    "zero-scale": ("intsgd", dict(agreed_scale=0.0), "agreed_scale"),
+    "huge-scale": ("intsgd", dict(agreed_scale=1e308), "agreed_scale"),
+    "nan-scale": ("intsgd", dict(agreed_scale=math.nan), "agreed_scale"),
+    "scale-as-text": ("intsgd", dict(agreed_scale="1.0"), "agreed_scale"),
+    "momentum-of-two-workers": (
+        "signum", dict(compressor_states=lambda saved: saved[:2]), "compressor_states"
+    ),
+    "momentum-infinite": (
+        "signum", dict(compressor_states=lambda saved: saved * np.inf), "compressor_states"
+    ),
+    "no-momentum": ("signum", dict(compressor_states=None), "compressor_states"),
+    "no-scores-with-validation": ("ensemble", dict(scores=None), "scores"),
+    "score-above-one": ("ensemble", dict(scores=lambda saved: saved[:-1] + [1.5]),
+                        "scores"),
+    "best-score-not-the-best": ("ensemble", dict(rule=entry("best_score", 0.5)), "rule"),
+    "finished-run-extra-entry": (
+        "ensemble", dict(finished=first_finished(entry("extra", 1))), "finished"
+    ),
+    "finished-run-without-iterations": (
+        "ensemble", dict(finished=first_finished(entry("n_iter", 0))), "finished"
+    ),
+    "finished-run-params-of-other-length": (
+        "ensemble", dict(finished=first_finished(entry("params", np.ones(3)))), "finished"
+    ),
+    "finished-run-stopped-by-callback": (
+        "ensemble", dict(finished=first_finished(entry("stopped_by_callback", True))),
+        "finished",
+    ),
+    "finished-run-curve-too-short": (
+        "ensemble", dict(finished=first_finished(entry("loss_curve", [0.1]))), "finished"
+    ),
+}
+
+
+@pytest.mark.parametrize("setup, changes, field", CRAFTED.values(), ids=CRAFTED.keys())
+def test_a_crafted_field_is_refused_by_name(tmp_path, setup, changes, field):
+    # The fingerprint says which fit a file continues, not that what it holds
+    # is what that fit saved: each field is checked before the fit uses it.
+    path, X, y, params, solver = interrupted(tmp_path, setup)
+    craft(path, **changes)
+    est = ReLURegressor(solver=interrupting(solver, None), checkpoint=path, **params)
+    with pytest.raises(ValueError, match=re.escape(
+        f"checkpoint {str(path)!r}: field {field!r}"
+    )):
+        est.fit(X, y)
+    assert path.exists() and not hasattr(est, "coef_")
+
+
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_a_checkpoint_rewritten_unchanged_resumes(tmp_path, setup):
+    # The refusals above come from the change, not from rewriting the file.
+    path, X, y, params, solver = interrupted(tmp_path, setup)
+    craft(path)
+    ReLURegressor(solver=interrupting(solver, None), checkpoint=path, **params).fit(X, y)
+    assert not path.exists()
+
+
+def test_a_zeroed_random_stream_is_refused_instead_of_spinning(tmp_path):
+    # NumPy draws bounded integers by rejection, in C: a zeroed PCG64 stream
+    # is rejected at every draw, forever, where no signal reaches Python. In a
+    # process of its own, so that a regression fails after a minute instead
+    # of hanging the test suite.
+    path, X, y, params, solver = interrupted(tmp_path, "qsgd")
+    craft(path, worker_rngs=np.zeros_like)
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    code = (
+        "import sys, numpy as np\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "from test_checkpoint import COMMON, interrupting\n"
+        "from sklearn_relu import ReLURegressor\n"
+        f"data = np.load({str(tmp_path / 'data.npz')!r})\n"
+        f"ReLURegressor(solver=interrupting('qsgd', None), checkpoint={str(path)!r},\n"
+        "              **COMMON).fit(data['X'], data['y'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert f"checkpoint {str(path)!r}: field 'worker_rngs'" in done.stderr, done.stderr
+    assert "zero" in done.stderr.splitlines()[-1]
+
+
+# -- the fingerprint: instances by their parameters ----------------------------------
+def negated(vector, rng):
+    return -vector
+
+
+def doubled(vector, rng):
+    return 2 * vector
+
+
+@pytest.mark.parametrize(
+    "interrupted_with, resumed_with, named",
+    [
+        (dict(attack=Scaled(c=4)), dict(attack=Scaled(c=1e6)),
+         "attack=Scaled(c=1000000.0) instead of Scaled(c=4)"),
+        (dict(attack=negated), dict(attack=doubled), "test_checkpoint.doubled instead of"),
+        (dict(shards=DirichletShards(alpha=1.0)), dict(shards=DirichletShards(alpha=0.5)),
+         "shards=DirichletShards(alpha=0.5, n_bins=10, by='target', random_state=0) "
+         "instead of DirichletShards(alpha=1.0,"),
+    ],
+    ids=["attack-instance", "attack-function", "shards"],
+)
+def test_a_checkpoint_of_other_instance_parameters_is_refused(
+    tmp_path, interrupted_with, resumed_with, named
+):
+    X, y = make_data()
+    path = tmp_path / "fit.ckpt"
+    params = dict(COMMON, n_byzantine=1, aggregation="median")
+    with pytest.raises(RuntimeError, match="injected interruption"):
+        ReLURegressor(solver=interrupting("qsgd", 45), checkpoint=path,
+                      **params, **interrupted_with).fit(X, y)
+    est = ReLURegressor(solver=interrupting("qsgd", None), checkpoint=path,
+                        **params, **resumed_with)
+    with pytest.raises(ValueError, match="written by a fit with other parameters") as info:
+        est.fit(X, y)
+    assert named in str(info.value)
+    # Equal parameters in other instances continue it.
+    ReLURegressor(solver=interrupting("qsgd", None), checkpoint=path,
+                  **params, **interrupted_with).fit(X, y)
+    assert not path.exists()
+
+
+# -- one fit at a time on a checkpoint -----------------------------------------------
+def test_a_second_fit_on_a_checkpoint_in_use_is_refused(tmp_path):
+    X, y = make_data()
+    path = tmp_path / "fit.ckpt"
+    stepping, go = threading.Event(), threading.Event()
+
+    def hold(info):  # the first fit waits at its steps, its checkpoint open
+        stepping.set()
+        go.wait(60)
+
+    first = ReLURegressor(checkpoint=path, callback=hold,
+                          **dict(COMMON, max_iter=3, tol=None))
+    thread = threading.Thread(target=first.fit, args=(X, y))
+    thread.start()
+    try:
+        assert stepping.wait(60)
+        second = ReLURegressor(checkpoint=path, **COMMON)
+        with pytest.raises(ValueError, match=re.escape(
+            f"checkpoint {str(path)!r} is in use by another fit"
+        )):
+            second.fit(X, y)
+    finally:
+        go.set()
+        thread.join(60)
+    assert hasattr(first, "coef_") and not hasattr(second, "coef_")
+    # The first fit ended: its checkpoint and lock are gone, the path is free.
+    assert list(tmp_path.iterdir()) == []
+    ReLURegressor(checkpoint=path, **COMMON).fit(X, y)
+
+
+def test_a_fit_that_raises_frees_its_checkpoint(tmp_path):
+    X, y = make_data()
+    path = tmp_path / "fit.ckpt"
+    with pytest.raises(RuntimeError, match="injected interruption"):
+        ReLURegressor(solver=interrupting("qsgd", 45), checkpoint=path, **COMMON).fit(
+            X, y
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.ckpt"]
+
+
+def test_a_lock_file_left_by_a_killed_fit_does_not_block(tmp_path):
+    # A lock is held by a process, not by its file: a fit killed by SIGKILL
+    # leaves the file, which the next fit takes over and removes.
+    X, y = make_data(n_samples=60)
+    path = tmp_path / "fit.ckpt"
+    (tmp_path / "fit.ckpt.lock").write_text("process 12345 on otherhost")
+    ReLURegressor(checkpoint=path, max_iter=3, tol=None).fit(X, y)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- writing -------------------------------------------------------------------------
+def test_a_full_disk_names_the_checkpoint_and_leaves_no_partial_file(
+    tmp_path, monkeypatch
+):
+    X, y = make_data()
+    path = tmp_path / "fit.ckpt"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=re.escape(
+        f"[Errno {errno.ENOSPC}] cannot write checkpoint {str(path)!r}: No space left"
+    )) as info:
         ReLURegressor(checkpoint=path, **COMMON).fit(X, y)
+    assert info.value.errno == errno.ENOSPC
+    # Neither a checkpoint nor a temporary file (the lock goes with the fit:
+    # test_a_fit_that_raises_frees_its_checkpoint).
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == []
 
 
 @pytest.mark.parametrize(
