@@ -151,8 +151,10 @@ def _parameters_of(value):
     }
 
 
-def _described_parameters(estimator, shared, continuing):
-    """What the model depends on besides the data, as strings by name."""
+def _described_parameters(estimator, shared, continuing, n_workers, curvature):
+    """What the model depends on besides the data, as strings by name: the
+    parameters, the number of workers and, for a warm start, its model and the
+    curvature measured when it was initialized."""
     described = {
         name: value for name, value in shared.items() if name not in _NOT_IN_FINGERPRINT
     }
@@ -169,12 +171,12 @@ def _described_parameters(estimator, shared, continuing):
         random_state if random_state is None or isinstance(random_state, numbers.Integral)
         else type(random_state).__qualname__
     )
-    described["n_workers"] = estimator._n_workers
+    described["n_workers"] = n_workers
     if continuing:  # a warm start continues from the estimator's model
         start = np.append(estimator.coef_, estimator.intercept_).astype(np.float64)
         described["start"] = [
             hashlib.sha256(start.tobytes()).hexdigest(), int(estimator.t_),
-            repr(getattr(estimator, "_curvature", None)),
+            repr(curvature),
         ]
     return {str(k): str(v) for k, v in described.items()}
 
@@ -426,10 +428,13 @@ def _open_on_main(path, described, fingerprint, limits, seeded):
     return lock, found, None
 
 
-def open_checkpoint(estimator, backend, rng, shared, partial, continuing):
+def open_checkpoint(estimator, backend, rng, shared, partial, continuing, n_workers,
+                    curvature=None):
     """The fit's :class:`FitCheckpoint`, or None without ``checkpoint``.
 
-    Called on every process of the fit before ``rng`` is first used: a
+    ``n_workers`` is the number the fit runs on; ``curvature`` what a warm
+    start's ``learning_rate="auto"`` continues from. Called on every process
+    of the fit before ``rng`` is first used: a
     checkpoint of the same parameters sets ``rng`` back to the state the
     interrupted fit started from, one of other parameters is refused. The
     returned checkpoint holds the path's lock until
@@ -444,12 +449,14 @@ def open_checkpoint(estimator, backend, rng, shared, partial, continuing):
             "its state in the estimator (set checkpoint=None)"
         )
     path = Path(estimator.checkpoint)
-    described = backend.common(_described_parameters(estimator, shared, continuing))
+    described = backend.common(
+        _described_parameters(estimator, shared, continuing, n_workers, curvature)
+    )
     fingerprint = _digest(described)
     limits = fields.FitLimits(
         n_runs=1 if continuing else int(estimator.n_ensemble),
         max_iter=int(estimator.max_iter), validating=bool(estimator.early_stopping),
-        n_workers=int(estimator._n_workers),
+        n_workers=int(n_workers),
     )
     # A seed fixes where the stream starts: a checkpoint of this fit starts there.
     seeded = estimator.random_state

@@ -511,7 +511,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self._n_workers = backend.resolve_n_workers(params.n_workers)
         aggregator.check_byzantine(params.n_byzantine, self._n_workers)
         # Before rng is first used: resuming sets it back to where it started.
-        checkpoint = open_checkpoint(self, backend, rng, shared, partial, continuing)
+        checkpoint = open_checkpoint(
+            self, backend, rng, shared, partial, continuing, self._n_workers,
+            curvature=getattr(self, "_curvature", None),
+        )
         try:
             data = self._prepare_data(backend, params, rng, (X, y, sample_weight),
                                       partial, continuing)
@@ -539,7 +542,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             if checkpoint is not None:
                 checkpoint.remove()
         finally:
-            if checkpoint is not None and hasattr(checkpoint, "close"):  # TEMPORARY
+            if checkpoint is not None:  # its lock, whether the fit ended or raised
                 checkpoint.close()
         return self
 
