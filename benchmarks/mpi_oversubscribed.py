@@ -15,11 +15,17 @@ by round, it times one ``MPIBackend`` step (SGD, d = 100, 200 points a step)
 
 under each waiting policy (``MPIBackend(wait="busy")``, MPI's blocking calls,
 which poll; ``wait="yield"``; ``wait="sleep"``, the shared-memory exchange
-whose waiters sleep; and ``wait="auto"``, the default, which sleeps when the
+whose waiters sleep; and ``wait="auto"``, the default, which yields when the
 ranks on a host outnumber its cores), and writes the medians to
 ``F`` (JSON): seconds a step, the CPU seconds a step summed over the ranks
 that stepped (``", cpu"``), and the slowest rank's gradient a step
 (``", gradient"``). Every rank computes on one thread.
+
+The waiting constants the package settled on are timed against others with
+``--yield-seconds`` (how long ``"yield"`` yields before it sleeps between
+tests; the package's is 1e-3) and ``--sleep-spin-seconds`` (how long
+``"sleep"`` polls its barrier before it sleeps; 0.5e-3). docs/benchmarks.rst
+gives what they measured.
 """
 
 import argparse
@@ -34,7 +40,7 @@ from mpi4py import MPI  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from sklearn_relu import make_relu_regression  # noqa: E402
-from sklearn_relu.backends import MPIBackend  # noqa: E402
+from sklearn_relu.backends import MPIBackend, _mpi, _mpi_wait  # noqa: E402
 from sklearn_relu.compression import Identity  # noqa: E402
 
 POLICIES = ("busy", "yield", "sleep", "auto")
@@ -68,6 +74,50 @@ def _timed_steps(backend, params, steps):
     )
 
 
+def _start_backends(communicators, X, y, batch_size):
+    """A started backend for each policy and communicator this rank is in."""
+    backends = {}
+    for policy in POLICIES:
+        for label, comm in communicators.items():
+            if comm == MPI.COMM_NULL or (label == "1 rank" and policy not in ALONE):
+                continue
+            backend = MPIBackend(comm, wait=policy)
+            backend.start(X, y, None, n_workers=comm.Get_size(), batch_size=batch_size,
+                          compressor=Identity())
+            backend.reseed(0)
+            backends[policy, label] = backend
+    return backends
+
+
+def _sample(communicators, backends, params, args):
+    """Seconds a step (and its CPU and gradient) of every policy on every
+    communicator, one list of rounds each, interleaved round by round."""
+    world, more_label = MPI.COMM_WORLD, f"{MPI.COMM_WORLD.Get_size()} ranks"
+    samples = {}
+    for round_ in range(args.rounds + 1):  # the first round warms up
+        for policy in POLICIES:
+            for label, comm in communicators.items():
+                if label == "1 rank" and policy not in ALONE:
+                    continue
+                world.Barrier()
+                backend = backends.get((policy, label))
+                if backend is None:  # the rank left out sleeps
+                    _sleep_until_released(world)
+                    continue
+                seconds, cpu, compute = _timed_steps(backend, params, args.steps)
+                # Over the ranks that stepped: the CPU they burnt a step, and
+                # the longest gradient (the work that cannot be waited away).
+                cpu = comm.allreduce(cpu)
+                compute = comm.allreduce(compute, op=MPI.MAX)
+                if label != more_label:
+                    world.Ibarrier().Wait()
+                if round_:
+                    for name, value in (("", seconds), (", cpu", cpu),
+                                        (", gradient", compute)):
+                        samples.setdefault(f"{policy}, {label}{name}", []).append(value)
+    return samples
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20000)
@@ -75,8 +125,14 @@ def main(argv=None):
     parser.add_argument("--m", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--yield-seconds", type=float, default=None)
+    parser.add_argument("--sleep-spin-seconds", type=float, default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.yield_seconds is not None:
+        _mpi_wait._YIELD_SECONDS = args.yield_seconds
+    if args.sleep_spin_seconds is not None:
+        _mpi.SLEEP_SPIN_SECONDS = args.sleep_spin_seconds
     world = MPI.COMM_WORLD
     rank, size = world.Get_rank(), world.Get_size()
     fewer = world.Split(0 if rank < size - 1 else MPI.UNDEFINED, rank)
@@ -86,42 +142,9 @@ def main(argv=None):
 
     X, y = make_relu_regression(n_samples=args.rows, n_features=args.d, random_state=0)
     params = np.full(args.d + 1, 0.01)
-    backends = {}
-    for policy in POLICIES:
-        for label, comm in communicators.items():
-            if comm == MPI.COMM_NULL or (label == "1 rank" and policy not in ALONE):
-                continue
-            backend = MPIBackend(comm, wait=policy)
-            backend.start(X, y, None, n_workers=comm.Get_size(), batch_size=args.m,
-                          compressor=Identity())
-            backend.reseed(0)
-            backends[policy, label] = backend
-
-    samples = {}
+    backends = _start_backends(communicators, X, y, args.m)
     with threadpool_limits(1):
-        for round_ in range(args.rounds + 1):  # the first round warms up
-            for policy in POLICIES:
-                for label, comm in communicators.items():
-                    if label == "1 rank" and policy not in ALONE:
-                        continue
-                    world.Barrier()
-                    backend = backends.get((policy, label))
-                    if backend is None:  # the rank left out sleeps
-                        _sleep_until_released(world)
-                        continue
-                    seconds, cpu, compute = _timed_steps(backend, params, args.steps)
-                    # Over the ranks that stepped: the CPU they burnt a step, and
-                    # the longest gradient (the work that cannot be waited away).
-                    cpu = comm.allreduce(cpu)
-                    compute = comm.allreduce(compute, op=MPI.MAX)
-                    if label != more_label:
-                        world.Ibarrier().Wait()
-                    if round_:
-                        samples.setdefault(f"{policy}, {label}", []).append(seconds)
-                        samples.setdefault(f"{policy}, {label}, cpu", []).append(cpu)
-                        samples.setdefault(
-                            f"{policy}, {label}, gradient", []
-                        ).append(compute)
+        samples = _sample(communicators, backends, params, args)
     choices = {policy: backends[policy, more_label]._waiting
                for policy in POLICIES}
     for backend in backends.values():
@@ -131,7 +154,8 @@ def main(argv=None):
         result.update(
             ranks=size, cores=len(os.sched_getaffinity(0)), d=args.d, m=args.m,
             rows=args.rows, rounds=args.rounds, steps=args.steps,
-            auto_policy=choices["auto"],
+            auto_policy=choices["auto"], yield_seconds=_mpi_wait._YIELD_SECONDS,
+            sleep_spin_seconds=_mpi.SLEEP_SPIN_SECONDS,
         )
         with open(args.out, "w") as file:
             json.dump(result, file)

@@ -166,6 +166,13 @@ def test_ranks_given_different_parameters_all_raise_instead_of_hanging():
         ), done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("n_ranks", [1, 3, 4])
+def test_each_rank_that_disagrees_is_named_with_its_own_value(n_ranks):
+    # At 3 ranks, rank 1 passes max_iter=15 and rank 2 20: each is named with
+    # its own; at 4, ranks 1 and 3 differ the same way and are named together.
+    run_check("check_disagreement.py", n_ranks, timeout=60)
+
+
 @pytest.fixture
 def data_file(tmp_path):
     X, y = make_relu_regression(n_samples=300, n_features=8, random_state=0)
@@ -309,6 +316,48 @@ def _logged_epochs(log):
     ]
 
 
+def _run_until_killed(command, log_path, saved, every):
+    """Run the checkpointed fit ``command`` until epoch ``2 * every`` was saved
+    and epoch ``2 * every + 2`` logged, then SIGKILL its rank 1: the job must
+    end. Its log."""
+    with open(log_path, "w+") as log:
+        job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            # Killed between checkpoints: after epoch 2 * every + 2 was logged
+            # (epoch 2 * every was saved), so that finished epochs are lost.
+            deadline = time.monotonic() + 120
+            while not (
+                (saved() or {"epoch": 0})["epoch"] >= 2 * every
+                and max(_logged_epochs(Path(log.name).read_text()) or [0])
+                >= 2 * every + 2
+            ):
+                assert job.poll() is None, Path(log.name).read_text()
+                assert time.monotonic() < deadline, "no checkpoint within 120 s"
+                time.sleep(0.005)
+            victim = _rank_pid(command[command.index("--checkpoint") + 1], 1)
+            assert victim is not None
+            os.kill(victim, signal.SIGKILL)
+            job.wait(timeout=60)
+        finally:
+            if job.poll() is None:
+                job.kill()
+        log.seek(0)
+        killed_log = log.read()
+    assert job.returncode != 0
+    return killed_log
+
+
+def _fit_without_checkpoint(command, out, model_path):
+    """The model of ``command`` (which writes ``out``) run without its
+    checkpoint, written to ``model_path`` instead."""
+    plain = [str(model_path) if part == str(out) else part for part in command]
+    at = plain.index("--checkpoint")
+    del plain[at : at + 2]
+    done = subprocess.run(plain, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return joblib.load(model_path)
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 @pytest.mark.parametrize("solver", ["signum", "intsgd"])  # allgather, allreduce
 def test_a_rank_killed_mid_fit_resumes_bit_identically(solver, tmp_path):
@@ -338,30 +387,7 @@ def test_a_rank_killed_mid_fit_resumes_bit_identically(solver, tmp_path):
         except ValueError:  # not written yet
             return None
 
-    with open(tmp_path / "killed.log", "w+") as log:
-        job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            # Killed between checkpoints: after epoch 2 * every + 2 was logged
-            # (epoch 2 * every was saved), so that finished epochs are lost.
-            deadline = time.monotonic() + 120
-            while not (
-                (saved() or {"epoch": 0})["epoch"] >= 2 * every
-                and max(_logged_epochs(Path(log.name).read_text()) or [0])
-                >= 2 * every + 2
-            ):
-                assert job.poll() is None, Path(log.name).read_text()
-                assert time.monotonic() < deadline, "no checkpoint within 120 s"
-                time.sleep(0.005)
-            victim = _rank_pid(str(checkpoint), 1)
-            assert victim is not None
-            os.kill(victim, signal.SIGKILL)
-            job.wait(timeout=60)
-        finally:
-            if job.poll() is None:
-                job.kill()
-        log.seek(0)
-        killed_log = log.read()
-    assert job.returncode != 0
+    killed_log = _run_until_killed(command, tmp_path / "killed.log", saved, every)
     assert "signal 9" in killed_log or "KILLED" in killed_log, killed_log
     left = saved()
     assert left is not None and left["t"] == left["epoch"] * steps_per_epoch
@@ -384,13 +410,8 @@ def test_a_rank_killed_mid_fit_resumes_bit_identically(solver, tmp_path):
         "data.npz", "killed.log", "model.joblib"
     ]
     # The uninterrupted fit: the same command without a checkpoint.
-    uninterrupted = tmp_path / "uninterrupted.joblib"
-    plain = [str(uninterrupted) if part == str(out) else part for part in command]
-    at = plain.index("--checkpoint")
-    del plain[at : at + 2]
-    done = subprocess.run(plain, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    est, reference = joblib.load(out), joblib.load(uninterrupted)
+    est = joblib.load(out)
+    reference = _fit_without_checkpoint(command, out, tmp_path / "uninterrupted.joblib")
     np.testing.assert_array_equal(est.coef_, reference.coef_)
     assert est.intercept_ == reference.intercept_
     assert (est.n_iter_, est.t_) == (reference.n_iter_, reference.t_)

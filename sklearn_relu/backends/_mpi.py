@@ -49,97 +49,39 @@ that precedes every message exchange, so all ranks raise instead of waiting
 forever. A rank that dies is detected by the MPI launcher, which ends the job.
 Launch with ``mpiexec -n K python -m mpi4py script.py``: ``-m mpi4py`` aborts
 the whole job when any rank ends with an uncaught exception.
+
+The backend's parts: this module (parameters, agreement, the fit's start and
+control messages), ``_mpi_data`` (how the rows reach the ranks),
+``_mpi_messages`` and ``_mpi_summed`` (a step on each topology), ``_tree``
+(MultiTree's allreduce), ``_mpi_wait`` (how a rank waits, the host's layout)
+and ``_shared_memory`` (the exchange of ``wait="sleep"``).
 """
 
 import copy
-import math
-import os
-import time
-from dataclasses import replace
 
 import numpy as np
 
 from .. import _parallel
-from .._worker import ShardWorker, shard_bounds, worker_arguments
-from ..collectives import hierarchy, multitree_schedule, network_graph
-from ..collectives._multitree import sum_in_order
-from ..compression._sign import pack_signs, unpack_signs
+from .._worker import ShardWorker, worker_arguments
+from ..collectives import network_graph
 from ._base import Backend, first_difference
-from ._shared_memory import displacements as _displacements
-from ._shared_memory import futex_module, shared_exchange
-from ._tree import tree_allreduce
+from ._mpi_data import prepare_everywhere, prepare_local, prepare_on_root
+from ._mpi_errors import INSTALL_HINT, RemoteWorkerError, import_mpi
+from ._mpi_messages import MessageSteps
+from ._mpi_summed import SUMMED_TOPOLOGIES, SummedSteps
+from ._mpi_wait import WAIT_POLICIES, choose_wait, host_layout, poll_until
+from ._shared_memory import SLEEP_SPIN_SECONDS, barrier_built, shared_exchange
 
-__all__ = ["MPIBackend", "import_mpi"]
-
-INSTALL_HINT = 'pip install "sklearn-relu[mpi]"  (or: pip install mpi4py mpich)'
+__all__ = [
+    "INSTALL_HINT", "MPIBackend", "RemoteWorkerError", "TOPOLOGIES", "import_mpi",
+    "poll_until",
+]
 
 TOPOLOGIES = ("auto", "allreduce", "allgather", "master-worker", "multitree", "hierarchical")
-#: The topologies that sum the workers' vectors while encoded.
-SUMMED_TOPOLOGIES = ("allreduce", "multitree", "hierarchical")
 DATA_MODES = ("all", "root", "local")
-WAIT_POLICIES = ("auto", "busy", "yield", "sleep")
-#: When yielding the core, a rank tests a pending collective and, between
-#: tests, yields the core (``sched_yield``) for this long -- a rank that still
-#: computes runs at once if it shares the core -- then sleeps this long between
-#: tests, so that a long wait (a message on a slow network) costs no core.
-#: Measured at 3 ranks on 2 cores, shared memory, SGD at d = 100: 0.38 ms a
-#: step yielding (the same as spinning in MPI, 0.37 ms), 1.66 ms with the
-#: earlier policy (200 us of polling, then sleeps: every hop of a collective
-#: waited for a sleeping rank's timer), 0.53 ms yielding for only 200 us.
-#: Earlier, at 4 ranks on 2 cores and 10 Mbit/s per rank under load, IntSGD's
-#: collectives took 34 ms a step spinning in MPI, 28 ms yielding throughout and
-#: 11 ms polling then sleeping: long waits must end in sleeps.
-_YIELD_SECONDS = 1e-3
-_POLL_SECONDS = 20e-6
-#: With ``wait="sleep"``, a rank polls the shared-memory barrier this long,
-#: yielding its core between polls, before it sleeps. Measured at 3 ranks on 2
-#: cores, SGD at d = 100: 0.25-0.29 ms a step, against 0.31-0.34 ms sleeping at
-#: once (waking a rank on an idle core of a virtual machine takes ~30 us),
-#: 0.27-0.31 ms polling 5 ms and 0.29 ms polling 0.1 ms.
-_SLEEP_SPIN_SECONDS = 0.5e-3
-# Not on every platform (Windows has no sched_yield): a zero sleep yields there.
-_yield_core = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
-def poll_until(test):
-    """``test()``'s first true result, calling it again and again: yielding
-    the core between calls for the first :data:`_YIELD_SECONDS`, then
-    sleeping :data:`_POLL_SECONDS` (the ``"yield"`` waiting policy)."""
-    start = time.perf_counter()
-    while not (result := test()):
-        if time.perf_counter() - start < _YIELD_SECONDS:
-            _yield_core()
-        else:
-            time.sleep(_POLL_SECONDS)
-    return result
-
-
-def _cpu_share():
-    """(the CPUs this process may run on, joblib's count: their number, or
-    the container's CPU quota where that is smaller; else infinite)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    cpus = frozenset(affinity(0)) if affinity else frozenset(range(os.cpu_count() or 1))
-    allowed = _parallel._cores()
-    return cpus, allowed if allowed < len(cpus) else math.inf
-
-
-def import_mpi():
-    """``mpi4py.MPI``, or an ImportError that says what to install."""
-    try:
-        from mpi4py import MPI
-    except ImportError as exc:
-        raise ImportError(
-            f'backend="mpi" needs mpi4py and an MPI library; install them with: '
-            f"{INSTALL_HINT}"
-        ) from exc
-    return MPI
-
-
-class RemoteWorkerError(RuntimeError):
-    """Another rank failed; its own error is reported on that rank."""
-
-
-class MPIBackend(Backend):
+class MPIBackend(MessageSteps, SummedSteps, Backend):
     """One worker per MPI rank; messages travel as MPI byte buffers.
 
     Every rank of ``comm`` must call ``fit`` with the same parameters. The
@@ -198,23 +140,26 @@ class MPIBackend(Backend):
           the core to any other runnable process between tests
           (``sched_yield``) for the first millisecond, then sleeping 20
           microseconds between tests.
-        - ``"sleep"`` (every rank on one host; Linux) exchanges a step's
-          messages through memory the ranks share (an MPI shared-memory
-          window with two slots of ``8 (d + 1) + 64`` bytes a rank), in one
-          exchange instead of a step's two collectives. A waiting rank yields
-          its core for half a millisecond, then sleeps in the kernel (a
-          futex) until the last rank arrives and wakes it: it leaves its core
-          to the ranks that compute. The same messages are exchanged and
-          counted, and the model is the in-process one bit for bit; with
+        - ``"auto"`` is ``"busy"`` when each rank on this host has a core (the
+          cores are the union of the CPU affinities of the host's ranks,
+          capped by a container's CPU quota), else ``"yield"``. It keeps to
+          MPI's own requests: ``"sleep"`` synchronizes the ranks with the
+          package's own barrier, beside MPI, and is a choice to make.
+        - ``"sleep"``, only when asked for (every rank on one host; Linux, with
+          the package's compiled barrier), exchanges a step's messages through
+          memory the ranks share (an MPI shared-memory window with two slots
+          of ``8 (d + 1) + 64`` bytes a rank), in one exchange instead of a
+          step's two collectives. A waiting rank yields its core for half a
+          millisecond, then sleeps in the kernel (a futex) until the last rank
+          arrives and wakes it: it leaves its core to the ranks that compute,
+          which makes steps faster when ranks outnumber cores. Loads and
+          stores are ordered by ``MPI_Win_sync``, as MPI's memory model for
+          shared windows asks. The same messages are exchanged and counted,
+          and the model is the in-process one bit for bit; with
           ``topology="allreduce"`` the vectors are summed in rank order, as
           in-process, rather than in MPI's order (which the other policies
           use, and which may change the last bits). The window is kept with
           the communicator and released when it is freed.
-        - ``"auto"`` is ``"busy"`` when each rank on this host has a core (the
-          cores are the union of the CPU affinities of the host's ranks,
-          capped by a container's CPU quota), else ``"sleep"`` when every rank
-          is on one host and the package's compiled barrier is built, else
-          ``"yield"``.
 
         See the user guide, "More ranks than cores", for what each costs.
 
@@ -330,148 +275,34 @@ class MPIBackend(Backend):
 
     def agree(self, what, value):
         values = self._comm.allgather(value)
-        differ = [rank for rank, other in enumerate(values) if other != values[0]]
-        if differ:
+        # The ranks that differ from rank 0, grouped by how each differs.
+        differences = {}
+        for rank, other in enumerate(values):
+            if other != values[0]:
+                differences.setdefault(first_difference(values[0], other), []).append(rank)
+        if differences:
+            described = "; ".join(
+                f"rank(s) {ranks} have {difference} on rank 0"
+                for difference, ranks in differences.items()
+            )
             raise ValueError(
-                f"the MPI ranks disagree on the {what}: rank(s) {differ} have "
-                f"{first_difference(values[0], values[differ[0]])} on rank 0; "
-                f"every rank must call the same method with the same {what}"
+                f"the MPI ranks disagree on the {what}: {described}; every rank "
+                f"must call the same method with the same {what}"
             )
 
     def prepare_data(self, prepare, X, y, sample_weight):
-        if self.data == "local":
-            return self._prepare_local(prepare, X, y, sample_weight)
+        comm = self._comm
         if self.data == "all":
-            self._n_samples = None  # every rank holds all rows; _start shards
-            # Every rank validates its own copy; one that fails must not leave
-            # the others waiting in the fit's first collective (a caller that
-            # catches the error would otherwise hang the job).
-            return self._prepare_everywhere(prepare, X, y, sample_weight)
-        comm = self._comm
-        rank = comm.Get_rank()
-        given = comm.allgather(any(a is not None for a in (X, y, sample_weight)))
-        if any(given[1:]):
-            raise ValueError(
-                "MPIBackend(data='root') takes the data from rank 0 only, but "
-                f"rank(s) {[r for r in range(1, len(given)) if given[r]]} passed "
-                "X, y or sample_weight too: pass None there, or use data='all'"
+            # Every rank holds all rows; _start shards them.
+            self._n_samples = None
+            return prepare_everywhere(comm, prepare, X, y, sample_weight)
+        if self.data == "root":
+            data, self._n_samples = prepare_on_root(comm, prepare, X, y, sample_weight)
+        else:
+            data, self._n_samples = prepare_local(
+                comm, self._MPI, prepare, X, y, sample_weight
             )
-        header = data = None
-        if rank == 0:
-            try:
-                data = prepare(X, y, sample_weight)
-                rows = [
-                    None if a is None else np.ascontiguousarray(a)
-                    for a in (data.X, data.y, data.sample_weight)
-                ]
-                layouts = [
-                    None if a is None else (a.shape[1:], a.dtype.str) for a in rows
-                ]
-                header = (data.summary(), layouts)
-            except Exception as exc:  # the other ranks must not wait for data
-                comm.bcast(("error", repr(exc)), root=0)
-                raise
-        header = comm.bcast(header, root=0)
-        if header[0] == "error":
-            raise RemoteWorkerError(f"rank 0 could not prepare its data: {header[1]}")
-        summary, layouts = header
-        shards = [
-            None if layout is None else self._scatter_rows(
-                rows[i] if rank == 0 else None, summary.n_samples, *layout
-            )
-            for i, layout in enumerate(layouts)
-        ]
-        self._n_samples = summary.n_samples  # _start: these rows are the shard
-        return replace(
-            summary, X=shards[0], y=shards[1], sample_weight=shards[2],
-            validation=None if data is None else data.validation,
-        )
-
-    def _prepare_everywhere(self, prepare, X, y, sample_weight):
-        """``prepare`` on this rank's data; an error on any rank raises on all."""
-        try:
-            data, error = prepare(X, y, sample_weight), None
-        except Exception as exc:
-            data, error = None, exc
-        failed = self._comm.allgather(error is not None)
-        if error is not None:
-            raise error
-        if any(failed):
-            raise RemoteWorkerError(
-                f"MPI rank(s) {[r for r, bad in enumerate(failed) if bad]} could "
-                "not use their data; see the error reported there"
-            )
-        return data
-
-    def _prepare_local(self, prepare, X, y, sample_weight):
-        """Every rank keeps its own rows; the ranks agree on what describes them all."""
-        comm = self._comm
-        try:
-            n_rows = len(X)
-        except TypeError:
-            n_rows = None  # not array-like: prepare() names the problem
-        empty = [r for r, n in enumerate(comm.allgather(n_rows)) if n == 0]
-        if empty:
-            raise ValueError(
-                f"MPIBackend(data='local'): rank(s) {empty} have no training rows; "
-                "every rank is one worker and needs at least one row: give them "
-                "rows, or launch fewer ranks"
-            )
-        data = self._prepare_everywhere(prepare, X, y, sample_weight)
-        names = None if data.feature_names is None else list(data.feature_names)
-        layouts = comm.allgather(
-            (data.X.shape[0], data.X.shape[1], data.X.dtype.str, names,
-             data.sample_weight is not None)
-        )
-        empty = [r for r, layout in enumerate(layouts) if layout[0] == 0]
-        if empty:
-            raise ValueError(
-                f"MPIBackend(data='local'): rank(s) {empty} have no training rows; "
-                "every rank is one worker and needs at least one row (after the "
-                "early-stopping split): give them rows, or launch fewer ranks"
-            )
-        signatures = {
-            (n, dtype, None if nm is None else tuple(nm), weighted)
-            for _, n, dtype, nm, weighted in layouts
-        }
-        if len(signatures) > 1:
-            described = [
-                f"rank {r}: {n} features, {dtype}, names {nm}, weights {w}"
-                for r, (_, n, dtype, nm, w) in enumerate(layouts)
-            ]
-            raise ValueError(
-                "MPIBackend(data='local'): the ranks' rows must have the same "
-                "features, dtype, column names and all or none sample weights; "
-                "got " + "; ".join(described)
-            )
-        n_samples = sum(layout[0] for layout in layouts)
-        sample_weight = data.sample_weight
-        if sample_weight is not None:
-            # The rank normalized its weights to mean 1 over its own rows; the
-            # fit needs mean 1 over all rows, from every rank's total.
-            shares = comm.allgather((data.weight_sum, data.weight_count))
-            weight_total = math.fsum(total for total, _ in shares)
-            count = sum(n for _, n in shares)
-            sample_weight = sample_weight * (
-                (data.weight_sum / data.weight_count) * (count / weight_total)
-            )
-        y64 = data.y.astype(np.float64)
-        s = np.ones_like(y64) if sample_weight is None else sample_weight
-        sums = np.array([s @ (y64 * y64), s.sum(dtype=np.float64), s @ y64])
-        totals = np.empty_like(sums)
-        comm.Allreduce(sums, totals, op=self._MPI.SUM)
-        # The loss of predicting the mean of all rows' y, in a second pass
-        # about that mean (not y^2 - mean^2, which cancels for nearly constant y).
-        spread = np.array([s @ np.square(y64 - totals[2] / totals[1])])
-        total_spread = np.empty_like(spread)
-        comm.Allreduce(spread, total_spread, op=self._MPI.SUM)
-        self._n_samples = n_samples  # _start: these rows are the shard
-        return replace(
-            data, sample_weight=sample_weight, n_samples=n_samples,
-            zero_loss=0.5 * totals[0] / totals[1],
-            mean_loss=0.5 * total_spread[0] / totals[1],
-            any_positive_target=comm.allreduce(data.any_positive_target, op=self._MPI.LOR),
-        )
+        return data  # _start: these rows are this rank's shard
 
     def gather_validation(self, statistics):
         if self.data == "local":
@@ -479,28 +310,6 @@ class MPIBackend(Backend):
             return [s for s in self._comm.allgather(statistics) if s is not None]
         # The validation set is whole on rank 0 (data="all": on every rank).
         return [self.common(statistics)]
-
-    def _scatter_rows(self, array, n_samples, row_shape, dtype):
-        """This rank's shard of rank 0's ``array``: its rows only, one buffer
-        per rank (``Scatterv`` counted in rows, so any size fits an MPI count)."""
-        from mpi4py.util.dtlib import from_numpy_dtype
-
-        comm = self._comm
-        size = comm.Get_size()
-        bounds = [shard_bounds(n_samples, size, r) for r in range(size)]
-        start, stop = bounds[comm.Get_rank()]
-        shard = np.empty((stop - start, *row_shape), dtype=np.dtype(dtype))
-        row = from_numpy_dtype(shard.dtype).Create_contiguous(
-            math.prod(row_shape)
-        ).Commit()
-        try:
-            counts = [b - a for a, b in bounds]
-            displacements = [a for a, _ in bounds]
-            send = None if array is None else [array, counts, displacements, row]
-            comm.Scatterv(send, [shard, row], root=0)
-        finally:
-            row.Free()
-        return shard
 
     # -- the fit -----------------------------------------------------------------
     def _resolve_topology(self, compressor):
@@ -528,8 +337,7 @@ class MPIBackend(Backend):
         return self.topology
 
     def _start(self, X, y, sample_weight, *, n_workers, batch_size, compressor):
-        comm = self._comm
-        rank = comm.Get_rank()
+        rank = self._comm.Get_rank()
         self.resolve_n_workers(n_workers)
         if self.shard_rows is not None:
             raise ValueError(
@@ -549,13 +357,7 @@ class MPIBackend(Backend):
                 attack=self.worker_attack(rank),
             )
         else:
-            shapes = comm.allgather((X.shape, y.shape, X.dtype.str))
-            if any(shape != shapes[0] for shape in shapes):
-                raise ValueError(
-                    "the MPI ranks were given different data (shape, dtype per rank: "
-                    f"{shapes}); with MPIBackend(data='all') every rank passes the "
-                    "same X and y, with data='root' only rank 0 does"
-                )
+            self._refuse_different_data(X, y)
             self._worker = ShardWorker(
                 **worker_arguments(
                     X, y, sample_weight, index=rank, n_workers=n_workers,
@@ -568,79 +370,30 @@ class MPIBackend(Backend):
         if self._topology in ("multitree", "hierarchical"):
             self._start_reduction()
 
-    def _start_reduction(self):
-        """Build the schedule every rank runs, and the communicators that carry
-        it (collective). Each topology's point-to-point messages travel on a
-        duplicate of the communicator, so nothing else can match them."""
-        comm, MPI = self._comm, self._MPI
-        self._free_p2p()
-        if self._topology == "multitree":
-            graph = network_graph(
-                f"switch:{comm.Get_size()}" if self.network is None else self.network
-            )
-            if graph.n_nodes != comm.Get_size():
-                raise ValueError(
-                    f"MPIBackend(network={self.network!r}) has {graph.n_nodes} "
-                    f"compute nodes, but there are {comm.Get_size()} ranks: "
-                    "topology='multitree' puts rank i on node i"
-                )
-            self._reduction = multitree_schedule(graph)
-            self._p2p = (comm.Dup(),)
-            return
-        rank = comm.Get_rank()
-        host = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
-        leader = host.bcast(rank, root=0)
-        leaders = comm.Split(0 if host.Get_rank() == 0 else MPI.UNDEFINED, key=rank)
-        hosts = {}
-        for member, first in enumerate(comm.allgather(leader)):
-            hosts.setdefault(first, []).append(member)
-        self._p2p = (host, leaders) if leaders != MPI.COMM_NULL else (host,)
-        try:
-            self._reduction = hierarchy(
-                [hosts[first] for first in sorted(hosts)], self.network
-            )
-        except ValueError as exc:
+    def _refuse_different_data(self, X, y):
+        """With ``data="all"``, every rank must hold the same rows (collective)."""
+        shapes = self._comm.allgather((X.shape, y.shape, X.dtype.str))
+        if any(shape != shapes[0] for shape in shapes):
             raise ValueError(
-                f"MPIBackend(topology='hierarchical'): {exc} (the hosts are the "
-                f"ranks that share memory: {len(hosts)} here)"
-            ) from None
-        self.n_summands = self._reduction.n_summands
-
-    def _free_p2p(self):
-        for communicator in self._p2p:
-            communicator.Free()
-        self._p2p = ()
+                "the MPI ranks were given different data (shape, dtype per rank: "
+                f"{shapes}); with MPIBackend(data='all') every rank passes the "
+                "same X and y, with data='root' only rank 0 does"
+            )
 
     def _choose_wait(self):
         """The waiting policy in force: ``wait``, with "auto" resolved (see
-        ``wait``). Collective for "auto" and "sleep": every rank decides the
-        same, as "sleep" is all ranks or none."""
-        if self.wait in ("busy", "yield"):
-            return self.wait
+        ``wait``). Collective for "auto" and "sleep"."""
         comm = self._comm
-        one_host = self._ranks_here() == comm.Get_size()
+        waiting = choose_wait(self.wait, self._host_layout, comm.Get_size())
         # Agreed: an installation without the barrier on one rank only (mixed
         # environments) must not let the others allocate a window alone.
-        built = comm.allreduce(futex_module() is not None, op=self._MPI.LAND)
-        if self.wait == "sleep" and not one_host:
-            raise ValueError(
-                f"MPIBackend(wait='sleep') needs every rank on one host (it shares "
-                f"memory between them), but {self._ranks_here()} of the "
-                f"{comm.Get_size()} ranks are on this one: use wait='yield'"
-            )
-        if self.wait == "sleep" and not built:
+        if waiting == "sleep" and not comm.allreduce(barrier_built(), op=self._MPI.LAND):
             raise ImportError(
                 "MPIBackend(wait='sleep') needs the package's compiled barrier on "
                 "every rank (Linux, built at installation with a C compiler); use "
                 "wait='yield'"
             )
-        if self.wait == "sleep":
-            return "sleep"
-        # The same on every rank of one host: its ranks and the union of their cores.
-        crowded = self._ranks_here() > self._host_cores()
-        if crowded and one_host and built:
-            return "sleep"
-        return "yield" if crowded else "busy"
+        return waiting
 
     def _shared_exchange(self, n_values):
         """The shared-memory exchange of wait="sleep" (collective), with slots
@@ -651,47 +404,37 @@ class MPIBackend(Backend):
         # Agreed, so that no rank can ask for another window than the others.
         n_values = self._comm.allreduce(n_values, op=self._MPI.MAX)
         return shared_exchange(
-            self._comm, self._MPI, 8 * n_values + 64, _SLEEP_SPIN_SECONDS
+            self._comm, self._MPI, 8 * n_values + 64, SLEEP_SPIN_SECONDS
         )
 
-    def _ranks_here(self):
-        """The ranks of this communicator on this host (a collective, once)."""
-        return self._host_layout()[0]
-
-    def _host_cores(self):
-        """The cores the ranks on this host may run on, together."""
-        return self._host_layout()[1]
-
     def _host_layout(self):
-        """(ranks on this host, their cores): a collective, once.
-
-        The cores are the union of the ranks' CPU affinities, not one rank's:
-        ``mpiexec -bind-to core`` gives each rank one core, and 2 ranks bound
-        to 2 cores do not share one. A container's CPU quota (which joblib
-        reads) caps the union.
-        """
+        """(ranks of this communicator on this host, their cores together):
+        a collective, once per communicator (see :func:`host_layout`)."""
         comm = self._comm
         if self._host is None or self._host[0] is not comm:
-            local = comm.Split_type(self._MPI.COMM_TYPE_SHARED)
-            try:
-                shares = local.allgather(_cpu_share())
-            finally:
-                local.Free()
-            cpus = set().union(*(affinity for affinity, _ in shares))
-            quota = min(allowed for _, allowed in shares)
-            self._host = (comm, len(shares), max(1, min(len(cpus), quota)))
+            self._host = (comm, *host_layout(comm, self._MPI))
         return self._host[1:]
 
     def process_cores(self):
         # The ranks on a host share its cores: each keeps to its share.
-        return max(1, min(_parallel._cores(), self._host_cores() // self._ranks_here()))
+        ranks_here, cores = self._host_layout()
+        return max(1, min(_parallel._cores(), cores // ranks_here))
 
+    # -- waiting and agreeing on a step's status ---------------------------------
     def _wait(self, request):
         """Complete a non-blocking collective, spinning in MPI or yielding."""
         if self._waiting == "busy":
             request.Wait()
         else:
             poll_until(request.Test)
+
+    def _wait_some(self, requests):
+        """The indices of point-to-point requests that completed (at least
+        one), spinning in MPI or yielding while none has."""
+        MPI = self._MPI
+        if self._waiting == "busy":
+            return MPI.Request.Waitsome(requests)
+        return poll_until(lambda: MPI.Request.Testsome(requests))
 
     def _before_collective(self):
         """Called by every rank once its part of a step is computed, before the
@@ -733,6 +476,7 @@ class MPIBackend(Backend):
         # One collective that both reports errors and ORs the answers.
         return bool(self._agree_on_status(int(stop), error).any())
 
+    # -- the workers' computations -----------------------------------------------
     def _local(self, function, *args):
         try:
             return function(self._worker, *args), None
@@ -795,247 +539,10 @@ class MPIBackend(Backend):
         self.restart_attack(entropy)
         self._worker.reseed(entropy)
 
-    def _wait_some(self, requests):
-        """The indices of point-to-point requests that completed (at least
-        one), spinning in MPI or yielding while none has."""
-        MPI = self._MPI
-        if self._waiting == "busy":
-            return MPI.Request.Waitsome(requests)
-        return poll_until(lambda: MPI.Request.Testsome(requests))
-
     def step(self, params, update):
         if self._topology in SUMMED_TOPOLOGIES:
             return self.summed_step(params, update)
-        comm, MPI = self._comm, self._MPI
-        start = time.perf_counter()
-        message, error = self._local(ShardWorker.gradient_message, params)
-        computed = time.perf_counter()
-        self._before_collective()
-        nbytes = 0 if message is None else len(message)
-        master = self._topology == "master-worker"
-        if self._exchange is not None:
-            # One exchange carries both the sizes and the messages.
-            sizes, received = self._exchange.allgather(
-                -1 if error else nbytes, b"" if message is None else message
-            )
-            sizes = self._raise_failures(sizes, error)
-            displacements = _displacements(sizes)
-        else:
-            sizes = self._agree_on_status(nbytes, error)
-            displacements = _displacements(sizes)
-            sendbuf = np.frombuffer(message, dtype=np.uint8)
-            receiving = not master or comm.Get_rank() == 0
-            received = (
-                np.empty(int(sizes.sum()), dtype=np.uint8) if receiving else None
-            )
-            recvspec = (
-                [received, sizes, displacements, MPI.BYTE] if receiving else None
-            )
-            if master:
-                self._wait(comm.Igatherv(sendbuf, recvspec, root=0))
-            else:
-                self._wait(comm.Iallgatherv(sendbuf, recvspec))
-        self.record.add_messages(sizes, params.shape[0])
-
-        def decode_and_update():
-            messages = [
-                received[offset : offset + size]
-                for offset, size in zip(displacements, sizes)
-            ]
-            return update(params, self.sum_decoded(messages, params.shape[0]))
-
-        if master and self.aggregator.returns_signs:
-            params = self._master_vote(params, update, received, displacements, sizes)
-        elif master:
-            params = self._master_update(params, decode_and_update)
-        else:
-            # Every rank decodes the same bytes: all succeed or all raise.
-            params = decode_and_update()
-        self.record.compute_seconds += computed - start
-        self.record.communicate_seconds += time.perf_counter() - computed
-        return params
-
-    # The summed step (Backend.summed_step) over MPI's Allreduce. No status
-    # exchange precedes a collective: a rank whose gradient failed takes part
-    # with a poisoned contribution instead (an infinite statistic, or the
-    # compressor's failed vector), so that every rank sees the failure in the
-    # result and raises, rather than waiting for it in a collective.
-    def _max_statistic(self, params, draw):
-        comm, MPI = self._comm, self._MPI
-        start = time.perf_counter()
-        if self._topology == "hierarchical":
-            statistic, error = self._host_statistic(params, draw)
-        else:
-            statistic, error = self._local(
-                ShardWorker.gradient_statistic, params if draw else None
-            )
-        compute = time.perf_counter() - start
-        self._before_collective()
-        agreed = np.array([math.inf if error is not None else statistic])
-        if self._topology == "hierarchical":
-            # The leaders agree on the MAX of the hosts' statistics; each
-            # tells its host.
-            host = self._p2p[0]
-            if len(self._p2p) > 1:
-                self._wait(self._p2p[1].Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX))
-            self._wait(host.Ibcast(agreed, root=0))
-        elif self._exchange is not None:
-            _, received = self._exchange.allgather(agreed.nbytes, agreed.tobytes())
-            agreed = received.view(np.float64).max(keepdims=True)
-        else:
-            self._wait(comm.Iallreduce(MPI.IN_PLACE, agreed, op=MPI.MAX))
-        self.record.compute_seconds += compute
-        self.record.communicate_seconds += time.perf_counter() - start - compute
-        if error is not None:
-            raise error
-        if not math.isfinite(agreed[0]):
-            raise RemoteWorkerError(
-                "another MPI rank failed to compute its gradient during the "
-                "fit; see the error reported by that rank"
-            )
-        return float(agreed[0])
-
-    def _sum_summands(self, scale, params, draw):
-        comm, MPI, compressor = self._comm, self._MPI, self.compressor
-        start = time.perf_counter()
-        if self._topology == "hierarchical":
-            part, error = self._host_summand(scale, params, draw)
-        else:
-            part, error = self._local(
-                ShardWorker.summand, scale, params if draw else None
-            )
-        if error is not None or part is None:
-            part = compressor.failed_summand(params.shape[0], params.dtype)
-        compute = time.perf_counter() - start
-        self._before_collective()
-        if self._topology == "multitree":
-            total = tree_allreduce(self._p2p[0], part, self._reduction, self._wait_some)
-        elif self._topology == "hierarchical":
-            host = self._p2p[0]
-            if len(self._p2p) > 1:  # this rank leads its host
-                total = tree_allreduce(
-                    self._p2p[1], part, self._reduction.schedule, self._wait_some
-                )
-            else:
-                total = np.empty_like(part)
-            self._wait(host.Ibcast(total, root=0))
-        elif self._exchange is not None:
-            # Summed here in rank order: the same bits as in-process.
-            _, received = self._exchange.allgather(part.nbytes, part.tobytes())
-            total = self.sum_encoded(
-                list(received.view(part.dtype).reshape((-1,) + part.shape))
-            )
-        else:
-            total = np.empty_like(part)
-            self._wait(comm.Iallreduce(part, total, op=MPI.SUM))
-        self.record.compute_seconds += compute
-        self.record.communicate_seconds += time.perf_counter() - start - compute
-        if error is not None:
-            raise error
-        if compressor.sum_failed(total):
-            raise RemoteWorkerError(
-                "the summed gradient is not finite: another MPI rank failed (see "
-                "its error) or the gradients overflowed; if SGD diverged, use "
-                "learning_rate='auto' or a smaller learning_rate"
-            )
-        return total, part.nbytes
-
-    # The hierarchical topology: a host's ranks hand their gradients to the
-    # host's first rank (through shared memory, off the network), which sums
-    # them in rank order and encodes the sum, as Hierarchy.host_sums does.
-    def _gather_host(self, params):
-        """Draw a batch's gradient at ``params`` and gather the host's on its
-        first rank, which keeps their sum (NaN where a rank failed). Keeps
-        this rank's own error, if any."""
-        host = self._p2p[0]
-        vector, self._kept_error = self._local(ShardWorker.kept_gradient, params)
-        if vector is None:
-            vector = np.full(params.shape[0], np.nan, dtype=params.dtype)
-        vector = np.ascontiguousarray(vector)
-        leader = host.Get_rank() == 0
-        rows = np.empty((host.Get_size(),) + vector.shape, vector.dtype) if leader else None
-        self._wait(host.Igather(vector, rows, root=0))
-        self._kept = sum_in_order(list(rows)) if leader else None
-
-    def _host_statistic(self, params, draw):
-        """(this host's scale statistic on its first rank, 0 elsewhere; this
-        rank's error), of new gradients if ``draw`` else of the kept ones."""
-        if draw:
-            self._gather_host(params)
-        if self._kept_error is not None:
-            return None, self._kept_error
-        if self._kept is None:  # not the host's first rank: it has no sum
-            return 0.0, None
-        if not np.all(np.isfinite(self._kept)):  # a rank of this host failed
-            return math.inf, None
-        return self.compressor.scale_statistic(self._kept), None
-
-    def _host_summand(self, scale, params, draw):
-        """(the host's encoded sum on its first rank, None elsewhere or where a
-        rank of the host failed; this rank's error)."""
-        if draw:
-            self._gather_host(params)
-        if self._kept_error is not None:
-            return None, self._kept_error
-        if self._kept is None or not np.all(np.isfinite(self._kept)):
-            return None, None  # the failed summand, if led, tells every host
-        return self._local(ShardWorker.encode_sum, self._kept, scale, self.n_summands)
-
-    def _master_update(self, params, decode_and_update):
-        """Rank 0 steps and broadcasts the model; a failed step reaches all ranks."""
-        comm = self._comm
-        error = None
-        if comm.Get_rank() == 0:
-            try:
-                new = np.ascontiguousarray(decode_and_update(), dtype=params.dtype)
-            except Exception as exc:
-                # NaN tells the other ranks that the step failed.
-                new, error = np.full_like(params, np.nan), exc
-        else:
-            new = np.empty_like(params)
-        self._wait(comm.Ibcast(new, root=0))
-        self.record.control_bytes += new.nbytes * (comm.Get_size() - 1)
-        if error is not None:
-            raise error
-        if not np.all(np.isfinite(new)):
-            raise RemoteWorkerError(
-                "rank 0 failed to decode the messages or update the model (see "
-                "its error); if SGD diverged, use learning_rate='auto' or a "
-                "smaller learning_rate"
-            )
-        return new
-
-    def _master_vote(self, params, update, received, displacements, sizes):
-        """Rank 0 counts the votes and sends the result back as one bit a
-        coordinate; every rank steps its own replica with it.
-
-        The buffer's first byte says whether rank 0 could decode the messages,
-        so that a failure there reaches every rank.
-        """
-        comm = self._comm
-        d = params.shape[0]
-        buffer = np.zeros(1 + (d + 7) // 8, dtype=np.uint8)
-        error = None
-        if comm.Get_rank() == 0:
-            try:
-                messages = [
-                    received[offset : offset + size]
-                    for offset, size in zip(displacements, sizes)
-                ]
-                buffer[1:] = np.frombuffer(
-                    pack_signs(self.sum_decoded(messages, params.shape[0])), dtype=np.uint8
-                )
-            except Exception as exc:
-                buffer[0], error = 1, exc
-        self._wait(comm.Ibcast(buffer, root=0))
-        self.record.control_bytes += buffer.nbytes * (comm.Get_size() - 1)
-        if error is not None:
-            raise error
-        if buffer[0]:
-            raise RemoteWorkerError(
-                "rank 0 failed to decode the messages (see its error)"
-            )
-        return update(params, unpack_signs(buffer[1:], d, params.dtype))
+        return self._message_step(params, update)
 
     def stop(self):
         self._worker = None

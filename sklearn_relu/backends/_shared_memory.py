@@ -1,12 +1,22 @@
 """Every rank's message through memory shared by the ranks of one host.
 
-The exchange of ``MPIBackend(wait="sleep")``: each rank writes one integer
-(a message's size, or -1 for a failure) and its message into its own slot of a
-window from ``MPI_Win_allocate_shared``, then waits at a barrier whose waiters
-sleep in the kernel (``_futex.c``) until the last rank arrives. Every rank then
-reads every slot. One exchange replaces the two collectives of an
-``MPIBackend`` step (the status and size exchange, and the ``Allgatherv``), and
-no rank polls: a rank waiting for another leaves its core to it.
+The exchange of ``MPIBackend(wait="sleep")``, which a user asks for (``"auto"``
+never picks it): each rank writes one integer (a message's size, or -1 for a
+failure) and its message into its own slot of a window from
+``MPI_Win_allocate_shared``, then waits at a barrier whose waiters sleep in
+the kernel (``_futex.c``) until the last rank arrives. Every rank then reads
+every slot. One exchange replaces the two collectives of an ``MPIBackend``
+step (the status and size exchange, and the ``Allgatherv``), and no rank
+polls for long: a rank waiting for another leaves its core to it.
+
+Loads and stores follow MPI-3's memory model for shared windows (the unified
+model): every rank holds a passive-target epoch on the window for its whole
+life (``MPI_Win_lock_all``), calls ``MPI_Win_sync`` after writing its slot and
+before arriving at the barrier (its stores reach the window before any rank
+can leave the barrier), and again after leaving the barrier and before reading
+the other slots (its loads see every store made before the others arrived).
+The barrier is the process synchronization between the two ``MPI_Win_sync``
+calls; it orders its own counter with sequentially consistent atomics.
 
 Two sets of slots alternate, exchange by exchange. A rank writes set ``k % 2``
 in exchange ``k`` only after exchange ``k - 1`` completed, so after every rank
@@ -16,9 +26,19 @@ is overwritten while another rank may still read it, without a second barrier.
 
 import numpy as np
 
-__all__ = ["SharedExchange", "futex_module", "shared_exchange"]
+__all__ = [
+    "SLEEP_SPIN_SECONDS", "SharedExchange", "barrier_built", "futex_module",
+    "shared_exchange",
+]
 
 _ALIGN = 64
+#: A rank waiting at the barrier polls it this long, yielding its core between
+#: polls, before it sleeps: a rank that shares its core and still computes runs
+#: at once, and a barrier seen complete while polling needs no wake-up, which
+#: is slow to reach an idle core of a virtual machine (sleeping at once, or
+#: polling much shorter or longer, made the step slower:
+#: benchmarks/mpi_oversubscribed.py times it; the figures: docs/benchmarks.rst).
+SLEEP_SPIN_SECONDS = 0.5e-3
 
 
 def futex_module():
@@ -28,6 +48,11 @@ def futex_module():
     except ImportError:
         return None
     return _futex
+
+
+def barrier_built():
+    """Whether the compiled barrier is built here."""
+    return futex_module() is not None
 
 
 #: The MPI attribute under which a communicator keeps its exchanges (see
@@ -118,13 +143,19 @@ class SharedExchange:
         self._window = MPI.Win.Allocate_shared(
             nbytes if self._rank == 0 else 0, 1, comm=comm
         )
+        # The epoch in which every load and store below happens (NOCHECK: no
+        # rank ever locks the window exclusively).
+        self._window.Lock_all(MPI.MODE_NOCHECK)
         buffer, _ = self._window.Shared_query(0)
         memory = np.frombuffer(buffer, dtype=np.uint8)
         skip = -memory.ctypes.data % _ALIGN
         memory = memory[skip : skip + nbytes - _ALIGN]
         if self._rank == 0:
             memory[: control + headers] = 0
-        comm.Barrier()  # the counters are zero before anyone arrives
+        # The counters are zero before anyone arrives.
+        self._window.Sync()
+        comm.Barrier()
+        self._window.Sync()
         self._control = memory[:control]
         self._headers = memory[control : control + headers].view(np.int64)[
             : 2 * n_ranks
@@ -162,11 +193,13 @@ class SharedExchange:
         self._exchanges += 1
         # The counter grows by one a rank, exchange after exchange (mod 2**32).
         target = (self._exchanges * self._n_ranks) & 0xFFFFFFFF
+        self._window.Sync()  # this rank's slot, before it is counted arrived
         try:
             self._futex.arrive_and_wait(self._control, target, self.spin_seconds)
         except BaseException:
             self._interrupted = True  # counted as arrived, but returns no values
             raise
+        self._window.Sync()  # every slot written before the last arrival
         values = self._headers[side].copy()
         if message is None:
             return values, None
@@ -190,5 +223,6 @@ class SharedExchange:
         raises."""
         if self._window is not None:
             self._control = self._headers = self._slots = None
+            self._window.Unlock_all()
             self._window.Free()
             self._window = None

@@ -14,9 +14,9 @@ starts them here):
   backends, kept while a fit may use them (a fit in a callback on wider
   data), and released with the communicator; ranks given different data get
   the clear error; an interrupted wait makes the exchange refuse further use;
-- ``wait="auto"`` sleeps exactly when the ranks on the host outnumber its
-  cores; without the compiled barrier "sleep" is a clear error and "auto"
-  yields instead.
+- ``wait="auto"`` never sleeps (it yields exactly when the ranks on the host
+  outnumber its cores); without the compiled barrier "sleep" is a clear error
+  and "auto" is unchanged.
 """
 
 import sys
@@ -212,17 +212,19 @@ for solver, topology in (("qsgd", "allgather"), ("sgd", "allreduce"),
         raise AssertionError(f"a failing rank went unnoticed ({solver})")
     comm.Barrier()
 
-# -- which policy "auto" picks ------------------------------------------------
+# -- which policy "auto" picks: MPI's own waiting, never the shared memory --
 backend = MPIBackend()
 fit(backend).fit(X, y)
-crowded = backend._ranks_here() > backend._host_cores()
-assert backend._waiting == ("sleep" if crowded else "busy"), (
-    backend._waiting, backend._host_layout()
+ranks_here, cores = backend._host_layout()
+crowded = ranks_here > cores
+assert backend._waiting == ("yield" if crowded else "busy"), (
+    backend._waiting, ranks_here, cores
 )
+assert backend._exchange is None
 
-# Without the compiled barrier: "sleep" says what is missing, "auto" yields.
-built = _mpi.futex_module
-_mpi.futex_module = lambda: None
+# Without the compiled barrier: "sleep" says what is missing, "auto" is the same.
+built = _mpi.barrier_built
+_mpi.barrier_built = lambda: False
 try:
     try:
         fit(MPIBackend(wait="sleep")).fit(X, y)
@@ -234,7 +236,7 @@ try:
     fit(backend).fit(X, y)
     assert backend._waiting == ("yield" if crowded else "busy"), backend._waiting
 finally:
-    _mpi.futex_module = built
+    _mpi.barrier_built = built
 
 comm.Barrier()
 if rank == 0:
