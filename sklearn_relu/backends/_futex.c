@@ -18,7 +18,10 @@
  * moved since that read.
  *
  * The futex operations are the shared (not PRIVATE) ones: the counter lives in
- * a mapping shared by several processes (MPI_Win_allocate_shared).
+ * a mapping shared by several processes (MPI_Win_allocate_shared). The data
+ * the ranks exchange around the barrier is ordered by MPI_Win_sync on the
+ * Python side (_shared_memory.py), as MPI's memory model asks; the barrier is
+ * the process synchronization between those calls.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -94,8 +97,8 @@ arrive_and_wait(PyObject *self, PyObject *args)
     else {
         /* Poll first, yielding the core between reads: a rank queued on this
          * core (one that still computes) runs at once, and the barrier is
-         * seen complete without a wake-up, which costs ~30 us when it must
-         * reach an idle core of a virtual machine. Then sleep. */
+         * seen complete without a wake-up, which is slow to reach an idle
+         * core of a virtual machine. Then sleep. */
         double deadline = now_seconds() + spin_seconds;
         while (!reached(__atomic_load_n(arrivals, __ATOMIC_ACQUIRE), target)
                && now_seconds() < deadline)
