@@ -43,7 +43,6 @@ receive its content.
 """
 
 import contextlib
-import functools
 import hashlib
 import json
 import numbers
@@ -71,8 +70,6 @@ __all__ = ["FitCheckpoint", "open_checkpoint"]
 FORMAT = 1
 # Parameters that do not change the model: a fit may resume with other values.
 _NOT_IN_FINGERPRINT = ("checkpoint", "checkpoint_every", "verbose", "backend")
-# Nested instances described deeper than this are described by their class.
-_IDENTITY_DEPTH = 8
 
 
 def check_checkpoint_params(checkpoint, checkpoint_every):
@@ -98,59 +95,6 @@ def _digest(value):
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def _identity(value, depth=0):
-    """``value`` as a string that is the same in every process and differs for
-    values that fit other models: a number or a string by its ``repr``, an
-    array by a digest of its bytes, a function or a class by its module and
-    name, an instance by its class and its parameters (``_parameters()`` of a
-    :class:`~sklearn_relu._registry.ParameterIdentity`, ``get_params()`` of a
-    scikit-learn object, else its public attributes), never by an address."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, (str, numbers.Number)):
-        return repr(value)
-    if depth > _IDENTITY_DEPTH:
-        return type(value).__qualname__
-    if isinstance(value, np.ndarray) and not value.dtype.hasobject:
-        array = np.ascontiguousarray(value)
-        digest = hashlib.sha256(array.tobytes()).hexdigest()[:16]
-        return f"array{array.shape} {array.dtype} sha256:{digest}"
-    if isinstance(value, (np.ndarray, list, tuple)):
-        items = value.tolist() if isinstance(value, np.ndarray) else value
-        return "[" + ", ".join(_identity(item, depth + 1) for item in items) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(
-            f"{key!r}: {_identity(item, depth + 1)}"
-            for key, item in sorted(value.items(), key=lambda pair: repr(pair[0]))
-        ) + "}"
-    if isinstance(value, functools.partial):
-        return (f"functools.partial({_identity(value.func, depth + 1)}, "
-                f"*{_identity(value.args, depth + 1)}, "
-                f"**{_identity(value.keywords, depth + 1)})")
-    # A function, a class, a ufunc carry their name; an instance does not.
-    name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
-    if callable(value) and isinstance(name, str):
-        return f"{getattr(value, '__module__', None)}.{name}"
-    arguments = ", ".join(
-        f"{name}={_identity(item, depth + 1)}"
-        for name, item in _parameters_of(value).items()
-    )
-    return f"{type(value).__qualname__}({arguments})"
-
-
-def _parameters_of(value):
-    """The parameters an instance is built with, as its own protocol gives them."""
-    if callable(getattr(value, "_parameters", None)):  # ParameterIdentity
-        return value._parameters()
-    if callable(getattr(value, "get_params", None)):  # scikit-learn
-        return value.get_params(deep=False)
-    # Public attributes: private ones hold state (a generator, a memory).
-    return {
-        name: item for name, item in sorted(getattr(value, "__dict__", {}).items())
-        if not name.startswith("_")
-    }
-
-
 def _described_parameters(estimator, shared, continuing, n_workers, curvature):
     """What the model depends on besides the data, as strings by name: the
     parameters, the number of workers and, for a warm start, its model and the
@@ -158,14 +102,6 @@ def _described_parameters(estimator, shared, continuing, n_workers, curvature):
     described = {
         name: value for name, value in shared.items() if name not in _NOT_IN_FINGERPRINT
     }
-    # ``shared`` knows an instance or a function by its type name only: two
-    # attacks Scaled(c=4) and Scaled(c=1e6) would look alike.
-    for name, value in estimator.get_params(deep=False).items():
-        plain = isinstance(value, (type(None), str, numbers.Number)) or (
-            isinstance(value, np.ndarray) and not value.dtype.hasobject
-        )
-        if name in described and not plain:
-            described[name] = _identity(value)
     random_state = estimator.random_state
     described["random_state"] = (
         random_state if random_state is None or isinstance(random_state, numbers.Integral)

@@ -1,7 +1,6 @@
 """ReLURegressor: fit ``max(0, <w, x> + b)`` by SGD or quantized SGD."""
 
 import functools
-import hashlib
 import math
 import numbers
 import warnings
@@ -22,7 +21,7 @@ from ._fit import Continuation, Fit
 from ._gradient import split_params
 from ._parallel import blas_beside_steps
 from ._params import validated
-from ._registry import ParameterIdentity
+from ._registry import describe
 from ._run import StepInfo
 from ._worker import TrainingSet
 from .aggregation import get_aggregator
@@ -721,31 +720,21 @@ def _shared_parameters(estimator, partial):
     """What every process of a fit must agree on, comparable across processes:
     the method and the parameters (``verbose`` and ``random_state`` may differ:
     the first process's random stream is used everywhere; each process calls
-    its own ``callback``, a function that cannot be compared across them)."""
-    params = estimator.get_params(deep=False)
-    shared = {
-        name: _comparable(value)
-        for name, value in params.items()
-        if name not in ("verbose", "random_state", "callback")
-    }
-    return {"method": "partial_fit" if partial else "fit", **shared}
+    its own ``callback``, a function that cannot be compared across them).
 
-
-def _comparable(value):
-    """``value`` as processes can compare it: numbers and strings as they are,
-    arrays by a digest, a strategy by its class and parameters (``Scaled(c=4)``
-    is not ``Scaled(c=1e6)``), anything else by its class."""
-    if value is None or isinstance(value, (str, numbers.Number)):
-        return value
-    if isinstance(value, (np.ndarray, list, tuple)):
-        array = np.ascontiguousarray(value)
-        digest = hashlib.sha256(array.tobytes()).hexdigest()[:16]
-        return f"array{array.shape} {array.dtype} sha256:{digest}"
-    if isinstance(value, ParameterIdentity):  # its repr lists its parameters
-        return repr(value)
-    if callable(getattr(value, "get_params", None)):
-        described = {k: _comparable(v) for k, v in sorted(value.get_params().items())}
-        return f"{type(value).__qualname__}({described})"
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
-    return type(value).__qualname__
+    Numbers and strings are kept as they are; anything else is described by
+    :func:`~._registry.describe` (``Scaled(c=4)`` is not ``Scaled(c=1e6)``),
+    except the backend, compared by its type: its public attributes include
+    the record of what earlier fits sent, which is no parameter.
+    """
+    shared = {"method": "partial_fit" if partial else "fit"}
+    for name, value in estimator.get_params(deep=False).items():
+        if name in ("verbose", "random_state", "callback"):
+            continue
+        if value is None or isinstance(value, (str, numbers.Number)):
+            shared[name] = value
+        elif name == "backend":
+            shared[name] = type(value).__qualname__
+        else:
+            shared[name] = describe(value)
+    return shared

@@ -4,7 +4,13 @@ A parameter (``backend=``, ``solver=``, ``aggregation=``) takes either a name
 registered here or an instance of the strategy's base class.
 """
 
-__all__ = ["ParameterIdentity", "Registry"]
+import functools
+import hashlib
+import numbers
+
+import numpy as np
+
+__all__ = ["ParameterIdentity", "Registry", "describe"]
 
 
 class Registry:
@@ -76,3 +82,59 @@ class ParameterIdentity:
 
     def __hash__(self):
         return hash((type(self), tuple(sorted(self._parameters().items()))))
+
+# Nested instances described deeper than this are described by their class.
+_IDENTITY_DEPTH = 8
+
+
+def describe(value, depth=0):
+    """``value`` as a string that is the same in every process and differs for
+    values that fit other models: a number or a string by its ``repr``, an
+    array by a digest of its bytes, a function or a class by its module and
+    name, an instance by its class and its parameters (``_parameters()`` of a
+    :class:`ParameterIdentity`, ``get_params()`` of a
+    scikit-learn object, else its public attributes), never by an address."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (str, numbers.Number)):
+        return repr(value)
+    if depth > _IDENTITY_DEPTH:
+        return type(value).__qualname__
+    if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+        array = np.ascontiguousarray(value)
+        digest = hashlib.sha256(array.tobytes()).hexdigest()[:16]
+        return f"array{array.shape} {array.dtype} sha256:{digest}"
+    if isinstance(value, (np.ndarray, list, tuple)):
+        items = value.tolist() if isinstance(value, np.ndarray) else value
+        return "[" + ", ".join(describe(item, depth + 1) for item in items) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(
+            f"{key!r}: {describe(item, depth + 1)}"
+            for key, item in sorted(value.items(), key=lambda pair: repr(pair[0]))
+        ) + "}"
+    if isinstance(value, functools.partial):
+        return (f"functools.partial({describe(value.func, depth + 1)}, "
+                f"*{describe(value.args, depth + 1)}, "
+                f"**{describe(value.keywords, depth + 1)})")
+    # A function, a class, a ufunc carry their name; an instance does not.
+    name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+    if callable(value) and isinstance(name, str):
+        return f"{getattr(value, '__module__', None)}.{name}"
+    arguments = ", ".join(
+        f"{name}={describe(item, depth + 1)}"
+        for name, item in _parameters_of(value).items()
+    )
+    return f"{type(value).__qualname__}({arguments})"
+
+
+def _parameters_of(value):
+    """The parameters an instance is built with, as its own protocol gives them."""
+    if isinstance(value, ParameterIdentity):
+        return value._parameters()
+    if callable(getattr(value, "get_params", None)):  # scikit-learn
+        return value.get_params(deep=False)
+    # Public attributes: private ones hold state (a generator, a memory).
+    return {
+        name: item for name, item in sorted(getattr(value, "__dict__", {}).items())
+        if not name.startswith("_")
+    }
