@@ -566,11 +566,10 @@ class FitCheckpoint:
             "finished": self.finished,
         })
 
-    def run_finished(self, run, result, n_runs):
-        """Keep a finished run of an ensemble; save, so that it is not redone."""
-        kept = {key: value for key, value in result.items() if key != "compressor_states"}
-        kept["compressor_states"] = result["compressor_states"][2]
-        self.finished.append(kept)
+    def run_finished(self, run, result, compressor_states, n_runs):
+        """Keep a finished run of an ensemble (``result`` as a dict, and its
+        workers' compressor states); save, so that it is not redone."""
+        self.finished.append({**result, "compressor_states": compressor_states})
         if run + 1 < n_runs:
             self.save(run + 1, 0, 0, np.zeros(0), None, [], None)
 

@@ -16,6 +16,7 @@ from sklearn.utils.validation import (
 )
 
 from ._checkpoint import open_checkpoint
+from ._diagnostics import undefended_attack
 from ._exceptions import DivergenceError
 from ._fit import Continuation, Fit
 from ._gradient import split_params
@@ -580,8 +581,6 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     def _explained(self, error, params, aggregator):
         """A divergence, with the advice that fixes it: the attack the
         aggregation does not withstand, or a smaller step than ``"auto"``'s."""
-        from ._diagnostics import undefended_attack
-
         attacked = undefended_attack(params.n_byzantine, aggregator)
         if attacked:
             return error.with_advice(attacked + ".")

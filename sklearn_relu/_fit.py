@@ -234,10 +234,7 @@ class Fit:
             if runs[-1].stopped_by_callback:
                 break  # the fit ends at the step the callback chose
             if checkpoint is not None:
-                checkpoint.run_finished(
-                    run, {**runs[-1].as_dict(), "compressor_states": (None, None, states[-1])},
-                    n_runs,
-                )
+                checkpoint.run_finished(run, runs[-1].as_dict(), states[-1], n_runs)
         return runs, states
 
     def _restore_compressor_states(self):

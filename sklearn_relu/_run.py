@@ -202,6 +202,7 @@ class SGDRun:
         self.first_epoch = 0
         self.notifier = None
         self.converged = False
+        self.started = None  # when the first epoch of this call began
 
     def execute(self, params):
         """Run from ``params`` (or from where the checkpoint left this run);
