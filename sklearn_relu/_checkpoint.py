@@ -72,24 +72,6 @@ FORMAT = 1
 _NOT_IN_FINGERPRINT = ("checkpoint", "checkpoint_every", "verbose", "backend")
 
 
-def check_checkpoint_params(checkpoint, checkpoint_every):
-    """Raise ``ValueError`` for a bad ``checkpoint`` or ``checkpoint_every``."""
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise ValueError(
-            f"checkpoint must be None or a file path, got {checkpoint!r}"
-        )
-    if checkpoint is not None and str(checkpoint) == "":
-        raise ValueError("checkpoint must be None or a file path, got ''")
-    if (
-        not isinstance(checkpoint_every, numbers.Integral)
-        or isinstance(checkpoint_every, bool)
-        or checkpoint_every < 1
-    ):
-        raise ValueError(
-            f"checkpoint_every must be an integer >= 1 (epochs), got {checkpoint_every!r}"
-        )
-
-
 # -- the fingerprint ---------------------------------------------------------------
 def _digest(value):
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()

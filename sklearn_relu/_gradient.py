@@ -19,7 +19,6 @@ import numpy as np
 
 # KERNEL (which fast path runs) stays importable from here, beside the gradient.
 from . import _parallel
-from ._exceptions import DivergenceError
 from ._parallel import KERNEL
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
     "batch_gradient",
     "batch_gradient_numpy",
     "batch_gradient_reference",
-    "divergence_error",
     "loss_sums",
     "split_params",
 ]
@@ -38,11 +36,6 @@ def split_params(params, n_features):
     """``(coef, intercept)`` views of a flat parameter vector."""
     intercept = params[n_features] if params.shape[0] > n_features else 0.0
     return params[:n_features], intercept
-
-
-def divergence_error(reason):
-    """The :class:`~sklearn_relu.DivergenceError` a diverging step raises."""
-    return DivergenceError(reason)
 
 
 def relu_derivative(z):

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._gradient import divergence_error, split_params
+from ._exceptions import DivergenceError
+from ._gradient import split_params
 from ._steps import SGDUpdate
 from ._stopping import LossPlateau, ValidationPlateau
 from ._worker import ShardWorker
@@ -268,7 +269,7 @@ class SGDRun:
         loss_sum, draws = plan.backend.reduce(ShardWorker.batch_loss)
         loss = loss_sum / draws
         if not loss <= plan.loss_bounds[1]:
-            raise divergence_error(
+            raise DivergenceError(
                 f"the mean batch loss reached {loss:.3g} in epoch {epoch + 1} "
                 f"with learning_rate={plan.learning_rate:.3g}"
             )

@@ -29,7 +29,7 @@ import itertools
 import numpy as np
 
 from . import _parallel
-from ._gradient import divergence_error
+from ._exceptions import DivergenceError
 from ._schedule import ConstantStep
 from .aggregation import Mean
 from .compression import QSGD, Identity, MessageError
@@ -51,7 +51,7 @@ class SGDUpdate:
         # rules the scalar would turn float32 parameters into float64.
         new = params - self.learning_rate.at(next(self._steps)) * gradient
         if not np.all(np.isfinite(new)):
-            raise divergence_error(self.divergence_reason())
+            raise DivergenceError(self.divergence_reason())
         return new
 
     def skip(self, n_steps):
@@ -180,9 +180,9 @@ def _run_call(backend, params, update, n_steps):
     record.bytes_sent += n_messages * size + 2 * n_scaled
     record.float64_bytes += n_messages * 8 * n_values
     if status == _GRADIENT_OVERFLOW:
-        raise divergence_error("the gradient overflowed")
+        raise DivergenceError("the gradient overflowed")
     if status == _NORM_BEYOND_FLOAT32:
-        raise divergence_error(
+        raise DivergenceError(
             f"a bucket norm {value:.3g} of a float32 vector exceeds the float32 "
             f"range ({float(np.finfo(np.float32).max):.3g})"
         )
@@ -191,4 +191,4 @@ def _run_call(backend, params, update, n_steps):
             f"QSGD message decodes to values beyond the {params.dtype} range"
         )
     if status == _UPDATE_OVERFLOW:
-        raise divergence_error(update.divergence_reason())
+        raise DivergenceError(update.divergence_reason())

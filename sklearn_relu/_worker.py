@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._gradient import batch_gradient, divergence_error, loss_sums
+from ._exceptions import DivergenceError
+from ._gradient import batch_gradient, loss_sums
 from ._stall import progress_sums, sample_rows
 
 __all__ = [
@@ -253,7 +254,7 @@ class ShardWorker:
                 self.X, self.y, self.sample_weight, params, rows, self.scale
             )
         if not np.isfinite(gradient).all():
-            raise divergence_error("the gradient overflowed")
+            raise DivergenceError("the gradient overflowed")
         gradient = self.as_sent(gradient)
         # Per draw, not per unit of weight: weights are scaled to mean 1, so this
         # estimates the same mean loss, and a batch whose rows all weigh zero
@@ -268,7 +269,7 @@ class ShardWorker:
             return self.compressor.compress(gradient, self._rng)
         except FloatingPointError as error:
             # e.g. a QSGD norm beyond float32: the step size is the cause.
-            raise divergence_error(str(error)) from error
+            raise DivergenceError(str(error)) from error
 
     # A summable compressor's step: the vector to be summed, encoded on a scale
     # the workers agreed on. The gradient is kept until the next draw, so that
