@@ -2,7 +2,11 @@
 -m mpi4py`` puts the script's folder first on ``sys.path``)."""
 
 import numpy as np
+from _injected import gradients_fail
 from mpi4py import MPI
+
+from sklearn_relu.backends import MPIBackend
+from sklearn_relu.backends._mpi import RemoteWorkerError
 
 
 def same_on_every_rank(array, comm=MPI.COMM_WORLD):
@@ -21,3 +25,32 @@ def assert_refused(fit, X, y, cases):
             assert match in str(exc), exc
         else:
             raise AssertionError(f"{solver} over {backend.topology} was accepted")
+
+
+#: SGD, and IntSGD failing in its first step (the exact scale's MAX) and in a
+#: later one (the integers alone).
+FAILING_STEPS = (("sgd", 0), ("intsgd", 0), ("intsgd", 3))
+
+
+def assert_a_failing_rank_fails_every_rank(fit, X, y, topology, remote_error_ok=None,
+                                            comm=MPI.COMM_WORLD):
+    """For each of :data:`FAILING_STEPS`: when the last rank's gradient
+    fails, that rank raises ArithmeticError and the others RemoteWorkerError
+    (no hang); ``remote_error_ok(exc)`` (default: the rank is not the last)
+    judges each RemoteWorkerError. The ranks meet after each fit."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if remote_error_ok is None:
+        def remote_error_ok(exc):
+            return rank < size - 1
+    for solver, failing_draw in FAILING_STEPS:
+        est = fit(MPIBackend(topology=topology), solver=solver, max_iter=2)
+        try:
+            with gradients_fail(failing_draw, here=rank == size - 1):
+                est.fit(X, y)
+        except ArithmeticError:
+            assert rank == size - 1
+        except RemoteWorkerError as exc:
+            assert remote_error_ok(exc), exc
+        else:
+            raise AssertionError(f"a failing rank went unnoticed ({topology})")
+        comm.Barrier()

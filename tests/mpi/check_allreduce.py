@@ -13,8 +13,7 @@ Assertions hold for any number of ranks K:
 import sys
 
 import numpy as np
-from _checks import assert_refused, same_on_every_rank
-from _injected import gradients_fail
+from _checks import assert_a_failing_rank_fails_every_rank, assert_refused, same_on_every_rank
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
@@ -113,23 +112,12 @@ assert_refused(fit, X, y, (
     (MPIBackend(topology="allreduce"), "qsgd", "cannot be summed"),
 ))
 
-# A rank whose gradient fails: every rank raises (no hang), also when caught;
-# in IntSGD's first step (the exact scale's MAX) and in a later one (the
-# integers alone).
-for solver, failing_draw in (("sgd", 0), ("intsgd", 0), ("intsgd", 3)):
-    est = fit(MPIBackend(topology="allreduce"), solver=solver, max_iter=2)
-    try:
-        with gradients_fail(failing_draw, here=rank == size - 1):
-            est.fit(X, y)
-    except ArithmeticError:
-        assert rank == size - 1
-    except RemoteWorkerError as exc:
-        assert rank < size - 1 and "another MPI rank failed" in str(exc) or (
-            "not finite" in str(exc)
-        ), exc
-    else:
-        raise AssertionError("a failing rank went unnoticed")
-comm.Barrier()
+# A rank whose gradient fails: every rank raises (no hang), also when caught.
+assert_a_failing_rank_fails_every_rank(
+    fit, X, y, "allreduce",
+    remote_error_ok=lambda exc: rank < size - 1 and "another MPI rank failed" in str(exc)
+    or "not finite" in str(exc),
+)
 
 # data="local": each rank passes only its own rows. With data="all"'s shards
 # the model is data="all"'s (and the in-process one), bit for bit.
