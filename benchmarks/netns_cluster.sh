@@ -256,37 +256,33 @@ RANK_ENV=(OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 SKLEARN_REL
 RANK_NS='r${PMI_RANK}'   # the namespace suffix of a rank, in the generated wrapper (sh syntax)
 
 # ---- setup ----------------------------------------------------------------------------
-setup_per_host() {
-    local i R HUB=${PREFIX}hub
+star() {   # star NAME COUNT: namespaces ${PREFIX}NAME0.. on one bridge, each eth0 shaped
+    local i N HUB=${PREFIX}hub
     bridge "$HUB"
-    for (( i = 0; i < W; i++ )); do
-        R=${PREFIX}r$i
-        host "$R"
-        veth "$R" eth0 "$HUB" "p$i"
+    for (( i = 0; i < $2; i++ )); do
+        N=${PREFIX}$1$i
+        host "$N"
+        veth "$N" eth0 "$HUB" "p$i"
         ip -n "$HUB" link set "p$i" master br0
-        ip -n "$R" addr add "$(addr "$i")/24" dev eth0
-        shape "$R" eth0
+        ip -n "$N" addr add "$(addr "$i")/24" dev eth0
+        shape "$N" eth0
     done
+}
+
+setup_per_host() {
+    star r "$W"
     echo "[$prog] per-host: $W namespaces ${PREFIX}r0..$((W - 1)), eth0 mtu 1500 limited to" \
-         "$RATE each (burst $BURST, latency $LATENCY), bridged in $HUB" >&2
+         "$RATE each (burst $BURST, latency $LATENCY), bridged in ${PREFIX}hub" >&2
 }
 
 setup_hosts() {   # hosts:HxR: per-host with H namespaces; rank k in host k / R
-    local h H=$D1 RPH=$D2 N HUB=${PREFIX}hub
-    bridge "$HUB"
-    for (( h = 0; h < H; h++ )); do
-        N=${PREFIX}h$h
-        host "$N"
-        veth "$N" eth0 "$HUB" "p$h"
-        ip -n "$HUB" link set "p$h" master br0
-        ip -n "$N" addr add "$(addr "$h")/24" dev eth0
-        shape "$N" eth0
-    done
+    local H=$D1 RPH=$D2
+    star h "$H"
     RANK_ENV+=(MPIR_CVAR_NUM_CLIQUES="$H" MPIR_CVAR_CLIQUES_BY_BLOCK=1)
     RANK_NS="h\$((PMI_RANK / $RPH))"
     echo "[$prog] hosts:${H}x$RPH: $H host namespaces ${PREFIX}h0..$((H - 1)) of $RPH ranks" \
          "each, eth0 mtu 1500 limited to $RATE each (burst $BURST, latency $LATENCY)," \
-         "bridged in $HUB" >&2
+         "bridged in ${PREFIX}hub" >&2
 }
 
 setup_switches() {   # switches:LxH: node i on leaf i / H; leaves on one spine
