@@ -54,3 +54,17 @@ def assert_a_failing_rank_fails_every_rank(fit, X, y, topology, remote_error_ok=
         else:
             raise AssertionError(f"a failing rank went unnoticed ({topology})")
         comm.Barrier()
+
+
+def assert_matches_inprocess(fit, reference, label, comm=MPI.COMM_WORLD, **params):
+    """``fit(MPIBackend(topology=...), **params)`` on allgather and
+    master-worker ends with ``reference``'s model (the in-process fit), its
+    step and its messages and bytes, and with the same model on every rank."""
+    for topology in ("allgather", "master-worker"):
+        est = fit(MPIBackend(topology=topology), **params)
+        np.testing.assert_array_equal(est.coef_, reference.coef_, err_msg=label)
+        assert est.intercept_ == reference.intercept_, label
+        assert est.learning_rate_ == reference.learning_rate_, label
+        got, want = est.comm_record_, reference.comm_record_
+        assert (got.n_messages, got.bytes_sent) == (want.n_messages, want.bytes_sent)
+    same_on_every_rank(est.coef_, comm)

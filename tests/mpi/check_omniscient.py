@@ -11,7 +11,7 @@ rule is the geometric median from K = 3 workers on, the mean below.
 import sys
 import warnings
 
-import numpy as np
+from _checks import assert_matches_inprocess
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
@@ -34,15 +34,7 @@ def fit(backend, **params):
 
 
 for attack in ["alie", "optimal_ipm", "mimic", "label_flip"]:
-    reference = fit("inprocess", attack=attack)
-    for topology in ("allgather", "master-worker"):
-        est = fit(MPIBackend(topology=topology), attack=attack)
-        np.testing.assert_array_equal(est.coef_, reference.coef_, err_msg=attack)
-        assert est.intercept_ == reference.intercept_, attack
-        got, want = est.comm_record_, reference.comm_record_
-        assert (got.n_messages, got.bytes_sent) == (want.n_messages, want.bytes_sent)
-    models = comm.allgather(est.coef_)
-    assert all(np.array_equal(m, models[0]) for m in models), attack
+    assert_matches_inprocess(fit, fit("inprocess", attack=attack), attack, attack=attack)
 
 try:
     fit(MPIBackend(topology="allreduce"), attack="alie", aggregation="mean")

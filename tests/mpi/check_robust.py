@@ -12,7 +12,7 @@ losses and the memory of BGMD are combined by the rule on every rank alike.
 import sys
 import warnings
 
-import numpy as np
+from _checks import assert_matches_inprocess
 from mpi4py import MPI
 
 from sklearn_relu import ReLURegressor, make_relu_regression
@@ -46,17 +46,7 @@ for case in CASES:
         # The attack's statistics would make the spectral start and "auto"
         # fail (a negative total weight, a clear error): start from zero.
         case = {**case, "learning_rate": 1e-3, "init": "zeros"}
-    reference = fit("inprocess", **case)
-    for topology in ("allgather", "master-worker"):
-        est = fit(MPIBackend(topology=topology), **case)
-        np.testing.assert_array_equal(est.coef_, reference.coef_, err_msg=str(case))
-        assert est.intercept_ == reference.intercept_, case
-        assert est.learning_rate_ == reference.learning_rate_, case
-        got, want = est.comm_record_, reference.comm_record_
-        assert (got.n_messages, got.bytes_sent) == (want.n_messages, want.bytes_sent)
-    # Every rank ended with the same model.
-    models = comm.allgather(est.coef_)
-    assert all(np.array_equal(m, models[0]) for m in models), case
+    assert_matches_inprocess(fit, fit("inprocess", **case), str(case), **case)
 
 try:
     fit(MPIBackend(topology="allreduce"), aggregation="median")
