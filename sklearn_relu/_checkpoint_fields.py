@@ -265,7 +265,8 @@ def check_worker_rngs(path, states, n_workers):
     ):
         raise refusal(path, "worker_rngs", f"is {_described(states)}, not ({n_workers}, "
                                            f"{_PCG64_WORDS}) uint64: one row a worker")
-    for index, (_, _, _, inc_low, has_uint32, uinteger) in enumerate(states):
+    # As Python ints: NumPy before 2.0 refuses uint64 & int (no safe common type).
+    for index, (_, _, _, inc_low, has_uint32, uinteger) in enumerate(states.tolist()):
         if not inc_low & 1:
             what = "is all zeros" if not states[index].any() else "has an even increment"
             raise refusal(path, "worker_rngs", f"{what}, not a state NumPy's PCG64 can "
