@@ -37,19 +37,17 @@ __all__ = ["PARAMETERS", "Parameter", "validated", "add_arguments", "parameter_h
 
 
 # -- what a parameter accepts ----------------------------------------------------
+#: How a constraint's ``normalize`` refuses a value (``float(10**400)``
+#: overflows).
+_REFUSALS = (TypeError, ValueError, OverflowError)
+
+
 class Constraint:
-    """Values a parameter accepts: ``check`` returns the value normalized or
-    raises; ``parse`` reads a command-line flag's text; ``text`` says what is
+    """Values a parameter accepts: ``normalize`` returns the value normalized
+    or raises; ``parse`` reads a command-line flag's text; ``text`` says what is
     accepted, as error messages quote it."""
 
     text = ""
-
-    def accepts(self, value):
-        try:
-            self.normalize(value)
-        except (TypeError, ValueError):
-            return False
-        return True
 
     def normalize(self, value):
         raise NotImplementedError
@@ -233,8 +231,10 @@ class AnyOf(Constraint):
 
     def normalize(self, value):
         for constraint in self.constraints:
-            if constraint.accepts(value):
+            try:
                 return constraint.normalize(value)
+            except _REFUSALS:
+                continue
         raise ValueError
 
     def parse(self, text):
@@ -282,7 +282,7 @@ class Parameter:
             return self.accepts.normalize(value)
         try:
             return self.accepts.normalize(value)
-        except (TypeError, ValueError, OverflowError):
+        except _REFUSALS:
             raise ValueError(
                 f"{self.name} must be {self.accepts.text}, got {value!r}"
             ) from None
@@ -453,7 +453,7 @@ def _flag_type(parameter):
     def parse(text):
         try:
             return parameter.check(parameter.accepts.parse(text))
-        except (TypeError, ValueError):
+        except _REFUSALS:
             import argparse
 
             raise argparse.ArgumentTypeError(
