@@ -16,8 +16,6 @@ from sklearn.utils.validation import (
 )
 
 from ._checkpoint import open_checkpoint
-from ._diagnostics import undefended_attack
-from ._exceptions import DivergenceError
 from ._fit import Continuation, Fit
 from ._gradient import split_params
 from ._parallel import blas_beside_steps
@@ -534,8 +532,6 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
                     partial=partial, checkpoint=checkpoint,
                     continuation=self._continuation() if continuing else None,
                 ).execute()
-            except DivergenceError as error:
-                raise self._explained(error, params, aggregator) from None
             finally:
                 backend.stop()
             self._store(result, backend.record, continuing)
@@ -577,16 +573,6 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             sign_step=getattr(self, "_sign_step", None),
             compressor_states=getattr(self, "_compressor_states", (None, None, None)),
         )
-
-    def _explained(self, error, params, aggregator):
-        """A divergence, with the advice that fixes it: the attack the
-        aggregation does not withstand, or a smaller step than ``"auto"``'s."""
-        attacked = undefended_attack(params.n_byzantine, aggregator)
-        if attacked:
-            return error.with_advice(attacked + ".")
-        if params.learning_rate == "auto":
-            return error.with_advice(DivergenceError.AUTO_ADVICE)
-        return error
 
     def _training_set(self, X, y, sample_weight, *, reset, split_seed,
                       validation_fraction):

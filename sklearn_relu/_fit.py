@@ -23,6 +23,7 @@ from ._diagnostics import (
     warn_worse_than_mean,
 )
 from ._ensemble import select_consistent_run
+from ._exceptions import DivergenceError
 from ._init import check_init, initial_params
 from ._run import RunPlan, RunResult, SGDRun, full_loss
 from ._schedule import ConstantStep, HalvingStep, initial_sign_step
@@ -102,7 +103,19 @@ class Fit:
         self.attacked = undefended_attack(params.n_byzantine, aggregator)
 
     def execute(self):
-        """Run the fit; return a :class:`FitResult`."""
+        """Run the fit; return a :class:`FitResult`. A divergence is raised
+        with the advice that fixes it: the attack the aggregation does not
+        withstand, or a smaller step than ``"auto"``'s."""
+        try:
+            return self._execute()
+        except DivergenceError as error:
+            if self.attacked:
+                raise error.with_advice(self.attacked + ".") from None
+            if self.params.learning_rate == "auto":
+                raise error.with_advice(DivergenceError.AUTO_ADVICE) from None
+            raise error from None
+
+    def _execute(self):
         params0, learning_rate, start_loss = self.start()
         plan = self._plan(learning_rate, self._loss_bounds(params0, start_loss))
         runs, states = self._runs(plan, params0)
