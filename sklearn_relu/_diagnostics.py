@@ -57,8 +57,6 @@ def warn_if_rose(start_loss, final_loss, step, attacked, auto):
     )
 
 
-#: A training loss below this share of the mean-predicting model's is exact.
-_EXACT_LOSS = 1e-12
 #: The share of the loss that one stalled parameter must leave for a warning.
 _STALLED_SHARE = 0.1
 
