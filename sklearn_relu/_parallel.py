@@ -39,7 +39,7 @@ __all__ = ["KERNEL", "N_THREADS"]
 #: tuned on (2 MiB), so the block stays in cache between its two uses.
 BLOCK_BYTES = 1 << 20
 #: Batches smaller than this run in the calling thread: handing work to a second
-#: thread costs tens of microseconds, more than it saves on a small batch.
+#: thread costs more than it saves on a small batch.
 PARALLEL_MIN_BYTES = 4 << 20
 
 
@@ -389,13 +389,11 @@ _single_threaded_blas = _BLASLimit(lambda: 1)
 
 # While a fit runs, BLAS (the fit's full passes over the data: the start, the
 # step size, the exact losses, the validation scores) uses only the cores the
-# step threads leave it, and at least one. Its idle workers spin for about
-# 0.1 s after every threaded call; measured on 2 cores, the SGD steps that
-# followed a full pass ran at the scheduler's tick, 4 ms a step instead of
-# 0.6 (float32, d = 4000, m = 1000), for the first 0.1 s of every epoch that
-# began with one. Steps on one thread (a batch too small to split) leave BLAS
-# the other cores: there a limit only slowed the passes (a 1-epoch fit at
-# n = 200000, d = 100 took 485 ms instead of 347 with the automatic step).
+# step threads leave it, and at least one. Its idle workers spin for a while
+# after every threaded call, and the SGD steps that follow a full pass then run
+# at the scheduler's tick. Steps on one thread (a batch too small to split)
+# leave BLAS the other cores: there a limit only slowed the passes. The
+# figures are in docs/benchmarks.rst, "Threads".
 # scikit-learn's KMeans limits BLAS inside its threaded loop for the same reason.
 def blas_beside_steps(cores, batch_rows, n_features, itemsize):
     """The BLAS limit of a fit whose process may keep ``cores`` cores busy and

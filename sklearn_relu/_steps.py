@@ -1,9 +1,9 @@
 """Many SGD steps in one call: the in-process fast path of a fit.
 
-On a small problem (d = 100, 200 rows a batch) a step's arithmetic takes about
-ten microseconds, and the Python around it -- drawing and sorting the batch,
+On a small problem the Python around a step -- drawing and sorting the batch,
 calling the kernel, compressing and decoding the message, summing, updating,
-checking -- took ten times as long. :func:`run_steps` hands a whole epoch of
+checking -- takes far longer than the step's arithmetic (the figures are in
+docs/benchmarks.rst, "How a fit takes its steps"). :func:`run_steps` hands a whole epoch of
 steps to the compiled loop ``_kernels.sgd_steps``, which does the same
 operations in the same order on the workers' own random generators, so the
 model is the same to the last bit as the step-by-step path of
