@@ -16,7 +16,7 @@ setup(
             # The sections _kernels.c includes: a change to one rebuilds it.
             depends=[
                 f"sklearn_relu/_kernels_{section}.h"
-                for section in ("gradient", "numpy", "helper", "steps", "elias")
+                for section in ("gradient", "numpy", "sparse", "helper", "steps", "elias")
             ],
             # -O3 vectorizes the loops; -ffp-contract=fast lets the AVX2 variant
             # use fused multiply-adds. That variant is chosen at run time

@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ._sparse import column_moments as sparse_column_moments
+from ._sparse import issparse
 from ._stall import stalled_parameters
 from ._worker import shard_statistic
 
@@ -155,6 +157,8 @@ def warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budg
 def column_moments(worker):
     """``[rows, column sums, column sums of squares]`` of a worker's shard."""
     X = worker.X
+    if issparse(X):
+        return np.concatenate([[X.shape[0]], *sparse_column_moments(X)])
     return np.concatenate([
         [X.shape[0]],
         X.sum(axis=0, dtype=np.float64),

@@ -18,7 +18,7 @@ or two, as :mod:`._parallel` runs it (:data:`KERNEL` says which).
 import numpy as np
 
 # KERNEL (which fast path runs) stays importable from here, beside the gradient.
-from . import _parallel
+from . import _parallel, _sparse
 from ._parallel import KERNEL
 
 __all__ = [
@@ -115,11 +115,17 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
     rows, n_threads = _parallel._sorted_batch(X, rows, n_threads)
     coef, intercept = split_params(params, X.shape[1])
     with_intercept = params.shape[0] > X.shape[1]
-    compute = (
-        _parallel._batch_gradient_kernel
-        if _parallel._kernels is not None and _parallel._kernel_layout(X)
-        else _parallel._batch_gradient_numpy
-    )
+    kernel = _parallel._kernels is not None and _parallel._kernel_layout(X)
+    if _sparse.issparse(X):
+        compute = (
+            _parallel._batch_gradient_csr_kernel if kernel
+            else _sparse.batch_gradient_numpy
+        )
+    else:
+        compute = (
+            _parallel._batch_gradient_kernel if kernel
+            else _parallel._batch_gradient_numpy
+        )
     return compute(
         X, y, sample_weight, coef, intercept, with_intercept, rows, scale, n_threads
     )
@@ -134,7 +140,11 @@ def batch_gradient_numpy(X, y, sample_weight, params, rows, scale, *, n_threads=
     """
     rows, n_threads = _parallel._sorted_batch(X, rows, n_threads)
     coef, intercept = split_params(params, X.shape[1])
-    return _parallel._batch_gradient_numpy(
+    numpy_path = (
+        _sparse.batch_gradient_numpy if _sparse.issparse(X)
+        else _parallel._batch_gradient_numpy
+    )
+    return numpy_path(
         X, y, sample_weight, coef, intercept, params.shape[0] > X.shape[1], rows,
         scale, n_threads,
     )

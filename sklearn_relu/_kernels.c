@@ -5,6 +5,7 @@
  *
  *   _kernels_gradient.h  the fused mini-batch gradient (gradient_part)
  *   _kernels_numpy.h     NumPy's draws and sums, reproduced bit for bit
+ *   _kernels_sparse.h    the gradient on CSR rows
  *   _kernels_helper.h    the second thread of a run of steps
  *   _kernels_steps.h     many SGD steps in one call (sgd_steps)
  *   this file            the Python binding of the two above
@@ -35,6 +36,7 @@
 #endif
 
 #include "_kernels_numpy.h"
+#include "_kernels_sparse.h"
 #include "_kernels_helper.h"
 #include "_kernels_steps.h"
 
@@ -73,6 +75,134 @@ is_integer_format(Py_buffer *view)
         return 1;
     PyErr_SetString(PyExc_ValueError, "rows: expected an array of dtype intp");
     return 0;
+}
+
+/* Row offsets and column indices: int32 ("i") or int64 ("l", "q", "n"). */
+static int
+index_width(Py_buffer *view, const char *name)
+{
+    const char *f = view->format;
+    if (f && view->itemsize == 4 && strcmp(f, "i") == 0)
+        return 4;
+    if (f && view->itemsize == 8
+        && (strcmp(f, "l") == 0 || strcmp(f, "q") == 0 || strcmp(f, "n") == 0))
+        return 8;
+    PyErr_Format(PyExc_ValueError, "%s: expected int32 or int64", name);
+    return 0;
+}
+
+/* A SciPy CSR matrix's arrays (its attributes data, indices, indptr and
+ * shape) in views[0..2]: data in ``format`` ("d" or "f"; NULL: either),
+ * indices and offsets of one width, n + 1 offsets whose last is within the
+ * entries. Its rows' structure beyond that is trusted (see
+ * _kernels_sparse.h). */
+static int
+get_csr(PyObject *X_obj, Py_buffer views[3], csr_rows *csr, Py_ssize_t *n,
+        Py_ssize_t *d, const char *format)
+{
+    static const char *names[3] = {"data", "indices", "indptr"};
+    PyObject *shape = PyObject_GetAttrString(X_obj, "shape");
+    if (shape == NULL)
+        return -1;
+    int parsed = PyArg_ParseTuple(shape, "nn", n, d);
+    Py_DECREF(shape);
+    if (!parsed)
+        return -1;
+    for (int k = 0; k < 3; k++) {
+        PyObject *array = PyObject_GetAttrString(X_obj, names[k]);
+        if (array == NULL)
+            return -1;
+        int got = PyObject_GetBuffer(array, &views[k], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT);
+        Py_DECREF(array);  /* the view holds its own reference */
+        if (got < 0)
+            return -1;
+        if (views[k].ndim != 1) {
+            PyErr_Format(PyExc_ValueError, "X.%s: expected a 1-d array", names[k]);
+            return -1;
+        }
+    }
+    const char *f = views[0].format;
+    if (!(f && (strcmp(f, "d") == 0 || strcmp(f, "f") == 0))
+        || (format != NULL && strcmp(f, format) != 0)) {
+        PyErr_SetString(PyExc_ValueError, "X.data: expected float64 or float32 "
+                        "(the dtype of the other arrays)");
+        return -1;
+    }
+    int width = index_width(&views[1], "X.indices");
+    if (width == 0)
+        return -1;
+    if (index_width(&views[2], "X.indptr") != width) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError,
+                            "X.indptr: expected the integer type of X.indices");
+        return -1;
+    }
+    Py_ssize_t nnz = views[0].shape[0] < views[1].shape[0]
+        ? views[0].shape[0] : views[1].shape[0];
+    Py_ssize_t last = -1;
+    if (views[2].shape[0] == *n + 1)
+        last = width == 8 ? (Py_ssize_t)((const int64_t *)views[2].buf)[*n]
+                          : (Py_ssize_t)((const int32_t *)views[2].buf)[*n];
+    if (*n < 0 || *d < 0 || last < 0 || last > nnz) {
+        PyErr_SetString(PyExc_ValueError,
+                        "X: expected n_samples + 1 row offsets within its entries");
+        return -1;
+    }
+    csr->data = views[0].buf;
+    csr->indices = views[1].buf;
+    csr->indptr = views[2].buf;
+    csr->wide = width == 8;
+    return 0;
+}
+
+PyDoc_STRVAR(csr_gradient_part_doc,
+"csr_gradient_part(X, y, sample_weight, coef, intercept, rows, scale, out)\n"
+"--\n\n"
+"gradient_part for a SciPy CSR matrix X (float32 or float64 entries, int32\n"
+"or int64 indices): write sum_i c_i x_i over ``rows`` into ``out``, one row\n"
+"after another; return ``(sum_i c_i, loss_sum, weight_sum)``. The structure\n"
+"of X is trusted (checked once by the estimator).");
+
+static PyObject *
+csr_gradient_part(PyObject *self, PyObject *args)
+{
+    PyObject *X_obj, *y_obj, *weight_obj, *coef_obj, *rows_obj, *out_obj;
+    double intercept, scale;
+    if (!PyArg_ParseTuple(args, "OOOOdOdO", &X_obj, &y_obj, &weight_obj,
+                          &coef_obj, &intercept, &rows_obj, &scale, &out_obj))
+        return NULL;
+    Py_buffer X[3] = {{0}}, y = {0}, weight = {0}, coef = {0}, rows = {0}, out = {0};
+    PyObject *result = NULL;
+    csr_rows csr;
+    Py_ssize_t n, d;
+    double sums[3];
+    if (get_csr(X_obj, X, &csr, &n, &d, NULL) < 0)
+        goto done;
+    const char *format = X[0].format;
+    Py_ssize_t size = X[0].itemsize;
+    if (get_vector(y_obj, &y, "y", 0, format, size, n) < 0
+        || (weight_obj != Py_None
+            && get_vector(weight_obj, &weight, "sample_weight", 0, format, size, n) < 0)
+        || get_vector(coef_obj, &coef, "coef", 0, format, size, d) < 0
+        || get_vector(rows_obj, &rows, "rows", 0, NULL, sizeof(Py_ssize_t), 0) < 0
+        || !is_integer_format(&rows)
+        || get_vector(out_obj, &out, "out", 1, format, size, d) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    memset(out.buf, 0, (size_t)d * (size_t)size);
+    csr_gradient((int)size, &csr, y.buf, weight.buf, coef.buf, intercept, rows.buf,
+                 rows.shape[0], scale, out.buf, NULL, NULL, NULL, sums);
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("ddd", sums[0], sums[1], sums[2]);
+
+done:
+    for (int k = 0; k < 3; k++) PyBuffer_Release(&X[k]);
+    PyBuffer_Release(&y);
+    PyBuffer_Release(&weight);
+    PyBuffer_Release(&coef);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&out);
+    return result;
 }
 
 PyDoc_STRVAR(gradient_part_doc,
@@ -157,7 +287,7 @@ static void
 release_workers(steps_worker *workers, int n)
 {
     for (int w = 0; w < n; w++)
-        for (int k = 0; k < 4; k++) PyBuffer_Release(&workers[w].views[k]);
+        for (int k = 0; k < 6; k++) PyBuffer_Release(&workers[w].views[k]);
 }
 
 static PyObject *
@@ -194,6 +324,7 @@ sgd_steps(PyObject *self, PyObject *args)
         goto done;
     }
     Py_ssize_t max_m = 1;
+    int n_csr = 0;  /* whether the workers' X are CSR */
     for (int w = 0; w < n_workers; w++) {
         steps_worker *wk = &workers[w];
         PyObject *X_obj, *y_obj, *weight_obj, *capsule, *loss_obj;
@@ -201,33 +332,53 @@ sgd_steps(PyObject *self, PyObject *args)
                               &X_obj, &y_obj, &weight_obj, &capsule, &wk->m,
                               &wk->scale, &loss_obj))
             goto done;
-        if (PyObject_GetBuffer(X_obj, &wk->views[0], PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0)
+        /* An array of rows, or a SciPy CSR matrix (no buffer of its own). */
+        int csr = !PyObject_CheckBuffer(X_obj);
+        if (w > 0 && csr != n_csr) {
+            PyErr_SetString(PyExc_ValueError,
+                            "sgd_steps: the workers' X must all be dense or all CSR");
             goto done;
-        Py_buffer *X = &wk->views[0];
-        if (X->ndim != 2 || strcmp(X->format, format) != 0 || X->shape[1] != n_features
-            || X->strides[1] != size || X->strides[0] % size != 0
-            || X->shape[0] < 1 || X->shape[0] > (Py_ssize_t)UINT32_MAX || wk->m < 1) {
+        }
+        n_csr = csr;
+        Py_ssize_t n, d_X;
+        if (csr) {
+            if (get_csr(X_obj, wk->views, &wk->sparse, &n, &d_X, format) < 0)
+                goto done;
+            wk->X = NULL;
+        } else {
+            if (PyObject_GetBuffer(X_obj, &wk->views[0],
+                                   PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0)
+                goto done;
+            Py_buffer *X = &wk->views[0];
+            if (X->ndim != 2 || strcmp(X->format, format) != 0
+                || X->strides[1] != size || X->strides[0] % size != 0) {
+                d_X = -1;
+            } else {
+                d_X = X->shape[1];
+            }
+            n = X->ndim == 2 ? X->shape[0] : 0;
+            wk->X = X->buf;
+            wk->row_stride = X->strides[0];
+        }
+        if (d_X != n_features || n < 1 || n > (Py_ssize_t)UINT32_MAX || wk->m < 1) {
             PyErr_SetString(PyExc_ValueError,
                             "sgd_steps: X must have the dtype of params, n_features "
                             "contiguous columns and 1 to 2**32 - 1 rows");
             goto done;
         }
-        Py_ssize_t n = X->shape[0];
-        if (get_vector(y_obj, &wk->views[1], "y", 0, format, size, n) < 0
+        if (get_vector(y_obj, &wk->views[3], "y", 0, format, size, n) < 0
             || (weight_obj != Py_None
-                && get_vector(weight_obj, &wk->views[2], "sample_weight", 0, format,
+                && get_vector(weight_obj, &wk->views[4], "sample_weight", 0, format,
                               size, n) < 0)
-            || get_vector(loss_obj, &wk->views[3], "batch_loss", 1, "d", 8, 2) < 0)
+            || get_vector(loss_obj, &wk->views[5], "batch_loss", 1, "d", 8, 2) < 0)
             goto done;
         wk->gen = PyCapsule_GetPointer(capsule, "BitGenerator");
         if (wk->gen == NULL)
             goto done;
-        wk->X = X->buf;
-        wk->row_stride = X->strides[0];
         wk->n_rows = n;
-        wk->y = wk->views[1].buf;
-        wk->weight = weight_obj == Py_None ? NULL : wk->views[2].buf;
-        wk->batch_loss = wk->views[3].buf;
+        wk->y = wk->views[3].buf;
+        wk->weight = weight_obj == Py_None ? NULL : wk->views[4].buf;
+        wk->batch_loss = wk->views[5].buf;
         if (wk->m > max_m) max_m = wk->m;
     }
     su.d = n_features;
@@ -236,12 +387,19 @@ sgd_steps(PyObject *self, PyObject *args)
     su.bucket = bucket;
     su.learning_rate = learning_rate;
     su.parallel_min_bytes = parallel_min_bytes;
-    /* rows, magnitude, squares, norms, norms32, parts, worker vectors, total */
+    /* Exact gradients of CSR rows: steps that touch their rows' columns only. */
+    su.sparse = n_csr && levels == 0;
+    /* rows, magnitude, squares, norms, norms32, parts, worker vectors, total;
+     * for sparse steps, touched and mark. Zeroed (the workers' vectors of a
+     * sparse step are zero but where its rows touch them), and from Python's
+     * raw allocator, which tracemalloc sees. */
     size_t n_buckets = (size_t)((p + bucket - 1) / bucket);
     size_t bytes = (size_t)max_m * sizeof(Py_ssize_t) + 2 * (size_t)p * sizeof(double)
         + 2 * n_buckets * sizeof(double)
         + ((size_t)(2 + n_workers) * (size_t)p + (size_t)p) * (size_t)size + 64;
-    scratch = malloc(bytes);
+    size_t sparse_bytes = su.sparse
+        ? (size_t)n_features * (sizeof(Py_ssize_t) + 1) : 0;
+    scratch = PyMem_RawCalloc(1, bytes + sparse_bytes);
     if (scratch == NULL) { PyErr_NoMemory(); goto done; }
     char *cursor = scratch;
     su.rows = (Py_ssize_t *)cursor; cursor += (size_t)max_m * sizeof(Py_ssize_t);
@@ -251,11 +409,18 @@ sgd_steps(PyObject *self, PyObject *args)
     su.norms32 = (double *)cursor; cursor += n_buckets * sizeof(double);
     void *parts = cursor; cursor += 2 * (size_t)p * (size_t)size;
     void *vectors = cursor; cursor += (size_t)n_workers * (size_t)p * (size_t)size;
-    void *total = cursor;
+    void *total = cursor; cursor += (size_t)p * (size_t)size;
+    if (su.sparse) {  /* within the 64 spare bytes: aligned for Py_ssize_t */
+        cursor += -(uintptr_t)cursor % sizeof(Py_ssize_t);
+        su.touched = (Py_ssize_t *)cursor;
+        cursor += (size_t)n_features * sizeof(Py_ssize_t);
+        su.mark = (unsigned char *)cursor;
+    }
 
     int large = 0;
-    for (int w = 0; w < n_workers; w++)
-        large |= workers[w].m * n_features * size >= parallel_min_bytes;
+    for (int w = 0; w < n_workers; w++)  /* CSR rows: one thread */
+        large |= workers[w].X != NULL
+            && workers[w].m * n_features * size >= parallel_min_bytes;
 #if HAVE_STEP_HELPER
     if (n_threads > 1 && large && n_steps > 0)
         su.helper = helper_acquire();
@@ -287,7 +452,7 @@ done:
         release_workers(workers, n_workers);
         free(workers);
     }
-    free(scratch);
+    PyMem_RawFree(scratch);
     PyBuffer_Release(&params);
     Py_DECREF(seq);
     return result;
@@ -295,6 +460,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"gradient_part", gradient_part, METH_VARARGS, gradient_part_doc},
+    {"csr_gradient_part", csr_gradient_part, METH_VARARGS, csr_gradient_part_doc},
     {"sgd_steps", sgd_steps, METH_VARARGS, sgd_steps_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -35,13 +35,14 @@ enum {
 };
 
 typedef struct {
-    const char *X;
+    const char *X;                  /* dense rows, or NULL: CSR rows in sparse */
+    csr_rows sparse;
     Py_ssize_t row_stride, n_rows, m;
     const void *y, *weight;
     relu_bitgen_t *gen;
     double scale;
     double *batch_loss;             /* [loss_sum, draws], carried on */
-    Py_buffer views[4];             /* X, y, weight, batch_loss */
+    Py_buffer views[6];             /* X (or its 3 CSR arrays), y, weight, batch_loss */
 } steps_worker;
 
 typedef struct {
@@ -54,12 +55,52 @@ typedef struct {
     /* scratch */
     Py_ssize_t *rows;
     double *magnitude, *squares, *norms, *norms32;
+    /* CSR rows and exact gradients: the step touches only its rows' columns,
+     * flagged in mark (d, zero between steps) and listed in touched; the
+     * workers' vectors are zero elsewhere. */
+    int sparse;
+    unsigned char *mark;
+    Py_ssize_t *touched, n_touched;
 } steps_setup;
+
+/* A sparse step's sum and update, on the touched columns and the intercept
+ * alone: elsewhere every worker's vector is 0, so the dense sum there is 0
+ * and params - lr * 0 leaves params as they are, bit for bit. The same
+ * additions, in worker order, as the dense loop below makes on those
+ * columns; the scratch is cleared for the next step. */
+#define DEFINE_SPARSE_UPDATE(NAME, T)                                          \
+static int                                                                     \
+NAME(steps_setup *su, T *params, T *worker_vectors, T *total, int n_workers,   \
+     T lr)                                                                     \
+{                                                                              \
+    const Py_ssize_t d = su->d, p = su->p, n = su->n_touched + (p > d);        \
+    int finite = 1;                                                            \
+    for (Py_ssize_t t = 0; t < n; t++) {                                       \
+        Py_ssize_t j = t < su->n_touched ? su->touched[t] : d;                 \
+        T sum = worker_vectors[j];                                             \
+        for (int w = 1; w < n_workers; w++) sum += worker_vectors[(Py_ssize_t)w * p + j]; \
+        T product = lr * sum;                                                  \
+        T updated = params[j] - product;                                       \
+        finite &= isfinite((double)updated) != 0;                              \
+        total[j] = updated;                                                    \
+    }                                                                          \
+    for (Py_ssize_t t = 0; t < n; t++) {                                       \
+        Py_ssize_t j = t < su->n_touched ? su->touched[t] : d;                 \
+        if (finite) params[j] = total[j];                                      \
+        if (j < d) su->mark[j] = 0;                                            \
+        for (int w = 0; w < n_workers; w++) worker_vectors[(Py_ssize_t)w * p + j] = 0; \
+    }                                                                          \
+    su->n_touched = 0;                                                         \
+    return finite ? STEPS_DONE : STEPS_UPDATE_OVERFLOW;                        \
+}
+
+DEFINE_SPARSE_UPDATE(sparse_update_f64, double)
+DEFINE_SPARSE_UPDATE(sparse_update_f32, float)
 
 /* Written once for float and double, as the kernel is. worker_vectors holds
  * n_workers vectors of p; parts two of d. Returns a STEPS_ status and the
  * steps completed; on a stop, params holds the last good parameters. */
-#define DEFINE_STEPS(NAME, T, KERNEL, IS_FLOAT32)                              \
+#define DEFINE_STEPS(NAME, T, KERNEL, SPARSE_UPDATE, IS_FLOAT32)               \
 static int                                                                     \
 NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
      Py_ssize_t n_steps, T *parts, T *worker_vectors, T *total,                \
@@ -78,9 +119,21 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
             for (Py_ssize_t i = 0; i < m; i++)                                 \
                 su->rows[i] = (Py_ssize_t)bounded_uint32(wk->gen, rng);        \
             sort_rows(su->rows, m);                                            \
+            double b = p > d ? (double)params[d] : 0.0;                        \
+            if (wk->X == NULL) {                                               \
+                /* CSR rows: one pass, as csr_gradient_part makes it */       \
+                double sums[3];                                                \
+                if (!su->sparse)   /* QSGD rewrote the whole vector */        \
+                    memset(g, 0, (size_t)d * sizeof(T));                       \
+                csr_gradient((int)sizeof(T), &wk->sparse, wk->y, wk->weight,   \
+                             params, b, su->rows, m, wk->scale, g,             \
+                             su->sparse ? su->mark : NULL, su->touched,        \
+                             &su->n_touched, sums);                            \
+                if (p > d) g[d] = (T)sums[0];                                  \
+                wk->batch_loss[0] += sums[1];                                  \
+            } else {                                                           \
             double sums[2][3];                                                 \
             Py_ssize_t half = m / 2;                                           \
-            double b = p > d ? (double)params[d] : 0.0;                        \
             int split = su->helper != NULL                                     \
                 && m * d * (Py_ssize_t)sizeof(T) >= su->parallel_min_bytes;    \
             if (split)                                                         \
@@ -99,12 +152,21 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
             for (Py_ssize_t j = 0; j < d; j++) g[j] = parts[j] + parts[d + j]; \
             if (p > d) g[d] = (T)(sums[0][0] + sums[1][0]);                    \
             wk->batch_loss[0] += sums[0][1] + sums[1][1];                      \
+            }                                                                  \
             wk->batch_loss[1] += (double)m;                                    \
-            for (Py_ssize_t j = 0; j < p; j++)                                 \
+            /* Sparse steps: g is zero beyond the touched columns. */          \
+            Py_ssize_t n_check = su->sparse ? su->n_touched : p;               \
+            for (Py_ssize_t t = 0; t < n_check; t++) {                         \
+                Py_ssize_t j = su->sparse ? su->touched[t] : t;                \
                 if (!isfinite((double)g[j])) {                                 \
                     *done = step; *which = w;                                  \
                     return STEPS_GRADIENT_OVERFLOW;                            \
                 }                                                              \
+            }                                                                  \
+            if (su->sparse && p > d && !isfinite((double)g[d])) {             \
+                *done = step; *which = w;                                      \
+                return STEPS_GRADIENT_OVERFLOW;                                \
+            }                                                                  \
             if (su->levels == 0) continue;                                     \
             /* QSGD: quantize g and replace it by what its message decodes */ \
             double *mag = su->magnitude;                                       \
@@ -156,6 +218,13 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
         }                                                                      \
         double t1 = seconds_now();                                             \
         seconds[0] += t1 - t0;                                                 \
+        if (su->sparse) {                                                      \
+            int status = SPARSE_UPDATE(su, params, worker_vectors, total,      \
+                                       n_workers, lr);                         \
+            seconds[1] += seconds_now() - t1;                                  \
+            if (status != STEPS_DONE) { *done = step; return status; }         \
+            continue;                                                          \
+        }                                                                      \
         for (int w = 0; w < n_workers; w++) {                                  \
             const T *v = worker_vectors + (Py_ssize_t)w * p;                   \
             if (su->levels)                                                    \
@@ -186,5 +255,5 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
     return STEPS_DONE;                                                         \
 }
 
-DEFINE_STEPS(steps_f64, double, gradient_f64, 0)
-DEFINE_STEPS(steps_f32, float, gradient_f32, 1)
+DEFINE_STEPS(steps_f64, double, gradient_f64, sparse_update_f64, 0)
+DEFINE_STEPS(steps_f32, float, gradient_f32, sparse_update_f32, 1)

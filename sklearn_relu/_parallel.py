@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 import joblib
 import numpy as np
 
+from . import _sparse
+
 try:
     from . import _kernels
 except ImportError:  # the optional extension was not built: the NumPy path
@@ -118,7 +120,17 @@ def _sorted_batch(X, rows, n_threads):
 
 
 def _kernel_layout(X):
-    """Whether the C kernel can read ``X`` in place: float rows of unit stride."""
+    """Whether the C kernel can read ``X`` in place: float rows of unit stride,
+    or CSR rows (float entries, int32 or int64 indices and offsets alike)."""
+    if _sparse.issparse(X):
+        return (
+            X.format == "csr"
+            and X.dtype in (np.float32, np.float64)
+            and X.indices.dtype == X.indptr.dtype
+            and X.indices.dtype in (np.int32, np.int64)
+            and all(a.ndim == 1 and a.flags.c_contiguous
+                    for a in (X.data, X.indices, X.indptr))
+        )
     return (
         isinstance(X, np.ndarray)
         and X.ndim == 2
@@ -126,6 +138,28 @@ def _kernel_layout(X):
         and X.strides[1] == X.itemsize
         and X.strides[0] % X.itemsize == 0
     )
+
+
+def _batch_gradient_csr_kernel(
+    X, y, sample_weight, coef, intercept, with_intercept, rows, scale, n_threads
+):
+    """:func:`_batch_gradient_kernel` for CSR ``X``: one pass over the sorted
+    rows on the calling thread (a batch of sparse rows is too little work to
+    share), in the order the compiled step loop takes too."""
+    dtype = X.dtype
+    n_features = X.shape[1]
+    coef = np.ascontiguousarray(coef, dtype=dtype)
+    intercept = float(dtype.type(intercept))
+    y = np.ascontiguousarray(y, dtype=dtype)
+    if sample_weight is not None:
+        sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
+    gradient = np.empty(n_features + with_intercept, dtype=dtype)
+    c_sum, loss_sum, weight_sum = _kernels.csr_gradient_part(
+        X, y, sample_weight, coef, intercept, rows, scale, gradient[:n_features]
+    )
+    if with_intercept:
+        gradient[n_features] = c_sum
+    return gradient, loss_sum, weight_sum
 
 
 def _batch_gradient_kernel(

@@ -28,6 +28,7 @@ stalled columns would add up.
 import numpy as np
 
 from ._gradient import relu_derivative, split_params
+from ._sparse import issparse
 
 __all__ = ["progress_sums", "sample_rows", "stalled_parameters", "SAMPLE_ROWS"]
 
@@ -82,10 +83,16 @@ def progress_sums(X, y, sample_weight, params, rows):
         active = relu_derivative(z)
         residual = np.maximum(z, 0) - np.asarray(y[chosen], dtype=np.float64)
         slope = s * residual * active
-        g[:n_features] += slope @ X_block
-        squares = np.square(X_block, out=X_block)  # the block is a copy: reuse it
-        h[:n_features] += (s * active) @ squares
-        v[:n_features] += (slope * slope) @ squares
+        if issparse(X_block):  # the rows' entries only (a sparse copy)
+            g[:n_features] += X_block.T @ slope
+            squares = X_block.multiply(X_block).T
+            h[:n_features] += squares @ (s * active)
+            v[:n_features] += squares @ (slope * slope)
+        else:
+            g[:n_features] += slope @ X_block
+            squares = np.square(X_block, out=X_block)  # the block is a copy: reuse it
+            h[:n_features] += (s * active) @ squares
+            v[:n_features] += (slope * slope) @ squares
         if with_intercept:
             g[n_features] += slope.sum()
             h[n_features] += (s * active).sum()

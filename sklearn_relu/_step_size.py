@@ -34,6 +34,7 @@ half their limit (docs/theory.rst, "The step under compression").
 
 import numpy as np
 
+from . import _sparse
 from ._gradient import _linear, relu_derivative
 from ._worker import shard_statistic
 
@@ -64,7 +65,10 @@ def shard_curvature(X, sample_weight, params):
     a smaller step than their mean suggests.
     """
     active = relu_derivative(_linear(X, params.astype(X.dtype, copy=False)))
-    row_norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    row_norms = (
+        _sparse.row_norms(X) if _sparse.issparse(X)
+        else np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    )
     if params.shape[0] > X.shape[1]:
         row_norms += 1.0
     if sample_weight is None:

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .._sparse import csr_of, issparse
 from .._worker import shard_bounds
 from ._mpi_errors import RemoteWorkerError
 
@@ -65,11 +66,13 @@ def prepare_on_root(comm, prepare, X, y, sample_weight):
         try:
             data = prepare(X, y, sample_weight)
             rows = [
-                None if a is None else np.ascontiguousarray(a)
+                None if a is None else a if issparse(a) else np.ascontiguousarray(a)
                 for a in (data.X, data.y, data.sample_weight)
             ]
             layouts = [
-                None if a is None else (a.shape[1:], a.dtype.str) for a in rows
+                None if a is None else _csr_layout(a, comm.Get_size()) if issparse(a)
+                else (a.shape[1:], a.dtype.str)
+                for a in rows
             ]
             header = (data.summary(), layouts)
         except Exception as exc:  # the other ranks must not wait for data
@@ -80,7 +83,7 @@ def prepare_on_root(comm, prepare, X, y, sample_weight):
         raise RemoteWorkerError(f"rank 0 could not prepare its data: {header[1]}")
     summary, layouts = header
     shards = [
-        None if layout is None else scatter_rows(
+        None if layout is None else (scatter_csr if layout[0] == "csr" else scatter_rows)(
             comm, rows[i] if rank == 0 else None, summary.n_samples, *layout
         )
         for i, layout in enumerate(layouts)
@@ -112,6 +115,41 @@ def scatter_rows(comm, array, n_samples, row_shape, dtype):
     finally:
         row.Free()
     return shard
+
+
+def _csr_layout(X, size):
+    """What every rank needs to receive its shard of CSR ``X``: the features,
+    the dtypes of the entries and of the indices, each rank's entries."""
+    bounds = [shard_bounds(X.shape[0], size, r) for r in range(size)]
+    entries = [int(X.indptr[stop] - X.indptr[start]) for start, stop in bounds]
+    return "csr", X.shape[1], X.dtype.str, X.indices.dtype.str, entries
+
+
+def scatter_csr(comm, X, n_samples, kind, n_features, dtype, index_dtype, entries):
+    """This rank's shard of rank 0's CSR ``X`` (see :func:`_csr_layout`): its
+    rows' entries, column indices and row offsets, one buffer each."""
+    size, rank = comm.Get_size(), comm.Get_rank()
+    bounds = [shard_bounds(n_samples, size, r) for r in range(size)]
+    start, stop = bounds[rank]
+    index_dtype = np.dtype(index_dtype)
+    counts = [b - a for a, b in bounds]
+    # Each rank's first offsets (its last is its first plus its entries: a
+    # Scatterv may read each item of rank 0's buffer once only).
+    offsets = np.empty(stop - start, dtype=index_dtype)
+    comm.Scatterv(
+        None if X is None else [X.indptr[:-1], counts, [a for a, _ in bounds]],
+        offsets, root=0,
+    )
+    first = [0] * size if X is None else [int(X.indptr[a]) for a, _ in bounds]
+    parts = []
+    for name, part_dtype in (("data", np.dtype(dtype)), ("indices", index_dtype)):
+        part = np.empty(entries[rank], dtype=part_dtype)
+        send = None if X is None else [getattr(X, name), entries, first]
+        comm.Scatterv(send, part, root=0)
+        parts.append(part)
+    begin = offsets[0] if offsets.shape[0] else 0
+    indptr = np.append(offsets - begin, index_dtype.type(entries[rank]))
+    return csr_of(parts[0], parts[1], indptr, (stop - start, n_features))
 
 
 def prepare_local(comm, MPI, prepare, X, y, sample_weight):
