@@ -1,6 +1,7 @@
 """Reading a CSV file of numbers: whether its first line is column names, an
 id column left out, and errors that say which line and column are wrong."""
 
+import csv
 import itertools
 
 import numpy as np
@@ -120,6 +121,16 @@ def _read_csv(path, csv_header, ignore):
             f"have {table.shape[1]}"
         )
     return names, table
+
+
+def read_text_column(path, name):
+    """The text of the column ``name`` of a ``.csv`` with a header, a field a
+    row (blank lines skipped, as the numbers are read)."""
+    with open(path, encoding="utf-8-sig", newline="") as file:
+        reader = csv.reader(file)
+        header = [field.strip() for field in next(reader)]
+        index = header.index(name)
+        return [row[index].strip() for row in reader if any(f.strip() for f in row)]
 
 
 def _has_rows(path, skip):

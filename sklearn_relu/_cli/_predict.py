@@ -79,7 +79,7 @@ def _run_predict(args):
         args.target_column,
         ignore=args.id_column,
     )
-    ids = None if args.id_column is None else _csv_column(args.data, args.id_column)
+    ids = None if args.id_column is None else _data.read_ids(args.data, args.id_column)
     X = _data.with_names(X, names)
     with warnings.catch_warnings():
         if by_name:
@@ -114,14 +114,3 @@ def _write_predictions(file, predictions, float_format, id_name, ids):
     values = (float_format % value for value in predictions)
     rows = ([v] for v in values) if ids is None else zip(ids, values)
     writer.writerows(rows)
-
-
-def _csv_column(path, name):
-    """The text of the column ``name`` of a ``.csv`` with a header, a field a
-    row (blank lines skipped, as the numbers are read)."""
-    with open(path, encoding="utf-8-sig", newline="") as file:
-        reader = csv.reader(file)
-        header = [field.strip() for field in next(reader)]
-        index = header.index(name)
-        return [row[index].strip() for row in reader if any(f.strip() for f in row)]
-
