@@ -66,8 +66,12 @@ def parquet_files(source):
 def _parquet():
     try:
         import pyarrow.parquet as pq
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "pyarrow":
+            raise
         raise ImportError(_INSTALL) from None
+    except ImportError as exc:  # installed, but not for this NumPy (say)
+        raise ImportError(f"reading Parquet files needs pyarrow, which fails: {exc}") from None
     return pq
 
 
