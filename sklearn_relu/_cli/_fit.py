@@ -32,6 +32,10 @@ data formats:
         file's columns by those names. A first line that could
         be either (pandas' default names 0,1,2,..., or a missing value such as
         NA) is an error: say which with --csv-header yes|no
+  .parquet  a Parquet file (or .pq), a directory of them, or a quoted glob
+        ('data/part-*.parquet'), read in name order as one table (pip install
+        "sklearn-relu[parquet]"); y and the weights by column as for .csv, the
+        column names kept as for a .csv header
 
 under MPI (every rank reads the same file and trains on its own shard):
   mpiexec -n 4 python -m mpi4py -m sklearn_relu fit data.npz --solver qsgd \\
@@ -98,18 +102,18 @@ def _overrides():
 
 def _add_data_arguments(fit):
     """The data file, what it holds, and where the model goes."""
-    fit.add_argument("data", help="training data: .npz, .npy or .csv (see below)")
+    fit.add_argument("data", help="training data: .npz, .npy, .csv or Parquet (see below)")
     fit.add_argument("--target", help="y as a .npy file, when DATA is a .npy with X")
     fit.add_argument(
         "--target-column",
         metavar="NAME|INDEX",
-        help="the .csv column holding y: its header name or its index "
+        help="the .csv or Parquet column holding y: its name or its index "
         "(negative from the end; default: the last)",
     )
     fit.add_argument(
         "--sample-weight-column",
         metavar="NAME|INDEX",
-        help="the .csv column holding each row's sample weight (not a feature)",
+        help="the .csv or Parquet column holding each row's sample weight (not a feature)",
     )
     fit.add_argument(
         "--out",
@@ -161,7 +165,8 @@ def _add_backend_arguments(where):
         choices=["all", "local"],
         default="all",
         help="MPI: every rank reads all rows, or (local) only its own shard's rows "
-        "of a memory-mapped .npy file",
+        "of a memory-mapped .npy file, or its own Parquet files (row groups when "
+        "there are fewer files than ranks)",
     )
 
 

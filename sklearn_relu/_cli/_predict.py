@@ -16,15 +16,17 @@ def add_predict(subparsers):
         "predict",
         help="predict with a saved model, writing a CSV of predictions",
         description="Load a model written by 'fit' and write its predictions for "
-        "DATA (.npz with X, .npy, or .csv; a .csv may be the training file: its "
-        "target column is dropped) as CSV to --out (default: standard output, "
-        "for a pipe), one per row under the header 'prediction'. A .skops "
-        "model is checked before loading: types beyond scikit-learn's, NumPy's "
-        "and this package's are refused unless named with --trust. A "
-        ".joblib/.pkl model is unpickled, which can run code: load only your own.",
+        "DATA (.npz with X, .npy, .csv or Parquet; a .csv or Parquet file may be "
+        "the training file: its target column is dropped) as CSV to --out "
+        "(default: standard output, for a pipe), one per row under the header "
+        "'prediction'. A .skops model is checked before loading: types beyond "
+        "scikit-learn's, NumPy's and this package's are refused unless named "
+        "with --trust. A .joblib/.pkl model is unpickled, which can run code: load only your own.",
     )
     parser.add_argument("model", help="the model file (.skops, or .joblib/.pkl)")
-    parser.add_argument("data", help="the rows to predict: .npz (X), .npy or .csv")
+    parser.add_argument(
+        "data", help="the rows to predict: .npz (X), .npy, .csv or Parquet (as for fit)"
+    )
     parser.add_argument(
         "--out", default="-",
         help="the CSV file to write; '-' (the default): standard output",
@@ -36,13 +38,14 @@ def add_predict(subparsers):
     )
     parser.add_argument(
         "--id-column", metavar="NAME",
-        help="a .csv column (by its header name) of row ids, not a feature: "
+        help="a .csv or Parquet column (by its name) of row ids, not a feature: "
         "written as the output's first column, as it reads",
     )
     parser.add_argument(
         "--target-column",
         metavar="NAME|INDEX",
-        help="the .csv's target column to drop, when it has one (default: last)",
+        help="the .csv or Parquet target column to drop, when it has one "
+        "(default: last)",
     )
     parser.add_argument(
         "--trust",
