@@ -477,6 +477,7 @@ class FitCheckpoint:
         fields.check_aggregator_state(path, found["aggregator_state"], backend.aggregator)
         fields.check_agreed_scale(path, found["agreed_scale"], compressor,
                                   backend.n_summands)
+        fields.check_average(path, found.get("average"), n_values)
 
     # -- resuming ------------------------------------------------------------------
     def finished_run(self, run):
@@ -486,8 +487,8 @@ class FitCheckpoint:
     def resume(self, run, rule):
         """Restore run ``run`` where it was saved, after the run's reseed.
 
-        Returns ``(params, epochs done, losses, scores)``, or None when this run
-        starts from its beginning.
+        Returns ``(params, epochs done, losses, scores, (average's mean,
+        count))``, or None when this run starts from its beginning.
         """
         found = self.found
         if found is None or found["run"] != run:
@@ -508,17 +509,22 @@ class FitCheckpoint:
         scale = found["agreed_scale"]
         backend.agreed_scale = None if scale is None else float(scale)
         rule.set_state(found["rule"])
+        average = found.get("average") or {"mean": None, "count": 0}
         return (
             found["params"], found["epoch"], list(found["losses"]),
             None if found["scores"] is None else list(found["scores"]),
+            (average["mean"], average["count"]),
         )
 
     # -- saving --------------------------------------------------------------------
     def due(self, epochs_done):
         return epochs_done % self.every == 0
 
-    def save(self, run, epochs_done, steps_per_epoch, params, rule, losses, scores):
-        """Write the state after ``epochs_done`` epochs of run ``run``.
+    def save(self, run, epochs_done, steps_per_epoch, params, rule, losses, scores,
+             average=None):
+        """Write the state after ``epochs_done`` epochs of run ``run``
+        (``average``: the average of its iterates, ``(mean, count)``, when
+        the fit keeps one).
 
         Collective: every process of the fit calls it; one writes.
         """
@@ -546,6 +552,7 @@ class FitCheckpoint:
             "agreed_scale": backend.agreed_scale,
             "record": asdict(backend.record),
             "finished": self.finished,
+            "average": None if average is None else dict(zip(("mean", "count"), average)),
         })
 
     def run_finished(self, run, result, compressor_states, n_runs):

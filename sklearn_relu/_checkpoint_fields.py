@@ -23,7 +23,7 @@ from .backends._base import CommunicationRecord
 
 __all__ = [
     "FitLimits", "check_agreed_scale", "check_aggregator_state",
-    "check_compressor_states", "check_finished", "check_identity", "check_layout",
+    "check_average", "check_compressor_states", "check_finished", "check_identity", "check_layout",
     "check_params", "check_progress", "check_record", "check_rng_start",
     "check_rule_state", "check_worker_rngs", "refusal",
 ]
@@ -32,14 +32,18 @@ __all__ = [
 FIELDS = frozenset({
     "format", "fingerprint", "parameters", "rng_start", "run", "epoch", "t", "params",
     "losses", "scores", "rule", "worker_rngs", "compressor_states", "aggregator_state",
-    "agreed_scale", "record", "finished",
+    "agreed_scale", "record", "finished", "average",
 })
+# Fields a file written before they were kept may lack (a fit without them).
+_OPTIONAL_FIELDS = frozenset({"average"})
 # A finished run as a checkpoint keeps it; the curves may be missing from a
 # file written before they were kept (the fit makes them NaN).
 _FINISHED = frozenset({
     "params", "n_iter", "t", "loss_curve", "validation_scores",
     "best_validation_score", "converged", "stopped_by_callback", "compressor_states",
 })
+# What a finished run of a fit averaging its iterates keeps besides.
+_AVERAGED = ("iterate", "average_count")
 _CURVES = ("steps_curve", "bytes_sent_curve", "seconds_curve")
 # The legacy MT19937 state of the estimator's random stream: 624 words.
 _MT_WORDS = 624
@@ -154,7 +158,8 @@ def check_layout(path, content):
     """The checkpoint holds exactly :data:`FIELDS`."""
     if not isinstance(content, dict):
         raise refusal(path, "meta", f"is a {type(content).__name__}, not a mapping")
-    unknown, missing = sorted(set(content) - FIELDS), sorted(FIELDS - set(content))
+    unknown = sorted(set(content) - FIELDS)
+    missing = sorted(FIELDS - _OPTIONAL_FIELDS - set(content))
     if unknown:
         raise refusal(path, unknown[0], "is not a field of a checkpoint")
     if missing:
@@ -245,7 +250,9 @@ def check_record(path, record):
     :class:`~sklearn_relu.backends.CommunicationRecord`, none other, each a
     non-negative number of its type."""
     kinds = {field.name: type(field.default) for field in fields(CommunicationRecord)}
-    _mapping(path, "record", record, frozenset(kinds))
+    # Rounds were not counted by the files of earlier releases.
+    _mapping(path, "record", record, frozenset(kinds) - {"n_rounds"}, {"n_rounds"})
+    kinds = {name: kind for name, kind in kinds.items() if name in record}
     for name, kind in kinds.items():
         part = f"entry {name!r}"
         if kind is int:
@@ -291,7 +298,7 @@ def check_finished(path, finished, n_values, dtype, limits, compressor):
     largest = np.finfo(np.float64).max
     for index, run in enumerate(finished):
         part = f"run {index}"
-        _mapping(path, "finished", run, _FINISHED, frozenset(_CURVES), part)
+        _mapping(path, "finished", run, _FINISHED, frozenset(_CURVES + _AVERAGED), part)
         _vector(path, "finished", run["params"], n_values, dtype, f"{part} params")
         n_iter = _integer(path, "finished", run["n_iter"], 1, limits.max_iter,
                           f"{part} n_iter")
@@ -316,6 +323,24 @@ def check_finished(path, finished, n_values, dtype, limits, compressor):
             raise refusal(path, "finished", "stopped_by_callback is not False", part)
         check_compressor_states(path, run["compressor_states"], limits.n_workers,
                                 compressor, "finished", f"{part} compressor_states")
+        if run.get("iterate") is not None:
+            _vector(path, "finished", run["iterate"], n_values, dtype, f"{part} iterate")
+        _integer(path, "finished", run.get("average_count", 0), 0, part=f"{part} average_count")
+
+
+def check_average(path, average, n_values):
+    """The average of the iterates (``average=...``): None, or ``{"mean",
+    "count"}``, a mean of the model's ``n_values`` (float64) over ``count``
+    iterates, or None before the first."""
+    if average is None:
+        return
+    _mapping(path, "average", average, frozenset({"mean", "count"}))
+    count = _integer(path, "average", average["count"], 0, part="entry 'count'")
+    if count == 0:
+        if average["mean"] is not None:
+            raise refusal(path, "average", "has a mean of no iterate", "entry 'mean'")
+        return
+    _vector(path, "average", average["mean"], n_values, np.float64, "entry 'mean'")
 
 
 def check_compressor_states(path, states, n_workers, compressor,

@@ -117,6 +117,18 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     batch_size : int or "auto", default="auto"
         Points per step over all workers; ``"auto"`` is ``min(200, n_samples)``.
         Larger values are clipped to the number of training samples.
+    local_steps : int, default=1
+        Steps each worker takes on its own shard between exchanges (Local
+        SGD): from the last agreed model, every worker takes ``local_steps``
+        SGD steps on its own share of the batch, then sends its model change
+        (in gradient units, compressed by ``solver``) and the aggregation of
+        the changes moves the agreed model, to the workers' average with
+        ``aggregation="mean"``. One round of communication carries
+        ``local_steps`` steps: ``t_`` counts the local steps,
+        ``comm_record_.n_rounds`` the rounds. ``learning_rate="auto"`` then
+        plans for one worker's share of the batch. Not with sign directions
+        (``"signsgd"``, ``"signum"`` without error feedback, or
+        ``aggregation="majority"``). See :ref:`local-steps`.
     learning_rate : "auto" or float, default="auto"
         Step size: constant, except where the step direction is a sign
         (``"signsgd"`` or ``"signum"`` without error feedback, or
@@ -135,6 +147,17 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         share ``delta'`` of the vector it keeps) makes it
         ``1 / ((1 + delta / W) lambda_max(H) + (1 + delta) R / m)`` with ``W``
         workers: compression noise adds to each worker's sampling noise.
+    average : bool or int, default=False
+        Keep the average of the iterates and make it the model, as
+        ``SGDRegressor(average=...)``: ``True`` averages every step's
+        parameters, an integer ``N`` those after ``N`` samples (``batch_size``
+        a step; with ``local_steps``, the agreed model after every round).
+        With a constant step on noisy data the average has far less of the
+        step's noise than the last iterate. ``coef_`` and ``intercept_`` are
+        then the averaged ones; ``warm_start`` and ``partial_fit`` continue
+        the average and step on from the last iterate. The steps are then
+        taken one at a time (the in-process backend's compiled loop does not
+        run). See :ref:`averaged-iterates`.
     max_iter : int, default=200
         Maximum number of epochs (passes of ``n_samples`` points) per run.
     tol : float or None, default=1e-4
@@ -228,7 +251,8 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     n_iter_ : int
         Epochs run by the selected run.
     t_ : int
-        SGD steps taken by the selected run.
+        SGD steps taken by the selected run (with ``local_steps``, each
+        worker's local steps).
     loss_curve_ : list of float
         Mean batch loss of each epoch of the selected run.
     steps_curve_ : list of int
@@ -309,7 +333,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         attack="sign_flip",
         shards=None,
         batch_size="auto",
+        local_steps=1,
         learning_rate="auto",
+        average=False,
         max_iter=200,
         tol=1e-4,
         n_iter_no_change=5,
@@ -338,8 +364,10 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.n_byzantine = n_byzantine
         self.attack = attack
         self.shards = shards
+        self.local_steps = local_steps
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.average = average
         self.max_iter = max_iter
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
@@ -566,8 +594,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
     def _continuation(self):
         """What a warm start or a later ``partial_fit`` continues from."""
+        params = np.append(self.coef_, self.intercept_)
+        iterate, average_state = getattr(self, "_averaged", (None, (None, 0)))
+        if self.average and iterate is not None:
+            # Steps go on from the last iterate; the average goes on too.
+            params = iterate
+        else:
+            average_state = (None, 0)
         return Continuation(
-            params=np.append(self.coef_, self.intercept_),
+            params=params, average_state=average_state,
             t=self.t_, n_iter=self.n_iter_,
             curvature=getattr(self, "_curvature", None),
             sign_step=getattr(self, "_sign_step", None),
@@ -636,6 +671,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self._compressor_states = result.compressor_states
         self._curvature, self._sign_step = result.curvature, result.sign_step
         self.n_workers_ = self._n_workers
+        # The last iterate and the average's (mean, count), when the model is
+        # an average: what a warm start or partial_fit continues from.
+        self._averaged = (
+            (run.iterate, (run.params.astype(np.float64), run.average_count))
+            if run.iterate is not None and run.average_count else
+            (run.iterate, (None, 0))
+        )
         if continuing:
             self.n_iter_ += run.n_iter
             self.t_ += run.t

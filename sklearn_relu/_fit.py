@@ -43,8 +43,10 @@ EXACT_LOSS = 1e-12
 @dataclass(frozen=True)
 class Continuation:
     """What a warm start or a later ``partial_fit`` continues from: the
-    estimator's model, its step counts, the curvature and sign step measured
-    when it was initialized, and its workers' compressor states."""
+    estimator's model (its last iterate, when it averaged them), its step
+    counts, the curvature and sign step measured when it was initialized, its
+    workers' compressor states, and the average of its iterates ``(mean,
+    count)`` when it keeps one."""
 
     params: np.ndarray
     t: int
@@ -52,6 +54,7 @@ class Continuation:
     curvature: object
     sign_step: object
     compressor_states: tuple
+    average_state: tuple = (None, 0)
 
 
 @dataclass
@@ -154,6 +157,13 @@ class Fit:
         gradient's is constant; ``"auto"`` from the curvature."""
         params = self.params
         sign_units = self.aggregator.sign_units(self.compressor)
+        if sign_units and params.local_steps > 1:
+            raise ValueError(
+                f"local_steps={params.local_steps} takes gradient steps on each worker, "
+                "but the step of a sign direction is a distance, not a gradient step's "
+                "size: use local_steps=1, or error_feedback=True (a step in gradient "
+                "units) and aggregation='mean'"
+            )
         # A sign step shrinks with the steps taken, warm starts included.
         first = 0 if self.continuation is None else self.continuation.t
         # A number given since the last fit takes effect, as in scikit-learn's SGD.
@@ -183,8 +193,11 @@ class Fit:
         # A rule with memory (BGMD) delays part of the aggregated step, not of
         # one worker's: its factor is not averaged over the workers.
         memory = self.aggregator.variance_factor(initial.shape[0])
+        # Local steps are SGD steps on one worker's share of the batch: the
+        # step is planned for that batch (docs/user_guide.rst, "Local steps").
+        batch = self.batch_size if params.local_steps == 1 else self.batch_size // self.n_workers
         return ConstantStep(auto_learning_rate(
-            self.curvature, self.batch_size, variance_factor=delta, n_workers=self.n_workers
+            self.curvature, batch, variance_factor=delta, n_workers=self.n_workers
         ) / (1 + memory))
 
     def _loss_bounds(self, params0, start_loss):
@@ -213,16 +226,22 @@ class Fit:
     # -- the runs ---------------------------------------------------------------------
     def _plan(self, learning_rate, loss_bounds):
         params, data, continuation = self.params, self.data, self.continuation
+        # An epoch is whole rounds: with local steps, n_samples / batch_size
+        # steps rounded up to a multiple of local_steps.
+        local_steps = params.local_steps
+        rounds = math.ceil(math.ceil(data.n_samples / self.batch_size) / local_steps)
         return RunPlan(
             backend=self.backend, learning_rate=learning_rate,
-            steps_per_epoch=math.ceil(data.n_samples / self.batch_size),
+            steps_per_epoch=rounds * local_steps,
             max_epochs=1 if self.partial else params.max_iter,
             tol=params.tol, n_iter_no_change=params.n_iter_no_change,
             validating=params.early_stopping and not self.partial,
             validation=data.validation, loss_bounds=loss_bounds,
             checkpoint=self.checkpoint, callback=params.callback,
             counted=(0, 0) if continuation is None else (continuation.t, continuation.n_iter),
-            verbose=params.verbose,
+            verbose=params.verbose, local_steps=local_steps,
+            average=int(params.average), batch_size=self.batch_size,
+            average_state=(None, 0) if continuation is None else continuation.average_state,
         )
 
     def _runs(self, plan, params0):

@@ -333,9 +333,13 @@ PARAMETERS = (
     Parameter("shards", None, AnyOf(NoneValue(), Splitter()),
               cli="an object (DirichletShards): give it from Python"),
     Parameter("batch_size", "auto", AnyOf(Options("auto"), _POSITIVE)),
+    Parameter("local_steps", 1, _POSITIVE),
     Parameter("learning_rate", "auto", AnyOf(
         Options("auto"), Real(0, math.inf, "neither"),
         text="'auto' or a positive finite float",
+    )),
+    Parameter("average", False, AnyOf(
+        Boolean(), Integer(0), text="a bool or an integer >= 0"
     )),
     Parameter("max_iter", 200, _POSITIVE),
     Parameter("tol", 1e-4, AnyOf(NoneValue(), Real(0, 1, "left"))),

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ._average import IterateAverage
 from ._exceptions import DivergenceError
 from ._gradient import split_params
 from ._steps import SGDUpdate
@@ -39,7 +40,9 @@ class StepInfo:
     step : int
         Steps taken by the run, as ``t_`` counts them: 1 after its first step
         (0 at the call before it), counting on through warm starts and
-        ``partial_fit`` calls.
+        ``partial_fit`` calls. With ``local_steps=H`` the callback is called
+        after every round, when the workers' models are averaged: ``step``
+        then counts each worker's local steps, ``H`` a round.
     epoch : int
         The epoch the step belongs to, from 1, as ``n_iter_`` counts them
         (0 at the call before the first step).
@@ -66,13 +69,13 @@ class StepNotifier:
     (through ``Backend.run_steps``'s ``after_step``) and says whether the fit
     stops there; under MPI the ranks' answers are combined (any one stops all)."""
 
-    def __init__(self, callback, backend, run, step, epoch):
+    def __init__(self, callback, backend, run, step, epoch, local_steps=1):
         self.callback, self.backend, self.run = callback, backend, run
-        self.step, self.epoch = step, epoch
+        self.step, self.epoch, self.local_steps = step, epoch, local_steps
         self.stopped = False
 
     def after_step(self, params):
-        self.step += 1
+        self.step += self.local_steps
         return self.notify(params)
 
     def notify(self, params):
@@ -93,8 +96,11 @@ class RunResult:
     """What a run ended with: its model, counts and per-epoch curves.
 
     ``params`` are the final parameters, or the stopping rule's choice (the
-    best validated, or the last window's mean); the curves count from the
-    run's start (``steps_curve`` the steps at the end of each epoch).
+    best validated, or the last window's mean), or the average of the iterates
+    (``average``); the curves count from the run's start (``steps_curve`` the
+    steps at the end of each epoch). When the iterates were averaged,
+    ``iterate`` is the last of them and ``average_count`` their number: what
+    a continuing fit goes on from.
     """
 
     params: np.ndarray
@@ -108,6 +114,8 @@ class RunResult:
     best_validation_score: float | None = None
     converged: bool = False
     stopped_by_callback: bool = False
+    iterate: np.ndarray | None = None
+    average_count: int = 0
 
     def as_dict(self):
         """The result as the checkpoint file keeps a finished run."""
@@ -149,6 +157,14 @@ class RunPlan:
         The steps and epochs a continuing fit had taken (``t_``, ``n_iter_``),
         from which the callback's counts go on.
     verbose : int
+    local_steps : int
+        Each worker's steps a round (``steps_per_epoch`` is a multiple).
+    average : int
+        Samples before the first averaged iterate; 0: no average.
+    batch_size : int
+        Samples a step, over all workers.
+    average_state : tuple
+        ``(mean or None, count)`` of the iterates a continuing fit averaged.
     """
 
     backend: object
@@ -164,6 +180,15 @@ class RunPlan:
     callback: object = None
     counted: tuple = (0, 0)
     verbose: int = 0
+    local_steps: int = 1
+    average: int = 0
+    batch_size: int = 0
+    average_state: tuple = (None, 0)
+
+    @property
+    def rounds_per_epoch(self):
+        """The rounds of communication in an epoch (its steps with one local step)."""
+        return self.steps_per_epoch // self.local_steps
 
     @property
     def checks_loss(self):
@@ -202,6 +227,11 @@ class SGDRun:
         self.steps, self.sent, self.seconds = [], [], []
         self.first_epoch = 0
         self.notifier = None
+        # The average of the iterates (average=...), or None.
+        self.average = (
+            IterateAverage(plan.average, plan.batch_size, *plan.average_state)
+            if plan.average else None
+        )
         self.converged = False
         self.started = None  # when the first epoch of this call began
 
@@ -210,11 +240,16 @@ class SGDRun:
         return a :class:`RunResult`."""
         plan = self.plan
         resumed, params = self._resume(params)
-        update = SGDUpdate(plan.learning_rate, first=self.first_epoch * plan.steps_per_epoch)
-        after_step = self._notifier()
+        first = self.first_epoch * plan.steps_per_epoch
+        update = SGDUpdate(plan.learning_rate, first=first, local_steps=plan.local_steps)
+        if plan.local_steps > 1:
+            plan.backend.call(
+                ShardWorker.start_local_steps, plan.local_steps, plan.learning_rate, first
+            )
+        after_step = self._after_step()
         # At the start of a run (an uninterrupted fit made this call before
         # the steps a resumed one continues from).
-        if after_step is not None and not resumed and self.notifier.notify(params):
+        if self.notifier is not None and not resumed and self.notifier.notify(params):
             return self._result(params, 0, 0)
         self.started = time.perf_counter()
         seconds_before = math.nan if resumed else self.started
@@ -223,7 +258,9 @@ class SGDRun:
         for epoch in range(self.first_epoch, plan.max_epochs):
             if self.notifier is not None:
                 self.notifier.epoch = plan.counted[1] + epoch + 1
-            params = plan.backend.run_steps(params, update, plan.steps_per_epoch, after_step)
+            rounds_before = update.taken
+            params = plan.backend.run_steps(params, update, plan.rounds_per_epoch, after_step)
+            plan.backend.record.n_rounds += update.taken - rounds_before
             self._record_epoch(epoch, sent_before, seconds_before)
             if self._ends_after(epoch, params):
                 break
@@ -237,7 +274,9 @@ class SGDRun:
         resumed = plan.checkpoint and plan.checkpoint.resume(self.run, self.rule)
         if not resumed:
             return False, params
-        params, self.first_epoch, self.losses, saved_scores = resumed
+        params, self.first_epoch, self.losses, saved_scores, average = resumed
+        if self.average is not None:
+            self.average = IterateAverage(plan.average, plan.batch_size, *average)
         done = self.first_epoch
         self.steps = [(e + 1) * plan.steps_per_epoch for e in range(done)]
         # A checkpoint keeps the losses, not when or after how many bytes the
@@ -250,17 +289,27 @@ class SGDRun:
                 f"epoch {done} ({done * plan.steps_per_epoch} steps)")
         return True, params
 
-    def _notifier(self):
-        """The callback's ``after_step``, or None without a callback."""
+    def _after_step(self):
+        """What runs after every step (round): the average's and the
+        callback's; None without either, so that the steps may be taken many
+        at a time (the compiled loop)."""
         plan = self.plan
-        if plan.callback is None:
-            return None
-        self.notifier = StepNotifier(
-            plan.callback, plan.backend, self.run,
-            step=plan.counted[0] + self.first_epoch * plan.steps_per_epoch,
-            epoch=plan.counted[1] + self.first_epoch,
-        )
-        return self.notifier.after_step
+        step = plan.counted[0] + self.first_epoch * plan.steps_per_epoch
+        if plan.callback is not None:
+            self.notifier = StepNotifier(
+                plan.callback, plan.backend, self.run, step=step,
+                epoch=plan.counted[1] + self.first_epoch, local_steps=plan.local_steps,
+            )
+        if self.average is None:
+            return None if self.notifier is None else self.notifier.after_step
+        steps = [step]
+
+        def after_step(params):
+            steps[0] += plan.local_steps
+            self.average.add(params, steps[0])
+            return self.notifier is not None and self.notifier.after_step(params)
+
+        return after_step
 
     def _record_epoch(self, epoch, sent_before, seconds_before):
         """The epoch's mean batch loss and the curves' points; raise where the
@@ -317,6 +366,7 @@ class SGDRun:
             plan.checkpoint.save(
                 self.run, done, plan.steps_per_epoch, params, self.rule, self.losses,
                 self.scores if plan.validating else None,
+                average=None if self.average is None else self.average.get_state(),
             )
 
     def _finish(self, params, epoch):
@@ -334,12 +384,20 @@ class SGDRun:
                 "converging; increase max_iter or tol.",
                 ConvergenceWarning,
             )
-        final = params if self.rule.best_params is None else self.rule.best_params
+        final = params
+        if self.rule.best_params is not None and self.average is None:
+            final = self.rule.best_params
         return self._result(final, epoch + 1, (epoch + 1) * plan.steps_per_epoch)
 
     def _result(self, params, n_iter, t):
         validating = self.plan.validating
         stopped = self.notifier is not None and self.notifier.stopped
+        iterate, count = None, 0
+        if self.average is not None:
+            # The average is the model, whatever ended the run; a continuing
+            # fit steps on from the last iterate.
+            iterate, count = params, self.average.count
+            params = self.average.model(params)
         return RunResult(
             params=params, n_iter=n_iter, t=t, loss_curve=self.losses,
             steps_curve=list(self.steps), bytes_sent_curve=list(self.sent),
@@ -349,6 +407,7 @@ class SGDRun:
                 self.rule.best_score if validating and (n_iter > 0) else None
             ),
             converged=self.converged, stopped_by_callback=stopped,
+            iterate=iterate, average_count=count,
         )
 
 

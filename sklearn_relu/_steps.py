@@ -24,7 +24,6 @@ bits on one or two.
 """
 
 import functools
-import itertools
 
 import numpy as np
 
@@ -40,23 +39,33 @@ __all__ = ["SGDUpdate", "run_steps"]
 class SGDUpdate:
     """The step ``params - learning_rate.at(t) * direction`` at the ``t``-th call,
     counting from ``first``, checked; ``learning_rate`` is a schedule from
-    :mod:`._schedule`."""
+    :mod:`._schedule`.
 
-    def __init__(self, learning_rate, first=0):
+    With ``local_steps=H`` a call is a round of ``H`` local steps (the
+    direction the workers' model change over the round's first step size, see
+    :meth:`~sklearn_relu._worker.ShardWorker.local_change`): ``t`` then counts
+    local steps, ``H`` a call.
+    """
+
+    def __init__(self, learning_rate, first=0, local_steps=1):
         self.learning_rate = learning_rate
-        self._steps = itertools.count(first)
+        self.first, self.local_steps = first, local_steps
+        #: Calls so far (rounds; steps when ``local_steps`` is 1).
+        self.taken = 0
 
     def __call__(self, params, gradient):
         # A Python float, not a NumPy float64 scalar: under NumPy's promotion
         # rules the scalar would turn float32 parameters into float64.
-        new = params - self.learning_rate.at(next(self._steps)) * gradient
+        step = self.first + self.taken * self.local_steps
+        self.taken += 1
+        new = params - self.learning_rate.at(step) * gradient
         if not np.all(np.isfinite(new)):
             raise DivergenceError(self.divergence_reason())
         return new
 
     def skip(self, n_steps):
         """Count ``n_steps`` steps taken elsewhere (by the compiled loop)."""
-        next(itertools.islice(self._steps, n_steps, n_steps), None)
+        self.taken += n_steps
 
     def divergence_reason(self):
         return f"learning_rate={self.learning_rate:.3g} is too large for this data"
@@ -91,6 +100,7 @@ def fusable(backend, params, update):
         or not hasattr(kernels, "sgd_steps")
         or not workers
         or not isinstance(update, SGDUpdate)
+        or update.local_steps != 1
         or type(update.learning_rate) is not ConstantStep
         or type(backend.aggregator) is not Mean
         or _quantizer(backend.compressor) is None

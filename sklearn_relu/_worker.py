@@ -170,6 +170,9 @@ class ShardWorker:
         # E[sum over workers] = sum_w (n_w / n) * (shard mean) = full mean, even
         # when shards or shares differ by one row.
         self.scale = X.shape[0] / (n_samples * self.batch_size)
+        # [local steps a round, their schedule, the next one's step]: None
+        # sends a gradient a step (start_local_steps).
+        self._local = None
         self.reseed(0)
 
     def reseed(self, entropy):
@@ -246,21 +249,64 @@ class ShardWorker:
             digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
         return np.frombuffer(digest.digest(), dtype=np.uint8)
 
-    def _draw_gradient(self, params):
-        """Draw a batch and return its gradient at ``params`` (this worker's share)."""
+    def _batch_gradient(self, params, scale):
+        """Draw a batch and return its gradient at ``params``, scaled by ``scale``."""
         rows = self._rng.integers(0, self.X.shape[0], size=self.batch_size)
         with np.errstate(over="ignore", invalid="ignore"):
             gradient, loss, weight = batch_gradient(
-                self.X, self.y, self.sample_weight, params, rows, self.scale
+                self.X, self.y, self.sample_weight, params, rows, scale
             )
         if not np.isfinite(gradient).all():
             raise DivergenceError("the gradient overflowed")
-        gradient = self.as_sent(gradient)
         # Per draw, not per unit of weight: weights are scaled to mean 1, so this
         # estimates the same mean loss, and a batch whose rows all weigh zero
         # adds 0/1 rather than making the epoch's mean 0/0.
         self.batch_loss_sums += (loss, rows.shape[0])
         return gradient
+
+    def _draw_gradient(self, params):
+        """The vector this worker sends for the step at ``params``: its share of
+        a batch's gradient, or with local steps its share of its model change
+        over the round (:meth:`local_change`)."""
+        if self._local is None:
+            return self.as_sent(self._batch_gradient(params, self.scale))
+        return self.as_sent(self.local_change(params))
+
+    def start_local_steps(self, local_steps, learning_rate, first):
+        """Take ``local_steps`` steps of ``learning_rate`` (a schedule) on this
+        shard a round from now on, the first at step ``first`` of the run;
+        ``local_steps=1`` sends gradients again."""
+        self._local = None if local_steps == 1 else [local_steps, learning_rate, first]
+
+    def local_change(self, params):
+        """Take the round's local steps from ``params``; this worker's share of
+        the model change, in gradient units: ``(n_w / n) (params - w_H) / lr_0``.
+
+        Each local step is an SGD step on this worker's own batch (its share of
+        ``batch_size``), with the batch's mean gradient, an estimate of the full
+        gradient from this shard alone. The workers' shares ``n_w / n`` sum to
+        1, so a step of the round's first step size ``lr_0`` along their sum
+        lands on the average of the workers' models (Local SGD, FedAvg's
+        averaging): with one local step, on the SGD step.
+        """
+        local_steps, learning_rate, first = self._local
+        rate = learning_rate.at(first)
+        local = params
+        for step in range(first, first + local_steps):
+            gradient = self._batch_gradient(local, 1.0 / self.batch_size)
+            with np.errstate(over="ignore", invalid="ignore"):
+                local = local - learning_rate.at(step) * gradient
+            if not np.isfinite(local).all():
+                raise DivergenceError(
+                    f"a local step of learning_rate={rate:.3g} overflowed"
+                )
+        self._local[2] = first + local_steps
+        share = self.X.shape[0] / self.n_samples
+        with np.errstate(over="ignore", invalid="ignore"):
+            change = (params - local) * (share / rate)
+        if not np.isfinite(change).all():
+            raise DivergenceError(f"the model change over learning_rate={rate:.3g} overflowed")
+        return change
 
     def gradient_message(self, params):
         """Draw a batch, compute its gradient at ``params``, return the message."""

@@ -109,6 +109,11 @@ def test_mpi_omniscient_attacks_equal_inprocess_on_every_rank(n_ranks):
     run_check("check_omniscient.py", n_ranks, timeout=180)
 
 
+@pytest.mark.parametrize("n_ranks", [2, 4])
+def test_mpi_local_steps_equal_inprocess_on_every_rank(n_ranks):
+    run_check("check_local_steps.py", n_ranks, timeout=240)
+
+
 @pytest.mark.parametrize("n_ranks", [1, 2])
 def test_a_callback_that_stops_on_one_rank_stops_every_rank_at_that_step(n_ranks):
     run_check("check_callback.py", n_ranks, timeout=120)

@@ -34,6 +34,10 @@ class CommunicationRecord:
     control_bytes : int
         Bytes of exact control traffic (initialization statistics, losses,
         model broadcasts), not part of the compressed gradient messages.
+    n_rounds : int
+        Rounds of communication: the steps of the model, each one exchange of
+        the workers' messages; with ``local_steps=H``, each worker's ``H``
+        local steps are one round.
     exact_scale_rounds : int
         Steps in which the workers agreed on an exact scale (the MAX of their
         statistics) before encoding: IntSGD's first step of each run, and any
@@ -49,6 +53,7 @@ class CommunicationRecord:
     bytes_sent: int = 0
     float64_bytes: int = 0
     control_bytes: int = 0
+    n_rounds: int = 0
     exact_scale_rounds: int = 0
     compute_seconds: float = 0.0
     communicate_seconds: float = 0.0
