@@ -296,6 +296,12 @@ def test_cli_data_local_reads_only_its_rows_and_fits_the_same_model(tmp_path):
     assert "--data local reads each rank's rows from a memory-mapped .npy" in done.stderr
 
 
+@pytest.mark.parametrize("n_ranks", [2, 4])
+def test_cli_data_local_reads_each_ranks_own_parquet_files_or_row_groups(n_ranks):
+    pytest.importorskip("pyarrow", reason='needs pyarrow: pip install "sklearn-relu[parquet]"')
+    run_check("check_parquet.py", n_ranks, timeout=180)
+
+
 # -- a fit that survives being killed (issue 12) ------------------------------------
 def _rank_pid(marker, rank):
     """The pid of MPI rank ``rank`` of the job whose command line has ``marker``."""
