@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from ._base import RobustAggregator
-from ._geometric_median import centred_gram
+from ._geometric_median import centred_gram, gram_about_the_medoid, times_power_of_two
 
 __all__ = ["CenteredClip"]
 
@@ -68,7 +68,7 @@ class CenteredClip(RobustAggregator):
             # At least half the points are the medoid: nothing to clip towards.
             if self.tau is None:
                 return origin.copy()
-            gram, exponent = centred @ centred.T, 0
+            centred, gram, exponent = gram_about_the_medoid(centred)
         squared = np.maximum(gram.diagonal(), 0)
         distances = np.sqrt(squared)
         if self.tau is None:
@@ -87,4 +87,4 @@ class CenteredClip(RobustAggregator):
             keep = np.minimum(1.0, tau / np.maximum(distances, tau)) / n_points
             # (x_i - v) = centred_i - weights @ centred: the keep-weighted sum.
             weights = weights * (1.0 - keep.sum()) + keep
-        return origin + np.ldexp(weights @ centred, exponent)
+        return origin + times_power_of_two(weights @ centred, exponent)

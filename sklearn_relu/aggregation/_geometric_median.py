@@ -7,7 +7,13 @@ import numpy as np
 
 from ._base import RobustAggregator
 
-__all__ = ["GeometricMedian", "centred_gram", "geometric_median", "rough_median"]
+__all__ = [
+    "GeometricMedian",
+    "centred_gram",
+    "geometric_median",
+    "gram_about_the_medoid",
+    "rough_median",
+]
 
 #: Over-relaxation of the Weiszfeld step (below 2, where it stops decreasing).
 _RELAXATION = 1.8
@@ -19,15 +25,55 @@ def _distances(gram):
     return np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0))
 
 
+def times_power_of_two(values, exponent, out=None):
+    """``np.ldexp(values, exponent)``, bit for bit, at the price of a product.
+
+    A product by ``2**exponent`` is one correctly rounded operation on the
+    exact result, as ``ldexp`` is, whenever the factor itself is a double
+    (``-1074 <= exponent <= 1023``); NumPy's ``ldexp`` is a library call an
+    element, several times slower than a vectorized product (see the
+    aggregation timings in :doc:`/benchmarks`)."""
+    if -1074 <= exponent <= 1023:
+        return np.multiply(values, np.ldexp(1.0, exponent), out=out)
+    return np.ldexp(values, exponent, out=out)
+
+
+def _largest_magnitude(points):
+    """``max |points|`` (0 for none, NaN if any is), without an array of
+    magnitudes."""
+    if points.size == 0:
+        return 0.0
+    return max(float(points.max()), -float(points.min()))
+
+
 def _robust_origin(points):
     """Index of a point with the smallest sum of distances to the others (the
     medoid). From the Gram matrix of the points scaled by a power of two, so
-    that no product overflows whatever their magnitude."""
-    largest = float(np.max(np.abs(points), initial=0.0))
-    if not 0 < largest < np.inf:
-        return 0
-    scaled = np.ldexp(points, -int(np.frexp(largest)[1]))
-    return int(np.argmin(_distances(scaled @ scaled.T).sum(axis=1)))
+    that no product overflows whatever their magnitude.
+
+    The scale only moves the range of the products: where the points'
+    largest square is within ``2^+-80`` of 1, so that no product or sum of
+    them can overflow, the Gram matrix of the points themselves is the scaled
+    one times an exact power of two, and so are the distances: the same
+    medoid, without the scaled copy of the points (but for products below
+    ``2^-1022``, ``2^-900`` times the largest, which no sum of distances
+    notices). A point that is not finite (a Byzantine overflow) is never
+    the medoid: it is taken among the others."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        gram = points @ points.T
+    top = float(np.max(gram.diagonal(), initial=0.0))
+    if not 2.0**-80 <= top <= 2.0**80:
+        largest = _largest_magnitude(points)
+        if not largest < np.inf:
+            finite = np.flatnonzero(np.all(np.isfinite(points), axis=1))
+            if finite.shape[0] == 0:
+                return 0
+            return int(finite[_robust_origin(points[finite])])
+        if not largest > 0:
+            return 0
+        scaled = times_power_of_two(points, -int(np.frexp(largest)[1]))
+        gram = scaled @ scaled.T
+    return int(np.argmin(_distances(gram).sum(axis=1)))
 
 
 def _is_median(gram, distances, index, duplicates):
@@ -62,7 +108,8 @@ def centred_gram(points):
     origin = points[_robust_origin(points)]
     with np.errstate(over="ignore", invalid="ignore"):
         centred = points - origin
-    largest_each = np.max(np.abs(centred), axis=1)
+    # max |centred| a row, without an array of magnitudes (NaN where one is).
+    largest_each = np.maximum(centred.max(axis=1), -centred.min(axis=1))
     typical = float(_median(largest_each))
     if typical == 0:
         return origin, centred, None, 0
@@ -72,8 +119,21 @@ def centred_gram(points):
         centred[far] = _bring_in(centred[far], limit)
         largest_each = np.minimum(largest_each, limit)
     exponent = int(np.frexp(float(np.max(largest_each)))[1])
-    centred = np.ldexp(centred, -exponent)
+    times_power_of_two(centred, -exponent, out=centred)
     return origin, centred, centred @ centred.T, exponent
+
+
+def gram_about_the_medoid(centred):
+    """For when :func:`centred_gram` finds at least half the points at the
+    medoid (``gram`` None) and the others' distances are still wanted:
+    ``(scaled, gram, exponent)``, ``centred`` times ``2**-exponent`` so that
+    its largest entry is below 1 (no square overflows, as a Byzantine
+    ``1e300`` would) and its Gram matrix."""
+    largest = _largest_magnitude(centred)
+    exponent = int(np.frexp(largest)[1]) if 0 < largest < np.inf else 0
+    scaled = times_power_of_two(centred, -exponent)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return scaled, scaled @ scaled.T, exponent
 
 
 def geometric_median(points, *, nu=1e-6, max_iter=1000, tol=1e-6):
@@ -140,9 +200,9 @@ def geometric_median(points, *, nu=1e-6, max_iter=1000, tol=1e-6):
     medoid = int(np.argmin(distances.sum(axis=1)))
     duplicates = int(np.count_nonzero(np.all(centred == centred[medoid], axis=1)))
     if _is_median(gram, distances, medoid, duplicates):
-        return origin + np.ldexp(centred[medoid], exponent)
+        return origin + times_power_of_two(centred[medoid], exponent)
     weights = _weiszfeld_weights(gram, squared, scale, nu, max_iter, tol)
-    return origin + np.ldexp(weights @ centred, exponent)
+    return origin + times_power_of_two(weights @ centred, exponent)
 
 
 def _weiszfeld_weights(gram, squared, scale, nu, max_iter, tol):
@@ -201,7 +261,7 @@ def rough_median(points):
     norms = np.sqrt(np.maximum(gram.diagonal(), 0))
     weights = 1.0 / np.maximum(norms, max(float(_median(norms)), np.finfo(float).tiny))
     weights /= weights.sum()
-    return origin + np.ldexp(weights @ centred, exponent)
+    return origin + times_power_of_two(weights @ centred, exponent)
 
 
 def _median(values):

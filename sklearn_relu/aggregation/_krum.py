@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from ._base import AssumesByzantine, RobustAggregator
-from ._geometric_median import centred_gram
+from ._geometric_median import centred_gram, gram_about_the_medoid
 
 __all__ = ["Krum", "MultiKrum", "krum_scores"]
 
@@ -20,7 +20,7 @@ def scaled_squared_distances(points):
     far), and in the order of the true distances."""
     _, centred, gram, _ = centred_gram(points)
     if gram is None:
-        gram = centred @ centred.T
+        _, gram, _ = gram_about_the_medoid(centred)
     squared = gram.diagonal()
     distances = np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0)
     np.fill_diagonal(distances, 0.0)

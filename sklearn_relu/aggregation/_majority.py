@@ -5,6 +5,7 @@ ICLR 2019)."""
 import numpy as np
 
 from ._base import SumAggregator
+from ._median import coordinate_median
 
 __all__ = ["MajorityVote"]
 
@@ -44,7 +45,7 @@ class MajorityVote(SumAggregator):
 
     def combine_statistics(self, statistics):
         points = np.array(statistics, dtype=np.float64)
-        return (points.shape[0] * np.median(points, axis=0)).astype(
+        return (points.shape[0] * coordinate_median(points)).astype(
             np.asarray(statistics[0]).dtype, copy=False
         )
 

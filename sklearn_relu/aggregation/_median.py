@@ -5,7 +5,24 @@ import numpy as np
 
 from ._base import RobustAggregator
 
-__all__ = ["CoordinateMedian"]
+__all__ = ["CoordinateMedian", "coordinate_median"]
+
+
+def coordinate_median(points):
+    """``np.median(points, axis=0)``, bit for bit, from one sort of the
+    columns: NumPy's partition along the short axis of an ``(n, d)`` array is
+    several times slower than a sort of it (see the aggregation timings in
+    :doc:`/benchmarks`). A column with a NaN has median NaN, as NumPy's."""
+    ordered = np.sort(points, axis=0)
+    n_points = ordered.shape[0]
+    if n_points % 2:
+        median = ordered[n_points // 2].copy()
+    else:
+        # np.median's mean of the middle two: their sum over 2.
+        median = ordered[n_points // 2 - 1] + ordered[n_points // 2]
+        median /= 2
+    median[np.isnan(ordered[-1])] = np.nan
+    return median
 
 
 class CoordinateMedian(RobustAggregator):
@@ -27,4 +44,4 @@ class CoordinateMedian(RobustAggregator):
     """
 
     def center(self, points):
-        return np.median(points, axis=0)
+        return coordinate_median(points)
