@@ -18,7 +18,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._cli import load_data, load_features, main
-from sklearn_relu._cli._data import read_data, read_features
+from sklearn_relu._cli._data import read_data, read_features, read_ids
 
 pa = pytest.importorskip(
     "pyarrow", reason='the Parquet tests need pyarrow: pip install "sklearn-relu[parquet]"'
@@ -126,6 +126,12 @@ def test_a_pandas_index_stored_as_a_column_is_not_a_feature(tmp_path, planted):
     X_read, y_read, _, names = read_data(tmp_path / "d.parquet")
     assert names == NAMES
     assert_array_equal(X_read, X[10:]) and assert_array_equal(y_read, y[10:])
+    # An index of ids is no feature either, and --id-column finds it.
+    ids = [f"user-{i}" for i in range(10, len(y))]
+    frame.set_axis(pd.Index(ids, name="id")).to_parquet(tmp_path / "ids.parquet")
+    X_read, _, _ = read_features(tmp_path / "ids.parquet", 4, NAMES, ignore="id")
+    assert_array_equal(X_read, X[10:])
+    assert read_ids(tmp_path / "ids.parquet", "id") == ids
 
 
 @pytest.mark.filterwarnings("ignore:X does not have valid feature names")

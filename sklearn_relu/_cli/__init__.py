@@ -12,7 +12,7 @@ One module a part of the command line:
     ``predict``;
 ``_scripts``
     ``reproduce`` and ``benchmark``, which run a source checkout's scripts;
-``_data``, ``_csv``, ``_output``
+``_data``, ``_csv``, ``_parquet``, ``_output``
     reading data files; writing a file only when complete;
 ``_launcher``
     what an MPI launcher tells a process before MPI starts.

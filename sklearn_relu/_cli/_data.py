@@ -167,7 +167,7 @@ def read_features(path, n_features, feature_names=None, target_column=None, igno
         table = ParquetTable(path)
         names = table.names
         if ignore is not None:
-            _check_id_column(path, names, ignore)
+            _check_id_column(path, names + table.index_names, ignore)
             names = [name for name in names if name != ignore]
         columns, by_name = _feature_columns(
             path, names, len(names), n_features, feature_names, target_column
@@ -223,7 +223,7 @@ def read_ids(path, name):
     the ids ``predict --id-column`` writes before each prediction."""
     if is_parquet(path):
         table = ParquetTable(path)
-        _check_id_column(path, table.names, name)
+        _check_id_column(path, table.names + table.index_names, name)
         return table.read_text(name)
     return read_text_column(path, name)
 

@@ -103,6 +103,8 @@ class ParquetTable:
         self._types = _data_columns(self.files[0], schema)
         #: The column names, in the first file's order.
         self.names = list(self._types)
+        #: The columns of a pandas index (not data, but ids may be there).
+        self.index_names = [name for name in schema.names if name not in self._types]
 
     def read(self, groups, shard=None):
         """One 2-D array a group of columns (a list of names), of the rows
