@@ -478,6 +478,7 @@ class FitCheckpoint:
         fields.check_agreed_scale(path, found["agreed_scale"], compressor,
                                   backend.n_summands)
         fields.check_average(path, found.get("average"), n_values)
+        fields.check_momentum_states(path, found.get("momentum_states"), n_workers, n_values)
 
     # -- resuming ------------------------------------------------------------------
     def finished_run(self, run):
@@ -503,6 +504,8 @@ class FitCheckpoint:
         backend.call(ShardWorker.restore_random_state, found["worker_rngs"])
         if found["compressor_states"] is not None:
             backend.restore_compressor_states(found["compressor_states"])
+        if found.get("momentum_states") is not None:
+            backend.restore_momentum_states(found["momentum_states"])
         if found["aggregator_state"] is not None:
             backend.aggregator.set_state(found["aggregator_state"])
         # A summable compressor's scale, agreed in the last step for the next.
@@ -531,6 +534,7 @@ class FitCheckpoint:
         backend = self.backend
         worker_rngs = np.array(backend.call(ShardWorker.random_state), dtype=np.uint64)
         compressor_states = backend.compressor_states()
+        momentum_states = backend.momentum_states()
         aggregator_state = backend.aggregator.get_state()
         if not backend.main_process():
             return
@@ -553,12 +557,17 @@ class FitCheckpoint:
             "record": asdict(backend.record),
             "finished": self.finished,
             "average": None if average is None else dict(zip(("mean", "count"), average)),
+            "momentum_states": momentum_states,
         })
 
-    def run_finished(self, run, result, compressor_states, n_runs):
+    def run_finished(self, run, result, compressor_states, n_runs, momentum_states=None):
         """Keep a finished run of an ensemble (``result`` as a dict, and its
-        workers' compressor states); save, so that it is not redone."""
-        self.finished.append({**result, "compressor_states": compressor_states})
+        workers' compressor states and momentum memories); save, so that it is
+        not redone."""
+        finished = {**result, "compressor_states": compressor_states}
+        if momentum_states is not None:
+            finished["momentum_states"] = momentum_states
+        self.finished.append(finished)
         if run + 1 < n_runs:
             self.save(run + 1, 0, 0, np.zeros(0), None, [], None)
 

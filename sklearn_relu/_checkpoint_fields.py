@@ -23,7 +23,8 @@ from .backends._base import CommunicationRecord
 
 __all__ = [
     "FitLimits", "check_agreed_scale", "check_aggregator_state",
-    "check_average", "check_compressor_states", "check_finished", "check_identity", "check_layout",
+    "check_average", "check_compressor_states", "check_finished", "check_identity",
+    "check_layout", "check_momentum_states",
     "check_params", "check_progress", "check_record", "check_rng_start",
     "check_rule_state", "check_worker_rngs", "refusal",
 ]
@@ -32,18 +33,19 @@ __all__ = [
 FIELDS = frozenset({
     "format", "fingerprint", "parameters", "rng_start", "run", "epoch", "t", "params",
     "losses", "scores", "rule", "worker_rngs", "compressor_states", "aggregator_state",
-    "agreed_scale", "record", "finished", "average",
+    "agreed_scale", "record", "finished", "average", "momentum_states",
 })
 # Fields a file written before they were kept may lack (a fit without them).
-_OPTIONAL_FIELDS = frozenset({"average"})
+_OPTIONAL_FIELDS = frozenset({"average", "momentum_states"})
 # A finished run as a checkpoint keeps it; the curves may be missing from a
 # file written before they were kept (the fit makes them NaN).
 _FINISHED = frozenset({
     "params", "n_iter", "t", "loss_curve", "validation_scores",
     "best_validation_score", "converged", "stopped_by_callback", "compressor_states",
 })
-# What a finished run of a fit averaging its iterates keeps besides.
-_AVERAGED = ("iterate", "average_count")
+# What a finished run keeps besides when the fit averages its iterates, or
+# its workers keep a momentum.
+_OPTIONAL_FINISHED = ("iterate", "average_count", "momentum_states")
 _CURVES = ("steps_curve", "bytes_sent_curve", "seconds_curve")
 # The legacy MT19937 state of the estimator's random stream: 624 words.
 _MT_WORDS = 624
@@ -298,7 +300,7 @@ def check_finished(path, finished, n_values, dtype, limits, compressor):
     largest = np.finfo(np.float64).max
     for index, run in enumerate(finished):
         part = f"run {index}"
-        _mapping(path, "finished", run, _FINISHED, frozenset(_CURVES + _AVERAGED), part)
+        _mapping(path, "finished", run, _FINISHED, frozenset(_CURVES + _OPTIONAL_FINISHED), part)
         _vector(path, "finished", run["params"], n_values, dtype, f"{part} params")
         n_iter = _integer(path, "finished", run["n_iter"], 1, limits.max_iter,
                           f"{part} n_iter")
@@ -326,6 +328,24 @@ def check_finished(path, finished, n_values, dtype, limits, compressor):
         if run.get("iterate") is not None:
             _vector(path, "finished", run["iterate"], n_values, dtype, f"{part} iterate")
         _integer(path, "finished", run.get("average_count", 0), 0, part=f"{part} average_count")
+        check_momentum_states(path, run.get("momentum_states"), limits.n_workers, n_values,
+                              "finished", f"{part} momentum_states")
+
+
+def check_momentum_states(path, states, n_workers, n_values, field="momentum_states",
+                          part=""):
+    """Every worker's momentum memory (``worker_momentum``): None, or
+    ``(n_workers, n_values)`` finite float64."""
+    if states is None:
+        return
+    if not (
+        isinstance(states, np.ndarray) and states.dtype == np.float64
+        and states.shape == (n_workers, n_values)
+    ):
+        raise refusal(path, field, f"is {_described(states)}, not ({n_workers}, {n_values}) "
+                                   "float64: one memory a worker", part)
+    if not np.all(np.isfinite(states)):
+        raise refusal(path, field, "holds values that are not finite", part)
 
 
 def check_average(path, average, n_values):

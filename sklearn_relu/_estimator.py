@@ -106,6 +106,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         workers' vectors of the step (ALIE, IPM, their forms searched against
         the rule in use, Mimic); ``"label_flip"`` trains on ``-y``. See
         :ref:`robust-attacks`. Unused when ``n_byzantine=0``.
+    worker_momentum : float, default=0.0
+        Each worker sends the momentum of its vectors, ``m = beta m + (1 -
+        beta) g`` with ``beta = worker_momentum`` in ``[0, 1)`` (from ``m = g``
+        at its first step), instead of ``g`` itself: a defence against attacks
+        hidden in the sampling noise ("Learning from History", Karimireddy et
+        al., 2021), since the momentum averages the honest workers' noise
+        away. A Byzantine worker's attack acts on its momentum. ``0`` sends
+        the vectors as they are. See :ref:`robust-worker-momentum`.
     shards : None or splitter, default=None
         How the training rows are dealt to the workers. ``None``: equal
         contiguous blocks in row order. A splitter, an object with
@@ -331,6 +339,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         aggregation="mean",
         n_byzantine=0,
         attack="sign_flip",
+        worker_momentum=0.0,
         shards=None,
         batch_size="auto",
         local_steps=1,
@@ -363,6 +372,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.aggregation = aggregation
         self.n_byzantine = n_byzantine
         self.attack = attack
+        self.worker_momentum = worker_momentum
         self.shards = shards
         self.local_steps = local_steps
         self.batch_size = batch_size
@@ -603,6 +613,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
             average_state = (None, 0)
         return Continuation(
             params=params, average_state=average_state,
+            momentum_states=getattr(self, "_momentum_states", (None, None, None)),
             t=self.t_, n_iter=self.n_iter_,
             curvature=getattr(self, "_curvature", None),
             sign_step=getattr(self, "_sign_step", None),
@@ -669,6 +680,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         self.stopped_by_callback_ = bool(run.stopped_by_callback)
         # What a warm start continues from.
         self._compressor_states = result.compressor_states
+        self._momentum_states = result.momentum_states
         self._curvature, self._sign_step = result.curvature, result.sign_step
         self.n_workers_ = self._n_workers
         # The last iterate and the average's (mean, count), when the model is

@@ -55,6 +55,7 @@ class Continuation:
     sign_step: object
     compressor_states: tuple
     average_state: tuple = (None, 0)
+    momentum_states: tuple = (None, None, None)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class FitResult:
     compressor_states: tuple
     curvature: object
     sign_step: object
+    momentum_states: tuple = (None, None, None)
 
 
 class Fit:
@@ -121,7 +123,7 @@ class Fit:
     def _execute(self):
         params0, learning_rate, start_loss = self.start()
         plan = self._plan(learning_rate, self._loss_bounds(params0, start_loss))
-        runs, states = self._runs(plan, params0)
+        runs, states, momenta = self._runs(plan, params0)
         stopped = runs[-1].stopped_by_callback
         # (A run finished by the fit a checkpoint resumes was not stopped.)
         chosen = len(runs) - 1 if stopped else select_consistent_run([r.params for r in runs])
@@ -134,6 +136,7 @@ class Fit:
             # Error-feedback memory and momentum: what a warm start continues from.
             compressor_states=(self.compressor, self.n_workers, states[chosen]),
             curvature=self.curvature, sign_step=self.sign_step,
+            momentum_states=(self.params.worker_momentum, self.n_workers, momenta[chosen]),
         )
 
     # -- the start point and the step -----------------------------------------------
@@ -245,36 +248,50 @@ class Fit:
         )
 
     def _runs(self, plan, params0):
-        """Every run's :class:`RunResult` and its workers' compressor states at
-        its end, until the callback stops one."""
+        """Every run's :class:`RunResult`, its workers' compressor states and
+        momentum memories at its end, until the callback stops one."""
         continuing = self.continuation is not None
         n_runs = 1 if (self.partial or continuing) else self.params.n_ensemble
-        checkpoint, runs, states = self.checkpoint, [], []
+        momentum = self.params.worker_momentum
+        checkpoint, runs, states, momenta = self.checkpoint, [], [], []
         for run in range(n_runs):
             self.backend.reseed(self.rng.randint(np.iinfo(np.int32).max))
+            if momentum:
+                self.backend.call(ShardWorker.start_momentum, momentum)
             if continuing:
-                self._restore_compressor_states()
+                self._restore_worker_states()
             finished = checkpoint and checkpoint.finished_run(run)
             if finished:  # by the fit this one resumes
+                kept = ("compressor_states", "momentum_states")
                 runs.append(RunResult.from_dict(
-                    {k: v for k, v in finished.items() if k != "compressor_states"}
+                    {k: v for k, v in finished.items() if k not in kept}
                 ))
                 states.append(finished["compressor_states"])
+                momenta.append(finished.get("momentum_states"))
                 continue
             runs.append(SGDRun(plan, run).execute(params0.astype(self.data.X.dtype)))
             states.append(self.backend.compressor_states())
+            momenta.append(self.backend.momentum_states() if momentum else None)
             if runs[-1].stopped_by_callback:
                 break  # the fit ends at the step the callback chose
             if checkpoint is not None:
-                checkpoint.run_finished(run, runs[-1].as_dict(), states[-1], n_runs)
-        return runs, states
+                checkpoint.run_finished(run, runs[-1].as_dict(), states[-1], n_runs,
+                                        momentum_states=momenta[-1])
+        return runs, states, momenta
 
-    def _restore_compressor_states(self):
-        """Hand the workers the compressor states the last fit ended with, when
-        they are states of the same compressor on as many workers."""
+    def _restore_worker_states(self):
+        """Hand the workers the compressor states and momentum memories the
+        last fit ended with, when they are states of the same compressor, or
+        the same momentum, on as many workers."""
         saved, n_workers, states = self.continuation.compressor_states
         if states is not None and saved == self.compressor and n_workers == self.n_workers:
             self.backend.restore_compressor_states(states)
+        beta, n_workers, states = self.continuation.momentum_states
+        if (
+            states is not None and self.params.worker_momentum
+            and beta == self.params.worker_momentum and n_workers == self.n_workers
+        ):
+            self.backend.restore_momentum_states(states)
 
     # -- what the kept model says ---------------------------------------------------------
     def _diagnose(self, kept, learning_rate, loss_bounds):

@@ -330,6 +330,7 @@ PARAMETERS = (
     )),
     Parameter("n_byzantine", 0, Integer(0)),
     Parameter("attack", "sign_flip", _registry("attacks", "available_attacks", "get_attack")),
+    Parameter("worker_momentum", 0.0, Real(0, 1, "left")),
     Parameter("shards", None, AnyOf(NoneValue(), Splitter()),
               cli="an object (DirichletShards): give it from Python"),
     Parameter("batch_size", "auto", AnyOf(Options("auto"), _POSITIVE)),
@@ -447,6 +448,9 @@ def _argument(parameter):
         kwargs["choices"] = choices
     else:
         kwargs["type"] = _flag_type(parameter)
+    if isinstance(default, bool):
+        # A switch that also takes a value (--average, or --average 1000).
+        kwargs.update(nargs="?", const=not default)
     return kwargs
 
 

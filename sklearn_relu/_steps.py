@@ -101,6 +101,7 @@ def fusable(backend, params, update):
         or not workers
         or not isinstance(update, SGDUpdate)
         or update.local_steps != 1
+        or not all(worker.sends_gradients for worker in workers)
         or type(update.learning_rate) is not ConstantStep
         or type(backend.aggregator) is not Mean
         or _quantizer(backend.compressor) is None

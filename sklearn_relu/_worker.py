@@ -19,8 +19,8 @@ from ._gradient import batch_gradient, loss_sums
 from ._stall import progress_sums, sample_rows
 
 __all__ = [
-    "ShardWorker", "TrainingSet", "batch_share", "shard_bounds", "shard_statistic",
-    "worker_arguments",
+    "ShardWorker", "TrainingSet", "WorkerMomentum", "batch_share", "shard_bounds",
+    "shard_statistic", "worker_arguments",
 ]
 
 
@@ -104,6 +104,46 @@ def worker_arguments(
     )
 
 
+class WorkerMomentum:
+    """A worker's momentum: it sends ``m = beta m + (1 - beta) v`` of its
+    vectors ``v`` (gradients, or local steps' model changes), from ``m = v`` at
+    the first step (no bias towards zero).
+
+    A Byzantine-robustness defence ("Learning from History", Karimireddy et
+    al., 2021): averaging over steps shrinks the honest workers' sampling
+    noise, so that an attack hidden in that noise stands out to a robust rule.
+    A Byzantine worker's attack acts on its momentum, what it would send
+    honestly (docs/robust.rst, "Worker momentum").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> momentum = WorkerMomentum(0.5)
+    >>> momentum.update(np.array([2.0])), momentum.update(np.array([0.0]))
+    (array([2.]), array([1.]))
+    """
+
+    def __init__(self, beta):
+        self.beta = beta
+        self.memory = None
+
+    def update(self, vector):
+        if self.memory is None:
+            self.memory = np.array(vector, dtype=np.float64)
+        else:
+            self.memory = self.beta * self.memory + (1.0 - self.beta) * vector
+        return self.memory.astype(vector.dtype)
+
+    def reset(self):
+        self.memory = None
+
+    def get_state(self):
+        return np.zeros(0) if self.memory is None else self.memory.copy()
+
+    def set_state(self, state):
+        self.memory = None if len(state) == 0 else np.array(state, dtype=np.float64)
+
+
 def batch_share(batch_size, n_workers, index):
     """How many of the ``batch_size`` points of a step worker ``index`` draws."""
     base, extra = divmod(batch_size, n_workers)
@@ -173,6 +213,8 @@ class ShardWorker:
         # [local steps a round, their schedule, the next one's step]: None
         # sends a gradient a step (start_local_steps).
         self._local = None
+        # WorkerMomentum, or None: see start_momentum.
+        self._momentum = None
         self.reseed(0)
 
     def reseed(self, entropy):
@@ -188,6 +230,8 @@ class ShardWorker:
         #: read them; the compiled step loop adds to it in place.
         self.batch_loss_sums = np.zeros(2)
         self.compressor.reset()
+        if self._momentum is not None:
+            self._momentum.reset()
 
     @property
     def bit_generator(self):
@@ -269,8 +313,32 @@ class ShardWorker:
         a batch's gradient, or with local steps its share of its model change
         over the round (:meth:`local_change`)."""
         if self._local is None:
-            return self.as_sent(self._batch_gradient(params, self.scale))
-        return self.as_sent(self.local_change(params))
+            vector = self._batch_gradient(params, self.scale)
+        else:
+            vector = self.local_change(params)
+        if self._momentum is not None:
+            vector = self._momentum.update(vector)
+        return self.as_sent(vector)
+
+    @property
+    def sends_gradients(self):
+        """Whether this worker sends its batch's gradient as it is: no local
+        steps, no worker momentum (the compiled step loop's case)."""
+        return self._local is None and self._momentum is None
+
+    def start_momentum(self, beta):
+        """Send the momentum of this worker's vectors, ``beta`` the weight of
+        the past (:class:`WorkerMomentum`), from a fresh memory."""
+        self._momentum = WorkerMomentum(beta)
+
+    def momentum_state(self):
+        """The worker momentum's memory (1-D float64; empty before the first
+        step, or without worker momentum)."""
+        return np.zeros(0) if self._momentum is None else self._momentum.get_state()
+
+    def restore_momentum_state(self, states):
+        """Continue the momentum from ``states[index]``, every worker's in order."""
+        self._momentum.set_state(states[self.index])
 
     def start_local_steps(self, local_steps, learning_rate, first):
         """Take ``local_steps`` steps of ``learning_rate`` (a schedule) on this

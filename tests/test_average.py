@@ -5,10 +5,9 @@ the iterates the callback sees."""
 import numpy as np
 import pytest
 from sklearn.base import clone
+from test_checkpoint import assert_same_fit, interrupt_then_resume, interrupting
 
 from sklearn_relu import ReLURegressor, make_relu_regression
-
-from test_checkpoint import assert_same_fit, interrupt_then_resume, interrupting
 
 
 def data(n_samples=300, n_features=6):

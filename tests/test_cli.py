@@ -286,7 +286,7 @@ _FLAG_VALUES = {
     "n_iter_no_change": ("3", 3), "init": ("zeros", "zeros"), "n_ensemble": ("2", 2),
     "validation_fraction": ("0.2", 0.2), "n_workers": ("3", 3),
     "random_state": ("5", 5), "verbose": ("1", 1), "checkpoint": ("c.ckpt", "c.ckpt"),
-    "checkpoint_every": ("2", 2),
+    "checkpoint_every": ("2", 2), "worker_momentum": ("0.5", 0.5), "local_steps": ("2", 2),
 }
 
 

@@ -9,12 +9,11 @@ The MPI cases (2 and 4 ranks) are in ``tests/mpi/check_local_steps.py``, run by
 import joblib
 import numpy as np
 import pytest
+from test_checkpoint import assert_same_fit, interrupt_then_resume, interrupting
+from test_gradient import naive_gradient
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._step_size import auto_learning_rate
-
-from test_checkpoint import assert_same_fit, interrupt_then_resume, interrupting
-from test_gradient import naive_gradient
 
 
 def data(n_samples=240, n_features=5, noise=0.1, seed=0):
@@ -24,11 +23,15 @@ def data(n_samples=240, n_features=5, noise=0.1, seed=0):
 
 
 def naive_local_sgd(X, y, w0, *, learning_rate, local_steps, n_workers, batch_size,
-                    rounds, entropy):
+                    rounds, entropy, momentum=0.0, memories=None):
     """Local SGD as docs/user_guide.rst defines it, in plain loops: each worker
     draws its share of the batch from its contiguous shard with its own stream
     and steps along its batch's mean gradient; the agreed model moves by the
-    sum of the workers' changes weighted by their shard's share of the rows."""
+    sum of the workers' changes weighted by their shard's share of the rows.
+
+    With ``momentum`` (docs/robust.rst, "Worker momentum") each worker sends
+    ``m = momentum m + (1 - momentum) v`` of its vectors ``v``, from ``m = v``
+    (or from ``memories``, which is updated in place). Returns the model."""
     n = X.shape[0]
     base, extra = divmod(n, n_workers)
     shards, start = [], 0
@@ -45,6 +48,7 @@ def naive_local_sgd(X, y, w0, *, learning_rate, local_steps, n_workers, batch_si
         for index in range(n_workers)
     ]
     w = np.array(w0, dtype=np.float64)
+    memories = [None] * n_workers if memories is None else memories
     for _ in range(rounds):
         direction = np.zeros_like(w)
         for index, ((lo, hi), stream, share) in enumerate(zip(shards, streams, shares)):
@@ -53,7 +57,18 @@ def naive_local_sgd(X, y, w0, *, learning_rate, local_steps, n_workers, batch_si
                 rows = stream.integers(0, hi - lo, size=share)
                 gradient = naive_gradient(X[lo:hi], y[lo:hi], None, local, rows, 1.0 / share)[0]
                 local = local - learning_rate * gradient
-            direction += (hi - lo) / n * (w - local) / learning_rate
+            if local_steps == 1:
+                # SGD's message: the batch's gradient, scaled to sum to the mean.
+                vector = (hi - lo) / n * gradient
+            else:
+                vector = (hi - lo) / n * (w - local) / learning_rate
+            if momentum:
+                previous = memories[index]
+                memories[index] = vector if previous is None else (
+                    momentum * previous + (1 - momentum) * vector
+                )
+                vector = memories[index]
+            direction += vector
         w = w - learning_rate * direction
     return w
 

@@ -204,11 +204,18 @@ class ParquetTable:
         import pyarrow as pa
 
         try:
-            return file.read_row_group(index, columns=columns)
+            table = file.read_row_group(index, columns=columns)
         except pa.ArrowException as exc:
             raise ValueError(
                 f"{path}: row group {index} cannot be read: {exc}"
             ) from None
+        # The arrays were sized by the metadata: no row may be left unwritten.
+        if table.num_rows != file.metadata.row_group(index).num_rows:
+            raise ValueError(
+                f"{path}: row group {index} holds {table.num_rows} rows where the "
+                f"file's metadata says {file.metadata.row_group(index).num_rows}"
+            )
+        return table
 
 
 def _by_file(pieces):

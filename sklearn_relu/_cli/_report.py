@@ -74,7 +74,8 @@ def report(model, scores, args, started):
     print(
         f"fitted {args.solver} on {summary['n_samples']} x {summary['n_features']}"
         f" with {est.n_workers_} worker(s) in {summary['seconds']:.1f} s: {est.t_} "
-        f"steps ({est.n_iter_} epochs), loss {summary['final_loss']:.4g}, "
+        + (f"local steps in {record.n_rounds} rounds" if est.local_steps > 1 else "steps")
+        + f" ({est.n_iter_} epochs), loss {summary['final_loss']:.4g}, "
         f"training R^2 {summary['training_r2']:.4f}{held_out}\n"
         f"workers sent {record.n_messages} messages, {record.bytes_sent} bytes "
         f"({_share_of_float64(record, header_nbytes)}); compute "

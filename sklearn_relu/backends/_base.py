@@ -339,6 +339,17 @@ class Backend(ABC):
         """Give each worker its row of ``states`` (after :meth:`reseed`)."""
         self.call(ShardWorker.restore_compressor_state, states)
 
+    def momentum_states(self):
+        """Every worker's momentum memory, in worker order, as a 2-D array
+        (``ReLURegressor(worker_momentum=...)``); None before the first step
+        or without worker momentum."""
+        states = np.array(self.call(ShardWorker.momentum_state), dtype=np.float64)
+        return states if states.ndim == 2 and states.shape[1] else None
+
+    def restore_momentum_states(self, states):
+        """Give each worker its row of ``states`` (after its momentum started)."""
+        self.call(ShardWorker.restore_momentum_state, states)
+
     @abstractmethod
     def step(self, params, update):
         """One SGD step: gather the workers' messages at ``params``, decode and sum

@@ -1,4 +1,4 @@
-"""Run under mpiexec: local steps (``local_steps=4``) give every rank the
+"""Run under mpiexec: local steps (``local_steps=4``), and worker momentum, give every rank the
 in-process model, its step, rounds, messages and bytes, in every topology: the
 allgather and master-worker (exact SGD, QSGD, a robust rule), the integer
 allreduce (IntSGD), and MultiTree's trees (IntSGD summed on a K-node mesh).
@@ -24,17 +24,20 @@ def fit(backend, **params):
     return ReLURegressor(backend=backend, **{**kw, **params}).fit(X, y)
 
 
-cases = [dict(solver="sgd"), dict(solver="qsgd", bits=4)]
+cases = [dict(solver="sgd"), dict(solver="qsgd", bits=4),
+         dict(worker_momentum=0.9, local_steps=1), dict(worker_momentum=0.5)]
 if size >= 3:
     cases.append(dict(aggregation="geometric_median", n_byzantine=1))
+    cases.append(dict(aggregation="geometric_median", n_byzantine=1, attack="alie",
+                      worker_momentum=0.9))
 for params in cases:
     reference = fit("inprocess", **params)
     assert_matches_inprocess(fit, reference, str(params), **params)
 
-reference = fit("inprocess", solver="intsgd")
+reference = fit("inprocess", solver="intsgd", worker_momentum=0.9)
 for backend in (MPIBackend(topology="allreduce"),
                 MPIBackend(topology="multitree", network=f"mesh:1x{size}")):
-    est = fit(backend, solver="intsgd")
+    est = fit(backend, solver="intsgd", worker_momentum=0.9)
     np.testing.assert_array_equal(est.coef_, reference.coef_, err_msg=backend.topology)
     got, want = est.comm_record_, reference.comm_record_
     assert (got.n_rounds, got.n_messages, got.bytes_sent) == (
