@@ -191,7 +191,7 @@ csr_gradient_part(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     memset(out.buf, 0, (size_t)d * (size_t)size);
     csr_gradient((int)size, &csr, y.buf, weight.buf, coef.buf, intercept, rows.buf,
-                 rows.shape[0], scale, out.buf, NULL, NULL, NULL, sums);
+                 rows.shape[0], scale, out.buf, sums);
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("ddd", sums[0], sums[1], sums[2]);
 
@@ -268,6 +268,28 @@ done:
 
 /* Defined in _kernels_elias.h, included at the end of this file. */
 static int add_elias_functions(PyObject *module);
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+/* Ask for huge pages over [start, end), as NumPy does for its large arrays:
+ * the sparse steps read their cells at random, and with 4 KiB pages nearly
+ * every read also misses the TLB. Only where Linux offers it; a no-op
+ * elsewhere or when refused. */
+static void
+advise_huge_pages(void *start, void *end)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)1 << 21;
+    uintptr_t first = ((uintptr_t)start + huge - 1) & ~(huge - 1);
+    uintptr_t last = (uintptr_t)end & ~(huge - 1);
+    if (last > first)
+        (void)madvise((void *)first, last - first, MADV_HUGEPAGE);
+#else
+    (void)start; (void)end;
+#endif
+}
 
 PyDoc_STRVAR(sgd_steps_doc,
 "sgd_steps(workers, params, n_steps, learning_rate, n_features, levels, bucket,\n"
@@ -387,34 +409,42 @@ sgd_steps(PyObject *self, PyObject *args)
     su.bucket = bucket;
     su.learning_rate = learning_rate;
     su.parallel_min_bytes = parallel_min_bytes;
-    /* Exact gradients of CSR rows: steps that touch their rows' columns only. */
+    /* Exact gradients of CSR rows: steps whose work grows with the rows'
+     * entries, not with d (_kernels_steps.h, DEFINE_SPARSE_STEPS). */
     su.sparse = n_csr && levels == 0;
-    /* rows, magnitude, squares, norms, norms32, parts, worker vectors, total;
-     * for sparse steps, touched and mark. Zeroed (the workers' vectors of a
-     * sparse step are zero but where its rows touch them), and from Python's
-     * raw allocator, which tracemalloc sees. */
+    if (su.sparse && n_steps > (1 << 24)) {  /* the cells count steps in T */
+        PyErr_SetString(PyExc_ValueError, "sgd_steps: at most 2**24 sparse steps a call");
+        goto done;
+    }
+    /* Zeroed, and from Python's raw allocator, which tracemalloc sees. Dense
+     * steps: rows, magnitude, squares, norms, norms32, parts, worker vectors,
+     * total. Sparse steps: the cells (a parameter, W gradient values and a
+     * step a column), rows. */
     size_t n_buckets = (size_t)((p + bucket - 1) / bucket);
-    size_t bytes = (size_t)max_m * sizeof(Py_ssize_t) + 2 * (size_t)p * sizeof(double)
-        + 2 * n_buckets * sizeof(double)
-        + ((size_t)(2 + n_workers) * (size_t)p + (size_t)p) * (size_t)size + 64;
-    size_t sparse_bytes = su.sparse
-        ? (size_t)n_features * (sizeof(Py_ssize_t) + 1) : 0;
-    scratch = PyMem_RawCalloc(1, bytes + sparse_bytes);
+    size_t bytes = su.sparse
+        ? (size_t)CELL_STRIDE(n_workers) * (size_t)p * (size_t)size
+            + (size_t)max_m * sizeof(Py_ssize_t) + 64
+        : (size_t)max_m * sizeof(Py_ssize_t) + 2 * (size_t)p * sizeof(double)
+            + 2 * n_buckets * sizeof(double)
+            + ((size_t)(2 + n_workers) * (size_t)p + (size_t)p) * (size_t)size + 64;
+    scratch = PyMem_RawCalloc(1, bytes);
     if (scratch == NULL) { PyErr_NoMemory(); goto done; }
     char *cursor = scratch;
-    su.rows = (Py_ssize_t *)cursor; cursor += (size_t)max_m * sizeof(Py_ssize_t);
-    su.magnitude = (double *)cursor; cursor += (size_t)p * sizeof(double);
-    su.squares = (double *)cursor; cursor += (size_t)p * sizeof(double);
-    su.norms = (double *)cursor; cursor += n_buckets * sizeof(double);
-    su.norms32 = (double *)cursor; cursor += n_buckets * sizeof(double);
-    void *parts = cursor; cursor += 2 * (size_t)p * (size_t)size;
-    void *vectors = cursor; cursor += (size_t)n_workers * (size_t)p * (size_t)size;
-    void *total = cursor; cursor += (size_t)p * (size_t)size;
-    if (su.sparse) {  /* within the 64 spare bytes: aligned for Py_ssize_t */
-        cursor += -(uintptr_t)cursor % sizeof(Py_ssize_t);
-        su.touched = (Py_ssize_t *)cursor;
-        cursor += (size_t)n_features * sizeof(Py_ssize_t);
-        su.mark = (unsigned char *)cursor;
+    void *cells = NULL, *parts = NULL, *vectors = NULL, *total = NULL;
+    if (su.sparse) {
+        cells = cursor; cursor += (size_t)CELL_STRIDE(n_workers) * (size_t)p * (size_t)size;
+        advise_huge_pages(cells, cursor);
+        cursor += -(uintptr_t)cursor % sizeof(Py_ssize_t);  /* in the 64 spare */
+        su.rows = (Py_ssize_t *)cursor;
+    } else {
+        su.rows = (Py_ssize_t *)cursor; cursor += (size_t)max_m * sizeof(Py_ssize_t);
+        su.magnitude = (double *)cursor; cursor += (size_t)p * sizeof(double);
+        su.squares = (double *)cursor; cursor += (size_t)p * sizeof(double);
+        su.norms = (double *)cursor; cursor += n_buckets * sizeof(double);
+        su.norms32 = (double *)cursor; cursor += n_buckets * sizeof(double);
+        parts = cursor; cursor += 2 * (size_t)p * (size_t)size;
+        vectors = cursor; cursor += (size_t)n_workers * (size_t)p * (size_t)size;
+        total = cursor;
     }
 
     int large = 0;
@@ -431,7 +461,13 @@ sgd_steps(PyObject *self, PyObject *args)
     int which = -1, status;
     double value = 0.0, seconds[2] = {0.0, 0.0};
     Py_BEGIN_ALLOW_THREADS
-    if (size == 8)
+    if (su.sparse && size == 8)
+        status = sparse_steps_f64(workers, n_workers, &su, params.buf, n_steps, cells,
+                                  &steps_done, seconds);
+    else if (su.sparse)
+        status = sparse_steps_f32(workers, n_workers, &su, params.buf, n_steps, cells,
+                                  &steps_done, seconds);
+    else if (size == 8)
         status = steps_f64(workers, n_workers, &su, params.buf, n_steps, parts,
                            vectors, total, &steps_done, &value, &n_scaled, &which,
                            seconds);

@@ -55,52 +55,13 @@ typedef struct {
     /* scratch */
     Py_ssize_t *rows;
     double *magnitude, *squares, *norms, *norms32;
-    /* CSR rows and exact gradients: the step touches only its rows' columns,
-     * flagged in mark (d, zero between steps) and listed in touched; the
-     * workers' vectors are zero elsewhere. */
-    int sparse;
-    unsigned char *mark;
-    Py_ssize_t *touched, n_touched;
+    int sparse;                     /* CSR rows, exact gradients: DEFINE_SPARSE_STEPS */
 } steps_setup;
-
-/* A sparse step's sum and update, on the touched columns and the intercept
- * alone: elsewhere every worker's vector is 0, so the dense sum there is 0
- * and params - lr * 0 leaves params as they are, bit for bit. The same
- * additions, in worker order, as the dense loop below makes on those
- * columns; the scratch is cleared for the next step. */
-#define DEFINE_SPARSE_UPDATE(NAME, T)                                          \
-static int                                                                     \
-NAME(steps_setup *su, T *params, T *worker_vectors, T *total, int n_workers,   \
-     T lr)                                                                     \
-{                                                                              \
-    const Py_ssize_t d = su->d, p = su->p, n = su->n_touched + (p > d);        \
-    int finite = 1;                                                            \
-    for (Py_ssize_t t = 0; t < n; t++) {                                       \
-        Py_ssize_t j = t < su->n_touched ? su->touched[t] : d;                 \
-        T sum = worker_vectors[j];                                             \
-        for (int w = 1; w < n_workers; w++) sum += worker_vectors[(Py_ssize_t)w * p + j]; \
-        T product = lr * sum;                                                  \
-        T updated = params[j] - product;                                       \
-        finite &= isfinite((double)updated) != 0;                              \
-        total[j] = updated;                                                    \
-    }                                                                          \
-    for (Py_ssize_t t = 0; t < n; t++) {                                       \
-        Py_ssize_t j = t < su->n_touched ? su->touched[t] : d;                 \
-        if (finite) params[j] = total[j];                                      \
-        if (j < d) su->mark[j] = 0;                                            \
-        for (int w = 0; w < n_workers; w++) worker_vectors[(Py_ssize_t)w * p + j] = 0; \
-    }                                                                          \
-    su->n_touched = 0;                                                         \
-    return finite ? STEPS_DONE : STEPS_UPDATE_OVERFLOW;                        \
-}
-
-DEFINE_SPARSE_UPDATE(sparse_update_f64, double)
-DEFINE_SPARSE_UPDATE(sparse_update_f32, float)
 
 /* Written once for float and double, as the kernel is. worker_vectors holds
  * n_workers vectors of p; parts two of d. Returns a STEPS_ status and the
  * steps completed; on a stop, params holds the last good parameters. */
-#define DEFINE_STEPS(NAME, T, KERNEL, SPARSE_UPDATE, IS_FLOAT32)               \
+#define DEFINE_STEPS(NAME, T, KERNEL, IS_FLOAT32)                              \
 static int                                                                     \
 NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
      Py_ssize_t n_steps, T *parts, T *worker_vectors, T *total,                \
@@ -121,14 +82,11 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
             sort_rows(su->rows, m);                                            \
             double b = p > d ? (double)params[d] : 0.0;                        \
             if (wk->X == NULL) {                                               \
-                /* CSR rows: one pass, as csr_gradient_part makes it */       \
+                /* CSR rows (QSGD): one pass, as csr_gradient_part makes it */ \
                 double sums[3];                                                \
-                if (!su->sparse)   /* QSGD rewrote the whole vector */        \
-                    memset(g, 0, (size_t)d * sizeof(T));                       \
+                memset(g, 0, (size_t)d * sizeof(T));                           \
                 csr_gradient((int)sizeof(T), &wk->sparse, wk->y, wk->weight,   \
-                             params, b, su->rows, m, wk->scale, g,             \
-                             su->sparse ? su->mark : NULL, su->touched,        \
-                             &su->n_touched, sums);                            \
+                             params, b, su->rows, m, wk->scale, g, sums);      \
                 if (p > d) g[d] = (T)sums[0];                                  \
                 wk->batch_loss[0] += sums[1];                                  \
             } else {                                                           \
@@ -154,19 +112,11 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
             wk->batch_loss[0] += sums[0][1] + sums[1][1];                      \
             }                                                                  \
             wk->batch_loss[1] += (double)m;                                    \
-            /* Sparse steps: g is zero beyond the touched columns. */          \
-            Py_ssize_t n_check = su->sparse ? su->n_touched : p;               \
-            for (Py_ssize_t t = 0; t < n_check; t++) {                         \
-                Py_ssize_t j = su->sparse ? su->touched[t] : t;                \
+            for (Py_ssize_t j = 0; j < p; j++)                                 \
                 if (!isfinite((double)g[j])) {                                 \
                     *done = step; *which = w;                                  \
                     return STEPS_GRADIENT_OVERFLOW;                            \
                 }                                                              \
-            }                                                                  \
-            if (su->sparse && p > d && !isfinite((double)g[d])) {             \
-                *done = step; *which = w;                                      \
-                return STEPS_GRADIENT_OVERFLOW;                                \
-            }                                                                  \
             if (su->levels == 0) continue;                                     \
             /* QSGD: quantize g and replace it by what its message decodes */ \
             double *mag = su->magnitude;                                       \
@@ -218,13 +168,6 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
         }                                                                      \
         double t1 = seconds_now();                                             \
         seconds[0] += t1 - t0;                                                 \
-        if (su->sparse) {                                                      \
-            int status = SPARSE_UPDATE(su, params, worker_vectors, total,      \
-                                       n_workers, lr);                         \
-            seconds[1] += seconds_now() - t1;                                  \
-            if (status != STEPS_DONE) { *done = step; return status; }         \
-            continue;                                                          \
-        }                                                                      \
         for (int w = 0; w < n_workers; w++) {                                  \
             const T *v = worker_vectors + (Py_ssize_t)w * p;                   \
             if (su->levels)                                                    \
@@ -255,5 +198,88 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
     return STEPS_DONE;                                                         \
 }
 
-DEFINE_STEPS(steps_f64, double, gradient_f64, sparse_update_f64, 0)
-DEFINE_STEPS(steps_f32, float, gradient_f32, sparse_update_f32, 1)
+DEFINE_STEPS(steps_f64, double, gradient_f64, 0)
+DEFINE_STEPS(steps_f32, float, gradient_f32, 1)
+
+/* Steps of exact gradients on CSR rows, whose work grows with the batch's
+ * stored entries, not with d. A step's gradient is zero but on the columns
+ * of its rows whose c is not 0: there the dense loop's sum is 0, and its
+ * update params - lr * 0 leaves the parameter as it is, bit for bit. So a
+ * column's update is applied only where its gradient may not be 0, and
+ * late: when a later step's row first reads the column, or at the end of
+ * the call. Nothing reads the column in between, so every z sees the
+ * parameters the dense loop would, and each update is the same arithmetic
+ * (the workers' values summed in worker order, in T; params - lr * sum).
+ * A stored entry's z, g and update then touch one cache line of the
+ * d-vectors, once (a per-sample SGD's dot product and update touch it once
+ * too), where an update pass after each step would touch it twice.
+ *
+ * ``cells`` keeps column j at j * (W + 2): its parameter, the W workers'
+ * gradient values of the column, and the step (within this call) whose
+ * gradient they hold, -1 for none. The intercept is updated at every step.
+ * A gradient or update that is not finite is found when it is applied, at
+ * the step that applies it, not necessarily the step that made it (the
+ * caller raises DivergenceError either way; its model is discarded).
+ */
+#define DEFINE_SPARSE_STEPS(NAME, T, CELL, KERNEL32, KERNEL64, KERNEL1_32,     \
+                            KERNEL1_64)                                        \
+static int                                                                     \
+NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
+     Py_ssize_t n_steps, T *cells, Py_ssize_t *done, double *seconds)          \
+{                                                                              \
+    const Py_ssize_t d = su->d, p = su->p, S = CELL_STRIDE(n_workers);         \
+    const T lr = (T)su->learning_rate;                                         \
+    for (Py_ssize_t j = 0; j < p; j++) {                                       \
+        cells[j * S] = params[j];                                              \
+        cells[j * S + S - 1] = -1;                                             \
+    }                                                                          \
+    int status = STEPS_DONE, bad_gradient = 0, finite = 1;                     \
+    Py_ssize_t step;                                                           \
+    for (step = 0; step < n_steps; step++) {                                   \
+        double t0 = seconds_now();                                             \
+        double b = p > d ? (double)cells[d * S] : 0.0;                         \
+        for (int w = 0; w < n_workers && !bad_gradient && finite; w++) {       \
+            steps_worker *wk = &workers[w];                                    \
+            Py_ssize_t m = wk->m;                                              \
+            uint32_t rng = (uint32_t)(wk->n_rows - 1);                         \
+            for (Py_ssize_t i = 0; i < m; i++)                                 \
+                su->rows[i] = (Py_ssize_t)bounded_uint32(wk->gen, rng);        \
+            sort_rows(su->rows, m);                                            \
+            double sums[3];                                                    \
+            void (*kernel)(const void *, const void *, const void *,           \
+                           const void *, const void *, T *, int, int, T, T,    \
+                           double, const Py_ssize_t *, Py_ssize_t, double,     \
+                           int *, int *, double *) =                           \
+                n_workers == 1 ? (wk->sparse.wide ? KERNEL1_64 : KERNEL1_32)   \
+                : (wk->sparse.wide ? KERNEL64 : KERNEL32);                     \
+            kernel(wk->sparse.data, wk->sparse.indices, wk->sparse.indptr,     \
+                   wk->y, wk->weight, cells, n_workers, w, lr, (T)step, b,     \
+                   su->rows, m, wk->scale, &bad_gradient, &finite, sums);      \
+            if (p > d) cells[d * S + 1 + w] = (T)sums[0];                      \
+            wk->batch_loss[0] += sums[1];                                      \
+            wk->batch_loss[1] += (double)m;                                    \
+        }                                                                      \
+        double t1 = seconds_now();                                             \
+        seconds[0] += t1 - t0;                                                 \
+        if (p > d && !bad_gradient && finite)                                  \
+            CELL(cells + d * S, n_workers, lr, &bad_gradient, &finite);        \
+        seconds[1] += seconds_now() - t1;                                      \
+        if (bad_gradient || !finite) break;                                    \
+    }                                                                          \
+    /* The updates not yet applied: the last steps' columns. */               \
+    for (Py_ssize_t j = 0; j < d && !bad_gradient && finite; j++)              \
+        if (cells[j * S + S - 1] >= 0)                                         \
+            CELL(cells + j * S, n_workers, lr, &bad_gradient, &finite);        \
+    if (bad_gradient) status = STEPS_GRADIENT_OVERFLOW;                        \
+    else if (!finite) status = STEPS_UPDATE_OVERFLOW;                          \
+    *done = status == STEPS_DONE ? n_steps : (step < n_steps ? step : n_steps - 1); \
+    for (Py_ssize_t j = 0; j < p; j++) params[j] = cells[j * S];               \
+    return status;                                                             \
+}
+
+DEFINE_SPARSE_STEPS(sparse_steps_f64, double, sparse_cell_f64,
+                    csr_steps_f64_i32, csr_steps_f64_i64,
+                    csr_steps1_f64_i32, csr_steps1_f64_i64)
+DEFINE_SPARSE_STEPS(sparse_steps_f32, float, sparse_cell_f32,
+                    csr_steps_f32_i32, csr_steps_f32_i64,
+                    csr_steps1_f32_i32, csr_steps1_f32_i64)

@@ -71,7 +71,9 @@ def progress_sums(X, y, sample_weight, params, rows):
     with_intercept = params.shape[0] > n_features
     sums = np.zeros(3 * params.shape[0] + 2)
     g, h, v, _, _ = _parts(sums)
-    block = max(16, _BLOCK_BYTES // (8 * max(1, n_features)))
+    # A sparse block holds its rows' entries only: as many as a dense block's.
+    width = X.nnz / max(1, X.shape[0]) if issparse(X) else n_features
+    block = max(16, int(_BLOCK_BYTES // (8 * max(1, width))))
     for start in range(0, rows.shape[0], block):
         chosen = rows[start : start + block]
         X_block = X[chosen].astype(np.float64, copy=False)  # a copy, squared below
