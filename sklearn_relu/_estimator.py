@@ -214,7 +214,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds batch sampling, quantization, the validation split and ``init``.
     verbose : int, default=0
-        Log one line per epoch to the ``"sklearn_relu"`` logger when positive.
+        Show the fit's progress when positive. Each epoch is one ``INFO`` line
+        of the ``"sklearn_relu"`` logger, which goes to the application's
+        logging handlers where it configured any; where it did not, the
+        progress is drawn on stderr: one line kept up to date on a terminal (a
+        bar, the epoch, the loss, the bytes sent, the time left), else a line
+        every few epochs (about 50 a run at most; every epoch with
+        ``verbose >= 2``). Under MPI only the first rank draws it.
     warm_start : bool, default=False
         Start from the previous ``coef_``. With ``learning_rate="auto"`` the
         curvature measured at the first fit is kept and the step recomputed

@@ -8,7 +8,6 @@ and the checkpoint's saves; what every run shares is a :class:`RunPlan`.
 """
 
 import functools
-import logging
 import math
 import time
 import warnings
@@ -20,14 +19,12 @@ from sklearn.exceptions import ConvergenceWarning
 from ._average import IterateAverage
 from ._exceptions import DivergenceError
 from ._gradient import split_params
+from ._progress import EpochProgress, end_run, log
 from ._steps import SGDUpdate
 from ._stopping import LossPlateau, ValidationPlateau
 from ._worker import ShardWorker
 
 __all__ = ["RunPlan", "RunResult", "SGDRun", "StepInfo", "full_loss"]
-
-logger = logging.getLogger("sklearn_relu")
-
 
 @dataclass(frozen=True)
 class StepInfo:
@@ -352,10 +349,26 @@ class SGDRun:
         else:
             stop = False
         if plan.verbose:
-            log_epoch(self.run, epoch, (epoch + 1) * plan.steps_per_epoch, loss,
-                      self.scores, time.perf_counter() - self.started)
+            self._log_epoch(epoch, loss)
         self.converged = plan.checks_loss and stop
         return self.converged
+
+    def _log_epoch(self, epoch, loss):
+        """The epoch's line and its progress (see :mod:`._progress`)."""
+        plan = self.plan
+        elapsed = time.perf_counter() - self.started
+        message = (
+            f"run {self.run}, epoch {epoch + 1} ({(epoch + 1) * plan.steps_per_epoch} steps, "
+            f"{elapsed:.1f} s): loss {loss:.6g}"
+        )
+        if self.scores:
+            message += f", validation R^2 {self.scores[-1]:.6g}"
+        log(message, EpochProgress(
+            run=self.run, epoch=epoch + 1, max_epochs=plan.max_epochs, loss=loss,
+            bytes_sent=self.sent[-1], elapsed=elapsed,
+            epochs_timed=epoch + 1 - self.first_epoch,
+            main=plan.backend.main_process(), verbose=plan.verbose,
+        ))
 
     def _save(self, epoch, params):
         """Save to the checkpoint when due; not after the last epoch, since a
@@ -390,6 +403,8 @@ class SGDRun:
         return self._result(final, epoch + 1, (epoch + 1) * plan.steps_per_epoch)
 
     def _result(self, params, n_iter, t):
+        if self.plan.verbose:
+            end_run()
         validating = self.plan.validating
         stopped = self.notifier is not None and self.notifier.stopped
         iterate, count = None, 0
@@ -452,21 +467,3 @@ def r2_from_statistics(parts):
         # r2_score's convention for a constant target.
         return 1.0 if residual == 0 else 0.0
     return 1.0 - residual / spread
-
-
-def log(message):
-    if not logger.handlers and not logging.getLogger().handlers:
-        # verbose=1 must print something even where logging was never set up.
-        logger.addHandler(logging.StreamHandler())
-        logger.setLevel(logging.INFO)
-    logger.info(message)
-
-
-def log_epoch(run, epoch, steps, loss, scores, elapsed):
-    message = (
-        f"run {run}, epoch {epoch + 1} ({steps} steps, {elapsed:.1f} s): "
-        f"loss {loss:.6g}"
-    )
-    if scores:
-        message += f", validation R^2 {scores[-1]:.6g}"
-    log(message)

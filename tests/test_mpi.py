@@ -319,11 +319,12 @@ def _rank_pid(marker, rank):
 
 
 def _logged_epochs(log):
-    """The epochs the ranks logged (``run 0, epoch N (...)``), in order."""
+    """The epochs rank 0 drew (``run 0 [bar] epoch N/M ...``, one line an
+    epoch off a terminal at this max_iter), in order."""
     return [
-        int(line.split("epoch ", 1)[1].split(" ", 1)[0])
+        int(line.split("epoch ", 1)[1].split("/", 1)[0])
         for line in log.splitlines()
-        if line.startswith("run 0, epoch ")
+        if line.startswith("run 0 [")
     ]
 
 

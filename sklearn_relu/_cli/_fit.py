@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .._params import PARAMETERS, add_arguments
+from .._params import PARAMETERS, add_arguments, parameter_help
 from ..backends._mpi import TOPOLOGIES
 from . import _data
 from ._launcher import under_mpi_launcher
@@ -91,6 +91,13 @@ def _overrides():
     """What the command line changes in the generated flags, and why."""
     init = _parameter("init")
     return {
+        # On a terminal a fit shows its progress unless told otherwise: one
+        # line kept up to date, on stderr (the summary goes to stdout).
+        "verbose": {
+            "default": int(sys.stderr.isatty()),
+            "help": f"{parameter_help('verbose')} (default: 0), 1 when stderr is a "
+                    "terminal: one progress line kept up to date",
+        },
         # An array of starting coefficients cannot be typed as a flag's value:
         # the flag takes the table's named starts, as choices, as they read.
         "init": {"type": str, "choices": [
