@@ -268,7 +268,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         SGD steps taken by the selected run (with ``local_steps``, each
         worker's local steps).
     loss_curve_ : list of float
-        Mean batch loss of each epoch of the selected run.
+        Mean batch loss of each epoch of the selected run (with
+        ``local_steps``, of the batches of the local steps, at the workers'
+        local models).
     steps_curve_ : list of int
         SGD steps of the selected run from its start to the end of each epoch
         (the entries of ``loss_curve_``): ``t_`` at the last; a ``warm_start``
