@@ -1,6 +1,8 @@
 """Local steps and averaged iterates: rounds, bytes and time to a relative error.
 
     python -m benchmarks.local_steps [--out-dir benchmarks/results] [--quick]
+    python -m benchmarks.local_steps --from-json benchmarks/results/local_steps.json \
+        --update-docs    # the figure again, from a run's results
 
 Part 1, fewer rounds. The noiseless planted model (d = 400, 8 workers with
 2500 rows each, 100 points a worker a step), fitted with ``local_steps=H`` for
@@ -224,6 +226,45 @@ def markdown(rounds, drift, average, lines, command):
     return "\n".join(out)
 
 
+def plot(rounds, path):
+    """Rounds and bytes a worker to 1e-6 against H, a line per solver and
+    shards (each H at its own "auto" step; H = 1 at the local step dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (split, style) in (("iid", "-"), ("dirichlet0.1", "--")):
+        for solver, color in zip(SOLVERS, ("C0", "C1", "C2")):
+            rows = [r for r in rounds if r["split"] == split and r["solver"] == solver
+                    and r["step"] == "auto"]
+            H = [r["local_steps"] for r in rows]
+            label = f"{solver}, {'i.i.d.' if split == 'iid' else 'Dirichlet(0.1)'}"
+            axes[0].plot(H, [r["rounds"] for r in rows], style, color=color, marker="o",
+                         label=label)
+            axes[1].plot(H, [r["bytes_per_worker"] for r in rows], style, color=color,
+                         marker="o", label=label)
+            fixed = [r for r in rounds if r["split"] == split and r["solver"] == solver
+                     and r["step"] == "local"]
+            if split == "iid" and fixed:
+                axes[0].plot([1], [fixed[0]["rounds"]], "x", color=color, markersize=9)
+                axes[1].plot([1], [fixed[0]["bytes_per_worker"]], "x", color=color,
+                             markersize=9)
+    for ax, what in zip(axes, ("rounds to relative error 1e-6", "bytes a worker to 1e-6")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("local steps H")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Local steps on the planted model (d = 400, 8 workers); x: H = 1 at the "
+                 "local step", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", default="benchmarks/results")
@@ -232,7 +273,20 @@ def main(argv=None):
     parser.add_argument("--drift-epochs", type=int, default=30)
     parser.add_argument("--quick", action="store_true",
                         help="a small problem, to check that the script runs")
+    parser.add_argument("--from-json", help="draw the figure from a run's results only")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="also write the figure to docs/figures/local_steps.png")
     args = parser.parse_args(argv)
+    out = pathlib.Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [out / "local_steps.png"]
+    if args.update_docs:
+        figures.append(pathlib.Path(__file__).parents[1] / "docs/figures/local_steps.png")
+    if args.from_json:
+        rounds = json.loads(pathlib.Path(args.from_json).read_text())["rounds"]
+        for figure in figures:
+            plot(rounds, figure)
+        return 0
     if args.quick:
         args.d, args.max_iter, args.drift_epochs = 20, 20, 2
     rounds = rounds_study(args)
@@ -241,8 +295,8 @@ def main(argv=None):
     lines = check(rounds, average)
     print("\n".join(lines))
     command = "python -m benchmarks.local_steps" + (" --quick" if args.quick else "")
-    out = pathlib.Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    for figure in figures:
+        plot(rounds, figure)
     (out / "local_steps.md").write_text(markdown(rounds, drift, average, lines, command))
     (out / "local_steps.json").write_text(json.dumps(
         dict(rounds=rounds, drift=drift, average=average), indent=1))
