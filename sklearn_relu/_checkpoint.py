@@ -341,6 +341,8 @@ def _open_on_main(path, described, fingerprint, limits, seeded):
         fields.check_progress(path, found, limits)
         fields.check_record(path, found["record"])
         fields.check_worker_rngs(path, found["worker_rngs"], limits.n_workers)
+        fields.check_attack(path, found.get("attack_rngs"), found.get("attack_rounds"),
+                            limits.n_workers)
     except ValueError as error:
         return lock, None, str(error)
     return lock, found, None
@@ -502,6 +504,10 @@ class FitCheckpoint:
         if found["epoch"] == 0:
             return None
         backend.call(ShardWorker.restore_random_state, found["worker_rngs"])
+        if found.get("attack_rngs") is not None:
+            backend.call(ShardWorker.restore_attack_random_state, found["attack_rngs"])
+        if found.get("attack_rounds") is not None:
+            backend.restore_attack_rounds(found["attack_rounds"])
         if found["compressor_states"] is not None:
             backend.restore_compressor_states(found["compressor_states"])
         if found.get("momentum_states") is not None:
@@ -533,6 +539,10 @@ class FitCheckpoint:
         """
         backend = self.backend
         worker_rngs = np.array(backend.call(ShardWorker.random_state), dtype=np.uint64)
+        attack_rngs = None
+        if backend.n_byzantine:  # a Byzantine worker's noise (a random attack)
+            attack_rngs = np.array(backend.call(ShardWorker.attack_random_state),
+                                   dtype=np.uint64)
         compressor_states = backend.compressor_states()
         momentum_states = backend.momentum_states()
         aggregator_state = backend.aggregator.get_state()
@@ -558,6 +568,8 @@ class FitCheckpoint:
             "finished": self.finished,
             "average": None if average is None else dict(zip(("mean", "count"), average)),
             "momentum_states": momentum_states,
+            "attack_rngs": attack_rngs,
+            "attack_rounds": backend.attack_rounds(),
         })
 
     def run_finished(self, run, result, compressor_states, n_runs, momentum_states=None):

@@ -22,7 +22,7 @@ import numpy as np
 from .backends._base import CommunicationRecord
 
 __all__ = [
-    "FitLimits", "check_agreed_scale", "check_aggregator_state",
+    "FitLimits", "check_agreed_scale", "check_aggregator_state", "check_attack",
     "check_average", "check_compressor_states", "check_finished", "check_identity",
     "check_layout", "check_momentum_states",
     "check_params", "check_progress", "check_record", "check_rng_start",
@@ -33,10 +33,11 @@ __all__ = [
 FIELDS = frozenset({
     "format", "fingerprint", "parameters", "rng_start", "run", "epoch", "t", "params",
     "losses", "scores", "rule", "worker_rngs", "compressor_states", "aggregator_state",
-    "agreed_scale", "record", "finished", "average", "momentum_states",
+    "agreed_scale", "record", "finished", "average", "momentum_states", "attack_rngs",
+    "attack_rounds",
 })
 # Fields a file written before they were kept may lack (a fit without them).
-_OPTIONAL_FIELDS = frozenset({"average", "momentum_states"})
+_OPTIONAL_FIELDS = frozenset({"average", "momentum_states", "attack_rngs", "attack_rounds"})
 # A finished run as a checkpoint keeps it; the curves may be missing from a
 # file written before they were kept (the fit makes them NaN).
 _FINISHED = frozenset({
@@ -263,7 +264,20 @@ def check_record(path, record):
             _real(path, "record", record[name], 0, np.finfo(np.float64).max, part)
 
 
-def check_worker_rngs(path, states, n_workers):
+def check_attack(path, rngs, rounds, n_workers):
+    """The attack's streams (``attack_rngs``: None, or as ``worker_rngs``) and
+    the omniscient attack's rounds so far (``attack_rounds``: None, or two
+    non-negative integers, statistics' and vectors')."""
+    if rngs is not None:
+        check_worker_rngs(path, rngs, n_workers, "attack_rngs")
+    if rounds is not None:
+        if not isinstance(rounds, list) or len(rounds) != 2:
+            raise refusal(path, "attack_rounds", f"is {rounds!r}, not two counts")
+        for index, count in enumerate(rounds):
+            _integer(path, "attack_rounds", count, 0, part=f"entry {index}")
+
+
+def check_worker_rngs(path, states, n_workers, field="worker_rngs"):
     """Every worker's PCG64 stream, ``(n_workers, 6)`` uint64
     (:meth:`~sklearn_relu._worker.ShardWorker.random_state`), each a state that
     NumPy's PCG64 can be in: an odd increment (a zeroed state has none) and a
@@ -272,16 +286,16 @@ def check_worker_rngs(path, states, n_workers):
         isinstance(states, np.ndarray) and states.dtype == np.uint64
         and states.shape == (n_workers, _PCG64_WORDS)
     ):
-        raise refusal(path, "worker_rngs", f"is {_described(states)}, not ({n_workers}, "
+        raise refusal(path, field, f"is {_described(states)}, not ({n_workers}, "
                                            f"{_PCG64_WORDS}) uint64: one row a worker")
     # As Python ints: NumPy before 2.0 refuses uint64 & int (no safe common type).
     for index, (_, _, _, inc_low, has_uint32, uinteger) in enumerate(states.tolist()):
         if not inc_low & 1:
             what = "is all zeros" if not states[index].any() else "has an even increment"
-            raise refusal(path, "worker_rngs", f"{what}, not a state NumPy's PCG64 can "
+            raise refusal(path, field, f"{what}, not a state NumPy's PCG64 can "
                                                "be in", f"row {index}")
         if has_uint32 > 1 or uinteger >> 32:
-            raise refusal(path, "worker_rngs", "caches no 32-bit value", f"row {index}")
+            raise refusal(path, field, "caches no 32-bit value", f"row {index}")
 
 
 # -- what the run holds: checked once the fit knows its model ---------------------------

@@ -258,24 +258,39 @@ class ShardWorker:
 
     def random_state(self):
         """Where this worker's random stream is, as 6 uint64 (for a checkpoint)."""
-        state = self._rng.bit_generator.state
-        if state["bit_generator"] != "PCG64":
-            raise TypeError(f"cannot save a {state['bit_generator']} stream")
-        inner = state["state"]
-        return np.array(
-            [inner["state"] >> 64, inner["state"] & self._MASK64,
-             inner["inc"] >> 64, inner["inc"] & self._MASK64,
-             state["has_uint32"], state["uinteger"]],
-            dtype=np.uint64,
-        )
+        return self._words(self._rng)
 
     def restore_random_state(self, states):
         """Continue the random stream from ``states[index]`` (:meth:`random_state`
         of every worker, in order)."""
-        high, low, inc_high, inc_low, has_uint32, uinteger = (
-            int(value) for value in states[self.index]
+        self._set_words(self._rng, states[self.index])
+
+    def attack_random_state(self):
+        """Where the attack's random stream is (a Byzantine worker's noise),
+        as :meth:`random_state` gives the batches'."""
+        return self._words(self._attack_rng)
+
+    def restore_attack_random_state(self, states):
+        """Continue the attack's random stream from ``states[index]``."""
+        self._set_words(self._attack_rng, states[self.index])
+
+    @classmethod
+    def _words(cls, generator):
+        state = generator.bit_generator.state
+        if state["bit_generator"] != "PCG64":
+            raise TypeError(f"cannot save a {state['bit_generator']} stream")
+        inner = state["state"]
+        return np.array(
+            [inner["state"] >> 64, inner["state"] & cls._MASK64,
+             inner["inc"] >> 64, inner["inc"] & cls._MASK64,
+             state["has_uint32"], state["uinteger"]],
+            dtype=np.uint64,
         )
-        self._rng.bit_generator.state = {
+
+    @staticmethod
+    def _set_words(generator, words):
+        high, low, inc_high, inc_low, has_uint32, uinteger = (int(value) for value in words)
+        generator.bit_generator.state = {
             "bit_generator": "PCG64",
             "state": {"state": high << 64 | low, "inc": inc_high << 64 | inc_low},
             "has_uint32": has_uint32,

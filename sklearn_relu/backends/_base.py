@@ -243,6 +243,15 @@ class Backend(ABC):
         common to every process) and count its rounds from 0."""
         self._attack_entropy, self._attack_rounds = int(entropy), [0, 0]
 
+    def attack_rounds(self):
+        """The omniscient attack's rounds so far (statistics', vectors'), which
+        seed its streams: what a checkpoint keeps."""
+        return list(self._attack_rounds)
+
+    def restore_attack_rounds(self, rounds):
+        """Continue the omniscient attack's rounds from ``rounds``."""
+        self._attack_rounds = [int(count) for count in rounds]
+
     def refuse_omniscient_attack(self, summed, what):
         """Raise if the fit's attack needs every decoded vector (an
         :class:`~sklearn_relu.attacks.OmniscientAttack`) but ``what`` sums
