@@ -115,6 +115,11 @@ def test_mpi_local_steps_equal_inprocess_on_every_rank(n_ranks):
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2])
+def test_mpi_sparse_X_equals_inprocess_on_every_rank(n_ranks):
+    run_check("check_sparse.py", n_ranks, timeout=180)
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2])
 def test_a_callback_that_stops_on_one_rank_stops_every_rank_at_that_step(n_ranks):
     run_check("check_callback.py", n_ranks, timeout=120)
 

@@ -128,6 +128,8 @@ def _csr_layout(X, size):
 def scatter_csr(comm, X, n_samples, kind, n_features, dtype, index_dtype, entries):
     """This rank's shard of rank 0's CSR ``X`` (see :func:`_csr_layout`): its
     rows' entries, column indices and row offsets, one buffer each."""
+    from mpi4py.util.dtlib import from_numpy_dtype
+
     size, rank = comm.Get_size(), comm.Get_rank()
     bounds = [shard_bounds(n_samples, size, r) for r in range(size)]
     start, stop = bounds[rank]
@@ -136,15 +138,19 @@ def scatter_csr(comm, X, n_samples, kind, n_features, dtype, index_dtype, entrie
     # Each rank's first offsets (its last is its first plus its entries: a
     # Scatterv may read each item of rank 0's buffer once only).
     offsets = np.empty(stop - start, dtype=index_dtype)
+    starts = [a for a, _ in bounds]
     comm.Scatterv(
-        None if X is None else [X.indptr[:-1], counts, [a for a, _ in bounds]],
+        None if X is None
+        else [X.indptr[:-1], (counts, starts), from_numpy_dtype(index_dtype)],
         offsets, root=0,
     )
     first = [0] * size if X is None else [int(X.indptr[a]) for a, _ in bounds]
     parts = []
     for name, part_dtype in (("data", np.dtype(dtype)), ("indices", index_dtype)):
         part = np.empty(entries[rank], dtype=part_dtype)
-        send = None if X is None else [getattr(X, name), entries, first]
+        send = None if X is None else [
+            getattr(X, name), (entries, first), from_numpy_dtype(part_dtype)
+        ]
         comm.Scatterv(send, part, root=0)
         parts.append(part)
     begin = offsets[0] if offsets.shape[0] else 0
