@@ -6,7 +6,13 @@ import numbers
 import numpy as np
 
 from ._base import RobustAggregator
-from ._geometric_median import centred_gram, gram_about_the_medoid, times_power_of_two
+from ._geometric_median import (
+    _median,
+    centred_gram,
+    centred_squares,
+    gram_about_the_medoid,
+    times_power_of_two,
+)
 
 __all__ = ["CenteredClip"]
 
@@ -30,7 +36,9 @@ class CenteredClip(RobustAggregator):
 
     The distances come from one Gram matrix of the vectors centred on the
     medoid and the iterations run on weights over the vectors, so that an
-    iteration costs ``O(n^2)``, not a pass over the ``n x d`` vectors.
+    iteration costs ``O(n^2)``, not a pass over the ``n x d`` vectors; one
+    iteration (the default) needs only the distances from the medoid, the
+    centred vectors' norms.
 
     Parameters
     ----------
@@ -62,18 +70,24 @@ class CenteredClip(RobustAggregator):
         return {"tau": self.tau, "n_iter": self.n_iter}
 
     def center(self, points):
-        origin, centred, gram, exponent = centred_gram(points)
+        # One iteration needs only the distances from the medoid.
+        iterates = self.n_iter > 1
+        origin, centred, product, exponent = (
+            centred_gram if iterates else centred_squares
+        )(points)
         n_points = points.shape[0]
-        if gram is None:
-            # At least half the points are the medoid: nothing to clip towards.
+        if product is None:
+            # More than half the points are the medoid: nothing to clip towards.
             if self.tau is None:
                 return origin.copy()
-            centred, gram, exponent = gram_about_the_medoid(centred)
-        squared = np.maximum(gram.diagonal(), 0)
+            centred, product, exponent = gram_about_the_medoid(centred)
+            iterates = True
+        gram = product if iterates else None
+        squared = np.maximum(product.diagonal() if iterates else product, 0)
         distances = np.sqrt(squared)
         if self.tau is None:
             # The medoid's own distance (0) left out.
-            tau = 0.5 * float(np.median(np.sort(distances)[1:]))
+            tau = 0.5 * float(_median(np.sort(distances)[1:]))
         else:
             tau = float(np.ldexp(self.tau, -exponent))
         if not tau > 0:

@@ -137,11 +137,15 @@ class Bucketing(PreAggregator):
         return rng.permutation(n_workers)
 
     def transform(self, points, step):
-        order = self.permutation(points.shape[0], step)
-        return np.array([
-            points[order[start : start + self.s]].mean(axis=0)
-            for start in range(0, points.shape[0], self.s)
-        ])
+        n_points, n_values = points.shape
+        shuffled = points[self.permutation(n_points, step)]
+        # The full buckets as one (buckets, s, d) array: each bucket's rows
+        # summed in order, as a mean of each alone would.
+        full = n_points - n_points % self.s
+        means = shuffled[:full].reshape(-1, self.s, n_values).mean(axis=1)
+        if full < n_points:
+            means = np.concatenate([means, shuffled[full:].mean(axis=0)[None]])
+        return means
 
 
 class PreAggregated(RobustAggregator):
