@@ -412,18 +412,15 @@ sgd_steps(PyObject *self, PyObject *args)
     /* Exact gradients of CSR rows: steps whose work grows with the rows'
      * entries, not with d (_kernels_steps.h, DEFINE_SPARSE_STEPS). */
     su.sparse = n_csr && levels == 0;
-    if (su.sparse && n_steps > (1 << 24)) {  /* the cells count steps in T */
-        PyErr_SetString(PyExc_ValueError, "sgd_steps: at most 2**24 sparse steps a call");
-        goto done;
-    }
     /* Zeroed, and from Python's raw allocator, which tracemalloc sees. Dense
      * steps: rows, magnitude, squares, norms, norms32, parts, worker vectors,
-     * total. Sparse steps: the cells (a parameter, W gradient values and a
-     * step a column), rows. */
+     * total. Sparse steps: the cells (a parameter and W gradient values a
+     * column), rows, a bit a column. */
     size_t n_buckets = (size_t)((p + bucket - 1) / bucket);
     size_t bytes = su.sparse
         ? (size_t)CELL_STRIDE(n_workers) * (size_t)p * (size_t)size
-            + (size_t)max_m * sizeof(Py_ssize_t) + 64
+            + (size_t)max_m * sizeof(Py_ssize_t)
+            + (size_t)((n_features + 63) / 64) * sizeof(uint64_t) + 64
         : (size_t)max_m * sizeof(Py_ssize_t) + 2 * (size_t)p * sizeof(double)
             + 2 * n_buckets * sizeof(double)
             + ((size_t)(2 + n_workers) * (size_t)p + (size_t)p) * (size_t)size + 64;
@@ -435,7 +432,8 @@ sgd_steps(PyObject *self, PyObject *args)
         cells = cursor; cursor += (size_t)CELL_STRIDE(n_workers) * (size_t)p * (size_t)size;
         advise_huge_pages(cells, cursor);
         cursor += -(uintptr_t)cursor % sizeof(Py_ssize_t);  /* in the 64 spare */
-        su.rows = (Py_ssize_t *)cursor;
+        su.rows = (Py_ssize_t *)cursor; cursor += (size_t)max_m * sizeof(Py_ssize_t);
+        su.seen = (uint64_t *)cursor;
     } else {
         su.rows = (Py_ssize_t *)cursor; cursor += (size_t)max_m * sizeof(Py_ssize_t);
         su.magnitude = (double *)cursor; cursor += (size_t)p * sizeof(double);

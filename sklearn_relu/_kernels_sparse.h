@@ -21,10 +21,10 @@
  * random: the hardware cannot guess them). */
 #define SPARSE_AHEAD 16
 
-/* The values a column's cell in the step loop holds (its parameter, the W
- * workers' gradient values, its step), rounded up to an even number: cells
- * of 1 or 2 workers then never straddle two cache lines. */
-#define CELL_STRIDE(W) ((Py_ssize_t)(((W) + 3) & ~1))
+/* The values a column's cell in the step loop holds (its parameter and the
+ * W workers' gradient values), rounded up to an even number: cells of 1 or
+ * 3 workers then never straddle two cache lines. */
+#define CELL_STRIDE(W) ((Py_ssize_t)(((W) + 2) & ~1))
 
 #define DEFINE_CSR_KERNEL(NAME, T, I)                                          \
 static void NAME(                                                              \
@@ -115,9 +115,10 @@ DEFINE_SPARSE_CELL(sparse_cell_f64, double)
 DEFINE_SPARSE_CELL(sparse_cell_f32, float)
 
 
-/* The kernel above in the step loop, on its cells (stride NW + 2), as
- * worker ``w`` of NW at step ``step``: a row reading a column first applies
- * the update its cell holds from an earlier step (with none held the values
+/* The kernel above in the step loop, on its cells (CELL_STRIDE(NW) apart),
+ * as worker ``w`` of NW: a row that is the step's first to read a column
+ * (its bit in ``seen``, cleared at each step, is 0) first applies the update
+ * the column's cell holds from an earlier step (with none held the values
  * are 0, and params - lr * 0 leaves the parameter as it is, bit for bit).
  * The same arithmetic as csr_gradient_*: the same bits.
  *
@@ -132,9 +133,10 @@ DEFINE_SPARSE_CELL(sparse_cell_f32, float)
 #define DEFINE_CSR_STEPS_KERNEL(NAME, T, I, NW)                                \
 static void NAME(                                                              \
     const void *data_, const void *indices_, const void *indptr_,              \
-    const void *y_, const void *weight_, T *cells, int n_workers, int w,       \
-    T lr, T step, double b, const Py_ssize_t *rows, Py_ssize_t n_rows,         \
-    double scale, int *bad_gradient, int *finite, double sums[3])              \
+    const void *y_, const void *weight_, T *cells, uint64_t *seen,            \
+    int n_workers, int w, T lr, double b, const Py_ssize_t *rows,              \
+    Py_ssize_t n_rows, double scale, int *bad_gradient, int *finite,           \
+    double sums[3])                                                            \
 {                                                                              \
     const T *restrict data = data_, *restrict y = y_, *restrict weight = weight_; \
     const I *restrict indices = indices_, *restrict indptr = indptr_;          \
@@ -150,8 +152,11 @@ static void NAME(                                                              \
             /* the columns are random: ask for a later one's line early */   \
             if (k + SPARSE_AHEAD < hi)                                         \
                 __builtin_prefetch(cells + (Py_ssize_t)indices[k + SPARSE_AHEAD] * S, 1, 3); \
-            T *cell = cells + (Py_ssize_t)indices[k] * S;                      \
-            int held = cell[S - 1] != step;                                    \
+            Py_ssize_t j = (Py_ssize_t)indices[k];                             \
+            T *cell = cells + j * S;                                           \
+            uint64_t bit = (uint64_t)1 << (j & 63), word = seen[j >> 6];       \
+            int held = (word & bit) == 0;                                      \
+            seen[j >> 6] = word | bit;                                         \
             T sum = cell[1];                                                   \
             for (int v = 1; v < W; v++) sum += cell[1 + v];                    \
             T product = lr * sum;                                              \
@@ -159,7 +164,6 @@ static void NAME(                                                              \
             T param = held ? updated : cell[0];                                \
             cell[0] = param;                                                   \
             for (int v = 0; v < W; v++) cell[1 + v] = held ? (T)0 : cell[1 + v]; \
-            cell[S - 1] = step;                                                \
             dot += (double)data[k] * (double)param;                            \
         }                                                                      \
         if (!isfinite(dot)) {                                                  \

@@ -56,6 +56,7 @@ typedef struct {
     Py_ssize_t *rows;
     double *magnitude, *squares, *norms, *norms32;
     int sparse;                     /* CSR rows, exact gradients: DEFINE_SPARSE_STEPS */
+    uint64_t *seen;                 /* a bit a column: read in this step */
 } steps_setup;
 
 /* Written once for float and double, as the kernel is. worker_vectors holds
@@ -229,15 +230,13 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
 {                                                                              \
     const Py_ssize_t d = su->d, p = su->p, S = CELL_STRIDE(n_workers);         \
     const T lr = (T)su->learning_rate;                                         \
-    for (Py_ssize_t j = 0; j < p; j++) {                                       \
-        cells[j * S] = params[j];                                              \
-        cells[j * S + S - 1] = -1;                                             \
-    }                                                                          \
+    for (Py_ssize_t j = 0; j < p; j++) cells[j * S] = params[j];               \
     int status = STEPS_DONE, bad_gradient = 0, finite = 1;                     \
     Py_ssize_t step;                                                           \
     for (step = 0; step < n_steps; step++) {                                   \
         double t0 = seconds_now();                                             \
         double b = p > d ? (double)cells[d * S] : 0.0;                         \
+        memset(su->seen, 0, (size_t)((d + 63) / 64) * sizeof(uint64_t));       \
         for (int w = 0; w < n_workers && !bad_gradient && finite; w++) {       \
             steps_worker *wk = &workers[w];                                    \
             Py_ssize_t m = wk->m;                                              \
@@ -247,13 +246,13 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
             sort_rows(su->rows, m);                                            \
             double sums[3];                                                    \
             void (*kernel)(const void *, const void *, const void *,           \
-                           const void *, const void *, T *, int, int, T, T,    \
-                           double, const Py_ssize_t *, Py_ssize_t, double,     \
-                           int *, int *, double *) =                           \
+                           const void *, const void *, T *, uint64_t *, int,   \
+                           int, T, double, const Py_ssize_t *, Py_ssize_t,     \
+                           double, int *, int *, double *) =                   \
                 n_workers == 1 ? (wk->sparse.wide ? KERNEL1_64 : KERNEL1_32)   \
                 : (wk->sparse.wide ? KERNEL64 : KERNEL32);                     \
             kernel(wk->sparse.data, wk->sparse.indices, wk->sparse.indptr,     \
-                   wk->y, wk->weight, cells, n_workers, w, lr, (T)step, b,     \
+                   wk->y, wk->weight, cells, su->seen, n_workers, w, lr, b,    \
                    su->rows, m, wk->scale, &bad_gradient, &finite, sums);      \
             if (p > d) cells[d * S + 1 + w] = (T)sums[0];                      \
             wk->batch_loss[0] += sums[1];                                      \
@@ -268,8 +267,7 @@ NAME(steps_worker *workers, int n_workers, steps_setup *su, T *params,         \
     }                                                                          \
     /* The updates not yet applied: the last steps' columns. */               \
     for (Py_ssize_t j = 0; j < d && !bad_gradient && finite; j++)              \
-        if (cells[j * S + S - 1] >= 0)                                         \
-            CELL(cells + j * S, n_workers, lr, &bad_gradient, &finite);        \
+        CELL(cells + j * S, n_workers, lr, &bad_gradient, &finite);            \
     if (bad_gradient) status = STEPS_GRADIENT_OVERFLOW;                        \
     else if (!finite) status = STEPS_UPDATE_OVERFLOW;                          \
     *done = status == STEPS_DONE ? n_steps : (step < n_steps ? step : n_steps - 1); \
