@@ -1,6 +1,7 @@
 """The "stopped far from a minimum" check (sklearn_relu/_stall.py): its sums
 against a plain reference, its verdict, and the warning in fits."""
 
+import re
 import warnings
 
 import numpy as np
@@ -99,7 +100,11 @@ def test_features_on_very_different_scales_warn_and_name_the_stalled_ones():
         est = ReLURegressor(random_state=0).fit(X, y)
     message = str(next(r.message for r in record if STALL in str(r.message)))
     assert "moving x0 alone would lower it by about" in message, message
-    assert "Others stalled too: x2, x1." in message, message
+    # x1 and x2 (scales 10 and 100) stalled too; x3 did not. The intercept's
+    # slope is near the noise threshold: over 12 seeds of the batches it was
+    # named in 4, so naming it or not is the draw's, not the code's.
+    others = re.search(r"Others stalled too: ([^.]*)\.", message).group(1).split(", ")
+    assert {"x1", "x2"} <= set(others) <= {"x1", "x2", "the intercept"}, message
     assert "largest curvature (x4)" in message, message
     assert "StandardScaler" in message
     # What it says is so: standardized, the same model fits far better.
@@ -107,6 +112,7 @@ def test_features_on_very_different_scales_warn_and_name_the_stalled_ones():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         pipe.fit(X, y)
+    # Measured over 12 seeds of the batches: 0.39-0.40 better.
     assert pipe.score(X, y) > est.score(X, y) + 0.3
 
 
