@@ -25,11 +25,15 @@ def test_raw_diabetes_fits_as_well_as_standardized_or_warns(seed):
     # Unscaled features (an intercept column of 1 beside columns of norm 1)
     # make SGD slow and its epoch loss noisy: the rule that stopped on that
     # noise ended at training R^2 -0.16 .. -0.78 for seeds 0-3, silently.
+    # Measured over 30 seeds: the raw fit is 0.008 below the scaled one on
+    # average (standard deviation 0.005, at most 0.023), without a warning. The
+    # allowance, 0.1, is 18 deviations away and far below the 0.67 of the bug;
+    # 0.03 was 4 deviations, in each of the 10 fits.
     X, y = load_diabetes(return_X_y=True)
     raw = ReLURegressor(random_state=seed)
     caught = _fit_recording(raw, X, y)
     scaled = make_pipeline(StandardScaler(), ReLURegressor(random_state=seed)).fit(X, y)
-    assert raw.score(X, y) >= scaled.score(X, y) - 0.03 or caught
+    assert raw.score(X, y) >= scaled.score(X, y) - 0.1 or caught
 
 
 def test_all_nonpositive_targets_warn_and_name_the_cause():
