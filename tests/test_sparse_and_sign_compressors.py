@@ -127,10 +127,24 @@ def test_terngrad_is_unbiased():
     assert np.all(np.abs(samples.mean(axis=0) - vector) <= margin)
     # The check can fail: a biased quantizer (always the sign times s) is caught.
     assert np.any(np.abs(np.sign(vector) * scale - vector) > margin)
-    # The variance is s ||g||_1 - ||g||^2.
+    # The variance is s ||g||_1 - ||g||^2. A draw's squared error takes, in
+    # each coordinate, (s - |g_i|)^2 with probability p_i = |g_i| / s and
+    # g_i^2 otherwise: Bernstein's inequality with that exact variance and
+    # range bounds the mean of n_draws with probability 1e-9.
     variance = ((samples - vector) ** 2).sum(axis=1).mean()
     expected = scale * np.abs(vector).sum() - vector @ vector
-    assert abs(variance - expected) < 0.1 * expected
+    p = np.abs(vector) / scale
+    hit, miss = (scale - np.abs(vector)) ** 2, vector**2
+    draw_variance = np.sum(p * (1 - p) * (hit - miss) ** 2)
+    # The largest deviation of a draw from its mean.
+    spread = max(np.maximum(hit, miss).sum() - expected, expected - np.minimum(hit, miss).sum())
+    log_term = math.log(2 / FAILURE_PROBABILITY)
+    margin = (math.sqrt(2 * draw_variance * log_term / n_draws)
+              + 2 * spread * log_term / (3 * n_draws))
+    assert abs(variance - expected) <= margin
+    # That margin (0.61) is within a tenth of the variance (7.2): a quantizer
+    # whose variance is off by a tenth is caught.
+    assert margin < 0.1 * expected
 
 
 def test_a_terngrad_message_of_the_wrong_length_is_rejected():
