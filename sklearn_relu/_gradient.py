@@ -78,11 +78,13 @@ def batch_gradient(X, y, sample_weight, params, rows, scale, *, n_threads=None):
 
     Computed in the dtype of ``X`` (float32 stays float32) without materializing
     the batch, by the C kernel when it is built and ``X`` has contiguous rows
-    (see :data:`KERNEL`), else by :func:`batch_gradient_numpy`.
+    or is CSR (see :data:`KERNEL`), else by :func:`batch_gradient_numpy`. On
+    CSR rows the kernel adds the sorted rows' entries one row after another,
+    on one thread.
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
+    X : ndarray or CSR matrix of shape (n_samples, n_features)
     y : ndarray of shape (n_samples,)
     sample_weight : ndarray of shape (n_samples,) or None
     params : ndarray of shape (n_features,) or (n_features + 1,)
