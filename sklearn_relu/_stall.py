@@ -71,9 +71,12 @@ def progress_sums(X, y, sample_weight, params, rows):
     with_intercept = params.shape[0] > n_features
     sums = np.zeros(3 * params.shape[0] + 2)
     g, h, v, _, _ = _parts(sums)
-    # A sparse block holds its rows' entries only: as many as a dense block's.
-    width = X.nnz / max(1, X.shape[0]) if issparse(X) else n_features
-    block = max(16, int(_BLOCK_BYTES // (8 * max(1, width))))
+    block = max(16, _BLOCK_BYTES // (8 * max(1, n_features)))
+    if issparse(X):
+        # A sparse block holds its rows' entries, and each makes three
+        # vectors of n_features: rows of as many entries as one of those.
+        width = max(1.0, X.nnz / max(1, X.shape[0]))
+        block = max(16, int(max(_BLOCK_BYTES // 8, n_features) / width))
     for start in range(0, rows.shape[0], block):
         chosen = rows[start : start + block]
         X_block = X[chosen].astype(np.float64, copy=False)  # a copy, squared below
