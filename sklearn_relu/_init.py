@@ -40,7 +40,7 @@ def shard_moments(X, y, sample_weight, center=True):
         column_sums = [X.T @ s.astype(X.dtype)] if center else []
         return np.concatenate(
             [X.T @ sy.astype(X.dtype), *column_sums, [sy.sum(), s.sum()]]
-        ).astype(np.float64)
+        ).astype(np.float64, copy=False)
 
 
 def shard_line_search(X, y, sample_weight, direction):

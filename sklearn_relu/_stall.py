@@ -74,9 +74,9 @@ def progress_sums(X, y, sample_weight, params, rows):
     block = max(16, _BLOCK_BYTES // (8 * max(1, n_features)))
     if issparse(X):
         # A sparse block holds its rows' entries, and each makes three
-        # vectors of n_features: rows of as many entries as one of those.
+        # vectors of n_features: rows of a quarter as many entries.
         width = max(1.0, X.nnz / max(1, X.shape[0]))
-        block = max(16, int(max(_BLOCK_BYTES // 8, n_features) / width))
+        block = max(16, int(max(_BLOCK_BYTES // 8, n_features // 4) / width))
     for start in range(0, rows.shape[0], block):
         chosen = rows[start : start + block]
         X_block = X[chosen].astype(np.float64, copy=False)  # a copy, squared below
