@@ -239,7 +239,12 @@ def geometric_median(points, *, nu=1e-6, max_iter=1000, tol=1e-6):
     # condition tells at once. Only the medoid can be such a point.
     distances = _distances(gram)
     medoid = int(np.argmin(distances.sum(axis=1)))
-    duplicates = int(np.count_nonzero(np.all(centred == centred[medoid], axis=1)))
+    # Copies of the medoid: among the points the Gram matrix puts at it (its
+    # rounding is far below the bound), those equal to it.
+    near = np.flatnonzero(
+        distances[medoid] <= 1e-4 * (np.sqrt(squared[medoid]) + scale)
+    )
+    duplicates = int(np.count_nonzero(np.all(centred[near] == centred[medoid], axis=1)))
     if _is_median(gram, distances, medoid, duplicates):
         return origin + times_power_of_two(centred[medoid], exponent)
     weights = _weiszfeld_weights(gram, squared, scale, nu, max_iter, tol)
@@ -261,24 +266,22 @@ def _weiszfeld_weights(gram, squared, scale, nu, max_iter, tol):
     weights /= weights.sum()
     # Few points, so NumPy's per-call overhead is the cost: one product by G
     # an iteration. Along z + t (T(z) - z), T Weiszfeld's map, the squared
-    # distances are quadratics in t, |x_i - z|^2 - 2 t b_i + t^2 c with
-    # b = G step - w G step and c = step G step: every multiple is tried at
-    # once, and G z and z G z follow without another product.
+    # distances |x_i - z|^2 are quadratics in t, current_i - 2 t b_i + t^2 c
+    # with b = G step - w G step and c = step G step: every multiple is
+    # tried at once, and the one taken gives the next squared distances.
     image = gram @ weights
-    quadratic = weights @ image
-    multiples = _STEP_MULTIPLES[:, None]
+    current = squared - 2 * image + weights @ image
+    twice, squares = 2 * _STEP_MULTIPLES[:, None], _STEP_MULTIPLES[:, None] ** 2
     for _ in range(max_iter):
-        current = squared - 2 * image + quadratic
         inverse = 1.0 / np.sqrt(np.maximum(current, floor_squared))
         step = inverse / inverse.sum() - weights
         step_image = gram @ step
-        along = weights @ step_image
         curvature = step @ step_image
-        tried = current - 2 * multiples * (step_image - along) + multiples**2 * curvature
-        t = float(_STEP_MULTIPLES[int(np.argmin(np.sqrt(np.maximum(tried, 0)).sum(axis=1)))])
+        tried = current - twice * (step_image - weights @ step_image) + squares * curvature
+        best = int(np.argmin(np.sqrt(np.maximum(tried, 0)).sum(axis=1)))
+        t = _STEP_MULTIPLES[best]
         weights = weights + t * step
-        image = image + t * step_image
-        quadratic = quadratic + 2 * t * along + t * t * curvature
+        current = tried[best]
         if t * t * curvature <= enough:
             break
     return weights
