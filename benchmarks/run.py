@@ -13,7 +13,8 @@ codec time), ``memory`` (peak memory of ``fit`` above ``X``), ``fit`` (time to
 relative error 1e-6 vs naive NumPy and PyTorch loops), ``wire`` (bytes on the
 wire), ``backends`` (joblib / MPI per-step time vs in-process), ``small`` (an
 epoch of a small problem vs scikit-learn's ``SGDRegressor``), ``elias``
-(Elias-coded QSGD decode and encode vs packed, every width; benchmarks/elias_codec.py).
+(Elias-coded QSGD decode and encode vs packed, every width; benchmarks/elias_codec.py),
+``byzfl`` (each robust aggregator vs ByzFL's same rule, one thread; benchmarks/robust_byzfl.py).
 """
 
 import argparse
@@ -42,13 +43,13 @@ from sklearn_relu._gradient import (
 from sklearn_relu.backends import InProcessBackend, available_backends, get_backend
 from sklearn_relu.compression import QSGD, Identity, theorem_3_2_bits
 
-from . import baselines, elias_codec
+from . import baselines, elias_codec, robust_byzfl
 from ._timing import compare, settle
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("step", "memory", "fit", "wire", "backends", "small", "elias")
+SECTIONS = ("step", "memory", "fit", "wire", "backends", "small", "elias", "byzfl")
 # Sections that build their own inputs: no planted data set is generated for them.
-_NO_DATA = {"elias", "small"}
+_NO_DATA = {"elias", "small", "byzfl"}
 
 
 class Report:
@@ -725,6 +726,20 @@ def section_elias(data, args, report, state):
                 f"{elias_codec.ELIAS_KERNEL!r}")
     for name, target, measured, passed in elias_codec.measure(d, rounds=args.rounds):
         report.figure(name, target, measured, passed, "elias")
+
+
+def section_byzfl(data, args, report, state):
+    dims = (4000,) if args.quick else (4000, 100000)
+    rows = robust_byzfl.measure(dims, rounds=args.rounds)
+    if rows is None:
+        report.note('byzfl section skipped: ByzFL is not installed (pip install -e ".[bench]")')
+        return
+    for rule, d, ours, theirs, ratio, passed, note in rows:
+        report.figure(
+            f"{rule}, W=16, d={d}, one thread: package / ByzFL" + (f" ({note})" if note else ""),
+            f"<= {robust_byzfl.TARGET}", f"{ratio:.2f} ({ours:.3f} ms / {theirs:.3f} ms)",
+            passed, "byzfl",
+        )
 
 
 def _epoch_seconds(fit, epochs):
