@@ -147,6 +147,15 @@ static void NAME(                                                              \
     for (Py_ssize_t i = 0; i < n_rows; i++) {                                  \
         Py_ssize_t row = rows[i];                                              \
         Py_ssize_t lo = (Py_ssize_t)indptr[row], hi = (Py_ssize_t)indptr[row + 1]; \
+        if (i + 1 < n_rows) {                                                  \
+            /* the next row's entries are elsewhere: ask for them now */      \
+            Py_ssize_t next = rows[i + 1];                                     \
+            Py_ssize_t a = (Py_ssize_t)indptr[next], z = (Py_ssize_t)indptr[next + 1]; \
+            for (Py_ssize_t k = a; k < z; k += 64 / sizeof(I))                 \
+                __builtin_prefetch(indices + k, 0, 3);                         \
+            for (Py_ssize_t k = a; k < z; k += 64 / sizeof(T))                 \
+                __builtin_prefetch(data + k, 0, 3);                            \
+        }                                                                      \
         double dot = 0.0;                                                      \
         for (Py_ssize_t k = lo; k < hi; k++) {                                 \
             /* the columns are random: ask for a later one's line early */   \
