@@ -161,28 +161,45 @@ def annealed_fit(X, y, sample_weight=None, seed=0):
     return est.fit(X, y, sample_weight=sample_weight)
 
 
+def annealed_params(X, y, sample_weight=None, n_seeds=4):
+    """The mean of ``n_seeds`` annealed fits' parameters (coefficients and
+    intercept). One fit still carries SGD's noise: on the problem below its
+    relative error to the optimum was 0.005-0.017 over 20 seeds, so a bound of
+    0.02, or a comparison with the unweighted optimum 0.023 away, failed in
+    some draws. The mean of 4 has half the noise."""
+    fits = [annealed_fit(X, y, sample_weight, seed) for seed in range(n_seeds)]
+    return np.mean([np.append(est.coef_, est.intercept_) for est in fits], axis=0)
+
+
 def test_weighted_fit_reaches_the_weighted_minimizer(noisy):
+    # Measured over 30 draws of 4 seeds: the mean's relative error to the
+    # weighted optimum 0.0049 (standard deviation 0.0020, at most 0.0091), its
+    # distance to the unweighted optimum larger by 0.019 of the optimum's
+    # norm (deviation 0.0024, at least 0.0115). Both bounds are more than 7
+    # deviations away.
     X, y = noisy
     weights = np.random.default_rng(0).integers(0, 4, len(y)).astype(float)
     optimum = weighted_minimizer(X, y, weights)
-    est = annealed_fit(X, y, weights)
-    fitted = np.append(est.coef_, est.intercept_)
+    fitted = annealed_params(X, y, weights)
     assert relative_error(fitted, optimum) < 0.02
     unweighted = weighted_minimizer(X, y, np.ones(len(y)))
-    assert relative_error(unweighted, optimum) > 2 * relative_error(fitted, optimum)
+    assert np.linalg.norm(fitted - optimum) < np.linalg.norm(fitted - unweighted)
 
 
 def test_integer_weights_close_to_repeated_rows(noisy):
+    # Measured over 30 draws of 4 seeds: relative differences 0.0059 (standard
+    # deviation 0.0022, at most 0.013) and 0.0060 (0.0021, at most 0.013):
+    # 0.02 is more than 6 deviations away. One fit's were up to 0.019.
     X, y = noisy
     weights = np.random.default_rng(1).integers(0, 4, len(y))
     repeated = np.repeat(np.arange(len(y)), weights)
-    weighted = annealed_fit(X, y, weights.astype(float))
-    duplicated = annealed_fit(X[repeated], y[repeated])
-    assert relative_error(weighted.coef_, duplicated.coef_) < 0.02
+    weighted = annealed_params(X, y, weights.astype(float))
+    duplicated = annealed_params(X[repeated], y[repeated])
+    assert relative_error(weighted, duplicated) < 0.02
     # Zero weight is a removed row.
     kept = weights > 0
-    removed = annealed_fit(X[kept], y[kept], weights[kept].astype(float))
-    assert relative_error(weighted.coef_, removed.coef_) < 0.02
+    removed = annealed_params(X[kept], y[kept], weights[kept].astype(float))
+    assert relative_error(weighted, removed) < 0.02
 
 
 def test_weights_pull_the_fit_towards_the_heavy_rows():
