@@ -365,3 +365,26 @@ def test_a_diverging_step_on_sparse_rows_raises(fused):
     backend._fused_steps = fused
     with pytest.raises(DivergenceError):
         relu(backend=backend, n_workers=1, learning_rate=1e6, max_iter=5).fit(X, y * 1e3)
+
+
+def test_a_checkpointed_sparse_fit_resumes_to_the_same_bits(tmp_path):
+    X, y = sparse_data()
+    path = tmp_path / "fit.ckpt"
+    params = dict(n_workers=2, max_iter=6)
+    reference = relu(**params).fit(X, y)
+
+    class Stop(Exception):
+        pass
+
+    def stop(info):
+        if info.step == 35:
+            raise Stop
+
+    with pytest.raises(Stop):
+        relu(checkpoint=path, callback=stop, **params).fit(X, y)
+    assert path.exists()
+    other = X.copy()
+    other.data[0] += 1  # the fingerprint reads the stored entries
+    with pytest.raises(ValueError, match="other data"):
+        relu(checkpoint=path, **params).fit(other, y)
+    assert_same_fit(relu(checkpoint=path, **params).fit(X, y), reference)
