@@ -123,6 +123,8 @@ def pairs(byzfl, vectors, n_byzantine):
     def aggregate(rule):
         return lambda: rule.aggregate(vectors, identity)
 
+    median = aggregate(geometric)
+
     def transform(pre):
         return lambda: pre.transform(np.array(vectors, dtype=np.float64), 0)
 
@@ -134,9 +136,9 @@ def pairs(byzfl, vectors, n_byzantine):
          "n - f - 2 neighbours against ByzFL's n - f - 1"),
         ("multi_krum", aggregate(MultiKrum(n_byzantine=f)), byzfl.MultiKrum(f=f),
          "n - f averaged, as ByzFL"),
-        ("geometric_median", aggregate(geometric), byzfl.GeometricMedian(),
+        ("geometric_median", median, byzfl.GeometricMedian(),
          "to a tolerance, against ByzFL's T = 3 iterations"),
-        ("geometric_median, like with like", aggregate(geometric),
+        ("geometric_median, like with like", median,
          byzfl.GeometricMedian(T=iterations),
          f"ByzFL with T = {iterations}, the fewest that reach the package's objective"),
         ("centered_clip", aggregate(CenteredClip()), byzfl.CenteredClipping(),
@@ -160,14 +162,17 @@ def measure(dims=(4000, 100000), n_workers=16, n_byzantine=4, rounds=15, progres
     for d in dims:
         vectors = messages(d, n_workers, n_byzantine, np.random.default_rng(0))
         table = pairs(byzfl, vectors, n_byzantine)
-        contenders = {}
+        # A callable in two rows (the geometric median's) is timed once, under
+        # the first row's name.
+        contenders, first_row = {}, {}
         for rule, ours, theirs, _ in table:
-            contenders[("package", rule)] = ours
+            contenders.setdefault(("package", first_row.setdefault(ours, rule)), ours)
             contenders[("byzfl", rule)] = lambda theirs=theirs: theirs(vectors)
         with threadpool_limits(1):
             seconds = compare(contenders, rounds=rounds, settle_seconds=0.05)
-        for rule, _, _, note in table:
-            ours, theirs = seconds[("package", rule)], seconds[("byzfl", rule)]
+        for rule, package, _, note in table:
+            ours = seconds[("package", first_row[package])]
+            theirs = seconds[("byzfl", rule)]
             ratio = ours / theirs
             rows.append((rule, d, 1e3 * ours, 1e3 * theirs, ratio, ratio <= TARGET, note))
             if progress:
