@@ -22,6 +22,7 @@ from ._parallel import blas_beside_steps
 from ._params import validated
 from ._registry import describe
 from ._run import StepInfo
+from ._sparse import as_csr, issparse
 from ._worker import TrainingSet
 from .aggregation import get_aggregator
 from .attacks import get_attack
@@ -409,7 +410,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights of the squared loss.
@@ -437,14 +438,17 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(
+            self, X, reset=False, dtype=[np.float64, np.float32],
+            accept_sparse=["csr", "csc"],
+        )
         return np.maximum(X @ self.coef_.astype(X.dtype) + self.intercept_, 0)
 
     def __sklearn_is_fitted__(self):
@@ -457,6 +461,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         # One ReLU cannot reach the R^2 the generic regressor check demands on
         # linear data with negative targets.
         tags.regressor_tags.poor_score = True
+        tags.input_tags.sparse = True
         return tags
 
     # -- validation ---------------------------------------------------------------
@@ -482,11 +487,15 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     def _validate_input(self, X, y, sample_weight, reset):
         # C order: the gradient reads sampled rows in place, and one layout means
         # one code path, so every backend gives the same bits (a Fortran-ordered
-        # X, as pandas often gives, is copied once here).
+        # X, as pandas often gives, is copied once here; a sparse X becomes
+        # CSR, its rows' entries read in place: docs/user_guide.rst, "Sparse
+        # data").
         X, y = validate_data(
             self, X, y, reset=reset, dtype=[np.float64, np.float32], y_numeric=True,
-            order="C",
+            order="C", accept_sparse=True,
         )
+        if issparse(X):
+            X = as_csr(X)
         y = y.astype(X.dtype, copy=False)
         if sample_weight is None:
             return X, y, None, float(X.shape[0])
@@ -530,10 +539,13 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         """``(rows, features, bytes an item)`` of a worker's batch, as far as
         ``X`` tells before it is validated (a batch of one worker: the largest);
         where it does not (no 2-d shape: a list, or rows held by another MPI
-        rank), a batch taken to be large."""
+        rank), a batch taken to be large. A sparse ``X``'s steps run on one
+        thread: no features count."""
         shape = getattr(X, "shape", None)
         if shape is None or len(shape) != 2:
             return math.inf, 1, 8
+        if issparse(X):
+            shape = (shape[0], 0)
         rows = (
             min(AUTO_BATCH_SIZE, shape[0]) if self.batch_size == "auto"
             else self.batch_size

@@ -16,6 +16,7 @@ import numpy as np
 
 from ._exceptions import DivergenceError
 from ._gradient import batch_gradient, loss_sums
+from ._sparse import buffers, take_rows
 from ._stall import progress_sums, sample_rows
 
 __all__ = [
@@ -92,7 +93,7 @@ def worker_arguments(
     if rows is None:
         rows = slice(*shard_bounds(X.shape[0], n_workers, index))
     return dict(
-        X=X[rows],
+        X=take_rows(X, rows),
         y=y[rows],
         sample_weight=None if sample_weight is None else sample_weight[rows],
         index=index,
@@ -305,7 +306,9 @@ class ShardWorker:
                 digest.update(b"None")
                 continue
             digest.update(f"{array.shape} {array.dtype.str}".encode())
-            digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+            # A sparse X: its entries, column indices and row offsets.
+            for part in buffers(array):
+                digest.update(memoryview(np.ascontiguousarray(part)).cast("B"))
         return np.frombuffer(digest.digest(), dtype=np.uint8)
 
     def _batch_gradient(self, params, scale):

@@ -2,14 +2,12 @@
 draws random numbers: a Byzantine worker's noise (``"gaussian"``, a callable
 using its rng) and an omniscient attack's streams, seeded by its rounds."""
 
-import numpy as np
 import pytest
+from test_checkpoint import assert_same_fit, interrupt_then_resume, interrupting
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 from sklearn_relu._checkpoint import _read, _write
 from sklearn_relu.attacks import OmniscientAttack
-
-from test_checkpoint import assert_same_fit, interrupt_then_resume, interrupting
 
 
 class NoisyMean(OmniscientAttack):
