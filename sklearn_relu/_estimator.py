@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     _check_sample_weight,
@@ -23,6 +22,7 @@ from ._params import validated
 from ._registry import describe
 from ._run import StepInfo
 from ._sparse import as_csr, issparse
+from ._training_data import split_validation, zero_model_loss
 from ._worker import TrainingSet
 from .aggregation import get_aggregator
 from .attacks import get_attack
@@ -650,14 +650,14 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         weight_count = X.shape[0]
         validation = None
         if split_seed is not None:
-            X, X_val, y, y_val, sample_weight, sw_val = _split_validation(
+            X, X_val, y, y_val, sample_weight, sw_val = split_validation(
                 X, y, sample_weight, split_seed, validation_fraction
             )
             validation = (X_val, y_val, sw_val)
         return TrainingSet(
             X, y, sample_weight, n_samples=X.shape[0],
-            zero_loss=_zero_model_loss(y, sample_weight),
-            mean_loss=_zero_model_loss(y - np.average(y, weights=sample_weight),
+            zero_loss=zero_model_loss(y, sample_weight),
+            mean_loss=zero_model_loss(y - np.average(y, weights=sample_weight),
                                        sample_weight),
             any_positive_target=bool(np.any(y > 0)),
             weight_sum=weight_sum, weight_count=weight_count,
@@ -732,47 +732,6 @@ def _continued_curve(earlier, new):
     ``new``'s, which count from their own start, added to ``earlier``'s last."""
     offset = earlier[-1] if earlier else 0
     return list(earlier) + [offset + value for value in new]
-
-
-def _split_validation(X, y, sample_weight, seed, validation_fraction):
-    """Training and validation rows, as ``train_test_split`` draws them."""
-    arrays = [X, y] + ([] if sample_weight is None else [sample_weight])
-    split = train_test_split(*arrays, test_size=validation_fraction, random_state=seed)
-    if split[2].shape[0] < 1 or split[1].shape[0] < 1:
-        raise ValueError(
-            "too few samples for early_stopping with validation_fraction="
-            f"{validation_fraction}"
-        )
-    X, X_val, y, y_val = split[:4]
-    sw, sw_val = (split[4], split[5]) if sample_weight is not None else (None, None)
-    for part, weights in (("training", sw), ("validation", sw_val)):
-        # Sparse weights can leave one side of the split with none: its
-        # loss or its R^2 would divide by zero.
-        if weights is not None and not weights.sum() > 0:
-            raise ValueError(
-                f"early_stopping's split (validation_fraction="
-                f"{validation_fraction}) left the {part} rows with a total "
-                "sample_weight of 0: give more rows a positive weight, or change "
-                "validation_fraction or random_state"
-            )
-    return X, X_val, y, y_val, sw, sw_val
-
-
-def _zero_model_loss(y, sample_weight):
-    """The training loss of ``w = 0, b = 0`` (it predicts 0), from ``y`` alone:
-    no pass over ``X``."""
-    y = y.astype(np.float64)
-    with np.errstate(over="ignore"):
-        if sample_weight is None:
-            loss = 0.5 * float(y @ y) / y.shape[0]
-        else:
-            loss = 0.5 * float(sample_weight @ (y * y)) / float(sample_weight.sum())
-    if not np.isfinite(loss):
-        raise ValueError(
-            "y is too large in magnitude for float arithmetic (its squares "
-            "overflow); rescale it before fitting"
-        )
-    return loss
 
 
 def _shared_parameters(estimator, partial):
