@@ -63,10 +63,19 @@ def warn_if_rose(start_loss, final_loss, step, attacked, auto):
 _STALLED_SHARE = 0.1
 
 
-def warn_stalled(sums, step, steps, n_features, feature_names):
+def scaler_advice(sparse=False):
+    """The pipeline that standardizes the features: for sparse ones a scaler
+    that keeps the zeros (centering would fill them in)."""
+    if sparse:
+        return ("make_pipeline(MaxAbsScaler(), ReLURegressor()) (sparse features: "
+                "StandardScaler would center them into dense columns)")
+    return "make_pipeline(StandardScaler(), ReLURegressor())"
+
+
+def warn_stalled(sums, step, steps, n_features, feature_names, sparse=False):
     """Warn where a parameter the step could barely move would, moved alone,
     still lower the training loss by :data:`_STALLED_SHARE` or more (see
-    :mod:`._stall`)."""
+    :mod:`._stall`); ``sparse``: the features are a sparse matrix."""
     shares, fastest = stalled_parameters(sums, step, steps)
     worst = int(np.argmax(shares))
     if shares[worst] < _STALLED_SHARE:
@@ -90,14 +99,14 @@ def warn_stalled(sums, step, steps, n_features, feature_names):
         f"{name(worst)} alone would lower it by about {shares[worst]:.0%}, but the "
         f"step ({step:.3g}) could barely change it in this fit's {steps} steps.{also} "
         f"The step is set by the parameter of largest curvature ({name(fastest)}), "
-        "and these features' scales are probably much smaller: standardize the "
-        "features (sklearn.preprocessing.StandardScaler, in a Pipeline).",
+        "and these features' scales are probably much smaller: scale the "
+        f"features, {scaler_advice(sparse)}.",
         ConvergenceWarning,
     )
 
 
 def warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budget,
-                          attacked=None, standardized=lambda: False):
+                          attacked=None, standardized=lambda: False, sparse=False):
     """Warn that the fit predicts worse than the mean of ``y``, and say why;
     ``budget`` is the epochs run when the fit did not converge, else None;
     ``attacked`` names Byzantine workers the aggregation does not withstand;
@@ -125,8 +134,7 @@ def warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budg
     elif budget is not None:
         cause = (
             f"it ran only {budget} epoch(s) and had not converged: raise max_iter. "
-            "If it stays poor, standardize the features: "
-            "make_pipeline(StandardScaler(), ReLURegressor())"
+            f"If it stays poor, scale the features: {scaler_advice(sparse)}"
         )
     elif standardized():
         # StandardScaler would leave the columns as they are: the step it is.
@@ -143,8 +151,7 @@ def warn_worse_than_mean(final_loss, data, learning_rate, step, start_loss, budg
         cause = (
             "the features are probably not standardized: on columns of very "
             "different scales (or far from 0) SGD progresses slowly and "
-            "noisily. Fit make_pipeline(StandardScaler(), ReLURegressor()), or "
-            "raise max_iter"
+            f"noisily. Fit {scaler_advice(sparse)}, or raise max_iter"
         )
     warnings.warn(
         f"The fit predicts the training data worse than their mean does "

@@ -27,6 +27,7 @@ from ._exceptions import DivergenceError
 from ._init import check_init, initial_params
 from ._run import RunPlan, RunResult, SGDRun, full_loss
 from ._schedule import ConstantStep, HalvingStep, initial_sign_step
+from ._sparse import issparse
 from ._step_size import auto_learning_rate, measure_curvature
 from ._worker import ShardWorker
 
@@ -309,6 +310,7 @@ class Fit:
                 final_loss, data, params.learning_rate, learning_rate, start_loss,
                 None if kept.converged else kept.n_iter, self.attacked,
                 standardized=lambda: standardized(backend.reduce(column_moments)),
+                sparse=issparse(data.X),
             )
         elif (
             not self.attacked and not isinstance(learning_rate, HalvingStep)
@@ -320,5 +322,5 @@ class Fit:
             sums = backend.reduce(ShardWorker.progress, kept.params.astype(np.float64))
             warn_stalled(
                 sums, learning_rate, kept.t, self.n_features,
-                getattr(data, "feature_names", None),
+                getattr(data, "feature_names", None), sparse=issparse(data.X),
             )
