@@ -26,7 +26,8 @@ background (the whole grid takes hours)::
 
 Every fit's result is appended to ``robust_study.jsonl`` as it ends, and a
 run first reads that file: an interrupted run started again with the same
-settings fits only the cells still missing. It writes into ``--out-dir``
+settings fits only the cells still missing (``--no-fit`` writes what is
+there, leaving those cells blank). It writes into ``--out-dir``
 (default ``./reproduce_output``):
 
 - ``robust_study.csv`` and ``robust_study.md``: every cell, each row's worst
@@ -83,6 +84,21 @@ ATTACKS = ["sign_flip", "alie", "ipm", "optimal_alie", "optimal_ipm", "mimic",
 #: 0.25: four times the fits' cost).
 GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0]
 INF = float("inf")
+
+
+class Failed(float):
+    """The error of a fit that raised (other than a refusal beyond the rule's
+    breakdown point): no model, counted as ``inf``, shown "fail"."""
+
+    def __new__(cls):
+        return super().__new__(cls, INF)
+
+
+class Pending(float):
+    """A cell not fitted yet (``--no-fit``): ``nan``, shown blank."""
+
+    def __new__(cls):
+        return super().__new__(cls, math.nan)
 #: The results' directory under --update-docs (the figures go to docs/figures).
 RAW_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -134,7 +150,7 @@ def final_error(cell, settings):
         except ValueError as failure:
             if "withstands at most" not in str(failure):
                 # Not the study's to judge: recorded, and listed under the table.
-                return {**cell, "error": math.nan, "failure": str(failure),
+                return {**cell, "error": INF, "failure": str(failure),
                         "seconds": time.perf_counter() - start}
             error = math.nan  # beyond the rule's breakdown point
     if not math.isfinite(error) and not math.isnan(error):
@@ -168,6 +184,8 @@ def run(args, settings, raw_path):
                 done[key(record)] = record
     todo = [cell for cell in cells_of(args) if key(cell) not in done]
     print(f"{len(done)} cells read from {raw_path}, {len(todo)} to fit", flush=True)
+    if args.no_fit:
+        todo = []
     start = time.perf_counter()
     results = Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")(
         delayed(final_error)(cell, settings) for cell in todo
@@ -181,7 +199,8 @@ def run(args, settings, raw_path):
                   f"alpha={record['alpha']:g} f={record['f']} {record['aggregation']} "
                   f"{record['attack']}: {fmt(record['error'])} "
                   f"({record['seconds']:.0f} s)", flush=True)
-    failures = [r for r in done.values() if r.get("failure")]
+    failures = [done[key(cell)] for cell in cells_of(args)
+                if done.get(key(cell), {}).get("failure")]
     return table_rows(args, done), failures
 
 
@@ -192,14 +211,21 @@ def table_rows(args, done):
             for spec in args.aggregators:
                 row = dict(alpha=alpha, f=f, aggregation=spec)
                 for attack in ["none", *args.attacks]:
-                    row[attack] = done[alpha, f, spec, attack]["error"]
+                    record = done.get((alpha, f, spec, attack))
+                    if record is None:
+                        row[attack] = Pending()
+                    else:
+                        row[attack] = Failed() if record.get("failure") else record["error"]
                 rows.append(row)
     return rows
 
 
 def worst(row, attacks):
     """The largest error over ``attacks`` and the attack that made it (the
-    first of a tie), or ``(nan, "")`` when the defence does not withstand."""
+    first of a tie), or ``(nan, "")`` when the defence does not withstand
+    (``Pending`` while a cell is)."""
+    if any(isinstance(row[a], Pending) for a in attacks):
+        return Pending(), ""
     values = [(row[a], a) for a in attacks if not math.isnan(row[a])]
     if not values:
         return math.nan, ""
@@ -207,16 +233,22 @@ def worst(row, attacks):
 
 
 def ratio(a, b):
+    if isinstance(a, Pending) or isinstance(b, Pending):
+        return Pending()
     if math.isnan(a) or math.isnan(b):
         return math.nan
     if math.isinf(a):
-        return INF
+        return a
     return a / b
 
 
 def fmt(value, digits=3):
+    if isinstance(value, Pending):
+        return ""
     if math.isnan(value):
         return "-"
+    if isinstance(value, Failed):
+        return "fail"
     if math.isinf(value):
         return "div."
     return f"{value:.{digits}f}"
@@ -269,6 +301,8 @@ def targets(rows, attacks):
         if (alpha, f, "mean") in by:
             row = by[alpha, f, "mean"]
             broken = {a: row[a] for a in ("label_flip", "optimal_alie") if a in row}
+            if any(isinstance(value, Pending) for value in broken.values()):
+                continue
             verdict = all(v > 0.5 for v in broken.values())
             lines.append(
                 f"- alpha = {alpha:g}, f = 3: the mean under "
@@ -308,7 +342,7 @@ def write_tables(rows, failures, args, settings_text):
                              and r["aggregation"] == spec)
                     value, attack = worst(r, attacks)
                     cells += [fmt(r["none"]),
-                              f"{fmt(value)} ({attack})" if attack else "-",
+                              f"{fmt(value)} ({attack})" if attack else fmt(value),
                               fmt(ratio(value, r["none"]), 2)]
                 writer.writerow([spec, *cells])
     lines = [
@@ -326,7 +360,7 @@ def write_tables(rows, failures, args, settings_text):
     text = ["Final relative error ||w - w*|| / ||w*|| (" + settings_text + ").", "",
             *lines, "", "Targets:", "", *targets(rows, attacks), ""]
     if failures:
-        text += ["Fits that raised (shown as -):", ""] + [
+        text += ["Fits that raised (shown as fail):", ""] + [
             f"- alpha = {r['alpha']:g}, f = {r['f']}, {r['aggregation']}, {r['attack']}: "
             f"{r['failure']}" for r in failures
         ] + [""]
@@ -334,9 +368,10 @@ def write_tables(rows, failures, args, settings_text):
     print("\n".join(text))
 
 
-def heatmap(ax, values, row_names, column_names, title):
-    """log10 error, annotated; a diverged fit at the top of the scale, a
-    refused one grey."""
+def heatmap(ax, cells, row_names, column_names, title):
+    """log10 error, annotated; a diverged or failed fit at the top of the
+    scale, a refused one grey."""
+    values = np.array(cells, dtype=float)
     shown = np.log10(np.clip(np.where(np.isinf(values), 10.0, values), 1e-2, 10.0))
     image = ax.imshow(np.ma.masked_invalid(shown), cmap="magma_r", vmin=-2, vmax=1,
                       aspect="auto")
@@ -347,7 +382,7 @@ def heatmap(ax, values, row_names, column_names, title):
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             dark = not math.isnan(shown[i, j]) and shown[i, j] > -0.6
-            ax.text(j, i, fmt(values[i, j]).replace("0.", "."), ha="center",
+            ax.text(j, i, fmt(cells[i][j]).replace("0.", "."), ha="center",
                     va="center", fontsize=5.5, color="white" if dark else "black")
     ax.set_title(title, fontsize=9)
     return image
@@ -362,8 +397,8 @@ def write_figures(rows, args):
                              squeeze=False, constrained_layout=True)
     for ax, alpha in zip(axes[0], alphas):
         part = [r for r in rows if r["f"] == f_top and r["alpha"] == alpha]
-        values = np.array([[r[c] for c in names] for r in part], dtype=float)
-        image = heatmap(ax, values, [r["aggregation"] for r in part], names,
+        image = heatmap(ax, [[r[c] for c in names] for r in part],
+                        [r["aggregation"] for r in part], names,
                         f"f = {f_top} of 10, alpha = {alpha:g}")
         if ax is not axes[0][0]:
             ax.set_yticks([])
@@ -373,8 +408,8 @@ def write_figures(rows, args):
 
     columns = [(alpha, f) for alpha in alphas for f in sorted({r["f"] for r in rows})]
     by = {(r["alpha"], r["f"], r["aggregation"]): r for r in rows}
-    values = np.array([[worst(by[alpha, f, spec], attacks)[0] for alpha, f in columns]
-                       for spec in args.aggregators], dtype=float)
+    values = [[worst(by[alpha, f, spec], attacks)[0] for alpha, f in columns]
+              for spec in args.aggregators]
     fig, ax = plt.subplots(figsize=(0.55 * len(columns) + 3, 5.2),
                            constrained_layout=True)
     image = heatmap(ax, values, args.aggregators,
@@ -400,6 +435,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-jobs", type=int, default=1,
                         help="fits run at once (joblib processes)")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="only write what the results file holds (a run in "
+                        "progress): cells not fitted yet are left blank")
     add_output_arguments(parser)
     args = parser.parse_args()
     args.out_dir = chosen_out_dir(args)

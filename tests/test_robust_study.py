@@ -64,6 +64,14 @@ def test_the_study_writes_its_tables_heatmaps_and_targets(tmp_path):
     assert (tmp_path / "robust_study.md").read_text().count("| 2 | ") == 0
     assert len((tmp_path / "robust_study.jsonl").read_text().splitlines()) == 48
 
+    # --no-fit writes what the file holds: a defence not fitted yet is blank.
+    printed = run_study(tmp_path, *tiny[:7], *tiny[-3:], "--aggregators", "mean", "median",
+                        "--attacks", "alie", "label_flip", "--f", "3", "--no-fit")
+    assert "6 to fit" in printed
+    table = (tmp_path / "robust_study.md").read_text()
+    assert "| inf | 3 | median |  |  |  |  |  |  |" in table
+    assert "| inf | 3 | mean | 0." in table
+
 
 @pytest.mark.slow
 def test_the_mean_breaks_under_label_flipping_and_optimal_alie(tmp_path):
