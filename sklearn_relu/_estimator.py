@@ -136,7 +136,7 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
         ``local_steps`` steps: ``t_`` counts the local steps,
         ``comm_record_.n_rounds`` the rounds. ``learning_rate="auto"`` then
         plans for one worker's share of the batch. Not with sign directions
-        (``"signsgd"``, ``"signum"`` without error feedback, or
+        (``"signsgd"`` without error feedback, ``"signum"``, or
         ``aggregation="majority"``). See :ref:`local-steps`.
     learning_rate : "auto" or float, default="auto"
         Step size: constant, except where the step direction is a sign
@@ -159,8 +159,9 @@ class ReLURegressor(RegressorMixin, BaseEstimator):
     average : bool or int, default=False
         Keep the average of the iterates and make it the model, as
         ``SGDRegressor(average=...)``: ``True`` averages every step's
-        parameters, an integer ``N`` those after ``N`` samples (``batch_size``
-        a step; with ``local_steps``, the agreed model after every round).
+        parameters, an integer ``N >= 1`` those after ``N`` samples
+        (``batch_size`` a step; with ``local_steps``, the agreed model after
+        every round); ``False`` or ``0`` keeps the last iterate.
         With a constant step on noisy data the average has far less of the
         step's noise than the last iterate. ``coef_`` and ``intercept_`` are
         then the averaged ones; ``warm_start`` and ``partial_fit`` continue

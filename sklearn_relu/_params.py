@@ -117,8 +117,12 @@ class Boolean(Constraint):
         return bool(value)
 
     def parse(self, text):
-        # On the command line a boolean is a switch, never a value.
-        raise ValueError(text)
+        # A boolean parameter's own flag is a switch; this reads the text of a
+        # flag that takes a bool or another value (--average true, --average 500).
+        words = {"true": True, "yes": True, "false": False, "no": False}
+        if text.lower() not in words:
+            raise ValueError(text)
+        return words[text.lower()]
 
 
 class Options(Constraint):

@@ -15,7 +15,7 @@ epochs are drawn, so that the ranks' lines do not interleave.
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["EpochProgress", "ProgressHandler", "end_run", "log", "logger"]
 
@@ -57,6 +57,8 @@ class EpochProgress:
     epochs_timed: int
     main: bool = True
     verbose: int = 1
+    #: How the run ended, once it has ("converged", "stopped by the callback").
+    status: str = ""
 
     @property
     def seconds_left(self):
@@ -77,6 +79,8 @@ class EpochProgress:
         if math.isfinite(self.bytes_sent):
             text += f"  sent {_size(self.bytes_sent)}"
         text += f"  {self.elapsed:.1f} s"
+        if self.status:
+            return f"{text}, {self.status}"
         left = self.seconds_left
         if math.isfinite(left) and self.epoch < self.max_epochs:
             text += f", at most {left:.1f} s left" if left < 10 else f", at most {left:.0f} s left"
@@ -99,6 +103,7 @@ class ProgressHandler(logging.StreamHandler):
         super().__init__(stream if stream is not None else sys.stderr)
         self.drawn = False  # an unfinished progress line is on the terminal
         self.pending = None  # an epoch not written yet (not on a terminal)
+        self.last = None  # the last epoch drawn or pending
 
     def _interactive(self):
         isatty = getattr(self.stream, "isatty", None)
@@ -116,6 +121,7 @@ class ProgressHandler(logging.StreamHandler):
             self.handleError(record)
 
     def _draw(self, progress):
+        self.last = progress
         last = progress.epoch == progress.max_epochs
         if self._interactive():
             # Carriage return, the line, and erase what a longer one left.
@@ -141,11 +147,22 @@ class ProgressHandler(logging.StreamHandler):
             self.stream.write(self.terminator)
             self.drawn = False
 
-    def end_run(self):
-        """A run ended (maybe before ``max_epochs``): its last epoch is
-        written, and the next line starts afresh."""
+    def end_run(self, status=""):
+        """A run ended (maybe before ``max_epochs``, as ``status`` says): its
+        last epoch is written, with the status, and the next line starts
+        afresh."""
+        if status and self.last is not None:
+            final = replace(self.last, status=status)
+            if self.drawn:
+                self.stream.write("\r" + final.line() + "\033[K")
+            elif self.pending is not None:
+                self.pending = final
+            else:  # its last epoch's line is written: say how it ended
+                self.stream.write(f"run {final.run}: {status} after epoch {final.epoch}"
+                                  + self.terminator)
         self._write_pending()
         self._finish_line()
+        self.last = None
         self.flush()
 
 
@@ -159,8 +176,8 @@ def log(message, progress=None):
     logger.info(message, extra=None if progress is None else {"progress": progress})
 
 
-def end_run():
-    """Tell the drawing handlers that a run ended."""
+def end_run(status=""):
+    """Tell the drawing handlers that a run ended, and how (``status``)."""
     for handler in logger.handlers:
         if isinstance(handler, ProgressHandler):
-            handler.end_run()
+            handler.end_run(status)

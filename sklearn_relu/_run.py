@@ -404,7 +404,9 @@ class SGDRun:
 
     def _result(self, params, n_iter, t):
         if self.plan.verbose:
-            end_run()
+            stopped = self.notifier is not None and self.notifier.stopped
+            end_run("stopped by the callback" if stopped else
+                    "converged" if self.converged else "")
         validating = self.plan.validating
         stopped = self.notifier is not None and self.notifier.stopped
         iterate, count = None, 0

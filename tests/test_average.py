@@ -105,3 +105,22 @@ def test_bad_average_is_named(value):
     X, y = data()
     with pytest.raises((ValueError, TypeError), match="average"):
         ReLURegressor(average=value).fit(X, y)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ([], False), (["--average"], True), (["--average", "true"], True),
+    (["--average", "False"], False), (["--average", "500"], 500),
+])
+def test_the_command_line_average_flag(flag, value):
+    from sklearn_relu._cli import build_parser
+
+    args = build_parser().parse_args(["fit", "d.npz", "--out", "m", *flag])
+    assert args.average == value and type(args.average) is type(value)
+
+
+def test_average_zero_keeps_the_last_iterate():
+    X, y = data()
+    common = dict(batch_size=30, max_iter=2, tol=None, random_state=0)
+    zero = ReLURegressor(average=0, **common).fit(X, y)
+    plain = ReLURegressor(**common).fit(X, y)
+    np.testing.assert_array_equal(zero.coef_, plain.coef_)

@@ -34,7 +34,7 @@ def drawn_on(monkeypatch):
 
 def fit(**params):
     X, y = make_relu_regression(n_samples=600, n_features=5, noise=0.5, random_state=0)
-    return ReLURegressor(random_state=0, tol=None, **params).fit(X, y)
+    return ReLURegressor(**{"random_state": 0, "tol": None, **params}).fit(X, y)
 
 
 def test_a_terminal_gets_one_line_kept_up_to_date(drawn_on):
@@ -73,12 +73,22 @@ def test_verbose_2_writes_every_epoch_and_a_stopped_run_its_last(drawn_on):
     # its line (the fit then says where it stopped).
     assert epochs == [1, 2]
     assert "stopped by the callback at step 30" in stream.getvalue()
+    assert "run 0: stopped by the callback after epoch 2" in stream.getvalue()
     # verbose=1 writes the last epoch of a run that stopped early, off the grid.
     stream.truncate(0)
     stream.seek(0)
     fit(verbose=1, max_iter=120, batch_size=60, callback=lambda info: info.step >= 30)
     assert [line.split("epoch ")[1].split("/")[0]
-            for line in stream.getvalue().splitlines() if "epoch" in line] == ["2"]
+            for line in stream.getvalue().splitlines() if line.startswith("run 0 [")] == ["2"]
+    assert stream.getvalue().splitlines()[-1].endswith(", stopped by the callback")
+
+
+def test_a_run_that_converged_says_so_on_its_line(drawn_on):
+    stream = drawn_on(Terminal())
+    est = fit(verbose=1, max_iter=200, tol=1e-2)
+    assert est.n_iter_ < 200
+    last = stream.getvalue().split("\r")[-1]
+    assert f"epoch {est.n_iter_}/200" in last and last.endswith(", converged\x1b[K\n")
 
 
 def test_only_the_main_process_draws_its_epochs(drawn_on):
