@@ -194,6 +194,10 @@ def _test_size(text):
     )
 
 
+#: Seconds a failing rank waits, its error written, before it ends the job.
+ABORT_GRACE_SECONDS = 1.0
+
+
 def run_fit(args):
     """Run ``fit`` with the parsed ``args``; returns the exit status."""
     started = time.perf_counter()
@@ -205,6 +209,10 @@ def run_fit(args):
             # One failing rank must not leave the others waiting in a
             # collective forever: end the whole job.
             print(f"error on MPI rank {mpi.rank}: {exc}", file=sys.stderr, flush=True)
+            # mpiexec forwards a rank's stderr through its proxy, which the
+            # abort kills: under load the line was lost (an empty stderr and
+            # status 1). A moment first lets it through.
+            time.sleep(ABORT_GRACE_SECONDS)
             mpi.abort(1)
         raise
     return 0
