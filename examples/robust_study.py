@@ -109,6 +109,13 @@ def parse_defence(spec):
     return aggregation, float(beta) if beta else 0.0
 
 
+def label(spec):
+    """How tables and figures name a defence: ``"rule"`` or ``"rule,
+    momentum 0.9"`` (``rule@0.9`` would read as an e-mail address)."""
+    aggregation, beta = parse_defence(spec)
+    return f"{aggregation}, momentum {beta:g}" if beta else aggregation
+
+
 def attack_object(name, grid):
     """What ``attack=`` gets for ``name``; "none" is an attacker that sends
     its true vectors, the optimal attacks search ``grid``."""
@@ -270,7 +277,7 @@ def targets(rows, attacks):
 
     def describe(row):
         value, attack = worst(row, attacks)
-        return (f"{row['aggregation']}: worst case {fmt(value)} ({attack}), no attack "
+        return (f"{label(row['aggregation'])}: worst case {fmt(value)} ({attack}), no attack "
                 f"{fmt(row['none'])}, {fmt(ratio(value, row['none']), 2)}x")
 
     name = best(INF)
@@ -283,7 +290,7 @@ def targets(rows, attacks):
         lines.append(
             f"- i.i.d., f = 3: the best defence, {describe(row)} its no-attack error "
             f"(target at most 1.5x: {'met' if value <= 1.5 else 'not met'}); the least "
-            f"ratio is {least[1]}'s, {fmt(least[0], 2)}x."
+            f"ratio is {label(least[1])}'s, {fmt(least[0], 2)}x."
         )
     name = best(1.0)
     if name is not None and (1.0, f, "geometric_median") in by:
@@ -323,7 +330,7 @@ def write_tables(rows, failures, args, settings_text):
                          "worst/none"])
         for r in rows:
             value, attack = worst(r, attacks)
-            writer.writerow([f"{r['alpha']:g}", r["f"], r["aggregation"],
+            writer.writerow([f"{r['alpha']:g}", r["f"], label(r["aggregation"]),
                              *(fmt(r[c]) for c in names), fmt(value), attack,
                              fmt(ratio(value, r["none"]), 2)])
     three = [r for r in rows if r["f"] == 3]
@@ -344,7 +351,7 @@ def write_tables(rows, failures, args, settings_text):
                     cells += [fmt(r["none"]),
                               f"{fmt(value)} ({attack})" if attack else fmt(value),
                               fmt(ratio(value, r["none"]), 2)]
-                writer.writerow([spec, *cells])
+                writer.writerow([label(spec), *cells])
     lines = [
         "| alpha | f | aggregation | " + " | ".join(names)
         + " | worst | worst attack | worst/none |",
@@ -353,7 +360,7 @@ def write_tables(rows, failures, args, settings_text):
     for r in rows:
         value, attack = worst(r, attacks)
         lines.append(
-            f"| {r['alpha']:g} | {r['f']} | {r['aggregation']} | "
+            f"| {r['alpha']:g} | {r['f']} | {label(r['aggregation'])} | "
             + " | ".join(fmt(r[c]) for c in names)
             + f" | {fmt(value)} | {attack} | {fmt(ratio(value, r['none']), 2)} |"
         )
@@ -361,7 +368,8 @@ def write_tables(rows, failures, args, settings_text):
             *lines, "", "Targets:", "", *targets(rows, attacks), ""]
     if failures:
         text += ["Fits that raised (shown as fail):", ""] + [
-            f"- alpha = {r['alpha']:g}, f = {r['f']}, {r['aggregation']}, {r['attack']}: "
+            f"- alpha = {r['alpha']:g}, f = {r['f']}, {label(r['aggregation'])}, "
+            f"{r['attack']}: "
             f"{r['failure']}" for r in failures
         ] + [""]
     (out / "robust_study.md").write_text("\n".join(text))
@@ -398,7 +406,7 @@ def write_figures(rows, args):
     for ax, alpha in zip(axes[0], alphas):
         part = [r for r in rows if r["f"] == f_top and r["alpha"] == alpha]
         image = heatmap(ax, [[r[c] for c in names] for r in part],
-                        [r["aggregation"] for r in part], names,
+                        [label(r["aggregation"]) for r in part], names,
                         f"f = {f_top} of 10, alpha = {alpha:g}")
         if ax is not axes[0][0]:
             ax.set_yticks([])
@@ -412,7 +420,7 @@ def write_figures(rows, args):
               for spec in args.aggregators]
     fig, ax = plt.subplots(figsize=(0.55 * len(columns) + 3, 5.2),
                            constrained_layout=True)
-    image = heatmap(ax, values, args.aggregators,
+    image = heatmap(ax, values, [label(spec) for spec in args.aggregators],
                     [f"a={alpha:g} f={f}" for alpha, f in columns],
                     "worst case over the attacks")
     fig.colorbar(image, ax=ax, label="relative error (log10)", shrink=0.8)

@@ -34,7 +34,7 @@ def test_the_study_writes_its_tables_heatmaps_and_targets(tmp_path):
     table = (tmp_path / "robust_study.md").read_text()
     assert ("| alpha | f | aggregation | none | alie | label_flip | worst | worst attack "
             "| worst/none |") in table
-    assert table.count("| 3 | nnm+geometric_median@0.9 |") == 2
+    assert table.count("| 3 | nnm+geometric_median, momentum 0.9 |") == 2
     # Bucketing's 5 buckets withstand 2 Byzantine workers, not 3: no values.
     assert "| inf | 3 | bucketing+geometric_median | - | - | - | - |  | - |" in table
     assert "| inf | 2 | bucketing+geometric_median | 0." in table
@@ -54,7 +54,7 @@ def test_the_study_writes_its_tables_heatmaps_and_targets(tmp_path):
     assert worst[0][:4] == ["defence", "alpha = inf: none", "alpha = inf: worst (attack)",
                             "alpha = inf: worst/none"]
     assert [row[0] for row in worst[1:]] == ["mean", "geometric_median",
-                                             "nnm+geometric_median@0.9",
+                                             "nnm+geometric_median, momentum 0.9",
                                              "bucketing+geometric_median"]
     assert len((tmp_path / "robust_study.jsonl").read_text().splitlines()) == 48
 
