@@ -27,7 +27,8 @@ background (the whole grid takes hours)::
 Every fit's result is appended to ``robust_study.jsonl`` as it ends, and a
 run first reads that file: an interrupted run started again with the same
 settings fits only the cells still missing (``--no-fit`` writes what is
-there, leaving those cells blank). It writes into ``--out-dir``
+there, leaving those cells blank); the package's version is not among the
+settings, so delete the file to refit after changing the package. It writes into ``--out-dir``
 (default ``./reproduce_output``):
 
 - ``robust_study.csv`` and ``robust_study.md``: every cell, each row's worst
