@@ -199,3 +199,25 @@ def test_bad_local_steps_are_named(value):
     X, y = data()
     with pytest.raises((ValueError, TypeError), match="local_steps"):
         ReLURegressor(local_steps=value).fit(X, y)
+
+
+@pytest.mark.parametrize("params", [
+    dict(), dict(solver="qsgd", bits=4), dict(solver="intsgd", n_workers=3),
+    dict(aggregation="geometric_median", n_byzantine=1, n_workers=4),
+])
+def test_one_local_step_is_todays_fit_bit_for_bit(params):
+    # local_steps=1 (and average=False, worker_momentum=0) adds no call to the
+    # workers and keeps the compiled loop: the model is the default's, which
+    # the step-by-step path (a callback turns the compiled loop off) equals.
+    X, y = data()
+    common = dict(max_iter=5, tol=None, random_state=0, **params)
+    default = ReLURegressor(**common).fit(X, y)
+    explicit = ReLURegressor(local_steps=1, average=False, worker_momentum=0.0,
+                             **common).fit(X, y)
+    step_by_step = ReLURegressor(local_steps=1, callback=lambda info: False,
+                                 **common).fit(X, y)
+    for est in (explicit, step_by_step):
+        np.testing.assert_array_equal(est.coef_, default.coef_)
+        assert est.intercept_ == default.intercept_
+        assert est.loss_curve_ == default.loss_curve_
+        assert est.comm_record_.bytes_sent == default.comm_record_.bytes_sent
