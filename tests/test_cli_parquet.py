@@ -241,6 +241,9 @@ def _write_bad(tmp_path, planted):
     )
     pq.write_table(table(X, y, city=["Paris"] * len(y)), tmp_path / "text.parquet")
     pq.write_table(table(X, pa.array([1.0, None] * (len(y) // 2))), tmp_path / "null.parquet")
+    X_nan = X.copy()
+    X_nan[3, 1] = np.nan
+    pq.write_table(table(X_nan, y), tmp_path / "nan.parquet")
     mixed = tmp_path / "mixed"
     write_parts(mixed, X, y, [60])
     pq.write_table(table(X[60:], y[60:], names=["a", "b", "c", "e"]),
@@ -266,6 +269,7 @@ def _write_bad(tmp_path, planted):
      r".*text\.parquet: column 'city' holds string, not numbers: only integer, float, "
      r"decimal and boolean columns are read"),
     ("null.parquet", {}, r".*null\.parquet: column 'y' has 60 missing \(null\) values"),
+    ("nan.parquet", {}, r".*nan\.parquet: column 'b' has 1 NaN or infinite values"),
     ("mixed", {}, r".*part-01\.parquet has other columns than .*part-00\.parquet: \['e'\] "
                   r"more and \['d'\] fewer; every file must hold the same columns"),
 ])

@@ -254,9 +254,13 @@ def _check_numeric(path, name, type_):
 
 def _values(path, column, name):
     """The NumPy values of a column (a ``pyarrow.ChunkedArray``) without
-    missing values."""
+    missing values: neither nulls nor, in a float column, NaN or infinity."""
     if column.null_count:
         raise ValueError(
             f"{path}: column {name!r} has {column.null_count} missing (null) values"
         )
-    return column.to_numpy()
+    values = column.to_numpy()
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        raise ValueError(f"{path}: column {name!r} has {bad} NaN or infinite values")
+    return values
