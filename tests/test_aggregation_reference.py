@@ -302,12 +302,12 @@ EXACT = {
 }
 #: The rules whose reference is a long Weiszfeld run (tested by objective).
 ITERATIVE = {"geometric_median", "bgmd"}
-PRE_REFERENCES = {"nnm": nnm_reference, "bucketing": bucketing_reference}
+NAIVE_PRE_AGGREGATORS = {"nnm": nnm_reference, "bucketing": bucketing_reference}
 
 
 def test_every_registered_rule_has_a_reference():
     assert set(available_aggregators()) == set(EXACT) | ITERATIVE
-    assert set(available_pre_aggregators()) == set(PRE_REFERENCES)
+    assert set(available_pre_aggregators()) == set(NAIVE_PRE_AGGREGATORS)
 
 
 # -- the exact rules -------------------------------------------------------------------------

@@ -37,8 +37,7 @@ def _theory_sections():
 
 def test_no_citation_of_a_file_outside_the_project():
     # The team-internal notes' name, spelled so that this file does not match;
-    # as a word, so that a name like PRE_REFERENCES (references of each rule,
-    # tests/test_aggregation_reference.py) is not taken for it.
+    # as a word, so that a longer identifier containing it is not taken for it.
     name = re.compile(r"\b" + "REFER" + r"ENCE\b")
     offenders = [
         str(path.relative_to(ROOT))
