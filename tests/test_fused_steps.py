@@ -37,20 +37,6 @@ def _backend(fused):
     return backend
 
 
-@pytest.fixture
-def fused_calls(monkeypatch):
-    """Count the compiled loop's calls (each runs many steps)."""
-    calls = []
-    run_steps = _steps.run_steps
-
-    def counting(backend, params, update, n_steps):
-        calls.append(n_steps)
-        return run_steps(backend, params, update, n_steps)
-
-    monkeypatch.setattr(_steps, "run_steps", counting)
-    return calls
-
-
 def _assert_same_fit(fast, reference):
     np.testing.assert_array_equal(fast.coef_, reference.coef_)
     assert fast.coef_.dtype == reference.coef_.dtype

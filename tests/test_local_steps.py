@@ -147,15 +147,17 @@ def test_auto_step_plans_for_one_workers_share_of_the_batch():
 @pytest.mark.parametrize("joblib_backend", ["threading", "loky"])
 def test_joblib_matches_inprocess_bit_for_bit(params, joblib_backend):
     X, y = data()
-    common = dict(n_workers=5, batch_size=50, local_steps=3, max_iter=4, tol=None,
-                  random_state=0, **params)
-    reference = ReLURegressor(**common).fit(X, y)
+    assert_joblib_matches_inprocess(X, y, joblib_backend, n_workers=5, batch_size=50,
+                                    local_steps=3, max_iter=4, tol=None, random_state=0,
+                                    **params)
+
+
+def assert_joblib_matches_inprocess(X, y, joblib_backend, **params):
+    """The fit of ``params`` on joblib's ``joblib_backend`` is the in-process one."""
+    reference = ReLURegressor(**params).fit(X, y)
     with joblib.parallel_config(backend=joblib_backend, n_jobs=2):
-        est = ReLURegressor(backend="joblib", **common).fit(X, y)
-    np.testing.assert_array_equal(est.coef_, reference.coef_)
-    assert est.intercept_ == reference.intercept_
-    assert est.comm_record_.bytes_sent == reference.comm_record_.bytes_sent
-    assert est.loss_curve_ == reference.loss_curve_
+        est = ReLURegressor(backend="joblib", **params).fit(X, y)
+    assert_same_fit(est, reference)
 
 
 @pytest.mark.parametrize("solver", ["sgd", "qsgd", "intsgd", "topk-error-feedback"])

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
+from test_backends import assert_same_fit
 
 from sklearn_relu import DivergenceError, ReLURegressor, _gradient, _parallel, _steps
 from sklearn_relu._diagnostics import column_moments
@@ -67,15 +68,6 @@ def assert_close_to(est, reference, dtype=np.float64):
     scale = float(np.abs(reference.coef_).max())
     assert_allclose(est.coef_, reference.coef_, rtol=0, atol=TOLERANCE[dtype] * scale)
     assert est.intercept_ == pytest.approx(reference.intercept_, abs=TOLERANCE[dtype] * scale)
-
-
-def assert_same_fit(est, reference):
-    assert_array_equal(est.coef_, reference.coef_)
-    assert est.intercept_ == reference.intercept_
-    assert est.loss_curve_ == reference.loss_curve_
-    assert est.t_ == reference.t_
-    got, want = est.comm_record_, reference.comm_record_
-    assert (got.n_messages, got.bytes_sent) == (want.n_messages, want.bytes_sent)
 
 
 SOLVERS = [pytest.param(dict(solver=name), id=name) for name in available_compressors()]
@@ -160,21 +152,13 @@ def test_csc_coo_and_csr_arrays_are_converted_once_to_the_csr_model(matrix):
 @pytest.mark.parametrize("n_workers", [1, 3])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_the_compiled_loop_gives_the_step_by_step_model(
-    monkeypatch, solver, dtype, weighted, n_workers, fit_intercept
+    fused_calls, solver, dtype, weighted, n_workers, fit_intercept
 ):
-    calls = []
-    run_steps = _steps.run_steps
-
-    def counting(backend, params, update, n_steps):
-        calls.append(n_steps)
-        return run_steps(backend, params, update, n_steps)
-
-    monkeypatch.setattr(_steps, "run_steps", counting)
     X, y = sparse_data(dtype=dtype)
     weights = np.random.default_rng(1).uniform(0.5, 2, X.shape[0]) if weighted else None
     params = dict(n_workers=n_workers, fit_intercept=fit_intercept, **solver)
     fast = relu(backend=InProcessBackend(), **params).fit(X, y, weights)
-    assert sum(calls) == fast.t_  # every step ran in the compiled loop
+    assert sum(fused_calls) == fast.t_  # every step ran in the compiled loop
     assert_same_fit(fast, relu(backend=stepwise(), **params).fit(X, y, weights))
 
 

@@ -3,11 +3,10 @@ its vectors (docs/robust.rst, "Worker momentum"), checked against a naive
 reference, across backends, through checkpoints and continuing fits. The MPI
 cases are in ``tests/mpi/check_local_steps.py``."""
 
-import joblib
 import numpy as np
 import pytest
 from test_checkpoint import assert_same_fit, interrupt_then_resume, interrupting
-from test_local_steps import naive_local_sgd
+from test_local_steps import assert_joblib_matches_inprocess, naive_local_sgd
 
 from sklearn_relu import ReLURegressor, make_relu_regression
 
@@ -70,13 +69,9 @@ def test_zero_momentum_is_no_momentum():
 @pytest.mark.parametrize("joblib_backend", ["threading", "loky"])
 def test_joblib_matches_inprocess_bit_for_bit(params, joblib_backend):
     X, y = data()
-    common = dict(worker_momentum=0.9, n_workers=5, batch_size=50, max_iter=4, tol=None,
-                  random_state=0, **params)
-    reference = ReLURegressor(**common).fit(X, y)
-    with joblib.parallel_config(backend=joblib_backend, n_jobs=2):
-        est = ReLURegressor(backend="joblib", **common).fit(X, y)
-    np.testing.assert_array_equal(est.coef_, reference.coef_)
-    assert est.loss_curve_ == reference.loss_curve_
+    assert_joblib_matches_inprocess(X, y, joblib_backend, worker_momentum=0.9, n_workers=5,
+                                    batch_size=50, max_iter=4, tol=None, random_state=0,
+                                    **params)
 
 
 @pytest.mark.parametrize("solver", ["sgd", "intsgd"])
