@@ -26,6 +26,22 @@
  * c_i (so the caller sees a non-finite gradient), as NumPy's maximum does.
  */
 
+/* The residual relu(z) - y of a row and the ReLU's slope at z (1/2 at 0, the
+ * generalized gradient of docs/theory.rst); a NaN z stays NaN in both, so that
+ * it reaches the caller, as in NumPy. Every gradient loop (dense, CSR, the
+ * sparse steps) takes its row coefficient s r slope scale from these. */
+static inline double
+relu_residual(double z, double y)
+{
+    return (z > 0.0 ? z : (z != z ? z : 0.0)) - y;
+}
+
+static inline double
+relu_slope(double z)
+{
+    return z > 0.0 ? 1.0 : (z == 0.0 ? 0.5 : (z != z ? z : 0.0));
+}
+
 /* Rows handled together: GROUP interleaved streams from memory. 8 rather
  * than 4: more requests in flight helped float32 rows and cost float64 rows
  * nothing, and two groups of 8 rows of 32 KB (float64, d = 4000) still fit in
@@ -157,9 +173,8 @@ DISPATCH static void NAME(                                                     \
             Py_ssize_t row = rows[start + k];                                  \
             double zk = z[k] + b;                                              \
             double s = weight ? (double)weight[row] : 1.0;                     \
-            /* zk != zk: a NaN must reach the caller, as in NumPy. */         \
-            double r = (zk > 0.0 ? zk : (zk != zk ? zk : 0.0)) - (double)y[row]; \
-            double slope = zk > 0.0 ? 1.0 : (zk == 0.0 ? 0.5 : (zk != zk ? zk : 0.0)); \
+            double r = relu_residual(zk, (double)y[row]);                      \
+            double slope = relu_slope(zk);                                     \
             double ci = s * r * slope * scale;                                 \
             c[k] = (T)ci;                                                      \
             active |= ci != 0.0;        /* rows with z < 0 add nothing */      \

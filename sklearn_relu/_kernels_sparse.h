@@ -41,9 +41,8 @@ static void NAME(                                                              \
             dot += (double)data[k] * (double)w[indices[k]];                    \
         double zk = dot + b;                                                   \
         double s = weight ? (double)weight[row] : 1.0;                         \
-        /* zk != zk: a NaN must reach the caller, as in NumPy. */             \
-        double r = (zk > 0.0 ? zk : (zk != zk ? zk : 0.0)) - (double)y[row];   \
-        double slope = zk > 0.0 ? 1.0 : (zk == 0.0 ? 0.5 : (zk != zk ? zk : 0.0)); \
+        double r = relu_residual(zk, (double)y[row]);                          \
+        double slope = relu_slope(zk);                                         \
         double ci = s * r * slope * scale;                                     \
         c_sum += ci;                                                           \
         loss_sum += s * r * r;                                                 \
@@ -185,8 +184,8 @@ static void NAME(                                                              \
         }                                                                      \
         double zk = dot + b;                                                   \
         double s = weight ? (double)weight[row] : 1.0;                         \
-        double r = (zk > 0.0 ? zk : (zk != zk ? zk : 0.0)) - (double)y[row];   \
-        double slope = zk > 0.0 ? 1.0 : (zk == 0.0 ? 0.5 : (zk != zk ? zk : 0.0)); \
+        double r = relu_residual(zk, (double)y[row]);                          \
+        double slope = relu_slope(zk);                                         \
         double ci = s * r * slope * scale;                                     \
         c_sum += ci;                                                           \
         loss_sum += s * r * r;                                                 \
