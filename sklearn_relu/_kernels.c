@@ -155,6 +155,27 @@ get_csr(PyObject *X_obj, Py_buffer views[3], csr_rows *csr, Py_ssize_t *n,
     return 0;
 }
 
+/* The vectors of a gradient_part call beside X: y and sample_weight (or
+ * None) of n values, coef and the writable out of d, all of X's format and
+ * item size, and the int64 rows. -1 with an exception set when one is not;
+ * the caller releases every view, filled or not. */
+static int
+get_gradient_vectors(PyObject *y_obj, PyObject *weight_obj, PyObject *coef_obj,
+                     PyObject *rows_obj, PyObject *out_obj, const char *format,
+                     Py_ssize_t size, Py_ssize_t n, Py_ssize_t d, Py_buffer *y,
+                     Py_buffer *weight, Py_buffer *coef, Py_buffer *rows, Py_buffer *out)
+{
+    if (get_vector(y_obj, y, "y", 0, format, size, n) < 0
+        || (weight_obj != Py_None
+            && get_vector(weight_obj, weight, "sample_weight", 0, format, size, n) < 0)
+        || get_vector(coef_obj, coef, "coef", 0, format, size, d) < 0
+        || get_vector(rows_obj, rows, "rows", 0, NULL, sizeof(Py_ssize_t), 0) < 0
+        || !is_integer_format(rows)
+        || get_vector(out_obj, out, "out", 1, format, size, d) < 0)
+        return -1;
+    return 0;
+}
+
 PyDoc_STRVAR(csr_gradient_part_doc,
 "csr_gradient_part(X, y, sample_weight, coef, intercept, rows, scale, out)\n"
 "--\n\n"
@@ -180,13 +201,8 @@ csr_gradient_part(PyObject *self, PyObject *args)
         goto done;
     const char *format = X[0].format;
     Py_ssize_t size = X[0].itemsize;
-    if (get_vector(y_obj, &y, "y", 0, format, size, n) < 0
-        || (weight_obj != Py_None
-            && get_vector(weight_obj, &weight, "sample_weight", 0, format, size, n) < 0)
-        || get_vector(coef_obj, &coef, "coef", 0, format, size, d) < 0
-        || get_vector(rows_obj, &rows, "rows", 0, NULL, sizeof(Py_ssize_t), 0) < 0
-        || !is_integer_format(&rows)
-        || get_vector(out_obj, &out, "out", 1, format, size, d) < 0)
+    if (get_gradient_vectors(y_obj, weight_obj, coef_obj, rows_obj, out_obj, format, size,
+                             n, d, &y, &weight, &coef, &rows, &out) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
     memset(out.buf, 0, (size_t)d * (size_t)size);
@@ -236,13 +252,8 @@ gradient_part(PyObject *self, PyObject *args)
         goto done;
     }
     Py_ssize_t n = X.shape[0], d = X.shape[1], size = X.itemsize;
-    if (get_vector(y_obj, &y, "y", 0, format, size, n) < 0
-        || (weight_obj != Py_None
-            && get_vector(weight_obj, &weight, "sample_weight", 0, format, size, n) < 0)
-        || get_vector(coef_obj, &coef, "coef", 0, format, size, d) < 0
-        || get_vector(rows_obj, &rows, "rows", 0, NULL, sizeof(Py_ssize_t), 0) < 0
-        || !is_integer_format(&rows)
-        || get_vector(out_obj, &out, "out", 1, format, size, d) < 0)
+    if (get_gradient_vectors(y_obj, weight_obj, coef_obj, rows_obj, out_obj, format, size,
+                             n, d, &y, &weight, &coef, &rows, &out) < 0)
         goto done;
 
     Py_BEGIN_ALLOW_THREADS
